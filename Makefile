@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (main job on embedded defaults) and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test bench lint serve clean
+
+$(STAMP): pyproject.toml setup.py serve_app/frames/_phash_native.c
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -c "from serve_app.frames.phash import native_available as n; assert n(), 'native pHash kernel missing'"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/supportgraph demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/phash_bench.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+serve: $(STAMP)
+	$(BIN)/serve run configs/local.yaml
+
+clean:
+	rm -rf $(VENV) build *.egg-info serve_app/frames/*.so .supportgraph

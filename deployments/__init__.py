@@ -1,0 +1,1 @@
+"""Thin Ray Serve deployments over serve_app, and the graph builder (`deployments.graph:build_app`)."""

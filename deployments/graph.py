@@ -1,0 +1,56 @@
+"""The graph builder: the only place deployments are composed (`.bind()`), from one Settings object.
+
+`serve run configs/local.yaml` imports `deployments.graph:build_app` with the config's `args`;
+`serve.run(build_app(settings))` does the same from Python. Options that Serve config files may also set
+(replicas, CPUs, user_config) take their defaults from Settings here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
+
+from deployments.frame_dedup import FrameDedup
+from deployments.ingress import Ingress
+from deployments.routing import StreamAffinityRouter
+from serve_app.settings import DeploymentResources, Settings, load_settings
+
+QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
+
+
+def _options(res: DeploymentResources, log_level: str) -> dict[str, Any]:
+    actor: dict[str, Any] = {"num_cpus": res.num_cpus}
+    if res.num_gpus:
+        actor["num_gpus"] = res.num_gpus
+    return {
+        "num_replicas": res.num_replicas,
+        "ray_actor_options": actor,
+        "max_ongoing_requests": res.max_ongoing_requests,
+        "max_queued_requests": res.max_queued_requests,
+        "logging_config": {**QUIET_LOGS, "log_level": log_level},
+    }
+
+
+def _settings_from(config: Settings | dict[str, Any] | None) -> Settings:
+    if isinstance(config, Settings):
+        return config
+    config = dict(config or {})
+    config_file = config.pop("config_file", None)
+    return load_settings(config_file, **config)
+
+
+def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
+    """FrameDedup behind the HTTP ingress. `config`: Settings, or a dict of settings (+ `config_file`)."""
+    settings = _settings_from(config)
+    level = settings.log_level
+    frame_dedup = serve.deployment(FrameDedup, name="FrameDedup").options(
+        **_options(settings.serve.frame_dedup, level),
+        user_config=settings.dedup.live_config(),
+        request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
+    )
+    ingress = serve.deployment(Ingress, name="Ingress").options(**_options(settings.serve.ingress, level))
+    dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
+    return ingress.bind(frame_dedup.bind(dedup_init), settings.http.model_dump())

@@ -1,0 +1,52 @@
+"""Ingress deployment: the FastAPI app of serve_app.http, with a backend that calls deployment handles.
+
+The app is built on the replica (`__serve_build_asgi_app__`), after `__init__` has the handles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.frames.decode import FrameLimits
+from serve_app.http import Overloaded, create_app
+
+
+class HandleFrameBackend:
+    """FrameBackend over the FrameDedup handle; keyword calls so StreamAffinityRouter sees stream_id."""
+
+    def __init__(self, frame_dedup: DeploymentHandle):
+        self.frame_dedup = frame_dedup
+
+    async def offer(self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None) -> dict[str, Any]:
+        try:
+            return await self.frame_dedup.offer.remote(
+                stream_id=stream_id, frame=frame, is_speaking=is_speaking, ts=ts
+            )
+        except BackPressureError as exc:
+            raise Overloaded("frame dedup queue is full, retry later") from exc
+
+    async def stats(self, stream_id: str) -> dict[str, Any]:
+        return await self.frame_dedup.stats.remote(stream_id=stream_id)
+
+    async def close(self, stream_id: str) -> dict[str, Any]:
+        return await self.frame_dedup.close.remote(stream_id=stream_id)
+
+
+@serve.ingress()
+class Ingress:
+    def __init__(self, frame_dedup: DeploymentHandle, http: dict[str, Any] | None = None):
+        http = http or {}
+        self.limits = FrameLimits(
+            max_bytes=http.get("max_frame_bytes", FrameLimits.max_bytes),
+            max_pixels=http.get("max_frame_pixels", FrameLimits.max_pixels),
+        )
+        self.frames = HandleFrameBackend(frame_dedup)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        app = create_app(self.limits)
+        app.state.frames = self.frames
+        return app

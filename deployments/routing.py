@@ -1,0 +1,55 @@
+"""Sticky routing: every request that names a stream goes to the same FrameDedup replica.
+
+A stream's dedup state (last sampled time, last processed hash) lives in one replica's memory, so the
+handle must not spread a stream over replicas. `StreamAffinityRouter` ranks replicas by rendezvous
+(highest-random-weight) hashing of (stream id, replica id) with blake2b, which is stable across
+processes (unlike `hash()`), and offers only the winner: a busy owner makes the request wait (backoff)
+rather than go elsewhere.
+
+When replicas change, only the streams of the replica that left or the share taken by a new one move.
+A moved stream starts fresh on its new replica: its first frame there is processed (sent) even if it
+matches the last one sent before, so a replica death or scale event costs at most one extra frame per
+stream; counters restart on the new replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
+
+
+def stream_key(pending_request: PendingRequest | None) -> str | None:
+    """The stream id a request is for: the `stream_id` keyword, or a leading string argument."""
+    if pending_request is None:
+        return None
+    key: Any = pending_request.kwargs.get("stream_id")
+    if key is None and pending_request.args and isinstance(pending_request.args[0], str):
+        key = pending_request.args[0]
+    return key if isinstance(key, str) else None
+
+
+def owner_score(stream_id: str, replica_id: str) -> int:
+    digest = hashlib.blake2b(f"{stream_id}\x00{replica_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def owner(stream_id: str, replica_ids: list[str]) -> str:
+    """The replica id that owns a stream among `replica_ids` (rendezvous hashing)."""
+    return max(replica_ids, key=lambda rid: owner_score(stream_id, rid))
+
+
+class StreamAffinityRouter(RequestRouter):
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        key = stream_key(pending_request)
+        if key is None:  # not stream-scoped: any replica, least loaded first is the base behaviour
+            return [candidate_replicas]
+        by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
+        return [[by_id[owner(key, list(by_id))]]]

@@ -1,0 +1,94 @@
+"""Turning an uploaded frame (JPEG, PNG or raw RGB24 bytes) into a uint8 [H, W, 3] array, or a clear error.
+
+Checks happen before pixels are decoded: byte size, format from the file signature, declared dimensions
+against a pixel budget (so a tiny PNG claiming 100k x 100k never allocates), then a full decode that
+reports truncated or corrupt data.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+RAW_TYPES = ("application/octet-stream", "image/x-raw-rgb")
+
+
+class FrameDecodeError(ValueError):
+    """The upload is not a usable frame; `status` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    max_bytes: int = 8 * 1024 * 1024
+    max_pixels: int = 3840 * 2160
+
+
+def _check_dims(width: int, height: int, limits: FrameLimits) -> None:
+    if width < 1 or height < 1:
+        raise FrameDecodeError(f"frame must be at least 1x1 pixels, got {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise FrameDecodeError(
+            f"frame is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}", 413
+        )
+
+
+def decode_raw(data: bytes, width: int | None, height: int | None, limits: FrameLimits) -> np.ndarray:
+    if width is None or height is None:
+        raise FrameDecodeError("raw RGB24 frames need the width and height query parameters")
+    _check_dims(width, height, limits)
+    expected = width * height * 3
+    if len(data) != expected:
+        raise FrameDecodeError(f"raw RGB24 {width}x{height} frame needs {expected} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+
+
+def decode_image(data: bytes, content_type: str, limits: FrameLimits) -> np.ndarray:
+    expected = FORMATS[content_type]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[expected])
+            _check_dims(image.width, image.height, limits)
+            image.load()
+    except FrameDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise FrameDecodeError(f"frame is too large to decode: {exc}", 413) from None
+    except UnidentifiedImageError:
+        raise FrameDecodeError(f"body is not a valid {expected} image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise FrameDecodeError(f"corrupt or truncated {expected} image: {exc}") from None
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_frame(
+    data: bytes,
+    content_type: str | None,
+    limits: FrameLimits,
+    width: int | None = None,
+    height: int | None = None,
+) -> np.ndarray:
+    """Decode one upload by its media type; raises FrameDecodeError (with an HTTP status) on bad input."""
+    if len(data) > limits.max_bytes:
+        raise FrameDecodeError(f"frame is {len(data)} bytes; the limit is {limits.max_bytes}", 413)
+    if not data:
+        raise FrameDecodeError("empty body: send a JPEG, PNG or raw RGB24 frame")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in FORMATS:
+        return decode_image(data, media, limits)
+    if media in RAW_TYPES:
+        return decode_raw(data, width, height, limits)
+    raise FrameDecodeError(
+        f"unsupported content type {content_type!r}: use image/jpeg, image/png or application/octet-stream "
+        "(raw RGB24 with width and height)",
+        415,
+    )

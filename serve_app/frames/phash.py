@@ -1,0 +1,223 @@
+"""Batched perceptual hash (pHash), bit-exact with `imagehash.phash`.
+
+`phash_batch(frames)` takes uint8 RGB frames `[B, H, W, 3]` (numpy or torch) and returns one uint64 per
+frame equal to `int(str(imagehash.phash(Image.fromarray(frame))), 16)`.
+
+Pipeline, each stage exact:
+1. Pillow's integer RGB->L and fixed-point LANCZOS resize to 32x32 (`resample.py` plans it), done by
+   the native C kernel on CPU (threads split the batch) or by float64 matmuls in torch (exact: every
+   partial sum is an integer far below 2**53), which runs on CUDA when the frames or the device are there.
+2. scipy's DCT-II on the 32x32 thumbnails, batched (bitwise the same as imagehash's per-image calls,
+   ties on flat frames included, because it *is* the same scipy routine), top-left 8x8, `> median`.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import scipy.fftpack
+
+from serve_app.frames.resample import PRECISION_BITS, THUMB, ResamplePlan, plan_for
+
+if TYPE_CHECKING:
+    import torch
+
+try:
+    from serve_app.frames import _phash_native
+except ImportError:  # built by `pip install`; the torch path stays exact without it
+    _phash_native = None
+
+Backend = Literal["auto", "native", "torch"]
+HASH_BITS = 64
+_TORCH_CHUNK_PIXELS = 16 * 1280 * 720  # frames per torch step: bounds float64 scratch to ~120 MB
+
+
+class FrameShapeError(ValueError):
+    """Frames are not uint8 RGB `[B, H, W, 3]`."""
+
+
+def native_available() -> bool:
+    return _phash_native is not None
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_frames(frames: Any) -> tuple[int, int, int]:
+    """Validate a frame batch; returns (B, H, W)."""
+    shape = tuple(frames.shape)
+    dtype = str(frames.dtype)
+    if len(shape) != 4 or shape[3] != 3:
+        raise FrameShapeError(f"frames must be [B, H, W, 3] RGB, got shape {shape}")
+    if dtype not in ("uint8", "torch.uint8"):
+        raise FrameShapeError(f"frames must be uint8, got {dtype}")
+    b, h, w, _ = shape
+    if h < 1 or w < 1:
+        raise FrameShapeError(f"frames must be at least 1x1, got {h}x{w}")
+    return b, h, w
+
+
+def hash_thumbnails(thumbs: np.ndarray) -> np.ndarray:
+    """[B, 32, 32] uint8 Pillow thumbnails -> [B] uint64 pHash (imagehash's DCT, median and bit order)."""
+    coeffs = scipy.fftpack.dct(scipy.fftpack.dct(thumbs, axis=1), axis=2)[:, :8, :8]
+    flat = coeffs.reshape(len(thumbs), HASH_BITS)
+    bits = flat > np.median(flat, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").reshape(-1).astype(np.uint64)
+
+
+def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """Bitwise Hamming distance between uint64 hashes (broadcasting)."""
+    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
+
+
+def hash_hex(value: int | np.integer) -> str:
+    """The 16-hex-digit form imagehash prints for a 64-bit pHash."""
+    return f"{int(value):016x}"
+
+
+# --- native CPU path -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="phash")
+
+
+def _filter_args(plan: ResamplePlan) -> tuple[Any, Any, Any, Any]:
+    h, v = plan.horizontal, plan.vertical
+    return (
+        None if h is None else h.weights,
+        None if h is None else h.bounds,
+        None if v is None else v.weights,
+        None if v is None else v.bounds,
+    )
+
+
+def thumbnails_native(frames: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Pillow-exact 32x32 gray thumbnails with the C kernel, the batch split across threads."""
+    if _phash_native is None:
+        raise RuntimeError("the native pHash kernel is not built; reinstall the package (pip install -e .)")
+    b, h, w = check_frames(frames)
+    frames = np.ascontiguousarray(frames)
+    plan = plan_for(h, w)
+    out = np.empty((b, THUMB, THUMB), dtype=np.uint8)
+    args = _filter_args(plan)
+    threads = min(threads or default_threads(), max(b, 1))
+
+    def run(start: int, stop: int) -> None:
+        _phash_native.resize_batch(frames, b, h, w, *args, plan.vertical_first, out, start, stop)
+
+    if threads <= 1:
+        run(0, b)
+        return out
+    edges = np.linspace(0, b, threads + 1).astype(int)
+    futures = [
+        _pool(threads).submit(run, int(lo), int(hi))
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+        if hi > lo
+    ]
+    for f in futures:
+        f.result()
+    return out
+
+
+# --- torch path (CPU or CUDA) ----------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def _dense_filters(height: int, width: int, device: str) -> tuple[Any, Any]:
+    import torch
+
+    plan = plan_for(height, width)
+
+    def mat(f: Any, size: int) -> Any:
+        return None if f is None else torch.from_numpy(f.dense(size).astype(np.float64)).to(device)
+
+    return mat(plan.horizontal, plan.width), mat(plan.vertical, plan.height)
+
+
+def _round_clip(acc: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    half = float(1 << (PRECISION_BITS - 1))
+    return torch.clamp(torch.floor((acc + half) / float(1 << PRECISION_BITS)), 0.0, 255.0)
+
+
+def thumbnails_torch(frames: Any, device: str | None = None) -> np.ndarray:
+    """Pillow-exact thumbnails with torch float64 matmuls (exact integer arithmetic), on `device`."""
+    import torch
+
+    b, h, w = check_frames(frames)
+    x = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
+    dev = torch.device(device) if device else x.device
+    plan = plan_for(h, w)
+    kx, ky = _dense_filters(h, w, str(dev))
+    step = max(1, _TORCH_CHUNK_PIXELS // (h * w))
+    out = []
+    for lo in range(0, b, step):
+        chunk = x[lo : lo + step].to(dev, non_blocking=True).to(torch.int32)
+        gray = (chunk[..., 0] * 19595 + chunk[..., 1] * 38470 + chunk[..., 2] * 7471 + 0x8000) >> 16
+        img = gray.to(torch.float64)
+        if plan.vertical_first:
+            img = _round_clip(ky @ img)
+            img = _round_clip(img @ kx.T)
+        else:
+            if kx is not None:
+                img = _round_clip(img @ kx.T)
+            if ky is not None:
+                img = _round_clip(ky @ img)
+        out.append(img.to(torch.uint8))
+    return torch.cat(out).cpu().numpy() if out else np.empty((0, THUMB, THUMB), np.uint8)
+
+
+# --- public entry point ----------------------------------------------------------------------
+
+
+def resolve_backend(
+    frames: Any, backend: Backend = "auto", device: str | None = None
+) -> tuple[str, str | None]:
+    """Pick (backend, device): CUDA tensors or a CUDA device go to torch; CPU to native when built."""
+    if backend != "auto":
+        return backend, device
+    is_cuda_tensor = getattr(getattr(frames, "device", None), "type", "cpu") == "cuda"
+    if is_cuda_tensor or (device or "").startswith("cuda"):
+        return "torch", device
+    return ("native", None) if native_available() else ("torch", "cpu")
+
+
+def phash_batch(
+    frames: Any, *, backend: Backend = "auto", device: str | None = None, threads: int | None = None
+) -> np.ndarray:
+    """pHash of every frame in a uint8 `[B, H, W, 3]` batch, as a `[B]` uint64 numpy array."""
+    b, _, _ = check_frames(frames)
+    if b == 0:
+        return np.empty(0, dtype=np.uint64)
+    chosen, dev = resolve_backend(frames, backend, device)
+    if chosen == "native":
+        if not isinstance(frames, np.ndarray):
+            frames = frames.cpu().numpy()
+        thumbs = thumbnails_native(frames, threads)
+    elif chosen == "torch":
+        thumbs = thumbnails_torch(frames, dev)
+    else:
+        raise ValueError(f"unknown pHash backend {backend!r} (auto, native, torch)")
+    return hash_thumbnails(thumbs)
+
+
+def hash_frames(frames: list[np.ndarray], **options: Any) -> np.ndarray:
+    """pHash of frames that may differ in size: one `phash_batch` call per size, results in input order."""
+    out = np.empty(len(frames), dtype=np.uint64)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, frame in enumerate(frames):
+        by_shape.setdefault(tuple(frame.shape), []).append(i)
+    for indices in by_shape.values():
+        out[indices] = phash_batch(np.stack([frames[i] for i in indices]), **options)
+    return out

@@ -1,0 +1,201 @@
+"""Per-stream frame sampling: FPS throttling (active vs idle) then pHash dedup against the last sent frame.
+
+A frame goes through two gates, in order:
+1. throttle: it is sampled only if at least one period (1/active_fps while the user speaks, 1/idle_fps
+   otherwise, with a quarter-period slack for timestamp jitter) passed since the last sampled frame;
+2. dedup: a sampled frame is a duplicate when its pHash is within `hamming_threshold` bits of the last
+   *processed* frame of the stream; otherwise it is processed (sent on) and becomes the new reference.
+
+The gates are split (`admit` then `decide`) so a Ray Serve replica can hash the sampled frames of many
+streams in one batch; `offer` runs both for one frame. Throttling depends only on earlier sampling, so
+admitting several frames before deciding them gives the same result as one at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from serve_app.frames.phash import hamming, hash_hex, phash_batch
+from serve_app.tenancy import StreamId, parse_stream_id
+
+JITTER_SLACK = 0.25  # fraction of a period a frame may come early and still be sampled
+
+
+class Verdict(StrEnum):
+    THROTTLED = "throttled"
+    DUPLICATE = "duplicate"
+    PROCESSED = "processed"
+
+
+@dataclass
+class SamplingPolicy:
+    hamming_threshold: int = 10
+    active_fps: float = 30.0
+    idle_fps: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hamming_threshold <= 64:
+            raise ValueError(f"hamming_threshold must be in [0, 64], got {self.hamming_threshold}")
+        if self.active_fps <= 0 or self.idle_fps <= 0:
+            raise ValueError(f"fps must be positive, got active={self.active_fps} idle={self.idle_fps}")
+
+    def period(self, is_speaking: bool) -> float:
+        return 1.0 / (self.active_fps if is_speaking else self.idle_fps)
+
+
+@dataclass(frozen=True)
+class Decision:
+    stream_id: str
+    verdict: Verdict
+    ts: float
+    phash: int | None = None  # None when throttled (never hashed)
+    distance: int | None = None  # bits from the last processed frame; None for a stream's first
+
+    @property
+    def send(self) -> bool:
+        return self.verdict is Verdict.PROCESSED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "verdict": self.verdict.value,
+            "send": self.send,
+            "ts": self.ts,
+            "phash": None if self.phash is None else hash_hex(self.phash),
+            "distance": self.distance,
+        }
+
+
+@dataclass
+class FrameCounters:
+    total: int = 0
+    throttled: int = 0
+    duplicate: int = 0
+    processed: int = 0
+
+    def add(self, verdict: Verdict) -> None:
+        self.total += 1
+        setattr(self, verdict.value, getattr(self, verdict.value) + 1)
+
+    def merge(self, other: FrameCounters) -> None:
+        for name in ("total", "throttled", "duplicate", "processed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def dedup_rate(self) -> float:
+        """Share of sampled (hashed) frames skipped as duplicates."""
+        hashed = self.duplicate + self.processed
+        return self.duplicate / hashed if hashed else 0.0
+
+    @property
+    def skip_rate(self) -> float:
+        """Share of all offered frames not sent on (throttled or duplicate)."""
+        return (self.throttled + self.duplicate) / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "dedup_rate": self.dedup_rate, "skip_rate": self.skip_rate}
+
+
+@dataclass
+class FrameSampler:
+    """Sampling state of one stream; the policy object may be shared and changed live."""
+
+    stream: StreamId
+    policy: SamplingPolicy = field(default_factory=SamplingPolicy)
+    counters: FrameCounters = field(default_factory=FrameCounters)
+    last_sampled_ts: float | None = None
+    last_processed_hash: int | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def admit(self, ts: float, is_speaking: bool) -> Decision | None:
+        """Throttle gate: a THROTTLED decision, or None when the frame must be hashed and decided."""
+        self.last_seen = time.monotonic()
+        if self.last_sampled_ts is not None:
+            min_gap = self.policy.period(is_speaking) * (1.0 - JITTER_SLACK)
+            if ts - self.last_sampled_ts < min_gap:
+                self.counters.add(Verdict.THROTTLED)
+                return Decision(str(self.stream), Verdict.THROTTLED, ts)
+        self.last_sampled_ts = ts
+        return None
+
+    def decide(self, ts: float, phash: int) -> Decision:
+        """Dedup gate for an admitted frame with its pHash."""
+        phash = int(phash)
+        distance = None
+        if self.last_processed_hash is not None:
+            distance = int(hamming(phash, self.last_processed_hash))
+            if distance <= self.policy.hamming_threshold:
+                self.counters.add(Verdict.DUPLICATE)
+                return Decision(str(self.stream), Verdict.DUPLICATE, ts, phash, distance)
+        self.last_processed_hash = phash
+        self.counters.add(Verdict.PROCESSED)
+        return Decision(str(self.stream), Verdict.PROCESSED, ts, phash, distance)
+
+    def offer(self, frame: np.ndarray, is_speaking: bool, ts: float) -> Decision:
+        """Both gates for one uint8 RGB frame [H, W, 3]."""
+        throttled = self.admit(ts, is_speaking)
+        if throttled is not None:
+            return throttled
+        return self.decide(ts, int(phash_batch(np.asarray(frame)[None])[0]))
+
+
+class StreamTable:
+    """The samplers of one process (a replica): bounded by count and idle time, counters per tenant."""
+
+    def __init__(self, policy: SamplingPolicy, max_streams: int = 10_000, idle_ttl_s: float = 600.0):
+        self.policy = policy
+        self.max_streams = max_streams
+        self.idle_ttl_s = idle_ttl_s
+        self._streams: OrderedDict[str, FrameSampler] = OrderedDict()
+        self._tenants: dict[str, FrameCounters] = {}
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __contains__(self, stream_id: str) -> bool:
+        return stream_id in self._streams
+
+    def sampler(self, stream_id: str) -> FrameSampler:
+        """The stream's sampler, created on first use (the id is validated)."""
+        sampler = self._streams.get(stream_id)
+        if sampler is None:
+            sampler = FrameSampler(parse_stream_id(stream_id), self.policy)
+            self._streams[stream_id] = sampler
+            self._evict(keep=stream_id)
+        self._streams.move_to_end(stream_id)
+        return sampler
+
+    def record(self, decision: Decision) -> Decision:
+        """Count a decision for the stream's tenant; returns it."""
+        tenant = parse_stream_id(decision.stream_id).tenant_id
+        self._tenants.setdefault(tenant, FrameCounters()).add(decision.verdict)
+        return decision
+
+    def stream_counters(self, stream_id: str) -> FrameCounters | None:
+        sampler = self._streams.get(stream_id)
+        return None if sampler is None else sampler.counters
+
+    def tenant_counters(self, tenant_id: str) -> FrameCounters:
+        return self._tenants.get(tenant_id, FrameCounters())
+
+    def close(self, stream_id: str) -> FrameCounters | None:
+        """Forget a stream (its tenant counters stay); returns its final counters."""
+        sampler = self._streams.pop(stream_id, None)
+        return None if sampler is None else sampler.counters
+
+    def _evict(self, keep: str) -> None:
+        now = time.monotonic()
+        while self._streams:
+            oldest_id, oldest = next(iter(self._streams.items()))
+            too_many = len(self._streams) > self.max_streams
+            if oldest_id == keep or not (too_many or now - oldest.last_seen > self.idle_ttl_s):
+                break
+            del self._streams[oldest_id]
+            self.evicted += 1

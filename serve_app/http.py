@@ -1,0 +1,159 @@
+"""The HTTP API (FastAPI), independent of Ray: routes talk to a `FrameBackend` kept in `app.state`.
+
+The Ray ingress deployment puts a backend that calls deployment handles there; tests and tools can put
+the in-process `DedupService` instead. Errors are 4xx with a `detail` message, never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
+from serve_app.frames.sampler import Decision
+from serve_app.frames.service import DedupService
+from serve_app.tenancy import InvalidIdentifier, parse_stream_id
+
+API_VERSION = "0.1.0"
+
+
+class Overloaded(Exception):
+    """The backend refused work (queue full): HTTP 503 with Retry-After."""
+
+
+class FrameBackend(Protocol):
+    async def offer(
+        self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None
+    ) -> dict[str, Any]: ...
+    async def stats(self, stream_id: str) -> dict[str, Any]: ...
+    async def close(self, stream_id: str) -> dict[str, Any]: ...
+
+
+class LocalFrameBackend:
+    """A `FrameBackend` over an in-process DedupService (no Ray)."""
+
+    def __init__(self, service: DedupService):
+        self.service = service
+
+    async def offer(self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None) -> dict[str, Any]:
+        decision: Decision = await self.service.offer(stream_id, frame, is_speaking, ts)
+        return decision.to_dict()
+
+    async def stats(self, stream_id: str) -> dict[str, Any]:
+        return self.service.stats(stream_id)
+
+    async def close(self, stream_id: str) -> dict[str, Any]:
+        return self.service.close(stream_id)
+
+
+class FrameDecisionOut(BaseModel):
+    stream_id: str
+    verdict: str  # throttled | duplicate | processed
+    send: bool
+    ts: float
+    phash: str | None
+    distance: int | None
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+STREAM_ID = Path(
+    ...,
+    max_length=300,
+    description="tenant_<tenant>_<room>[.<track>], e.g. tenant_acme_support-42.screen",
+)
+
+
+def _stream(stream_id: str) -> str:
+    try:
+        parse_stream_id(stream_id)
+    except InvalidIdentifier as exc:
+        raise HTTPException(400, str(exc)) from None
+    return stream_id
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"frame is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"frame is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _backend(request: Request) -> FrameBackend:
+    return request.app.state.frames
+
+
+def create_app(limits: FrameLimits | None = None) -> FastAPI:
+    app = FastAPI(
+        title="supportgraph",
+        version=API_VERSION,
+        description="Multi-modal customer-support graph on Ray Serve: frame dedup (this version).",
+    )
+    app.state.limits = limits or FrameLimits()
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc) or "overloaded, retry later"}, 503, headers={"Retry-After": "1"}
+        )
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        return Health(status="ok", version=API_VERSION)
+
+    @app.post(
+        "/v1/streams/{stream_id}/frames",
+        response_model=FrameDecisionOut,
+        tags=["frames"],
+        summary="Offer one screen-share frame; says whether to send it on (processed) or skip it",
+        responses={
+            400: {"description": "bad stream id"},
+            413: {"description": "frame too large"},
+            415: {"description": "unsupported content type"},
+            422: {"description": "corrupt frame"},
+            503: {"description": "overloaded"},
+        },
+    )
+    async def submit_frame(
+        request: Request,
+        stream_id: str = STREAM_ID,
+        ts: float | None = Query(None, ge=0, le=1e12, allow_inf_nan=False, description="frame time, seconds"),
+        speaking: bool = Query(False, description="the user is speaking: sample at the active rate"),
+        width: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
+        height: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
+    ) -> dict[str, Any]:
+        _stream(stream_id)
+        limits: FrameLimits = request.app.state.limits
+        body = await _read_body(request, limits.max_bytes)
+        try:
+            frame = await asyncio.to_thread(
+                decode_frame, body, request.headers.get("content-type"), limits, width, height
+            )
+        except FrameDecodeError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return await _backend(request).offer(stream_id, frame, speaking, ts)
+
+    @app.get("/v1/streams/{stream_id}/stats", tags=["frames"], summary="Counters of a stream and its tenant")
+    async def stream_stats(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
+        return await _backend(request).stats(_stream(stream_id))
+
+    @app.delete(
+        "/v1/streams/{stream_id}", tags=["frames"], summary="End a stream; returns its final counters"
+    )
+    async def close_stream(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
+        return await _backend(request).close(_stream(stream_id))
+
+    return app

@@ -1,0 +1,118 @@
+"""The one typed settings object: defaults < YAML file < environment (SUPPORTGRAPH_*) < explicit overrides.
+
+A YAML file is read from `load_settings(path)` or the SUPPORTGRAPH_CONFIG variable. Nested fields use
+`__` in variable names: `SUPPORTGRAPH_DEDUP__HAMMING_THRESHOLD=8`. Unknown keys are errors, not ignored.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SUPPORTGRAPH_CONFIG"
+_yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("supportgraph_yaml", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DedupSettings(_Section):
+    """Frame sampling and dedup; `live_config()` is the deployment's user_config (changes without redeploy)."""
+
+    hamming_threshold: int = Field(10, ge=0, le=64, description="skip a frame within this many bits")
+    active_fps: float = Field(30.0, gt=0, le=240, description="sampling rate while the user speaks")
+    idle_fps: float = Field(5.0, gt=0, le=240, description="sampling rate otherwise")
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    max_streams: int = Field(10_000, ge=1, description="streams kept per replica (least recent evicted)")
+    stream_idle_ttl_s: float = Field(600.0, gt=0, description="forget a stream idle this long")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    hash_threads: int | None = Field(None, ge=1, le=256, description="CPU threads per batch (default: all)")
+
+    def live_config(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"device", "hash_threads"})
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted frame upload")
+    max_frame_pixels: int = Field(3840 * 2160, ge=1, description="largest decoded frame (w*h)")
+
+
+class DeploymentResources(_Section):
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, gt=0, description="fractional so the graph fits on 2 cores")
+    num_gpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(512, ge=-1, description="-1: unbounded; else 503 past this")
+
+
+class ServeSettings(_Section):
+    app_name: str = "supportgraph"
+    route_prefix: str = "/"
+    ingress: DeploymentResources = DeploymentResources(num_cpus=0.25, max_ongoing_requests=128)
+    frame_dedup: DeploymentResources = DeploymentResources()
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+
+
+class PricingSettings(_Section):
+    image_usd: float = Field(0.002, ge=0, description="price of one image sent to a vision model")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUPPORTGRAPH_", env_nested_delimiter="__", extra="forbid")
+
+    state_dir: Path = Path(".supportgraph")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    dedup: DedupSettings = DedupSettings()
+    http: HttpSettings = HttpSettings()
+    serve: ServeSettings = ServeSettings()
+    pricing: PricingSettings = PricingSettings()
+
+    @model_validator(mode="after")
+    def _gpu_needs_cuda(self) -> Settings:
+        if self.dedup.device == "cuda" and self.serve.frame_dedup.num_gpus <= 0:
+            raise ValueError(
+                "dedup.device=cuda needs serve.frame_dedup.num_gpus > 0 (Ray hides GPUs otherwise)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _yaml_path.get()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, an optional YAML file (or $SUPPORTGRAPH_CONFIG), env vars, then overrides."""
+    chosen = path if path is not None else os.environ.get(CONFIG_ENV)
+    yaml_file = Path(chosen) if chosen else None
+    if yaml_file is not None and not yaml_file.is_file():
+        raise FileNotFoundError(f"settings file not found: {yaml_file}")
+    token = _yaml_path.set(yaml_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        _yaml_path.reset(token)

@@ -1,0 +1,24 @@
+"""Builds the native pHash kernel; everything else is declared in pyproject.toml.
+
+SUPPORTGRAPH_MARCH picks the CPU the kernel is tuned for: "native" (default: the machine that installs
+it, which is where `make` runs it) or a portable level such as "x86-64-v3" for images built elsewhere;
+an empty value adds no -march flag.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+march = os.environ.get("SUPPORTGRAPH_MARCH", "native")
+flags = ["-O3", "-std=c11"] + ([f"-march={march}"] if march else [])
+
+setup(
+    ext_modules=[
+        Extension(
+            "serve_app.frames._phash_native",
+            sources=["serve_app/frames/_phash_native.c"],
+            extra_compile_args=flags,
+            optional=True,  # without a compiler the exact torch path is used
+        )
+    ]
+)
