@@ -28,7 +28,7 @@ class _Section(BaseModel):
 
 
 class DedupSettings(_Section):
-    """Frame sampling and dedup; `live_config()` is the deployment's user_config (changes without redeploy)."""
+    """Frame sampling and dedup; `live_config()` is the deployment user_config (live, no redeploy)."""
 
     hamming_threshold: int = Field(10, ge=0, le=64, description="skip a frame within this many bits")
     active_fps: float = Field(30.0, gt=0, le=240, description="sampling rate while the user speaks")

@@ -22,7 +22,8 @@ class InvalidIdentifier(ValueError):
 def validate_tenant_id(tenant_id: str) -> str:
     if not isinstance(tenant_id, str) or not TENANT_RE.fullmatch(tenant_id):
         raise InvalidIdentifier(
-            f"invalid tenant id {tenant_id!r}: use 1-63 lowercase letters, digits or '-', starting alphanumeric"
+            f"invalid tenant id {tenant_id!r}: use 1-63 lowercase letters, digits or '-', "
+            "starting with a letter or digit"
         )
     return tenant_id
 

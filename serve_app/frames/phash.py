@@ -13,6 +13,7 @@ Pipeline, each stage exact:
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -120,9 +121,7 @@ def thumbnails_native(frames: np.ndarray, threads: int | None = None) -> np.ndar
         return out
     edges = np.linspace(0, b, threads + 1).astype(int)
     futures = [
-        _pool(threads).submit(run, int(lo), int(hi))
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
-        if hi > lo
+        _pool(threads).submit(run, int(lo), int(hi)) for lo, hi in itertools.pairwise(edges) if hi > lo
     ]
     for f in futures:
         f.result()

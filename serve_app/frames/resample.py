@@ -66,7 +66,7 @@ def axis_filter(in_size: int, out_size: int = THUMB) -> AxisFilter:
     scale = float(np.float32(in_size)) / out_size  # box edges are C floats in Pillow
     filterscale = max(scale, 1.0)
     support = LANCZOS_SUPPORT * filterscale
-    ksize = int(math.ceil(support)) * 2 + 1
+    ksize = math.ceil(support) * 2 + 1
     weights = np.zeros((out_size, ksize), dtype=np.int32)
     bounds = np.zeros((out_size, 2), dtype=np.int32)
     inv = 1.0 / filterscale
