@@ -10,7 +10,9 @@ import os
 from setuptools import Extension, setup
 
 march = os.environ.get("SUPPORTGRAPH_MARCH", "native")
-flags = ["-O3", "-std=c11"] + ([f"-march={march}"] if march else [])
+# -fno-wrapv undoes Python's default -fwrapv, which stops gcc vectorising the int32 dot products
+# (3x slower); the kernel's sums never overflow, so the C semantics are the same.
+flags = ["-O3", "-std=c11", "-fno-wrapv"] + ([f"-march={march}"] if march else [])
 
 setup(
     ext_modules=[

@@ -8,8 +8,9 @@ rather than go elsewhere.
 
 When replicas change, only the streams of the replica that left or the share taken by a new one move.
 A moved stream starts fresh on its new replica: its first frame there is processed (sent) even if it
-matches the last one sent before, so a replica death or scale event costs at most one extra frame per
-stream; counters restart on the new replica.
+matches the last one sent before, so each move costs at most one extra frame and the counters restart.
+When a replica dies its streams move to survivors, and some may move again to the replacement Serve
+starts: at most two extra frames for such a stream.
 """
 
 from __future__ import annotations

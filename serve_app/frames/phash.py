@@ -155,7 +155,11 @@ def thumbnails_torch(frames: Any, device: str | None = None) -> np.ndarray:
     import torch
 
     b, h, w = check_frames(frames)
-    x = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        frames = np.ascontiguousarray(frames)
+        if not frames.flags.writeable:  # arrays arrive read-only in Ray replicas; torch wants writable
+            frames = frames.copy()
+    x = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(frames)
     dev = torch.device(device) if device else x.device
     plan = plan_for(h, w)
     kx, ky = _dense_filters(h, w, str(dev))

@@ -1,8 +1,9 @@
 """Per-stream frame sampling: FPS throttling (active vs idle) then pHash dedup against the last sent frame.
 
 A frame goes through two gates, in order:
-1. throttle: it is sampled only if at least one period (1/active_fps while the user speaks, 1/idle_fps
-   otherwise, with a quarter-period slack for timestamp jitter) passed since the last sampled frame;
+1. throttle: samples are due on a grid one period apart (1/active_fps while the user speaks, 1/idle_fps
+   otherwise); a frame is sampled when it reaches the next due time, up to a quarter period early for
+   timestamp jitter (the grid keeps the long-run rate exact: 5 of every 30 frames at 5 fps);
 2. dedup: a sampled frame is a duplicate when its pHash is within `hamming_threshold` bits of the last
    *processed* frame of the stream; otherwise it is processed (sent on) and becomes the new reference.
 
@@ -109,19 +110,22 @@ class FrameSampler:
     stream: StreamId
     policy: SamplingPolicy = field(default_factory=SamplingPolicy)
     counters: FrameCounters = field(default_factory=FrameCounters)
-    last_sampled_ts: float | None = None
+    anchor: float | None = None  # due time of the last sampled frame (on the sampling grid)
     last_processed_hash: int | None = None
     last_seen: float = field(default_factory=time.monotonic)
 
     def admit(self, ts: float, is_speaking: bool) -> Decision | None:
         """Throttle gate: a THROTTLED decision, or None when the frame must be hashed and decided."""
         self.last_seen = time.monotonic()
-        if self.last_sampled_ts is not None:
-            min_gap = self.policy.period(is_speaking) * (1.0 - JITTER_SLACK)
-            if ts - self.last_sampled_ts < min_gap:
-                self.counters.add(Verdict.THROTTLED)
-                return Decision(str(self.stream), Verdict.THROTTLED, ts)
-        self.last_sampled_ts = ts
+        if self.anchor is None:
+            self.anchor = ts
+            return None
+        period = self.policy.period(is_speaking)
+        due = self.anchor + period
+        if ts < due - JITTER_SLACK * period:
+            self.counters.add(Verdict.THROTTLED)
+            return Decision(str(self.stream), Verdict.THROTTLED, ts)
+        self.anchor = due if ts < due + period else ts  # off the grid after a gap: restart it here
         return None
 
     def decide(self, ts: float, phash: int) -> Decision:

@@ -1,0 +1,199 @@
+"""`supportgraph demo`: replay a generated support session through the running graph and report.
+
+Today the session is screen share only: each simulated user streams a generated clip (JPEG over HTTP)
+to the graph, which throttles and deduplicates frames; the report compares images sent to a vision
+model against sending every frame (30 fps) or a naive 1 fps sample. Later sections (knowledge base,
+routed answers, costs) join `DemoReport` as the graph grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
+from serve_app.runtime import local_graph
+from serve_app.settings import Settings
+
+
+@dataclass
+class StreamResult:
+    stream_id: str
+    frames: int = 0
+    speaking_frames: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)
+    replica: str = ""
+
+
+@dataclass
+class FrameReport:
+    spec: ClipSpec
+    streams: list[StreamResult]
+    wall_s: float
+    mean_batch_size: float
+    image_usd: float
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.streams)
+
+    @property
+    def sent(self) -> int:
+        return sum(s.verdicts["processed"] for s in self.streams)
+
+    @property
+    def one_fps(self) -> int:
+        return len(self.streams) * int(self.spec.duration_s)
+
+    @property
+    def dedup_rate(self) -> float:
+        dup = sum(s.verdicts["duplicate"] for s in self.streams)
+        return dup / (dup + self.sent) if dup + self.sent else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "streams": len(self.streams),
+            "frames": self.frames,
+            "throttled": sum(s.verdicts["throttled"] for s in self.streams),
+            "duplicate": sum(s.verdicts["duplicate"] for s in self.streams),
+            "processed": self.sent,
+            "dedup_rate": round(self.dedup_rate, 4),
+            "images_30fps": self.frames,
+            "images_1fps": self.one_fps,
+            "cost_30fps_usd": round(self.frames * self.image_usd, 4),
+            "cost_1fps_usd": round(self.one_fps * self.image_usd, 4),
+            "cost_usd": round(self.sent * self.image_usd, 4),
+            "http_frames_per_s": round(self.frames / self.wall_s, 1) if self.wall_s else 0.0,
+            "mean_batch_size": round(self.mean_batch_size, 2),
+        }
+
+
+@dataclass
+class DemoReport:
+    startup_s: float
+    frames: FrameReport
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"demo": "supportgraph", "startup_s": round(self.startup_s, 2), **self.frames.summary()}
+        )
+
+    def render(self, console: Console) -> None:
+        f, spec = self.frames, self.frames.spec
+        console.rule("[bold]supportgraph demo: screen-share frame dedup")
+        console.print(
+            f"{len(f.streams)} streams x {spec.duration_s:g} s at {spec.fps:g} fps, "
+            f"{spec.width}x{spec.height} JPEG; graph up in {self.startup_s:.1f} s; "
+            f"{f.frames} frames over HTTP in {f.wall_s:.1f} s "
+            f"({f.frames / f.wall_s:.0f} frames/s), mean dedup batch {f.mean_batch_size:.2f}"
+        )
+        table = Table(title="Per stream")
+        for col in (
+            "stream",
+            "replica",
+            "frames",
+            "speaking",
+            "throttled",
+            "duplicate",
+            "processed",
+            "dedup rate",
+        ):
+            table.add_column(col, justify="left" if col in ("stream", "replica") else "right")
+        for s in f.streams:
+            v = s.verdicts
+            hashed = v["duplicate"] + v["processed"]
+            rate = v["duplicate"] / hashed if hashed else 0.0
+            table.add_row(
+                s.stream_id,
+                s.replica,
+                str(s.frames),
+                str(s.speaking_frames),
+                str(v["throttled"]),
+                str(v["duplicate"]),
+                str(v["processed"]),
+                f"{rate:.1%}",
+            )
+        console.print(table)
+        cost = Table(title=f"Images to a vision model at ${f.image_usd:g}/image")
+        for col in ("policy", "images", "cost", "vs this graph"):
+            cost.add_column(col, justify="left" if col == "policy" else "right")
+        rows = [
+            ("every frame (30 fps)", f.frames),
+            ("naive 1 fps sample", f.one_fps),
+            ("supportgraph: throttle + pHash", f.sent),
+        ]
+        for name, n in rows:
+            ratio = f"{n / f.sent:.0f}x" if f.sent else "-"
+            cost.add_row(name, str(n), f"${n * f.image_usd:.3f}", ratio)
+        console.print(cost)
+
+
+async def _replay_stream(client: httpx.AsyncClient, stream_id: str, clip: ScreenShareClip) -> StreamResult:
+    result = StreamResult(stream_id)
+    frames = clip.frames()
+    while (frame := await asyncio.to_thread(next, frames, None)) is not None:
+        response = await client.post(
+            f"/v1/streams/{stream_id}/frames",
+            params={"ts": frame.ts, "speaking": frame.is_speaking},
+            content=frame.jpeg,
+            headers={"content-type": "image/jpeg"},
+        )
+        response.raise_for_status()
+        result.frames += 1
+        result.speaking_frames += frame.is_speaking
+        result.verdicts[response.json()["verdict"]] += 1
+    return result
+
+
+async def replay_frames(
+    base_url: str, specs: list[ClipSpec], image_usd: float, tenant: str = "demo"
+) -> FrameReport:
+    """Send each clip as one stream (streams in parallel, frames in order), then read and close them."""
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base_url, timeout=60.0) as client:
+        ids = [f"tenant_{tenant}_session-{i + 1}.screen" for i in range(len(specs))]
+        results = await asyncio.gather(
+            *(
+                _replay_stream(client, sid, ScreenShareClip(spec))
+                for sid, spec in zip(ids, specs, strict=True)
+            )
+        )
+        wall = time.perf_counter() - started
+        batch_sizes = []
+        for result in results:
+            stats = (await client.get(f"/v1/streams/{result.stream_id}/stats")).raise_for_status().json()
+            result.replica = stats["replica"]
+            batch_sizes.append(stats["mean_batch_size"])
+            await client.delete(f"/v1/streams/{result.stream_id}")
+    return FrameReport(specs[0], list(results), wall, max(batch_sizes, default=0.0), image_usd)
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    duration_s: float = 30.0,
+    streams: int = 2,
+    console: Console | None = None,
+    shutdown: bool = True,
+) -> DemoReport:
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
+    specs = [ClipSpec(seed=i, duration_s=duration_s) for i in range(streams)]
+    with (
+        console.status("starting local Ray and the graph..."),
+        local_graph(settings, shutdown=shutdown) as graph,
+    ):
+        console.print(f"graph '{graph.app_name}' at {graph.base_url} (docs: {graph.base_url}/docs)")
+        with console.status(f"replaying {streams} screen-share streams..."):
+            frames = asyncio.run(replay_frames(graph.base_url, specs, settings.pricing.image_usd))
+        report = DemoReport(graph.startup_s, frames)
+    report.render(console)
+    return report

@@ -1,0 +1,77 @@
+"""Starting the graph on a local Ray for the CLI, the demo and tests (`serve run` does the same from YAML).
+
+The graph is found by import path (`GRAPH_BUILDER`), the way `serve run` finds it, so this core package
+does not import the Ray layer. Ray is told to stay quiet and local: no dashboard, no usage stats, no
+token auth, access logs off.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from serve_app.settings import Settings
+
+GRAPH_BUILDER = "deployments.graph:build_app"
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def quiet_ray_env() -> None:
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def load_builder(path: str = GRAPH_BUILDER) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class RunningGraph:
+    base_url: str
+    app_name: str
+    startup_s: float
+
+
+@contextmanager
+def local_graph(settings: Settings, *, shutdown: bool = True) -> Iterator[RunningGraph]:
+    """Start (or reuse) a local Ray + Serve, deploy the graph, yield where it answers, then tear down."""
+    quiet_ray_env()
+    import ray
+    from ray import serve
+
+    logging.getLogger("ray.serve").setLevel(settings.log_level)
+    started = time.perf_counter()
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        ray.init(
+            num_cpus=settings.serve.ray_num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="WARNING",
+            configure_logging=True,
+        )
+    serve.start(
+        http_options={"host": settings.http.host, "port": settings.http.port},
+        logging_config={"enable_access_log": False, "log_level": settings.log_level},
+    )
+    app = load_builder()(settings)
+    serve.run(app, name=settings.serve.app_name, route_prefix=settings.serve.route_prefix)
+    graph = RunningGraph(
+        base_url=f"http://{settings.http.host}:{settings.http.port}{settings.serve.route_prefix.rstrip('/')}",
+        app_name=settings.serve.app_name,
+        startup_s=time.perf_counter() - started,
+    )
+    try:
+        yield graph
+    finally:
+        if shutdown:
+            serve.delete(settings.serve.app_name)
+            if own_ray:
+                ray.shutdown()

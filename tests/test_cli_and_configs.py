@@ -1,0 +1,74 @@
+"""The `supportgraph` CLI, the demo report, configs/local.yaml and the package layering."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+from rich.console import Console
+
+from serve_app.cli import main
+from serve_app.demo import run_demo
+from serve_app.runtime import RunningGraph
+from serve_app.settings import DedupSettings, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_the_subcommands() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "serve_app.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "demo" in out.stdout and "serve" in out.stdout and "SUPPORTGRAPH_" in out.stdout
+    demo = subprocess.run(
+        [sys.executable, "-m", "serve_app.cli", "demo", "--help"], capture_output=True, text=True
+    )
+    assert "--duration" in demo.stdout
+
+
+def test_bad_settings_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(tmp_path / "nope.yaml"), "demo"]) == 2
+    assert "settings file not found" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_demo_replays_streams_and_reports(graph: RunningGraph, graph_settings: Settings) -> None:
+    console = Console(record=True, width=140)
+    report = run_demo(graph_settings, duration_s=4, streams=2, console=console, shutdown=False)
+    summary = json.loads(report.to_json())
+    assert summary["frames"] == 2 * 4 * 30 == summary["images_30fps"]
+    assert summary["images_1fps"] == 8
+    assert summary["throttled"] + summary["duplicate"] + summary["processed"] == summary["frames"]
+    assert 1 <= summary["processed"] < summary["images_1fps"]
+    assert summary["cost_usd"] == pytest.approx(summary["processed"] * 0.002)
+    text = console.export_text()
+    assert "every frame (30 fps)" in text and "naive 1 fps sample" in text
+
+
+def test_local_serve_config_is_valid_and_matches_the_code() -> None:
+    config = yaml.safe_load((ROOT / "configs/local.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    assert schema.applications[0].import_path == "deployments.graph:build_app"
+    app = config["applications"][0]
+    Settings(**app["args"])  # args are Settings fields
+    deployments = {d["name"]: d for d in app["deployments"]}
+    assert set(deployments) == {"FrameDedup", "Ingress"}
+    live = DedupSettings(**deployments["FrameDedup"]["user_config"]).live_config()
+    assert live == deployments["FrameDedup"]["user_config"]  # every live field present, none unknown
+    for d in deployments.values():
+        assert d["ray_actor_options"]["num_cpus"] < 1
+
+
+def test_core_never_imports_the_ray_layer() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "serve_app").rglob("*.py")
+        if re.search(r"^\s*(from|import)\s+deployments\b", p.read_text(), re.M)
+    ]
+    assert offenders == []

@@ -1,0 +1,109 @@
+"""The HTTP API over the in-process backend: good uploads decide, bad ones get a clear 4xx."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serve_app.frames.decode import FrameLimits
+from serve_app.frames.service import DedupService
+from serve_app.http import LocalFrameBackend, create_app
+from tests import images
+
+URL = "/v1/streams/tenant_acme_s1.screen/frames"
+
+
+def encode(frame: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def client() -> TestClient:
+    app = create_app(FrameLimits(max_bytes=2_000_000, max_pixels=1920 * 1080))
+    app.state.frames = LocalFrameBackend(DedupService())
+    return TestClient(app)
+
+
+def post(client: TestClient, body: bytes, ctype: str, url: str = URL, **params: object):
+    return client.post(url, content=body, headers={"content-type": ctype}, params=params)
+
+
+def test_health_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/healthz", "/v1/streams/{stream_id}/frames", "/v1/streams/{stream_id}/stats"} <= set(paths)
+
+
+def test_jpeg_png_and_raw_frames_are_decided(client: TestClient) -> None:
+    frame = images.text(120, 160, 4)
+    first = post(client, encode(frame, "PNG"), "image/png", ts=0)
+    assert first.status_code == 200 and first.json()["verdict"] == "processed" and first.json()["send"]
+    raw = post(client, frame.tobytes(), "application/octet-stream", ts=1, width=160, height=120)
+    assert raw.json()["verdict"] == "duplicate" and raw.json()["distance"] == 0
+    jpeg = post(client, encode(images.gradient(120, 160, 1), "JPEG"), "image/jpeg", ts=2)
+    assert jpeg.json()["verdict"] == "processed"
+    stats = client.get("/v1/streams/tenant_acme_s1.screen/stats").json()
+    assert stats["stream"]["total"] == 3 and stats["tenant"]["processed"] == 2
+    closed = client.delete("/v1/streams/tenant_acme_s1.screen").json()
+    assert closed["closed"] and not client.get("/v1/streams/tenant_acme_s1.screen/stats").json()["known"]
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid PNG header declaring a huge image (the pixel data never needs to exist)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "params", "url", "status", "needle"),
+    [
+        (b"x", "image/png", {}, "/v1/streams/not-a-stream/frames", 400, "invalid stream id"),
+        (b"x", "image/png", {}, "/v1/streams/tenant_BAD_room/frames", 400, "invalid stream id"),
+        (b"", "image/png", {}, URL, 422, "empty body"),
+        (b"not an image", "image/png", {}, URL, 422, "not a valid PNG"),
+        (b"\xff\xd8\xff\xe0garbage", "image/jpeg", {}, URL, 422, "JPEG"),
+        (b"GIF89a....", "image/gif", {}, URL, 415, "unsupported content type"),
+        (b"abc", "application/octet-stream", {}, URL, 422, "width and height"),
+        (b"abc", "application/octet-stream", {"width": 2, "height": 2}, URL, 422, "needs 12 bytes"),
+        (b"\0" * 3_000_000, "image/png", {}, URL, 413, "limit"),
+        (huge_png(50_000, 50_000), "image/png", {}, URL, 413, "pixels"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(client, body, ctype, params, url, status, needle) -> None:
+    response = post(client, body, ctype, url=url, **params)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["detail"]
+
+
+def test_truncated_jpeg_is_422(client: TestClient) -> None:
+    data = encode(images.noise(200, 200), "JPEG")
+    response = post(client, data[: len(data) // 2], "image/jpeg")
+    assert response.status_code == 422 and "JPEG" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("ts", ["-1", "nan", "inf", "yesterday"])
+def test_bad_timestamps_are_422(client: TestClient, ts: str) -> None:
+    response = client.post(
+        URL,
+        content=encode(images.flat(8, 8, (1, 1, 1)), "PNG"),
+        headers={"content-type": "image/png"},
+        params={"ts": ts},
+    )
+    assert response.status_code == 422
