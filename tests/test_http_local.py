@@ -107,3 +107,20 @@ def test_bad_timestamps_are_422(client: TestClient, ts: str) -> None:
         params={"ts": ts},
     )
     assert response.status_code == 422
+
+
+def test_overload_is_503_with_retry_after() -> None:
+    """A full FrameDedup queue (Ray's BackPressureError) becomes 503 + Retry-After, not a 500."""
+    from ray.serve.exceptions import BackPressureError
+
+    from deployments.ingress import HandleFrameBackend
+
+    class FullQueue:  # the shape of a DeploymentHandle method whose queue is full
+        def remote(self, **_: object) -> None:
+            raise BackPressureError(num_queued_requests=512, max_queued_requests=512)
+
+    app = create_app()
+    app.state.frames = HandleFrameBackend(type("Handle", (), {"offer": FullQueue()})())
+    response = post(TestClient(app), encode(images.flat(8, 8, (1, 2, 3)), "PNG"), "image/png")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "retry later" in response.json()["detail"]
