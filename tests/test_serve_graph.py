@@ -150,3 +150,35 @@ def test_user_config_reaches_the_replicas(graph: RunningGraph, graph_settings: S
         stream_id="tenant_live_s", frame=images.flat(64, 64, (0, 0, 0)), ts=1.0
     ).result()
     assert (after["verdict"], again["verdict"]) == ("processed", "processed")
+
+
+def test_a_killed_replica_costs_at_most_two_extra_frames(graph: RunningGraph) -> None:
+    """Kill the replica that owns a stream mid-stream: Serve replaces it, every frame still gets an
+    answer, and the stream re-sends at most two frames (one per move: survivor, then replacement)."""
+    import time
+
+    import ray
+
+    handle = dedup_handle(graph)
+    sid, frame = "tenant_chaos_r.screen", images.text(90, 160, 11)
+    verdicts = [handle.offer.remote(stream_id=sid, frame=frame, ts=0.0).result()["verdict"]]
+    owner = handle.stats.remote(stream_id=sid).result()["replica"]
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+    victim = next(n for n in names if "FrameDedup" in n and n.endswith(owner))
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+
+    def running() -> int:
+        status = serve.status().applications[graph.app_name].deployments["FrameDedup"]
+        return status.replica_states.get("RUNNING", 0)
+
+    deadline, ts, replicas, settled = time.monotonic() + 60, 1.0, set(), 0
+    while time.monotonic() < deadline and settled < 10:  # until the replacement has served a while
+        verdicts.append(handle.offer.remote(stream_id=sid, frame=frame, ts=ts).result()["verdict"])
+        replicas.add(handle.stats.remote(stream_id=sid).result()["replica"])
+        settled = settled + 1 if running() == 2 and ts > 5 else 0
+        ts += 1.0
+        time.sleep(0.1)
+    assert settled == 10, "Serve did not replace the killed replica within 60 s"
+    assert owner not in replicas
+    assert verdicts.count("processed") <= 3, verdicts
+    assert set(verdicts) <= {"processed", "duplicate"}
