@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from serve_app.settings import load_settings
+from serve_app.knowledge.retrieval import MODES
+from serve_app.settings import Settings, load_settings
+from serve_app.tenancy import validate_tenant_id
+
+if TYPE_CHECKING:
+    from serve_app.db.database import Database
+    from serve_app.knowledge.embedders import Embedder
+    from serve_app.knowledge.ingest import IngestReport
+    from serve_app.knowledge.retrieval import RetrievalResult
+
+T = TypeVar("T")
 
 DESCRIPTION = """\
 supportgraph: multi-modal customer-support agents as a Ray Serve model-serving graph.
@@ -43,6 +58,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="bind address (default: settings, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: settings, 8000)")
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="chunk, embed and store documents (Markdown, text, HTML) for a tenant; idempotent",
+        description="Ingests a file or folder into the tenant's knowledge base (embedded Postgres unless "
+        "db.dsn is set). Unchanged documents are skipped by content hash; an interrupted run resumes.",
+    )
+    ingest.add_argument("path", type=Path, help="file or folder")
+    ingest.add_argument("--tenant", required=True, help="tenant id (lowercase letters, digits, '-')")
+    ingest.add_argument("--prune", action="store_true", help="delete documents no longer under PATH")
+
+    search = sub.add_parser(
+        "search", help="retrieve cited passages for a question from a tenant's knowledge base"
+    )
+    search.add_argument("query")
+    search.add_argument("--tenant", required=True)
+    search.add_argument("--mode", choices=MODES, default="hybrid_rerank")
+    search.add_argument("-k", type=int, default=5, help="passages to show (5)")
+
+    ev = sub.add_parser(
+        "eval-retrieval",
+        help="R@1/5/10, MRR@10, nDCG@10 and per-stage latency on a BEIR-style dataset",
+        description="Ingests DATASET/docs into an evaluation tenant (once; re-runs skip unchanged files), "
+        "runs the queries of FILE and scores documents against DATASET/qrels. The last line is JSON.",
+    )
+    ev.add_argument("--dataset", type=Path, required=True, help="folder with docs/ and qrels/")
+    ev.add_argument("--queries", type=Path, required=True, help="JSONL with _id and text")
+    ev.add_argument("--mode", choices=MODES, action="append", help="repeatable; default: all four")
+    ev.add_argument("--tenant", default="eval", help="evaluation tenant (eval)")
     return parser
 
 
@@ -75,12 +119,149 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _with_knowledge(settings: Settings, work: Callable[[Database, Embedder], Awaitable[T]]) -> T:
+    from serve_app.db.database import Database
+    from serve_app.knowledge.factory import build_embedder
+
+    db = await Database(settings).start()
+    try:
+        return await work(db, build_embedder(settings.knowledge.embedder))
+    finally:
+        await db.close()
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from serve_app.knowledge.chunking import iter_files
+    from serve_app.knowledge.ingest import ingest_path
+
+    settings = load_settings(args.config)
+    validate_tenant_id(args.tenant)
+    total = len(iter_files(args.path.expanduser()))
+
+    async def work(db: Database, embedder: Embedder) -> IngestReport:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"ingesting {args.path}", total=total)
+            return await ingest_path(
+                db,
+                embedder,
+                args.path,
+                args.tenant,
+                prune=args.prune,
+                max_words=settings.knowledge.chunk_words,
+                overlap=settings.knowledge.chunk_overlap,
+                progress=lambda n: bar.advance(task, n),
+            )
+
+    report = asyncio.run(_with_knowledge(settings, work))
+    for source, why in report.failed.items():
+        print(f"skipped {source}: {why}", file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "ingest": str(args.path),
+                "tenant": args.tenant,
+                **asdict(report) | {"failed": len(report.failed)},
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from serve_app.knowledge.factory import build_retriever
+
+    settings = load_settings(args.config)
+
+    async def work(db: Database, embedder: Embedder) -> RetrievalResult:
+        return await build_retriever(db, settings.knowledge, embedder).search(
+            args.tenant, args.query, mode=args.mode, top_k=args.k
+        )
+
+    result = asyncio.run(_with_knowledge(settings, work))
+    for n, hit in enumerate(result.hits, 1):
+        print(f"{hit.citation(n)}  score={hit.score:.4f}\n    {hit.passage.content[:300]}")
+    print(
+        json.dumps(
+            {
+                "query": result.query,
+                "mode": result.mode,
+                "arm": result.arm,
+                "hits": len(result.hits),
+                "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from serve_app.knowledge.chunking import iter_files
+    from serve_app.knowledge.evaluate import evaluate, load_qrels, load_queries
+    from serve_app.knowledge.factory import build_retriever
+    from serve_app.knowledge.ingest import ingest_path
+
+    settings = load_settings(args.config)
+    queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
+    modes = args.mode or list(MODES)
+    docs = args.dataset / "docs"
+
+    async def work(db: Database, embedder: Embedder) -> list[dict[str, object]]:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"ingesting {docs}", total=len(iter_files(docs)))
+            await ingest_path(
+                db,
+                embedder,
+                docs,
+                args.tenant,
+                max_words=settings.knowledge.chunk_words,
+                overlap=settings.knowledge.chunk_overlap,
+                progress=lambda n: bar.advance(task, n),
+            )
+        retriever = build_retriever(db, settings.knowledge, embedder)
+        return [await evaluate(retriever, args.tenant, queries, qrels, mode) for mode in modes]
+
+    results = asyncio.run(_with_knowledge(settings, work))
+    table = Table(title=f"Retrieval on {args.dataset.name} ({args.queries.name})")
+    names = ["R@1", "R@5", "R@10", "MRR@10", "nDCG@10"]
+    for col in ["mode", *names, "p50 ms", "p95 ms"]:
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in results:
+        total = r["latency_ms"]["total"]
+        table.add_row(
+            r["mode"], *(f"{r[n]:.3f}" for n in names), f"{total['p50']:.1f}", f"{total['p95']:.1f}"
+        )
+    Console(width=120).print(table)
+    print(
+        json.dumps(
+            {
+                "eval": "retrieval",
+                "dataset": str(args.dataset),
+                "queries": str(args.queries),
+                "results": results,
+            }
+        )
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"demo": _cmd_demo, "serve": _cmd_serve}
+    commands = {
+        "demo": _cmd_demo,
+        "serve": _cmd_serve,
+        "ingest": _cmd_ingest,
+        "search": _cmd_search,
+        "eval-retrieval": _cmd_eval_retrieval,
+    }
     try:
         return commands[args.command](args)
-    except (FileNotFoundError, ValueError) as exc:  # settings errors: say what is wrong, no traceback
+    except (FileNotFoundError, ValueError) as exc:  # bad input or settings: say what is wrong, no traceback
         print(f"supportgraph {args.command}: {exc}", file=sys.stderr)
         return 2
 

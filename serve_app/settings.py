@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,6 +67,74 @@ class ServeSettings(_Section):
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
 
 
+class DatabaseSettings(_Section):
+    """PostgreSQL + pgvector. Without `dsn` an embedded server runs under `state_dir/pgdata`."""
+
+    dsn: str | None = Field(None, description="app-role DSN of an external Postgres (production)")
+    admin_dsn: str | None = Field(None, description="owner DSN for migrations (external Postgres)")
+    app_role: str = Field("supportgraph_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pool_min_size: int = Field(1, ge=0)
+    pool_max_size: int = Field(8, ge=1)
+    hnsw_ef_search: int = Field(100, ge=1, le=1000, description="HNSW candidate list per query")
+
+    @model_validator(mode="after")
+    def _external_needs_both(self) -> DatabaseSettings:
+        if (self.dsn is None) != (self.admin_dsn is None):
+            raise ValueError(
+                "db.dsn and db.admin_dsn go together (app role and owner of an external Postgres)"
+            )
+        return self
+
+
+class EmbedderSettings(_Section):
+    backend: Literal["sentence-transformers", "openai-compatible"] = "sentence-transformers"
+    model: str = Field(
+        "all-MiniLM-L6-v2", description="bundled MiniLM, a local path, or a hub/API model name"
+    )
+    device: str = "cpu"
+    batch_size: int = Field(64, ge=1)
+    base_url: str | None = Field(None, description="openai-compatible: the API base URL")
+    api_key_env: str = "OPENAI_API_KEY"
+    dim: int = Field(384, ge=1, description="vector size; the schema's column is vector(384)")
+    cache_size: int = Field(10_000, ge=0, description="query embeddings kept in the in-process LRU")
+
+
+class RerankerSettings(_Section):
+    backend: Literal["none", "cross-encoder", "cohere"] = "none"
+    model: str | None = Field(None, description="cross-encoder name or path; Cohere model")
+    base_url: str | None = None
+    api_key_env: str = "CO_API_KEY"
+
+    def options(self) -> dict[str, Any]:
+        if self.backend == "none":
+            return {}
+        opts: dict[str, Any] = {"model": self.model} if self.model else {}
+        if self.backend == "cohere":
+            opts.update(api_key_env=self.api_key_env, base_url=self.base_url)
+        return opts
+
+
+class KnowledgeSettings(_Section):
+    embedder: EmbedderSettings = EmbedderSettings()
+    rerankers: dict[str, RerankerSettings] = Field(default_factory=lambda: {"none": RerankerSettings()})
+    ab_weights: dict[str, float] = Field(default_factory=lambda: {"none": 1.0}, description="arm -> share")
+    ab_split_by: Literal["tenant", "request"] = "tenant"
+    chunk_words: int = Field(180, ge=20)
+    chunk_overlap: int = Field(30, ge=0)
+    dense_k: int = Field(50, ge=1, le=1000)
+    lexical_k: int = Field(50, ge=1, le=1000)
+    rrf_k: int = Field(60, ge=1)
+    rerank_candidates: int = Field(30, ge=1, le=200)
+    top_k: int = Field(5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _arms_exist(self) -> KnowledgeSettings:
+        unknown = set(self.ab_weights) - set(self.rerankers)
+        if unknown:
+            raise ValueError(f"knowledge.ab_weights names unknown rerankers: {sorted(unknown)}")
+        return self
+
+
 class PricingSettings(_Section):
     image_usd: float = Field(0.002, ge=0, description="price of one image sent to a vision model")
 
@@ -80,6 +148,13 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     serve: ServeSettings = ServeSettings()
     pricing: PricingSettings = PricingSettings()
+    db: DatabaseSettings = DatabaseSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()  # replicas may run elsewhere than the CLI's folder
 
     @model_validator(mode="after")
     def _gpu_needs_cuda(self) -> Settings:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 
+from serve_app.db.database import Database
 from serve_app.runtime import RunningGraph, local_graph, quiet_ray_env
 from serve_app.settings import Settings, load_settings
 
 quiet_ray_env()
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -38,3 +43,37 @@ def graph_settings() -> Settings:
 def graph(graph_settings: Settings) -> Iterator[RunningGraph]:
     with local_graph(graph_settings) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def kb_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings whose embedded Postgres lives in a fresh temporary folder for this test run."""
+    return load_settings(None, state_dir=tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from serve_app.knowledge.factory import build_embedder
+    from serve_app.settings import EmbedderSettings
+
+    return build_embedder(EmbedderSettings())
+
+
+@dataclass
+class LiveDB:
+    """A started Database (migrated, pooled as the app role) and the event loop its pool lives on."""
+
+    db: Database
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+
+@pytest.fixture()
+def live_db(kb_settings: Settings) -> Iterator[LiveDB]:
+    loop = asyncio.new_event_loop()
+    live = LiveDB(loop.run_until_complete(Database(kb_settings).start()), loop)
+    yield live
+    loop.run_until_complete(live.db.close())
+    loop.close()

@@ -1,0 +1,1 @@
+"""PostgreSQL + pgvector: embedded server, versioned migrations, and the tenant-scoped connection helper."""

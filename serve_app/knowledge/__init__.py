@@ -1,0 +1,1 @@
+"""Knowledge base: documents -> chunks -> embeddings in pgvector, hybrid retrieval, reranking."""

@@ -1,0 +1,97 @@
+"""`supportgraph eval-retrieval`: recall, MRR and nDCG of document retrieval on a BEIR-style dataset.
+
+The dataset folder holds `docs/` (ingested once into an evaluation tenant; re-runs skip unchanged files)
+and `qrels/test.tsv` (query-id, corpus-id, score); corpus ids are document paths without their suffix.
+Queries come from a separate JSONL file (`_id`, `text`), so tuning uses the dev split and reporting the
+test split. Passages are ranked, then collapsed to documents in order of their first passage.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from serve_app.knowledge.retrieval import Retriever
+
+CUTOFFS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    text: str
+
+
+def load_queries(path: Path) -> list[Query]:
+    queries = []
+    with path.open() as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                row = json.loads(line)
+                if "_id" not in row or "text" not in row:
+                    raise ValueError(f"{path}:{n}: each line needs _id and text")
+                queries.append(Query(str(row["_id"]), row["text"]))
+    return queries
+
+
+def load_qrels(dataset: Path) -> dict[str, set[str]]:
+    qrels: dict[str, set[str]] = {}
+    for path in sorted((dataset / "qrels").glob("*.tsv")):
+        with path.open() as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                if float(row.get("score", 1)) > 0:
+                    qrels.setdefault(row["query-id"], set()).add(row["corpus-id"])
+    if not qrels:
+        raise ValueError(f"no relevance judgements under {dataset / 'qrels'}")
+    return qrels
+
+
+def corpus_id(source: str) -> str:
+    return source.rsplit(".", 1)[0] if "." in source.rsplit("/", 1)[-1] else source
+
+
+def metrics_for(ranked: list[str], relevant: set[str]) -> dict[str, float]:
+    out = {f"R@{k}": len(set(ranked[:k]) & relevant) / len(relevant) for k in CUTOFFS}
+    first = next((i for i, d in enumerate(ranked[:10], 1) if d in relevant), None)
+    out["MRR@10"] = 1.0 / first if first else 0.0
+    dcg = sum(1.0 / math.log2(i + 1) for i, d in enumerate(ranked[:10], 1) if d in relevant)
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(relevant), 10) + 1))
+    out["nDCG@10"] = dcg / ideal
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def evaluate(
+    retriever: Retriever,
+    tenant_id: str,
+    queries: list[Query],
+    qrels: dict[str, set[str]],
+    mode: str,
+    passages: int = 60,
+) -> dict[str, object]:
+    judged = [q for q in queries if q.id in qrels]
+    if not judged:
+        raise ValueError("none of the queries has relevance judgements")
+    per_query, stages = [], {}
+    for q in judged:
+        result = await retriever.search(tenant_id, q.text, mode=mode, top_k=passages)
+        docs = list(dict.fromkeys(corpus_id(h.passage.source) for h in result.hits))
+        per_query.append(metrics_for(docs, qrels[q.id]))
+        for stage, ms in result.timings_ms.items():
+            stages.setdefault(stage, []).append(ms)
+    summary = {name: statistics.fmean(m[name] for m in per_query) for name in per_query[0]}
+    latency = {s: {"p50": percentile(v, 0.5), "p95": percentile(v, 0.95)} for s, v in stages.items()}
+    return {
+        "mode": mode,
+        "queries": len(judged),
+        **{k: round(v, 4) for k, v in summary.items()},
+        "latency_ms": {s: {k: round(v, 2) for k, v in d.items()} for s, d in latency.items()},
+    }

@@ -1,0 +1,93 @@
+"""`supportgraph ingest PATH --tenant T`: files -> chunks -> embeddings -> upsert, idempotent and resumable.
+
+Each document is written in its own tenant transaction with its content hash, so a re-run skips what is
+unchanged and an interrupted run resumes where it stopped (a half-written document never commits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serve_app.db.database import Database
+from serve_app.knowledge import store
+from serve_app.knowledge.chunking import Document, chunk_document, iter_files, load_document
+from serve_app.knowledge.embedders import Embedder
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    written: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+async def ingest_path(
+    db: Database,
+    embedder: Embedder,
+    root: Path,
+    tenant_id: str,
+    *,
+    prune: bool = False,
+    max_words: int = 180,
+    overlap: int = 30,
+    batch_chunks: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest every supported file under `root` for a tenant. `progress(n)` is told about done files."""
+    root = root.expanduser().resolve()
+    files = iter_files(root)
+    base = root if root.is_dir() else root.parent
+    report = IngestReport(files=len(files))
+    async with db.tenant(tenant_id) as conn:
+        await store.ensure_tenant(conn, tenant_id)
+        known = await store.document_hashes(conn)
+
+    pending: list[tuple[Document, list]] = []
+
+    async def flush() -> None:
+        texts = [c.text_for_embedding for _, chunks in pending for c in chunks]
+        vectors = embedder.embed(texts)
+        at = 0
+        for doc, chunks in pending:
+            async with db.tenant(tenant_id) as conn:
+                await store.replace_document(conn, doc, chunks, vectors[at : at + len(chunks)])
+            at += len(chunks)
+            report.written += 1
+            report.chunks += len(chunks)
+        if progress:
+            progress(len(pending))
+        pending.clear()
+
+    seen: set[str] = set()
+    for path in files:
+        try:
+            doc = load_document(path, base)
+        except (OSError, ValueError) as exc:
+            report.failed[str(path)] = str(exc)
+            continue
+        seen.add(doc.source)
+        if known.get(doc.source) == doc.content_hash:
+            report.unchanged += 1
+            if progress:
+                progress(1)
+            continue
+        chunks = chunk_document(doc, max_words, overlap)
+        if not chunks:
+            report.failed[doc.source] = "no text"
+            continue
+        pending.append((doc, chunks))
+        if sum(len(c) for _, c in pending) >= batch_chunks:
+            await flush()
+    if pending:
+        await flush()
+    if prune:
+        gone = sorted(set(known) - seen)
+        if gone:
+            async with db.tenant(tenant_id) as conn:
+                report.removed = await store.delete_documents(conn, gone)
+    return report

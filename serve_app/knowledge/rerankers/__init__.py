@@ -1,0 +1,71 @@
+"""Rerankers: one protocol, one module per backend (none, cross-encoder, Cohere), a registry, and the
+A/B split that assigns a request to an arm by tenant or by request hash."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Reranker(Protocol):
+    name: str
+
+    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+        """(index into documents, relevance) for the best `top_n`, best first."""
+        ...
+
+
+class NoReranker:
+    """Keeps the fused order."""
+
+    name = "none"
+
+    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+        return [(i, 1.0 / (1 + i)) for i in range(min(top_n, len(documents)))]
+
+
+def create_reranker(backend: str, **options: Any) -> Reranker:
+    if backend == "none":
+        return NoReranker()
+    if backend == "cross-encoder":
+        from serve_app.knowledge.rerankers.cross_encoder import CrossEncoderReranker
+
+        return CrossEncoderReranker(**options)
+    if backend == "cohere":
+        from serve_app.knowledge.rerankers.cohere import CohereReranker
+
+        return CohereReranker(**options)
+    raise ValueError(f"unknown reranker backend {backend!r} (none, cross-encoder, cohere)")
+
+
+@dataclass
+class ArmStats:
+    requests: int = 0
+    failures: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        lat = sorted(self.latency_ms)
+        pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: 0.0)
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "p50_ms": pick(0.5),
+            "p95_ms": pick(0.95),
+        }
+
+
+def assign_arm(arms: dict[str, float], unit: str) -> str:
+    """Deterministic weighted split: the same unit (tenant id or request id) always gets the same arm."""
+    if not arms:
+        raise ValueError("at least one arm")
+    total = sum(arms.values())
+    if total <= 0 or any(w < 0 for w in arms.values()):
+        raise ValueError("arm weights must be >= 0 and not all 0")
+    point = int.from_bytes(hashlib.blake2b(unit.encode(), digest_size=8).digest(), "big") / 2**64 * total
+    for name, weight in sorted(arms.items()):
+        if point < weight:
+            return name
+        point -= weight
+    return sorted(arms)[-1]

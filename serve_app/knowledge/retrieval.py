@@ -1,0 +1,153 @@
+"""Hybrid retrieval: HNSW cosine top-k + full-text top-k, fused by Reciprocal Rank Fusion, then reranked
+by the A/B arm the request falls in. Per-stage latencies and per-arm metrics are kept."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from serve_app.db.database import Database
+from serve_app.knowledge import store
+from serve_app.knowledge.embedders import Embedder
+from serve_app.knowledge.fusion import rrf
+from serve_app.knowledge.rerankers import ArmStats, Reranker, assign_arm
+from serve_app.knowledge.store import Passage
+
+Mode = Literal["bm25", "dense", "hybrid", "hybrid_rerank"]
+MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "hybrid_rerank")
+MAX_QUERY_CHARS = 2000
+
+
+class QueryError(ValueError):
+    """A query that cannot be searched (empty, too long); maps to HTTP 422."""
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    dense_k: int = 50
+    lexical_k: int = 50
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    rerank_candidates: int = 30
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class Hit:
+    passage: Passage
+    score: float  # of the last stage that ranked it
+
+    def citation(self, n: int) -> str:
+        where = self.passage.heading or self.passage.title
+        return f"[{n}] {where} ({self.passage.source})"
+
+
+@dataclass
+class RetrievalResult:
+    query: str
+    mode: str
+    arm: str | None
+    hits: list[Hit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def check_query(query: str) -> str:
+    text = (query or "").strip()
+    if not text:
+        raise QueryError("query is empty")
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"query is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+    return text
+
+
+class Retriever:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        rerankers: dict[str, Reranker] | None = None,
+        arms: dict[str, float] | None = None,
+        split_by: Literal["tenant", "request"] = "tenant",
+        config: RetrievalConfig = RetrievalConfig(),
+    ):
+        self.db = db
+        self.embedder = embedder
+        self.rerankers = rerankers or {}
+        self.arms = arms or {name: 1.0 for name in self.rerankers}
+        unknown = set(self.arms) - set(self.rerankers)
+        if unknown:
+            raise ValueError(f"A/B arms name unknown rerankers: {sorted(unknown)}")
+        self.split_by = split_by
+        self.config = config
+        self.arm_stats: dict[str, ArmStats] = {name: ArmStats() for name in self.arms}
+
+    async def search(
+        self,
+        tenant_id: str,
+        query: str,
+        *,
+        mode: Mode = "hybrid_rerank",
+        top_k: int | None = None,
+        request_id: str | None = None,
+    ) -> RetrievalResult:
+        if mode not in MODES:
+            raise QueryError(f"unknown mode {mode!r} ({', '.join(MODES)})")
+        text = check_query(query)
+        cfg, k = self.config, top_k or self.config.top_k
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        vector = None
+        if mode != "bm25":
+            vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+            timings["embed"] = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        async with self.db.tenant(tenant_id) as conn:
+            dense = await store.dense(conn, vector, cfg.dense_k) if vector is not None else []
+            t2 = time.perf_counter()
+            lexical = await store.fulltext(conn, text, cfg.lexical_k) if mode != "dense" else []
+        t3 = time.perf_counter()
+        timings["dense"], timings["lexical"] = (t2 - t1) * 1e3, (t3 - t2) * 1e3
+        if mode == "dense":
+            ranked = [Hit(p, p.score) for p in dense]
+        elif mode == "bm25":
+            ranked = [Hit(p, p.score) for p in lexical]
+        else:
+            fused = rrf(
+                [dense, lexical],
+                key=lambda p: p.chunk_id,
+                k=cfg.rrf_k,
+                weights=[cfg.dense_weight, cfg.lexical_weight],
+            )
+            ranked = [Hit(p, s) for p, s in fused]
+        timings["fuse"] = (time.perf_counter() - t3) * 1e3
+        arm = None
+        if mode == "hybrid_rerank" and self.arms:
+            arm = assign_arm(self.arms, tenant_id if self.split_by == "tenant" else (request_id or text))
+            ranked = await self._rerank(arm, text, ranked[: cfg.rerank_candidates], k, timings)
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return RetrievalResult(text, mode, arm, ranked[:k], timings)
+
+    async def _rerank(
+        self, arm: str, query: str, candidates: list[Hit], k: int, timings: dict[str, float]
+    ) -> list[Hit]:
+        stats = self.arm_stats[arm]
+        stats.requests += 1
+        start = time.perf_counter()
+        try:
+            order = await asyncio.to_thread(
+                self.rerankers[arm].rerank,
+                query,
+                [f"{h.passage.heading}\n{h.passage.content}" for h in candidates],
+                k,
+            )
+        except Exception:  # a failing reranker degrades to the fused order, counted per arm
+            stats.failures += 1
+            return candidates
+        finally:
+            elapsed = (time.perf_counter() - start) * 1e3
+            stats.latency_ms.append(elapsed)
+            timings["rerank"] = elapsed
+        return [Hit(candidates[i].passage, score) for i, score in order]

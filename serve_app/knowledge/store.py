@@ -1,0 +1,111 @@
+"""SQL over the knowledge tables. Every function takes a tenant-scoped connection (`Database.tenant`):
+row-level security, not these queries, keeps tenants apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+
+from serve_app.knowledge.chunking import Chunk, Document
+
+UPSERT_DOCUMENT = """
+INSERT INTO knowledge_documents (tenant_id, source, title, content_hash, chunk_count)
+VALUES (current_tenant(), $1, $2, $3, $4)
+ON CONFLICT (tenant_id, source) DO UPDATE
+   SET title = EXCLUDED.title, content_hash = EXCLUDED.content_hash,
+       chunk_count = EXCLUDED.chunk_count, updated_at = now()
+RETURNING id
+"""
+
+DENSE = """
+SELECT c.id, c.document_id, d.source, d.title, c.heading, c.content, 1 - (c.embedding <=> $1) AS score
+  FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
+ ORDER BY c.embedding <=> $1
+ LIMIT $2
+"""
+
+# Lexical recall: OR of the query's stemmed terms (websearch_to_tsquery would AND them and drop most
+# documents for a natural-language question); lexemes are already stemmed, so 'simple' keeps them as is.
+FULLTEXT = """
+SELECT c.id, c.document_id, d.source, d.title, c.heading, c.content, ts_rank_cd(c.tsv, q, 1) AS score
+  FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id,
+       (SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS q
+          FROM unnest(to_tsvector('english', $1))) qq(q)
+ WHERE q IS NOT NULL AND c.tsv @@ q
+ ORDER BY score DESC, c.id
+ LIMIT $2
+"""
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_id: int
+    document_id: int
+    source: str
+    title: str
+    heading: str
+    content: str
+    score: float
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Passage:
+        return cls(
+            row["id"],
+            row["document_id"],
+            row["source"],
+            row["title"],
+            row["heading"],
+            row["content"],
+            float(row["score"]),
+        )
+
+
+async def ensure_tenant(conn: asyncpg.Connection, tenant_id: str, name: str = "") -> None:
+    await conn.execute(
+        "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", tenant_id, name
+    )
+
+
+async def document_hashes(conn: asyncpg.Connection) -> dict[str, str]:
+    """source -> content hash of the tenant's documents (each is written whole, in one transaction)."""
+    rows = await conn.fetch("SELECT source, content_hash FROM knowledge_documents")
+    return {r["source"]: r["content_hash"] for r in rows}
+
+
+async def replace_document(
+    conn: asyncpg.Connection, doc: Document, chunks: list[Chunk], embeddings: np.ndarray
+) -> int:
+    """Write a document and its chunks (old chunks replaced); call inside the tenant transaction."""
+    if len(chunks) != len(embeddings):
+        raise ValueError("one embedding per chunk")
+    doc_id = await conn.fetchval(UPSERT_DOCUMENT, doc.source, doc.title, doc.content_hash, len(chunks))
+    await conn.execute("DELETE FROM knowledge_chunks WHERE document_id = $1", doc_id)
+    await conn.executemany(  # COPY is refused under row-level security; executemany pipelines inserts
+        "INSERT INTO knowledge_chunks (tenant_id, document_id, ordinal, heading, content, embedding)"
+        " VALUES (current_tenant(), $1, $2, $3, $4, $5)",
+        [(doc_id, c.ordinal, c.heading, c.content, e) for c, e in zip(chunks, embeddings, strict=True)],
+    )
+    return doc_id
+
+
+async def delete_documents(conn: asyncpg.Connection, sources: list[str]) -> int:
+    result = await conn.execute("DELETE FROM knowledge_documents WHERE source = ANY($1::text[])", sources)
+    return int(result.split()[-1])
+
+
+async def dense(conn: asyncpg.Connection, query_vector: np.ndarray, k: int) -> list[Passage]:
+    return [Passage.from_row(r) for r in await conn.fetch(DENSE, np.asarray(query_vector, np.float32), k)]
+
+
+async def fulltext(conn: asyncpg.Connection, query: str, k: int) -> list[Passage]:
+    return [Passage.from_row(r) for r in await conn.fetch(FULLTEXT, query, k)]
+
+
+async def counts(conn: asyncpg.Connection) -> dict[str, int]:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM knowledge_documents) AS documents,"
+        " (SELECT count(*) FROM knowledge_chunks) AS chunks"
+    )
+    return dict(row)

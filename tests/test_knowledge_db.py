@@ -1,0 +1,244 @@
+"""Real Postgres (embedded PG 18 + pgvector): migrations, the app role, row-level security under
+concurrency, idempotent and resumable ingest, hybrid retrieval, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import pytest
+
+from serve_app.db.migrate import MigrationError, apply_migrations, check_app_role
+from serve_app.knowledge import store
+from serve_app.knowledge.chunking import Chunk, Document
+from serve_app.knowledge.ingest import ingest_path
+from serve_app.knowledge.retrieval import QueryError, Retriever
+from serve_app.tenancy import InvalidIdentifier
+from tests.conftest import LiveDB
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "helpcenter"
+TABLES = ["tenants", "knowledge_documents", "knowledge_chunks", "sessions", "messages", "cost_events"]
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=384).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+async def put(live: LiveDB, tenant: str, source: str, text: str, seed: int = 0) -> None:
+    async with live.db.tenant(tenant) as conn:
+        await store.ensure_tenant(conn, tenant)
+        doc = Document(source, source, text)
+        await store.replace_document(conn, doc, [Chunk(0, source, text)], unit(seed)[None])
+
+
+def test_migrations_are_idempotent_and_the_app_role_cannot_bypass_rls(live_db: LiveDB) -> None:
+    assert live_db.run(apply_migrations(live_db.db.admin_dsn, "supportgraph_app")) == []
+
+    async def roles() -> None:
+        async with live_db.db.pool.acquire() as conn:
+            await check_app_role(conn)  # the pool's role passes
+        admin = await asyncpg.connect(live_db.db.admin_dsn)
+        try:
+            with pytest.raises(MigrationError, match="bypasses row-level security"):
+                await check_app_role(admin)
+            rls = await admin.fetch(
+                "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = ANY($1)",
+                TABLES,
+            )
+        finally:
+            await admin.close()
+        assert len(rls) == len(TABLES) and all(r["relrowsecurity"] and r["relforcerowsecurity"] for r in rls)
+
+    live_db.run(roles())
+
+
+def test_rls_hides_and_protects_other_tenants_rows(live_db: LiveDB) -> None:
+    async def scenario() -> None:
+        await put(live_db, "rls-a", "secret.md", "tenant a private refund policy")
+        async with live_db.db.tenant("rls-b") as conn:
+            await store.ensure_tenant(conn, "rls-b")
+            for table in TABLES:
+                rows = await conn.fetch(
+                    f"SELECT * FROM {table} WHERE {'id' if table == 'tenants' else 'tenant_id'} = 'rls-a'"
+                )
+                assert rows == [], table
+            assert await conn.execute("UPDATE knowledge_chunks SET content = 'x'") == "UPDATE 0"
+            assert (
+                await conn.execute("DELETE FROM knowledge_documents WHERE source = 'secret.md'") == "DELETE 0"
+            )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            async with live_db.db.tenant("rls-b") as conn:
+                await conn.execute(
+                    "INSERT INTO knowledge_documents (tenant_id, source, content_hash)"
+                    " VALUES ('rls-a', 'x', 'h')"
+                )
+        async with live_db.db.pool.acquire() as conn:  # no tenant set: nothing visible
+            assert await conn.fetchval("SELECT count(*) FROM knowledge_chunks") == 0
+        async with live_db.db.tenant("rls-a") as conn:
+            assert await conn.fetchval("SELECT count(*) FROM knowledge_chunks") == 1
+
+    live_db.run(scenario())
+
+
+def test_the_tenant_setting_ends_with_its_transaction(live_db: LiveDB) -> None:
+    async def scenario() -> None:
+        async with live_db.db.pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        async with live_db.db.tenant("scope-a") as conn:
+            assert await conn.fetchval("SELECT current_tenant()") == "scope-a"
+        async with live_db.db.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # the same pooled connection
+            assert await conn.fetchval("SELECT current_tenant()") is None
+            # set_config(..., true) outside a transaction lasts one statement: never a way to scope a session
+            await conn.execute("SELECT set_config('app.current_tenant_id', 'scope-a', true)")
+            assert await conn.fetchval("SELECT current_tenant()") is None
+
+    live_db.run(scenario())
+
+
+def test_no_rows_leak_between_tenants_under_concurrency(live_db: LiveDB) -> None:
+    tenants = [f"leak-{i}" for i in range(8)]
+
+    async def writer(tenant: str, n: int) -> None:
+        await put(live_db, tenant, f"doc-{n}.md", f"marker {tenant} note {n}", seed=n)
+
+    async def reader(tenant: str) -> list[str]:
+        async with live_db.db.tenant(tenant) as conn:
+            rows = await conn.fetch(
+                "SELECT tenant_id, content FROM knowledge_chunks ORDER BY embedding <=> $1 LIMIT 50", unit(1)
+            )
+            rows += await conn.fetch(
+                "SELECT tenant_id, content FROM knowledge_chunks WHERE tsv @@ to_tsquery('marker')"
+            )
+        return [f"{r['tenant_id']}|{r['content']}" for r in rows]
+
+    async def scenario() -> list[tuple[str, list[str]]]:
+        for t in tenants:
+            await writer(t, 0)
+        reads = [(t, reader(t)) for _ in range(5) for t in tenants]
+        writes = [writer(t, n) for n in range(1, 6) for t in tenants]
+        results = await asyncio.gather(*(coro for _, coro in reads), *writes)  # interleaved on one pool
+        return [(t, rows) for (t, _), rows in zip(reads, results, strict=False)]
+
+    readers = live_db.run(scenario())
+    assert len(readers) == 40
+    leaked = [
+        row for tenant, rows in readers for row in rows if not row.startswith(f"{tenant}|marker {tenant} ")
+    ]
+    assert leaked == []
+    assert all(rows for _, rows in readers)
+
+
+def test_ingest_is_idempotent_incremental_and_prunes(live_db: LiveDB, embedder, tmp_path: Path) -> None:
+    corpus = tmp_path / "hc"
+    shutil.copytree(SAMPLES, corpus)
+    first = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t"))
+    assert (first.files, first.written, first.unchanged, first.failed) == (7, 7, 0, {})
+    again = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t"))
+    assert (again.written, again.unchanged, again.chunks) == (0, 7, 0)
+
+    async def totals() -> dict[str, int]:
+        async with live_db.db.tenant("ingest-t") as conn:
+            return await store.counts(conn)
+
+    before = live_db.run(totals())
+    (corpus / "billing-and-plans.md").write_text("# Billing\n\nEverything is free now.\n")
+    (corpus / "mobile-app.txt").unlink()
+    changed = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t", prune=True))
+    assert (changed.written, changed.unchanged, changed.removed) == (1, 5, 1)
+    after = live_db.run(totals())
+    assert after["documents"] == before["documents"] - 1 and after["chunks"] < before["chunks"]
+
+
+class FailingEmbedder:
+    """Delegates, but raises on call number `fail_on` (an interrupted ingest)."""
+
+    def __init__(self, inner, fail_on: int):
+        self.inner, self.fail_on, self.calls = inner, fail_on, 0
+        self.name, self.dim = inner.name, inner.dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise ConnectionError("embedding backend went away")
+        return self.inner.embed(texts)
+
+
+def test_interrupted_ingest_resumes_without_duplicates(live_db: LiveDB, embedder) -> None:
+    flaky = FailingEmbedder(embedder, fail_on=3)
+    with pytest.raises(ConnectionError):
+        live_db.run(ingest_path(live_db.db, flaky, SAMPLES, "resume-t", batch_chunks=1))
+    resumed = live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "resume-t", batch_chunks=1))
+    assert resumed.unchanged == 2 and resumed.written == 5
+    live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "fresh-t"))
+
+    async def chunks(tenant: str) -> list[tuple[str, int]]:
+        async with live_db.db.tenant(tenant) as conn:
+            rows = await conn.fetch(
+                "SELECT d.source, c.ordinal FROM knowledge_chunks c JOIN knowledge_documents d"
+                " ON d.id = c.document_id ORDER BY 1, 2"
+            )
+        return [(r["source"], r["ordinal"]) for r in rows]
+
+    assert live_db.run(chunks("resume-t")) == live_db.run(chunks("fresh-t"))
+
+
+@pytest.fixture()
+def retriever(live_db: LiveDB, embedder) -> Retriever:
+    live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "lumen"))
+    return Retriever(live_db.db, embedder)
+
+
+@pytest.mark.parametrize(
+    ("question", "source"),
+    [
+        ("Can I get my money back on a yearly subscription?", "billing-and-plans.md"),
+        ("I lost my phone and can't log in with two-factor", "account-and-login.md"),
+        ("my edits on the laptop don't show up on my other computer", "sync-troubleshooting.md"),
+        ("how many API calls per minute are allowed", "integrations.html"),
+    ],
+)
+def test_hybrid_retrieval_finds_the_right_article(
+    live_db: LiveDB, retriever: Retriever, question: str, source: str
+) -> None:
+    result = live_db.run(retriever.search("lumen", question, mode="hybrid", top_k=3))
+    assert result.hits[0].passage.source == source, [h.passage.source for h in result.hits]
+    assert set(result.timings_ms) >= {"embed", "dense", "lexical", "fuse", "total"}
+
+
+def test_modes_and_tenant_scope(live_db: LiveDB, retriever: Retriever) -> None:
+    for mode in ("bm25", "dense", "hybrid", "hybrid_rerank"):
+        hits = live_db.run(retriever.search("lumen", "export notes as markdown", mode=mode)).hits
+        assert hits and hits[0].passage.source == "export-and-import.md", mode
+    assert live_db.run(retriever.search("nobody-here", "export notes", mode="hybrid")).hits == []
+
+
+@pytest.mark.parametrize(
+    ("tenant", "query", "mode", "error"),
+    [
+        ("lumen", "", "hybrid", QueryError),
+        ("lumen", "   ", "hybrid", QueryError),
+        ("lumen", "x" * 2001, "hybrid", QueryError),
+        ("lumen", "refund", "magic", QueryError),
+        ("Lumen!", "refund", "hybrid", InvalidIdentifier),
+    ],
+)
+def test_bad_queries_are_clear_errors(
+    live_db: LiveDB, retriever: Retriever, tenant, query, mode, error
+) -> None:
+    with pytest.raises(error):
+        live_db.run(retriever.search(tenant, query, mode=mode))
+
+
+def test_sql_looking_and_unicode_queries_are_just_text(live_db: LiveDB, retriever: Retriever) -> None:
+    for query in [
+        "'; DROP TABLE knowledge_chunks; --",
+        "rückerstattung für jahresabo ✨",
+        "a | b & !c <-> d:*",
+    ]:
+        live_db.run(retriever.search("lumen", query, mode="hybrid"))
+    assert live_db.run(retriever.search("lumen", "refund annual plan", mode="bm25")).hits

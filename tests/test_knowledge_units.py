@@ -1,0 +1,226 @@
+"""Knowledge pieces without a database: chunking, RRF, the embedding cache, A/B arms, metrics, and the
+rerank backends (Cohere SDK against a local server speaking its wire format; a tiny local cross-encoder)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from serve_app.knowledge.cache import CachedEmbedder
+from serve_app.knowledge.chunking import Document, chunk_document, load_document
+from serve_app.knowledge.evaluate import corpus_id, metrics_for
+from serve_app.knowledge.fusion import rrf
+from serve_app.knowledge.rerankers import NoReranker, assign_arm, create_reranker
+from serve_app.settings import load_settings
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "helpcenter"
+
+
+def test_markdown_html_and_text_load_with_titles_and_clean_text() -> None:
+    md = load_document(SAMPLES / "billing-and-plans.md", SAMPLES)
+    html = load_document(SAMPLES / "integrations.html", SAMPLES)
+    txt = load_document(SAMPLES / "mobile-app.txt", SAMPLES)
+    assert (md.source, md.title) == ("billing-and-plans.md", "Billing and plans")
+    assert html.title == "Integrations" and "Home / Help" not in html.text and "## Slack" in html.text
+    assert txt.title == "mobile app"
+
+
+def test_aws_style_markdown_escapes_and_anchors_are_removed(tmp_path: Path) -> None:
+    f = tmp_path / "a.md"
+    f.write_text('# Using C\\# with \\.NET<a name="x"></a>\n\nSet `--flag` \\(optional\\)\\.\n')
+    doc = load_document(f, tmp_path)
+    assert doc.title == "Using C# with .NET" and "Set `--flag` (optional)." in doc.text
+
+
+def test_chunks_follow_headings_respect_size_and_overlap() -> None:
+    body = "\n\n".join(" ".join(f"w{p}_{i}" for i in range(70)) for p in range(6))
+    doc = Document("d.md", "Guide", f"intro words here\n\n## Setup\n\n{body}\n\n## Other\n\nshort tail")
+    chunks = chunk_document(doc, max_words=150, overlap=20)
+    assert chunks[0].heading == "Guide" and chunks[0].content == "intro words here"
+    setup = [c for c in chunks if c.heading == "Guide > Setup"]
+    assert len(setup) >= 3 and all(len(c.content.split()) <= 150 for c in setup)
+    assert setup[1].content.split()[:20] == setup[0].content.split()[-20:]  # overlap carried
+    assert chunks[-1].heading == "Guide > Other" and [c.ordinal for c in chunks] == list(range(len(chunks)))
+    words = {w for c in setup for w in c.content.split()}
+    assert words == set(body.split())  # nothing lost
+
+
+def test_chunking_never_loops_on_long_paragraphs() -> None:
+    doc = Document("d.md", "T", " ".join(["word"] * 5000) + "\n\n" + " ".join(["x"] * 170))
+    chunks = chunk_document(doc, max_words=180, overlap=30)
+    assert 25 < len(chunks) < 40
+
+
+def test_rrf_fuses_and_breaks_ties_by_best_rank() -> None:
+    fused = rrf([["a", "b", "c"], ["c", "a", "d"]], k=60)
+    assert [item for item, _ in fused] == ["a", "c", "b", "d"]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+    weighted = rrf([["a"], ["b"]], weights=[1.0, 2.0])
+    assert weighted[0][0] == "b"
+    with pytest.raises(ValueError):
+        rrf([["a"]], weights=[1.0, 2.0])
+
+
+class CountingEmbedder:
+    name, dim = "count", 4
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.seen += texts
+        return np.array([[len(t), 1, 0, 0] for t in texts], np.float32)
+
+
+def test_query_cache_hits_and_evicts() -> None:
+    inner = CountingEmbedder()
+    cache = CachedEmbedder(inner, maxsize=2)
+    cache.embed(["a", "bb", "a"])
+    assert inner.seen == ["a", "bb"] and (cache.hits, cache.misses) == (0, 3)
+    np.testing.assert_array_equal(cache.embed(["bb"])[0], [2, 1, 0, 0])
+    assert cache.hits == 1 and cache.hit_rate == pytest.approx(0.25)
+    cache.embed(["ccc"])  # evicts "a", the least recently used
+    cache.embed(["a"])
+    assert inner.seen == ["a", "bb", "ccc", "a"]
+
+
+def test_ab_assignment_is_sticky_and_weighted() -> None:
+    arms = {"bge": 1.0, "cohere": 3.0}
+    assert all(assign_arm(arms, f"tenant-{i}") == assign_arm(arms, f"tenant-{i}") for i in range(50))
+    share = Counter(assign_arm(arms, f"req-{i}") for i in range(4000))
+    assert 800 < share["bge"] < 1200 and share["bge"] + share["cohere"] == 4000
+    assert assign_arm({"only": 1.0}, "x") == "only"
+    with pytest.raises(ValueError):
+        assign_arm({"a": 0.0}, "x")
+
+
+def test_knowledge_settings_reject_unknown_arms() -> None:
+    with pytest.raises(ValidationError, match="unknown rerankers"):
+        load_settings(knowledge={"ab_weights": {"ghost": 1.0}})
+
+
+def test_metrics_for_a_ranking() -> None:
+    m = metrics_for(["x", "gold", "y"], {"gold"})
+    assert (m["R@1"], m["R@5"], m["MRR@10"]) == (0.0, 1.0, 0.5)
+    assert m["nDCG@10"] == pytest.approx(1 / np.log2(3))
+    assert corpus_id("amazon-ec2-user-guide/EBSEncryption.md") == "amazon-ec2-user-guide/EBSEncryption"
+
+
+def test_no_reranker_keeps_order() -> None:
+    assert [i for i, _ in NoReranker().rerank("q", ["a", "b", "c"], 2)] == [0, 1]
+
+
+class CohereWire(BaseHTTPRequestHandler):
+    """Speaks Cohere's v2 rerank: POST /v2/rerank {model, query, documents, top_n} -> results by relevance."""
+
+    requests: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        CohereWire.requests.append({"path": self.path, "auth": self.headers.get("authorization"), **body})
+        words = set(body["query"].lower().split())
+        scores = [len(words & set(d.lower().split())) / (1 + len(words)) for d in body["documents"]]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.get("top_n") or len(scores)]
+        payload = {
+            "id": "local",
+            "results": [{"index": i, "relevance_score": scores[i]} for i in order],
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+        }
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_cohere_reranker_speaks_the_v2_wire_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = HTTPServer(("127.0.0.1", 0), CohereWire)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CO_API_KEY", "test-key")
+    try:
+        reranker = create_reranker(
+            "cohere", model="rerank-v3.5", base_url=f"http://127.0.0.1:{server.server_port}"
+        )
+        order = reranker.rerank(
+            "refund annual plan", ["mobile app crash", "annual plan refund rules", "refund"], 2
+        )
+    finally:
+        server.shutdown()
+    assert [i for i, _ in order] == [1, 2]
+    sent = CohereWire.requests[-1]
+    assert sent["path"] == "/v2/rerank" and sent["model"] == "rerank-v3.5" and sent["top_n"] == 2
+    assert sent["auth"] == "Bearer test-key"
+
+
+def test_cohere_without_a_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CO_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="CO_API_KEY"):
+        create_reranker("cohere")
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A randomly initialised 2-layer BERT cross-encoder saved locally (no hub)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-ce")
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *sorted(
+            {
+                w
+                for w in [
+                    "refund",
+                    "annual",
+                    "plan",
+                    "mobile",
+                    "app",
+                    "crash",
+                    "rules",
+                    "sync",
+                    "password",
+                    "reset",
+                ]
+            }
+        ),
+    ]
+    (path / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    return str(path)
+
+
+def test_cross_encoder_reranker_loads_a_local_model(tiny_cross_encoder: str) -> None:
+    reranker = create_reranker("cross-encoder", model=tiny_cross_encoder)
+    docs = ["refund rules", "mobile app crash", "sync password reset", "annual plan"]
+    order = reranker.rerank("refund annual plan", docs, 3)
+    assert len(order) == 3 and len({i for i, _ in order}) == 3
+    scores = [s for _, s in order]
+    assert scores == sorted(scores, reverse=True)
+    assert order == reranker.rerank("refund annual plan", docs, 3)  # deterministic
