@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 def rrf(
     rankings: Sequence[Sequence[T]],
-    key=lambda item: item,
+    key: Callable[[T], Hashable] = lambda item: item,
     k: int = 60,
     weights: Sequence[float] | None = None,
 ) -> list[tuple[T, float]]:
