@@ -15,6 +15,7 @@ from ray.serve.config import RequestRouterConfig
 
 from deployments.frame_dedup import FrameDedup
 from deployments.ingress import Ingress
+from deployments.knowledge import Embeddings, KnowledgeBase, Reranker
 from deployments.routing import StreamAffinityRouter
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
@@ -43,7 +44,9 @@ def _settings_from(config: Settings | dict[str, Any] | None) -> Settings:
 
 
 def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
-    """FrameDedup behind the HTTP ingress. `config`: Settings, or a dict of settings (+ `config_file`)."""
+    """FrameDedup and the knowledge base behind the HTTP ingress.
+
+    `config`: Settings, or a dict of Settings fields (+ an optional `config_file`)."""
     settings = _settings_from(config)
     level = settings.log_level
     frame_dedup = serve.deployment(FrameDedup, name="FrameDedup").options(
@@ -52,5 +55,13 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
     )
     ingress = serve.deployment(Ingress, name="Ingress").options(**_options(settings.serve.ingress, level))
+    embeddings = serve.deployment(Embeddings, name="Embeddings").options(
+        **_options(settings.serve.embeddings, level)
+    )
+    reranker = serve.deployment(Reranker, name="Reranker").options(**_options(settings.serve.reranker, level))
+    knowledge = serve.deployment(KnowledgeBase, name="KnowledgeBase").options(
+        **_options(settings.serve.knowledge, level)
+    )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
-    return ingress.bind(frame_dedup.bind(dedup_init), settings.http.model_dump())
+    kb = knowledge.bind(settings, embeddings.bind(settings), reranker.bind(settings))
+    return ingress.bind(frame_dedup.bind(dedup_init), kb, settings.http.model_dump())

@@ -36,17 +36,37 @@ class HandleFrameBackend:
         return await self.frame_dedup.close.remote(stream_id=stream_id)
 
 
+class HandleKnowledgeBackend:
+    def __init__(self, knowledge: DeploymentHandle):
+        self.knowledge = knowledge
+
+    async def search(self, tenant_id: str, query: str, mode: str, top_k: int) -> dict[str, Any]:
+        try:
+            return await self.knowledge.search.remote(
+                tenant_id=tenant_id, query=query, mode=mode, top_k=top_k
+            )
+        except BackPressureError as exc:
+            raise Overloaded("knowledge base queue is full, retry later") from exc
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.knowledge.stats.remote()
+
+
 @serve.ingress()
 class Ingress:
-    def __init__(self, frame_dedup: DeploymentHandle, http: dict[str, Any] | None = None):
+    def __init__(
+        self, frame_dedup: DeploymentHandle, knowledge: DeploymentHandle, http: dict[str, Any] | None = None
+    ):
         http = http or {}
         self.limits = FrameLimits(
             max_bytes=http.get("max_frame_bytes", FrameLimits.max_bytes),
             max_pixels=http.get("max_frame_pixels", FrameLimits.max_pixels),
         )
         self.frames = HandleFrameBackend(frame_dedup)
+        self.knowledge = HandleKnowledgeBackend(knowledge)
 
     def __serve_build_asgi_app__(self) -> Any:
         app = create_app(self.limits)
         app.state.frames = self.frames
+        app.state.knowledge = self.knowledge
         return app

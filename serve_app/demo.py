@@ -1,9 +1,11 @@
 """`supportgraph demo`: replay a generated support session through the running graph and report.
 
-Today the session is screen share only: each simulated user streams a generated clip (JPEG over HTTP)
-to the graph, which throttles and deduplicates frames; the report compares images sent to a vision
-model against sending every frame (30 fps) or a naive 1 fps sample. Later sections (knowledge base,
-routed answers, costs) join `DemoReport` as the graph grows.
+1. Screen share: each simulated user streams a generated clip (JPEG over HTTP) to the graph, which
+   throttles and deduplicates frames; the report compares images sent to a vision model against sending
+   every frame (30 fps) or a naive 1 fps sample.
+2. Knowledge base: the sample help center is ingested for the demo tenant and the users' questions are
+   answered with cited passages through the graph's hybrid retrieval.
+Later sections (routed answers, costs) join `DemoReport` as the graph grows.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,15 +80,53 @@ class FrameReport:
         }
 
 
+DEMO_TENANT = "demo"
+SAMPLE_HELP_CENTER = Path(__file__).resolve().parent / "samples" / "helpcenter"
+DEMO_QUESTIONS = (
+    "I forgot my password, how do I reset it?",
+    "Can I get my money back for the yearly plan?",
+    "My notes don't show up on my phone",
+    "How do I share one note with someone outside the team?",
+    "How long are deleted notes kept?",
+)
+
+
+@dataclass
+class Answered:
+    question: str
+    citation: str
+    snippet: str
+    latency_ms: float
+
+
+@dataclass
+class KnowledgeReport:
+    documents: int
+    chunks: int
+    ingest_s: float
+    answers: list[Answered]
+
+    def summary(self) -> dict[str, Any]:
+        latencies = sorted(a.latency_ms for a in self.answers)
+        return {
+            "kb_documents": self.documents,
+            "kb_chunks": self.chunks,
+            "kb_ingest_s": round(self.ingest_s, 2),
+            "kb_questions": len(self.answers),
+            "kb_p50_ms": round(latencies[len(latencies) // 2], 1) if latencies else 0.0,
+        }
+
+
 @dataclass
 class DemoReport:
     startup_s: float
     frames: FrameReport
+    knowledge: KnowledgeReport | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"demo": "supportgraph", "startup_s": round(self.startup_s, 2), **self.frames.summary()}
-        )
+        extra = self.knowledge.summary() if self.knowledge else {}
+        head = {"demo": "supportgraph", "startup_s": round(self.startup_s, 2)}
+        return json.dumps({**head, **self.frames.summary(), **extra})
 
     def render(self, console: Console) -> None:
         f, spec = self.frames, self.frames.spec
@@ -135,6 +176,19 @@ class DemoReport:
             ratio = f"{n / f.sent:.0f}x" if f.sent else "-"
             cost.add_row(name, str(n), f"${n * f.image_usd:.3f}", ratio)
         console.print(cost)
+        if self.knowledge:
+            k = self.knowledge
+            console.rule("[bold]knowledge base: cited passages (hybrid retrieval)")
+            console.print(
+                f"sample help center: {k.documents} documents, {k.chunks} chunks, "
+                f"ingested in {k.ingest_s:.1f} s"
+            )
+            answers = Table()
+            for col in ("question", "top passage", "ms"):
+                answers.add_column(col, justify="right" if col == "ms" else "left")
+            for a in k.answers:
+                answers.add_row(a.question, f"{a.citation}\n{a.snippet}", f"{a.latency_ms:.0f}")
+            console.print(answers)
 
 
 async def _replay_stream(client: httpx.AsyncClient, stream_id: str, clip: ScreenShareClip) -> StreamResult:
@@ -177,6 +231,43 @@ async def replay_frames(
     return FrameReport(specs[0], list(results), wall, max(batch_sizes, default=0.0), image_usd)
 
 
+async def ingest_samples(settings: Settings, tenant: str = DEMO_TENANT) -> tuple[int, int, float]:
+    """Ingest the sample help center for the demo tenant (idempotent); (documents, chunks, seconds)."""
+    from serve_app.db.database import Database
+    from serve_app.knowledge import store
+    from serve_app.knowledge.factory import build_embedder
+    from serve_app.knowledge.ingest import ingest_path
+
+    started = time.perf_counter()
+    db = await Database(settings).start()
+    try:
+        await ingest_path(db, build_embedder(settings.knowledge.embedder), SAMPLE_HELP_CENTER, tenant)
+        async with db.tenant(tenant) as conn:
+            totals = await store.counts(conn)
+    finally:
+        await db.close()
+    return totals["documents"], totals["chunks"], time.perf_counter() - started
+
+
+async def ask(base_url: str, questions: tuple[str, ...], tenant: str = DEMO_TENANT) -> list[Answered]:
+    answers = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=60.0) as client:
+        for question in questions:
+            started = time.perf_counter()
+            body = {"tenant_id": tenant, "query": question, "top_k": 3}
+            result = (await client.post("/v1/knowledge/search", json=body)).raise_for_status().json()
+            top = result["passages"][0] if result["passages"] else None
+            answers.append(
+                Answered(
+                    question,
+                    top["citation"] if top else "(no passage)",
+                    (top["content"][:140] + "...") if top else "",
+                    (time.perf_counter() - started) * 1e3,
+                )
+            )
+    return answers
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -194,6 +285,9 @@ def run_demo(
         console.print(f"graph '{graph.app_name}' at {graph.base_url} (docs: {graph.base_url}/docs)")
         with console.status(f"replaying {streams} screen-share streams..."):
             frames = asyncio.run(replay_frames(graph.base_url, specs, settings.pricing.image_usd))
-        report = DemoReport(graph.startup_s, frames)
+        with console.status("ingesting the sample help center and asking questions..."):
+            documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
+            answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS))
+        report = DemoReport(graph.startup_s, frames, KnowledgeReport(documents, chunks, ingest_s, answers))
     report.render(console)
     return report

@@ -7,16 +7,17 @@ the in-process `DedupService` instead. Errors are 4xx with a `detail` message, n
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService
-from serve_app.tenancy import InvalidIdentifier, parse_stream_id
+from serve_app.knowledge.retrieval import MAX_QUERY_CHARS, check_query
+from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
 
 API_VERSION = "0.1.0"
 
@@ -48,6 +49,35 @@ class LocalFrameBackend:
 
     async def close(self, stream_id: str) -> dict[str, Any]:
         return self.service.close(stream_id)
+
+
+class KnowledgeBackend(Protocol):
+    async def search(self, tenant_id: str, query: str, mode: str, top_k: int) -> dict[str, Any]: ...
+    async def stats(self) -> dict[str, Any]: ...
+
+
+class SearchIn(BaseModel):
+    tenant_id: str = Field(..., max_length=63, description="lowercase letters, digits, '-'")
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS)
+    mode: Literal["bm25", "dense", "hybrid", "hybrid_rerank"] = "hybrid_rerank"
+    top_k: int = Field(5, ge=1, le=50)
+
+
+class PassageOut(BaseModel):
+    citation: str
+    source: str
+    title: str
+    heading: str
+    content: str
+    score: float
+
+
+class SearchOut(BaseModel):
+    query: str
+    mode: str
+    arm: str | None
+    passages: list[PassageOut]
+    timings_ms: dict[str, float]
 
 
 class FrameDecisionOut(BaseModel):
@@ -94,6 +124,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _backend(request: Request) -> FrameBackend:
     return request.app.state.frames
+
+
+def _knowledge(request: Request) -> KnowledgeBackend:
+    backend = getattr(request.app.state, "knowledge", None)
+    if backend is None:
+        raise HTTPException(503, "the knowledge base is not part of this deployment")
+    return backend
 
 
 def create_app(limits: FrameLimits | None = None) -> FastAPI:
@@ -155,5 +192,26 @@ def create_app(limits: FrameLimits | None = None) -> FastAPI:
     )
     async def close_stream(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
         return await _backend(request).close(_stream(stream_id))
+
+    @app.post(
+        "/v1/knowledge/search",
+        response_model=SearchOut,
+        tags=["knowledge"],
+        summary="Hybrid retrieval (vector + full text, RRF, rerank) of cited passages for a tenant",
+        responses={422: {"description": "bad tenant id or query"}, 503: {"description": "overloaded"}},
+    )
+    async def knowledge_search(request: Request, body: SearchIn) -> dict[str, Any]:
+        try:
+            validate_tenant_id(body.tenant_id)
+            check_query(body.query)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return await _knowledge(request).search(body.tenant_id, body.query, body.mode, body.top_k)
+
+    @app.get(
+        "/v1/knowledge/stats", tags=["knowledge"], summary="Per-arm rerank metrics, embedding cache hits"
+    )
+    async def knowledge_stats(request: Request) -> dict[str, Any]:
+        return await _knowledge(request).stats()
 
     return app

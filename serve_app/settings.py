@@ -64,6 +64,9 @@ class ServeSettings(_Section):
     route_prefix: str = "/"
     ingress: DeploymentResources = DeploymentResources(num_cpus=0.25, max_ongoing_requests=128)
     frame_dedup: DeploymentResources = DeploymentResources()
+    embeddings: DeploymentResources = DeploymentResources(num_cpus=0.25)
+    reranker: DeploymentResources = DeploymentResources(num_cpus=0.25)
+    knowledge: DeploymentResources = DeploymentResources(num_cpus=0.25, max_ongoing_requests=32)
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
 
 

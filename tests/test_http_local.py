@@ -124,3 +124,14 @@ def test_overload_is_503_with_retry_after() -> None:
     response = post(TestClient(app), encode(images.flat(8, 8, (1, 2, 3)), "PNG"), "image/png")
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert "retry later" in response.json()["detail"]
+
+
+def test_knowledge_routes_validate_before_reaching_a_backend(client: TestClient) -> None:
+    ok_shape = {"tenant_id": "acme", "query": "refund"}
+    assert client.post("/v1/knowledge/search", json={**ok_shape, "tenant_id": "ACME"}).status_code == 422
+    assert client.post("/v1/knowledge/search", json={**ok_shape, "query": "   "}).status_code == 422
+    assert client.post("/v1/knowledge/search", json={**ok_shape, "query": "x" * 2001}).status_code == 422
+    assert client.post("/v1/knowledge/search", json={**ok_shape, "top_k": 0}).status_code == 422
+    assert client.post("/v1/knowledge/search", json={**ok_shape, "mode": "magic"}).status_code == 422
+    missing = client.post("/v1/knowledge/search", json=ok_shape)  # this app has no knowledge backend
+    assert missing.status_code == 503 and "knowledge base" in missing.json()["detail"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from serve_app.db.migrate import MigrationError, apply_migrations, check_app_role
+from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge import store
 from serve_app.knowledge.chunking import Chunk, Document
 from serve_app.knowledge.ingest import ingest_path
@@ -19,7 +20,7 @@ from serve_app.knowledge.retrieval import QueryError, Retriever
 from serve_app.tenancy import InvalidIdentifier
 from tests.conftest import LiveDB
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "helpcenter"
+SAMPLES = SAMPLE_HELP_CENTER
 TABLES = ["tenants", "knowledge_documents", "knowledge_chunks", "sessions", "messages", "cost_events"]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.chunking import Document, chunk_document, load_document
 from serve_app.knowledge.evaluate import corpus_id, metrics_for
@@ -21,7 +22,7 @@ from serve_app.knowledge.fusion import rrf
 from serve_app.knowledge.rerankers import NoReranker, assign_arm, create_reranker
 from serve_app.settings import load_settings
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "helpcenter"
+SAMPLES = SAMPLE_HELP_CENTER
 
 
 def test_markdown_html_and_text_load_with_titles_and_clean_text() -> None:

@@ -182,3 +182,36 @@ def test_a_killed_replica_costs_at_most_two_extra_frames(graph: RunningGraph) ->
     assert owner not in replicas
     assert verdicts.count("processed") <= 3, verdicts
     assert set(verdicts) <= {"processed", "duplicate"}
+
+
+def test_knowledge_search_through_the_graph(graph: RunningGraph, graph_settings: Settings) -> None:
+    """Ingest the sample help center, then ask through HTTP: cited passages from the right article."""
+    from serve_app.db.database import Database
+    from serve_app.demo import SAMPLE_HELP_CENTER
+    from serve_app.knowledge.factory import build_embedder
+    from serve_app.knowledge.ingest import ingest_path
+
+    async def ingest() -> None:
+        db = await Database(graph_settings).start()
+        try:
+            embedder = build_embedder(graph_settings.knowledge.embedder)
+            await ingest_path(db, embedder, SAMPLE_HELP_CENTER, "graph-kb")
+        finally:
+            await db.close()
+
+    asyncio.run(ingest())
+    with httpx.Client(base_url=graph.base_url, timeout=60) as client:
+        body = {"tenant_id": "graph-kb", "query": "How long do deleted notes stay in the trash?"}
+        answer = client.post("/v1/knowledge/search", json=body).raise_for_status().json()
+        again = client.post("/v1/knowledge/search", json=body).raise_for_status().json()
+        other = client.post("/v1/knowledge/search", json={**body, "tenant_id": "graph-empty"}).json()
+        bad = client.post("/v1/knowledge/search", json={**body, "tenant_id": "Not Valid"})
+        empty = client.post("/v1/knowledge/search", json={**body, "query": ""})
+        stats = client.get("/v1/knowledge/stats").json()
+    assert answer["passages"][0]["source"] == "export-and-import.md"
+    assert answer["passages"][0]["citation"].startswith("[1] ") and answer["arm"] == "none"
+    assert again["passages"] == answer["passages"]
+    assert other["passages"] == []  # another tenant sees nothing
+    assert bad.status_code == 422 and "tenant" in bad.json()["detail"]
+    assert empty.status_code == 422
+    assert stats["embeddings"]["hits"] >= 1 and stats["arms"]["none"]["requests"] >= 2

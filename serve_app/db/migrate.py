@@ -17,6 +17,7 @@ import asyncpg
 
 MIGRATIONS = "serve_app.db.migrations"
 ROLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+MIGRATION_LOCK = 0x5EED_6A  # pg_advisory_lock key held while migrating (released with the connection)
 
 
 class MigrationError(RuntimeError):
@@ -52,6 +53,7 @@ async def apply_migrations(admin_dsn: str, app_role: str) -> list[Migration]:
         raise MigrationError(f"invalid app role name {app_role!r}")
     conn = await asyncpg.connect(admin_dsn)
     try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)  # replicas may start together
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
             " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"

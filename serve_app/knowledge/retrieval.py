@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from serve_app.db.database import Database
 from serve_app.knowledge import store
 from serve_app.knowledge.embedders import Embedder
@@ -101,7 +103,7 @@ class Retriever:
         t0 = time.perf_counter()
         vector = None
         if mode != "bm25":
-            vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+            vector = await self._embed(text)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         t1 = time.perf_counter()
         async with self.db.tenant(tenant_id) as conn:
@@ -130,6 +132,12 @@ class Retriever:
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return RetrievalResult(text, mode, arm, ranked[:k], timings)
 
+    async def _embed(self, text: str) -> np.ndarray:
+        """Embedders with `aembed` (deployment handles) are awaited; plain ones run in a thread."""
+        if hasattr(self.embedder, "aembed"):
+            return np.asarray(await self.embedder.aembed(text), np.float32)
+        return (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+
     async def _rerank(
         self, arm: str, query: str, candidates: list[Hit], k: int, timings: dict[str, float]
     ) -> list[Hit]:
@@ -137,12 +145,12 @@ class Retriever:
         stats.requests += 1
         start = time.perf_counter()
         try:
-            order = await asyncio.to_thread(
-                self.rerankers[arm].rerank,
-                query,
-                [f"{h.passage.heading}\n{h.passage.content}" for h in candidates],
-                k,
-            )
+            reranker = self.rerankers[arm]
+            docs = [f"{h.passage.heading}\n{h.passage.content}" for h in candidates]
+            if hasattr(reranker, "arerank"):  # a deployment handle
+                order = await reranker.arerank(query, docs, k)
+            else:
+                order = await asyncio.to_thread(reranker.rerank, query, docs, k)
         except Exception:  # a failing reranker degrades to the fused order, counted per arm
             stats.failures += 1
             return candidates
