@@ -126,7 +126,10 @@ class KnowledgeSettings(_Section):
     chunk_overlap: int = Field(30, ge=0)
     dense_k: int = Field(50, ge=1, le=1000)
     lexical_k: int = Field(50, ge=1, le=1000)
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(10, ge=1, description="RRF constant (tuned on the aws_docs_qa dev split)")
+    dense_weight: float = Field(1.0, ge=0)
+    lexical_weight: float = Field(2.0, ge=0, description="BM25's weight in RRF (dev split: 2)")
+    fuse_by: Literal["document", "chunk"] = "document"
     rerank_candidates: int = Field(30, ge=1, le=200)
     top_k: int = Field(5, ge=1, le=100)
 

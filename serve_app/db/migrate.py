@@ -17,6 +17,16 @@ import asyncpg
 
 MIGRATIONS = "serve_app.db.migrations"
 ROLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+TENANT_TABLES = (
+    "tenants",
+    "knowledge_documents",
+    "knowledge_chunks",
+    "knowledge_postings",
+    "knowledge_corpus_stats",
+    "sessions",
+    "messages",
+    "cost_events",
+)
 MIGRATION_LOCK = 0x5EED_6A  # pg_advisory_lock key held while migrating (released with the connection)
 
 
@@ -91,10 +101,7 @@ async def _grant(conn: asyncpg.Connection, role: str) -> None:
     if not exists:
         await conn.execute(f"CREATE ROLE {ident} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
     await conn.execute(f"GRANT USAGE ON SCHEMA public TO {ident}")
-    await conn.execute(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, knowledge_documents, knowledge_chunks, sessions,"
-        f" messages, cost_events TO {ident}"
-    )
+    await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(TENANT_TABLES)} TO {ident}")
     await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ident}")
     await conn.execute(f"REVOKE ALL ON schema_migrations FROM {ident}")
 

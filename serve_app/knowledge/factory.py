@@ -35,6 +35,9 @@ def retrieval_config(cfg: KnowledgeSettings) -> RetrievalConfig:
         dense_k=cfg.dense_k,
         lexical_k=cfg.lexical_k,
         rrf_k=cfg.rrf_k,
+        dense_weight=cfg.dense_weight,
+        lexical_weight=cfg.lexical_weight,
+        fuse_by=cfg.fuse_by,
         rerank_candidates=cfg.rerank_candidates,
         top_k=cfg.top_k,
     )

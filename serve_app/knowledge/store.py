@@ -26,16 +26,36 @@ SELECT c.id, c.document_id, d.source, d.title, c.heading, c.content, 1 - (c.embe
  LIMIT $2
 """
 
-# Lexical recall: OR of the query's stemmed terms (websearch_to_tsquery would AND them and drop most
-# documents for a natural-language question); lexemes are already stemmed, so 'simple' keeps them as is.
-FULLTEXT = """
-SELECT c.id, c.document_id, d.source, d.title, c.heading, c.content, ts_rank_cd(c.tsv, q, 1) AS score
-  FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id,
-       (SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS q
-          FROM unnest(to_tsvector('english', $1))) qq(q)
- WHERE q IS NOT NULL AND c.tsv @@ q
- ORDER BY score DESC, c.id
- LIMIT $2
+# Full-text side: Okapi BM25 (k1 = 1.2, b = 0.75) over the inverted index that migration 002 derives
+# from each chunk's tsvector; query terms are the query's lexemes under the same 'english' config.
+# Terms in more than 30% of chunks are dropped unless nothing else is left (they barely move BM25 and
+# would make a query scan most postings).
+BM25 = """
+WITH st AS (
+    SELECT chunks::float8 AS n, total_dl::float8 / greatest(chunks, 1) AS avgdl FROM knowledge_corpus_stats
+), q AS (
+    SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', $1))
+), df AS (
+    SELECT q.lexeme, (SELECT count(*) FROM knowledge_postings p WHERE p.lexeme = q.lexeme)::float8 AS df
+      FROM q
+), terms AS (
+    SELECT df.lexeme, ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5)) AS idf
+      FROM df, st
+     WHERE df.df > 0 AND (df.df <= 0.3 * st.n OR NOT EXISTS (SELECT 1 FROM df d2 WHERE d2.df <= 0.3 * st.n))
+), scored AS (
+    SELECT p.chunk_id, sum(t.idf * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.dl / st.avgdl))) AS score
+      FROM terms t
+     CROSS JOIN LATERAL (  -- OFFSET 0 keeps this a per-term index lookup, not a scan of all postings
+           SELECT chunk_id, tf, dl FROM knowledge_postings p WHERE p.lexeme = t.lexeme OFFSET 0) p
+     CROSS JOIN st
+     GROUP BY p.chunk_id
+     ORDER BY score DESC, p.chunk_id
+     LIMIT $2
+)
+SELECT c.id, c.document_id, d.source, d.title, c.heading, c.content, s.score
+  FROM scored s JOIN knowledge_chunks c ON c.id = s.chunk_id
+  JOIN knowledge_documents d ON d.id = c.document_id
+ ORDER BY s.score DESC, c.id
 """
 
 
@@ -100,7 +120,8 @@ async def dense(conn: asyncpg.Connection, query_vector: np.ndarray, k: int) -> l
 
 
 async def fulltext(conn: asyncpg.Connection, query: str, k: int) -> list[Passage]:
-    return [Passage.from_row(r) for r in await conn.fetch(FULLTEXT, query, k)]
+    """BM25 top-k over the tenant's chunks (empty when the query has no indexable words)."""
+    return [Passage.from_row(r) for r in await conn.fetch(BM25, query, k)]
 
 
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:
