@@ -130,6 +130,7 @@ class KnowledgeSettings(_Section):
     dense_weight: float = Field(1.0, ge=0)
     lexical_weight: float = Field(2.0, ge=0, description="BM25's weight in RRF (dev split: 2)")
     fuse_by: Literal["document", "chunk"] = "document"
+    lexical_postings_cap: int = Field(3000, ge=100, description="BM25 postings read per query term")
     rerank_candidates: int = Field(30, ge=1, le=200)
     top_k: int = Field(5, ge=1, le=100)
 

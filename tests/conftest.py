@@ -25,10 +25,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def graph_settings() -> Settings:
-    """Two FrameDedup replicas (sticky routing is observable), small CPU shares for 2 cores."""
+def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Two FrameDedup replicas (sticky routing is observable), small CPU shares for 2 cores, and an
+    embedded Postgres of its own in a temporary folder."""
     return load_settings(
         None,
+        state_dir=tmp_path_factory.mktemp("graph-state"),
         http={"port": free_port()},
         dedup={"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
         serve={

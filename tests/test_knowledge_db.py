@@ -21,7 +21,17 @@ from serve_app.tenancy import InvalidIdentifier
 from tests.conftest import LiveDB
 
 SAMPLES = SAMPLE_HELP_CENTER
-TABLES = ["tenants", "knowledge_documents", "knowledge_chunks", "sessions", "messages", "cost_events"]
+TABLES = [
+    "tenants",
+    "knowledge_documents",
+    "knowledge_chunks",
+    "knowledge_postings",
+    "knowledge_terms",
+    "knowledge_corpus_stats",
+    "sessions",
+    "messages",
+    "cost_events",
+]
 
 
 def unit(seed: int) -> np.ndarray:
@@ -243,3 +253,50 @@ def test_sql_looking_and_unicode_queries_are_just_text(live_db: LiveDB, retrieve
     ]:
         live_db.run(retriever.search("lumen", query, mode="hybrid"))
     assert live_db.run(retriever.search("lumen", "refund annual plan", mode="bm25")).hits
+
+
+def test_bm25_statistics_follow_inserts_replacements_and_deletes(
+    live_db: LiveDB, embedder, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "hc"
+    shutil.copytree(SAMPLES, corpus)
+    live_db.run(ingest_path(live_db.db, embedder, corpus, "stats-t"))
+    (corpus / "billing-and-plans.md").write_text("# Billing\n\nEverything is free now, invoices included.\n")
+    (corpus / "mobile-app.txt").unlink()
+    live_db.run(ingest_path(live_db.db, embedder, corpus, "stats-t", prune=True))
+
+    async def check() -> None:
+        async with live_db.db.tenant("stats-t") as conn:
+            df = {
+                r["lexeme"]: r["df"]
+                for r in await conn.fetch("SELECT lexeme, df FROM knowledge_terms WHERE df > 0")
+            }
+            actual = {
+                r["lexeme"]: r["n"]
+                for r in await conn.fetch(
+                    "SELECT u.lexeme, count(*) AS n FROM knowledge_chunks c, unnest(c.tsv) u"
+                    " GROUP BY u.lexeme"
+                )
+            }
+            stats = await conn.fetchrow("SELECT chunks, total_dl FROM knowledge_corpus_stats")
+            expected = await conn.fetchrow(
+                "SELECT count(*) AS chunks, coalesce(sum((SELECT sum(coalesce(array_length(positions, 1), 1))"
+                " FROM unnest(tsv))), 0) AS total_dl FROM knowledge_chunks"
+            )
+            postings = await conn.fetchval("SELECT count(*) FROM knowledge_postings")
+        assert df == actual
+        assert (stats["chunks"], stats["total_dl"]) == (expected["chunks"], expected["total_dl"])
+        assert postings == sum(actual.values())
+
+    live_db.run(check())
+
+
+def test_bm25_ranks_rare_terms_above_common_ones(live_db: LiveDB, embedder) -> None:
+    async def scenario() -> list[str]:
+        for n in range(6):
+            await put(live_db, "bm25-t", f"common-{n}.md", f"notes notes notes sync folder {n}", seed=n)
+        await put(live_db, "bm25-t", "rare.md", "notes about the zeppelin export format", seed=9)
+        async with live_db.db.tenant("bm25-t") as conn:
+            return [p.source for p in await store.fulltext(conn, "zeppelin notes", 3)]
+
+    assert live_db.run(scenario())[0] == "rare.md"

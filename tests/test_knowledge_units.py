@@ -225,3 +225,56 @@ def test_cross_encoder_reranker_loads_a_local_model(tiny_cross_encoder: str) -> 
     scores = [s for _, s in order]
     assert scores == sorted(scores, reverse=True)
     assert order == reranker.rerank("refund annual plan", docs, 3)  # deterministic
+
+
+class OpenAIEmbeddingsWire(BaseHTTPRequestHandler):
+    """Speaks POST /v1/embeddings: {model, input: [..]} -> {data: [{index, embedding}], usage}."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
+            for i, t in enumerate(texts)
+        ]
+        payload = json.dumps(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": list(reversed(data)),
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_openai_compatible_embedder_over_the_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.knowledge.embedders import create_embedder
+
+    server = HTTPServer(("127.0.0.1", 0), OpenAIEmbeddingsWire)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    try:
+        embedder = create_embedder(
+            "openai-compatible",
+            model="embed-small",
+            dim=3,
+            base_url=f"http://127.0.0.1:{server.server_port}/v1",
+        )
+        vectors = embedder.embed(["a", "abcd"])
+        wrong = create_embedder(
+            "openai-compatible", model="m", dim=5, base_url=f"http://127.0.0.1:{server.server_port}/v1"
+        )
+        with pytest.raises(ValueError, match="shape"):
+            wrong.embed(["a"])
+    finally:
+        server.shutdown()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    assert vectors[1, 0] > vectors[0, 0]  # rows put back in input order, then normalised

@@ -22,6 +22,7 @@ TENANT_TABLES = (
     "knowledge_documents",
     "knowledge_chunks",
     "knowledge_postings",
+    "knowledge_terms",
     "knowledge_corpus_stats",
     "sessions",
     "messages",

@@ -38,6 +38,7 @@ def retrieval_config(cfg: KnowledgeSettings) -> RetrievalConfig:
         dense_weight=cfg.dense_weight,
         lexical_weight=cfg.lexical_weight,
         fuse_by=cfg.fuse_by,
+        lexical_postings_cap=cfg.lexical_postings_cap,
         rerank_candidates=cfg.rerank_candidates,
         top_k=cfg.top_k,
     )

@@ -34,6 +34,7 @@ class RetrievalConfig:
     dense_weight: float = 1.0
     lexical_weight: float = 2.0
     fuse_by: Literal["document", "chunk"] = "document"
+    lexical_postings_cap: int = 3000
     rerank_candidates: int = 30
     top_k: int = 5
 
@@ -135,7 +136,11 @@ class Retriever:
         async with self.db.tenant(tenant_id) as conn:
             dense = await store.dense(conn, vector, cfg.dense_k) if vector is not None else []
             t2 = time.perf_counter()
-            lexical = await store.fulltext(conn, text, cfg.lexical_k) if mode != "dense" else []
+            lexical = (
+                await store.fulltext(conn, text, cfg.lexical_k, cfg.lexical_postings_cap)
+                if mode != "dense"
+                else []
+            )
         t3 = time.perf_counter()
         timings["dense"], timings["lexical"] = (t2 - t1) * 1e3, (t3 - t2) * 1e3
         if mode == "dense":

@@ -19,25 +19,29 @@ ON CONFLICT (tenant_id, source) DO UPDATE
 RETURNING id
 """
 
+# The nearest chunks are found first, on knowledge_chunks alone, so the planner always takes the HNSW
+# index (with a join in the same ORDER BY it may pick a sequential scan and sort instead).
 DENSE = """
-SELECT c.id, c.document_id, d.source, d.title, c.heading, c.content, 1 - (c.embedding <=> $1) AS score
-  FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
- ORDER BY c.embedding <=> $1
- LIMIT $2
+SELECT c.id, c.document_id, d.source, d.title, c.heading, c.content, 1 - c.distance AS score
+  FROM (SELECT id, document_id, heading, content, embedding <=> $1 AS distance
+          FROM knowledge_chunks ORDER BY embedding <=> $1 LIMIT $2) c
+  JOIN knowledge_documents d ON d.id = c.document_id
+ ORDER BY c.distance, c.id
 """
 
 # Full-text side: Okapi BM25 (k1 = 1.2, b = 0.75) over the inverted index that migration 002 derives
 # from each chunk's tsvector; query terms are the query's lexemes under the same 'english' config.
-# Terms in more than 30% of chunks are dropped unless nothing else is left (they barely move BM25 and
-# would make a query scan most postings).
+# Terms in more than 30% of chunks are dropped unless nothing else is left (they barely move BM25), and
+# each term contributes at most its $3 highest-impact postings (tf / length, an index order): the
+# classic impact-ordered cut that bounds a query's work on large corpora; a chunk outside every term's
+# cut can only have a small score.
 BM25 = """
 WITH st AS (
     SELECT chunks::float8 AS n, total_dl::float8 / greatest(chunks, 1) AS avgdl FROM knowledge_corpus_stats
 ), q AS (
     SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', $1))
 ), df AS (
-    SELECT q.lexeme, (SELECT count(*) FROM knowledge_postings p WHERE p.lexeme = q.lexeme)::float8 AS df
-      FROM q
+    SELECT t.lexeme, t.df::float8 AS df FROM knowledge_terms t JOIN q USING (lexeme)
 ), terms AS (
     SELECT df.lexeme, ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5)) AS idf
       FROM df, st
@@ -45,8 +49,9 @@ WITH st AS (
 ), scored AS (
     SELECT p.chunk_id, sum(t.idf * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.dl / st.avgdl))) AS score
       FROM terms t
-     CROSS JOIN LATERAL (  -- OFFSET 0 keeps this a per-term index lookup, not a scan of all postings
-           SELECT chunk_id, tf, dl FROM knowledge_postings p WHERE p.lexeme = t.lexeme OFFSET 0) p
+     CROSS JOIN LATERAL (  -- per term: an index scan in impact order, cut at $3
+           SELECT chunk_id, tf, dl FROM knowledge_postings p WHERE p.lexeme = t.lexeme
+            ORDER BY p.tf::float4 / greatest(p.dl, 1) DESC LIMIT $3) p
      CROSS JOIN st
      GROUP BY p.chunk_id
      ORDER BY score DESC, p.chunk_id
@@ -119,9 +124,9 @@ async def dense(conn: asyncpg.Connection, query_vector: np.ndarray, k: int) -> l
     return [Passage.from_row(r) for r in await conn.fetch(DENSE, np.asarray(query_vector, np.float32), k)]
 
 
-async def fulltext(conn: asyncpg.Connection, query: str, k: int) -> list[Passage]:
+async def fulltext(conn: asyncpg.Connection, query: str, k: int, per_term: int = 3000) -> list[Passage]:
     """BM25 top-k over the tenant's chunks (empty when the query has no indexable words)."""
-    return [Passage.from_row(r) for r in await conn.fetch(BM25, query, k)]
+    return [Passage.from_row(r) for r in await conn.fetch(BM25, query, k, per_term)]
 
 
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:
