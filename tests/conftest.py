@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from serve_app.db.database import Database
+from serve_app.db.database import Database, stop_embedded
 from serve_app.runtime import RunningGraph, local_graph, quiet_ray_env
 from serve_app.settings import Settings, load_settings
 
@@ -45,12 +45,15 @@ def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def graph(graph_settings: Settings) -> Iterator[RunningGraph]:
     with local_graph(graph_settings) as running:
         yield running
+    stop_embedded(graph_settings.state_dir / "pgdata")
 
 
 @pytest.fixture(scope="session")
-def kb_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def kb_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings whose embedded Postgres lives in a fresh temporary folder for this test run."""
-    return load_settings(None, state_dir=tmp_path_factory.mktemp("state"))
+    settings = load_settings(None, state_dir=tmp_path_factory.mktemp("state"))
+    yield settings
+    stop_embedded(settings.state_dir / "pgdata")
 
 
 @pytest.fixture(scope="session")

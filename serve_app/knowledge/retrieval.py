@@ -46,22 +46,22 @@ def best_per_document(passages: list[Passage]) -> list[Passage]:
 
 
 def fuse(dense: list[Passage], lexical: list[Passage], cfg: RetrievalConfig) -> list[tuple[Passage, float]]:
-    """RRF of the two rankings, over documents (one cited passage each) or over chunks. On ties the
-    lexical passage is the one kept, the stronger ranker on help-center text (dev split)."""
-    if cfg.fuse_by == "document":
-        dense, lexical = best_per_document(dense), best_per_document(lexical)
-        return rrf(
-            [lexical, dense],
-            key=lambda p: p.document_id,
-            k=cfg.rrf_k,
-            weights=[cfg.lexical_weight, cfg.dense_weight],
-        )
-    return rrf(
-        [lexical, dense],
-        key=lambda p: p.chunk_id,
+    """RRF of the two rankings, over chunks or over documents. Document fusion ranks each document by
+    its best passage in each list and cites the passage that fuses best at chunk level."""
+    weights = [cfg.lexical_weight, cfg.dense_weight]
+    by_chunk = rrf([lexical, dense], key=lambda p: p.chunk_id, k=cfg.rrf_k, weights=weights)
+    if cfg.fuse_by == "chunk":
+        return by_chunk
+    cited: dict[int, Passage] = {}
+    for passage, _ in by_chunk:
+        cited.setdefault(passage.document_id, passage)
+    docs = rrf(
+        [best_per_document(lexical), best_per_document(dense)],
+        key=lambda p: p.document_id,
         k=cfg.rrf_k,
-        weights=[cfg.lexical_weight, cfg.dense_weight],
+        weights=weights,
     )
+    return [(cited[p.document_id], score) for p, score in docs]
 
 
 @dataclass(frozen=True)
