@@ -11,7 +11,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from serve_app.db.migrate import MigrationError, apply_migrations, check_app_role
+from serve_app.db.migrate import TENANT_TABLES, MigrationError, apply_migrations, check_app_role
 from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge import store
 from serve_app.knowledge.chunking import Chunk, Document
@@ -21,17 +21,7 @@ from serve_app.tenancy import InvalidIdentifier
 from tests.conftest import LiveDB
 
 SAMPLES = SAMPLE_HELP_CENTER
-TABLES = [
-    "tenants",
-    "knowledge_documents",
-    "knowledge_chunks",
-    "knowledge_postings",
-    "knowledge_terms",
-    "knowledge_corpus_stats",
-    "sessions",
-    "messages",
-    "cost_events",
-]
+TABLES = list(TENANT_TABLES)
 
 
 def unit(seed: int) -> np.ndarray:

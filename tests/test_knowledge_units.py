@@ -119,6 +119,15 @@ def test_no_reranker_keeps_order() -> None:
     assert [i for i, _ in NoReranker().rerank("q", ["a", "b", "c"], 2)] == [0, 1]
 
 
+def reply_json(handler: BaseHTTPRequestHandler, payload: dict) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(200)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class CohereWire(BaseHTTPRequestHandler):
     """Speaks Cohere's v2 rerank: POST /v2/rerank {model, query, documents, top_n} -> results by relevance."""
 
@@ -135,12 +144,7 @@ class CohereWire(BaseHTTPRequestHandler):
             "results": [{"index": i, "relevance_score": scores[i]} for i in order],
             "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
         }
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply_json(self, payload)
 
     def log_message(self, *_: object) -> None:
         pass
@@ -237,19 +241,10 @@ class OpenAIEmbeddingsWire(BaseHTTPRequestHandler):
             {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
             for i, t in enumerate(texts)
         ]
-        payload = json.dumps(
-            {
-                "object": "list",
-                "model": body["model"],
-                "data": list(reversed(data)),
-                "usage": {"prompt_tokens": 1, "total_tokens": 1},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        usage = {"prompt_tokens": 1, "total_tokens": 1}
+        reply_json(
+            self, {"object": "list", "model": body["model"], "data": list(reversed(data)), "usage": usage}
+        )
 
     def log_message(self, *_: object) -> None:
         pass
