@@ -45,7 +45,7 @@ WITH st AS (
 ), terms AS (
     SELECT df.lexeme, ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5)) AS idf
       FROM df, st
-     WHERE df.df > 0 AND (df.df <= 0.3 * st.n OR NOT EXISTS (SELECT 1 FROM df d2 WHERE d2.df <= 0.3 * st.n))
+     WHERE df.df > 0 AND (df.df <= $4 * st.n OR NOT EXISTS (SELECT 1 FROM df d2 WHERE d2.df <= $4 * st.n))
 ), scored AS (
     SELECT p.chunk_id, sum(t.idf * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.dl / st.avgdl))) AS score
       FROM terms t
@@ -124,9 +124,12 @@ async def dense(conn: asyncpg.Connection, query_vector: np.ndarray, k: int) -> l
     return [Passage.from_row(r) for r in await conn.fetch(DENSE, np.asarray(query_vector, np.float32), k)]
 
 
-async def fulltext(conn: asyncpg.Connection, query: str, k: int, per_term: int = 3000) -> list[Passage]:
-    """BM25 top-k over the tenant's chunks (empty when the query has no indexable words)."""
-    return [Passage.from_row(r) for r in await conn.fetch(BM25, query, k, per_term)]
+async def fulltext(
+    conn: asyncpg.Connection, query: str, k: int, per_term: int = 3000, max_df: float = 0.3
+) -> list[Passage]:
+    """BM25 top-k over the tenant's chunks (empty when the query has no indexable words); terms in more
+    than `max_df` of the chunks are dropped (dev split: 0.1 costs 0.04 MRR@10), `per_term` caps postings."""
+    return [Passage.from_row(r) for r in await conn.fetch(BM25, query, k, per_term, max_df)]
 
 
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:
