@@ -290,3 +290,58 @@ def test_bm25_ranks_rare_terms_above_common_ones(live_db: LiveDB, embedder) -> N
             return [p.source for p in await store.fulltext(conn, "zeppelin notes", 3)]
 
     assert live_db.run(scenario())[0] == "rare.md"
+
+
+class BrokenReranker:
+    name = "broken"
+
+    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+        raise TimeoutError("rerank backend timed out")
+
+
+class ReversingReranker:
+    """Puts the fused order upside down: a visible, deterministic effect."""
+
+    name = "reverse"
+
+    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+        return [(i, float(i)) for i in reversed(range(len(documents)))][:top_n]
+
+
+def test_ab_arms_split_requests_and_keep_per_arm_metrics(live_db: LiveDB, embedder) -> None:
+    from serve_app.knowledge.rerankers import NoReranker
+
+    live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "ab-t"))
+    retriever = Retriever(
+        live_db.db,
+        embedder,
+        {"none": NoReranker(), "reverse": ReversingReranker()},
+        {"none": 1.0, "reverse": 1.0},
+        split_by="request",
+    )
+
+    async def run_all() -> list:
+        return [
+            await retriever.search("ab-t", "refund for annual plan", request_id=f"r{i}") for i in range(40)
+        ]
+
+    results = live_db.run(run_all())
+    arms = {r.arm for r in results}
+    assert arms == {"none", "reverse"}
+    first = {r.arm: [h.passage.chunk_id for h in r.hits] for r in results}
+    assert first["reverse"] != first["none"]  # the arm really changed the order
+    stats = {name: s.summary() for name, s in retriever.arm_stats.items()}
+    assert stats["none"]["requests"] + stats["reverse"]["requests"] == 40
+    assert all(
+        s["requests"] > 5 and s["failures"] == 0 and s["p95_ms"] >= s["p50_ms"] for s in stats.values()
+    )
+
+
+def test_a_failing_reranker_falls_back_to_the_fused_order(live_db: LiveDB, embedder) -> None:
+    live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "ab-t"))
+    broken = Retriever(live_db.db, embedder, {"broken": BrokenReranker()})
+    plain = Retriever(live_db.db, embedder)
+    got = live_db.run(broken.search("ab-t", "reset two-factor", mode="hybrid_rerank"))
+    fused = live_db.run(plain.search("ab-t", "reset two-factor", mode="hybrid"))
+    assert [h.passage.chunk_id for h in got.hits] == [h.passage.chunk_id for h in fused.hits]
+    assert broken.arm_stats["broken"].failures == 1
