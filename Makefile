@@ -32,4 +32,5 @@ serve: $(STAMP)
 	$(BIN)/serve run configs/local.yaml
 
 clean:
+	-[ -x $(BIN)/python ] && $(BIN)/python -c "from pathlib import Path; from serve_app.db.database import stop_embedded; stop_embedded(Path('.supportgraph/pgdata').resolve())"
 	rm -rf $(VENV) build *.egg-info serve_app/frames/*.so .supportgraph
