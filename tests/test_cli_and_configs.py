@@ -76,3 +76,69 @@ def test_core_never_imports_the_ray_layer() -> None:
         if re.search(r"^\s*(from|import)\s+deployments\b", p.read_text(), re.M)
     ]
     assert offenders == []
+
+
+@pytest.fixture()
+def cli_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The CLI's settings point at a temporary state folder; its embedded Postgres is stopped after."""
+    from serve_app.db.database import stop_embedded
+
+    monkeypatch.setenv("SUPPORTGRAPH_STATE_DIR", str(tmp_path / "state"))
+    yield tmp_path
+    stop_embedded(tmp_path / "state" / "pgdata")
+
+
+def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from serve_app.demo import SAMPLE_HELP_CENTER
+
+    assert main(["ingest", str(SAMPLE_HELP_CENTER), "--tenant", "cli-t"]) == 0
+    ingested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (ingested["files"], ingested["written"], ingested["failed"]) == (7, 7, 0)
+
+    assert main(["search", "how do I export my notes", "--tenant", "cli-t", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "export-and-import.md" in out.splitlines()[0] and json.loads(out.splitlines()[-1])["hits"] == 2
+
+    dataset = cli_state / "mini"
+    shutil.copytree(SAMPLE_HELP_CENTER, dataset / "docs")
+    (dataset / "qrels").mkdir()
+    (dataset / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\tbilling-and-plans\t1\nq2\tsync-troubleshooting\t1\n"
+    )
+    queries = dataset / "queries.jsonl"
+    queries.write_text(
+        '{"_id": "q1", "text": "refund of an annual plan"}\n'
+        '{"_id": "q2", "text": "sync icon is orange"}\n{"_id": "q3", "text": "unjudged"}\n'
+    )
+    assert (
+        main(
+            [
+                "eval-retrieval",
+                "--dataset",
+                str(dataset),
+                "--queries",
+                str(queries),
+                "--mode",
+                "bm25",
+                "--mode",
+                "hybrid",
+                "--tenant",
+                "mini",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    by_mode = {r["mode"]: r for r in result["results"]}
+    assert set(by_mode) == {"bm25", "hybrid"} and by_mode["hybrid"]["queries"] == 2
+    assert by_mode["hybrid"]["R@1"] == 1.0 and by_mode["hybrid"]["MRR@10"] == 1.0
+    assert {"total", "lexical"} <= set(by_mode["hybrid"]["latency_ms"])
+
+
+def test_cli_rejects_bad_tenants_and_paths(cli_state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", str(cli_state / "nothing-here"), "--tenant", "cli-t"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["ingest", str(cli_state), "--tenant", "Bad_Tenant"]) == 2
+    assert "invalid tenant id" in capsys.readouterr().err
