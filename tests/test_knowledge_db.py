@@ -101,6 +101,27 @@ def test_the_tenant_setting_ends_with_its_transaction(live_db: LiveDB) -> None:
     live_db.run(scenario())
 
 
+def test_search_settings_hold_in_every_tenant_transaction(live_db: LiveDB) -> None:
+    """HNSW settings travel with the tenant transaction: a pooled connection's RESET ALL cannot drop them."""
+
+    async def settings() -> list[tuple[str, str, str]]:
+        seen = []
+        for _ in range(3):  # the same pooled connection, reset between uses
+            async with live_db.db.tenant("cfg-t") as conn:
+                seen.append(
+                    tuple(
+                        await conn.fetchrow(
+                            "SELECT current_setting('hnsw.ef_search'),"
+                            " current_setting('hnsw.iterative_scan'), current_tenant()"
+                        )
+                    )
+                )
+        return seen
+
+    expected = (str(live_db.db.settings.db.hnsw_ef_search), "relaxed_order", "cfg-t")
+    assert live_db.run(settings()) == [expected] * 3
+
+
 def test_no_rows_leak_between_tenants_under_concurrency(live_db: LiveDB) -> None:
     tenants = [f"leak-{i}" for i in range(8)]
 

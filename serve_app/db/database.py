@@ -74,8 +74,6 @@ class Database:
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         await register_vector(conn)
-        await conn.execute(f"SET hnsw.ef_search = {int(self.settings.db.hnsw_ef_search)}")
-        await conn.execute("SET hnsw.iterative_scan = relaxed_order")  # keep k results under RLS filtering
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -89,5 +87,13 @@ class Database:
         if self.pool is None:
             raise RuntimeError("Database.start() first")
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", tenant_id)
+            # transaction-local, like the tenant: the pool's RESET ALL on release would drop session SETs.
+            # iterative_scan keeps HNSW returning k rows when RLS filters other tenants' neighbours out.
+            await conn.execute(
+                "SELECT set_config('app.current_tenant_id', $1, true),"
+                " set_config('hnsw.ef_search', $2, true),"
+                " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                tenant_id,
+                str(self.settings.db.hnsw_ef_search),
+            )
             yield conn
