@@ -159,7 +159,13 @@ def test_ingest_is_idempotent_incremental_and_prunes(live_db: LiveDB, embedder, 
     corpus = tmp_path / "hc"
     shutil.copytree(SAMPLES, corpus)
     first = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t"))
-    assert (first.files, first.written, first.unchanged, first.failed) == (7, 7, 0, {})
+    assert (first.files, first.written, first.unchanged, first.failed, first.maintained) == (
+        7,
+        7,
+        0,
+        {},
+        True,
+    )
     again = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t"))
     assert (again.written, again.unchanged, again.chunks) == (0, 7, 0)
 

@@ -80,6 +80,18 @@ class Database:
             await self.pool.close()
             self.pool = None
 
+    async def maintain(self) -> bool:
+        """VACUUM (ANALYZE) the retrieval tables after bulk writes (BM25 then reads its covering index
+        alone). Needs the MAINTAIN privilege migrate.py grants; False where the role lacks it."""
+        if self.pool is None:
+            raise RuntimeError("Database.start() first")
+        async with self.pool.acquire() as conn:
+            try:
+                await conn.execute("VACUUM (ANALYZE) knowledge_chunks, knowledge_postings, knowledge_terms")
+            except asyncpg.InsufficientPrivilegeError:
+                return False
+        return True
+
     @asynccontextmanager
     async def tenant(self, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:
         """A connection in a transaction that row-level security scopes to `tenant_id`."""

@@ -104,6 +104,8 @@ async def _grant(conn: asyncpg.Connection, role: str) -> None:
     await conn.execute(f"GRANT USAGE ON SCHEMA public TO {ident}")
     await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(TENANT_TABLES)} TO {ident}")
     await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ident}")
+    # VACUUM/ANALYZE after bulk ingest keeps BM25's index-only scans index-only (PostgreSQL 17+)
+    await conn.execute(f"GRANT MAINTAIN ON knowledge_chunks, knowledge_postings, knowledge_terms TO {ident}")
     await conn.execute(f"REVOKE ALL ON schema_migrations FROM {ident}")
 
 

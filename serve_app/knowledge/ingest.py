@@ -24,6 +24,7 @@ class IngestReport:
     removed: int = 0
     chunks: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    maintained: bool = False  # VACUUM (ANALYZE) ran after the writes
 
 
 async def ingest_path(
@@ -90,4 +91,6 @@ async def ingest_path(
         if gone:
             async with db.tenant(tenant_id) as conn:
                 report.removed = await store.delete_documents(conn, gone)
+    if report.written or report.removed:
+        report.maintained = await db.maintain()
     return report
