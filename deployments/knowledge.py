@@ -23,7 +23,8 @@ class Embeddings:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.embed(texts).tolist()
+        # the model runs in a thread so the replica keeps accepting (and batching) requests meanwhile
+        return (await asyncio.to_thread(self.embedder.embed, texts)).tolist()
 
     async def stats(self) -> dict[str, Any]:
         return {"model": self.embedder.name, "dim": self.embedder.dim, **self.embedder.stats()}
@@ -36,7 +37,7 @@ class Reranker:
     async def rerank(self, arm: str, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
         if arm not in self.rerankers:
             raise ValueError(f"unknown reranker arm {arm!r}")
-        return self.rerankers[arm].rerank(query, documents, top_n)
+        return await asyncio.to_thread(self.rerankers[arm].rerank, query, documents, top_n)
 
 
 class _EmbeddingsHandle:
