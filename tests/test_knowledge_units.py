@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -119,6 +121,17 @@ def test_no_reranker_keeps_order() -> None:
     assert [i for i, _ in NoReranker().rerank("q", ["a", "b", "c"], 2)] == [0, 1]
 
 
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server on a free port for the duration of the block; yields its base URL."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
 def reply_json(handler: BaseHTTPRequestHandler, payload: dict) -> None:
     data = json.dumps(payload).encode()
     handler.send_response(200)
@@ -151,18 +164,12 @@ class CohereWire(BaseHTTPRequestHandler):
 
 
 def test_cohere_reranker_speaks_the_v2_wire_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = HTTPServer(("127.0.0.1", 0), CohereWire)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("CO_API_KEY", "test-key")
-    try:
-        reranker = create_reranker(
-            "cohere", model="rerank-v3.5", base_url=f"http://127.0.0.1:{server.server_port}"
-        )
+    with serving(CohereWire) as url:
+        reranker = create_reranker("cohere", model="rerank-v3.5", base_url=url)
         order = reranker.rerank(
             "refund annual plan", ["mobile app crash", "annual plan refund rules", "refund"], 2
         )
-    finally:
-        server.shutdown()
     assert [i for i, _ in order] == [1, 2]
     sent = CohereWire.requests[-1]
     assert sent["path"] == "/v2/rerank" and sent["model"] == "rerank-v3.5" and sent["top_n"] == 2
@@ -253,23 +260,12 @@ class OpenAIEmbeddingsWire(BaseHTTPRequestHandler):
 def test_openai_compatible_embedder_over_the_wire(monkeypatch: pytest.MonkeyPatch) -> None:
     from serve_app.knowledge.embedders import create_embedder
 
-    server = HTTPServer(("127.0.0.1", 0), OpenAIEmbeddingsWire)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("OPENAI_API_KEY", "k")
-    try:
-        embedder = create_embedder(
-            "openai-compatible",
-            model="embed-small",
-            dim=3,
-            base_url=f"http://127.0.0.1:{server.server_port}/v1",
-        )
+    with serving(OpenAIEmbeddingsWire) as url:
+        embedder = create_embedder("openai-compatible", model="embed-small", dim=3, base_url=f"{url}/v1")
         vectors = embedder.embed(["a", "abcd"])
-        wrong = create_embedder(
-            "openai-compatible", model="m", dim=5, base_url=f"http://127.0.0.1:{server.server_port}/v1"
-        )
+        wrong = create_embedder("openai-compatible", model="m", dim=5, base_url=f"{url}/v1")
         with pytest.raises(ValueError, match="shape"):
             wrong.embed(["a"])
-    finally:
-        server.shutdown()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
     assert vectors[1, 0] > vectors[0, 0]  # rows put back in input order, then normalised
