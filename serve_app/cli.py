@@ -87,6 +87,20 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--queries", type=Path, required=True, help="JSONL with _id and text")
     ev.add_argument("--mode", choices=MODES, action="append", help="repeatable; default: all four")
     ev.add_argument("--tenant", default="eval", help="evaluation tenant (eval)")
+
+    er = sub.add_parser(
+        "eval-router",
+        help="simulate weak -> strong escalation by confidence scorer; cost vs accuracy",
+        description="Reads RouteLLM-style CSVs (prompt, per-model correctness and responses). Thresholds "
+        "are chosen on --fit and applied to --test; prints each scorer's cost saved and accuracy, the test "
+        "curve's best point at the quality bar, optionally a plot. The last line is JSON.",
+    )
+    er.add_argument("--fit", type=Path, required=True, help="CSV to fit scorers and choose thresholds on")
+    er.add_argument("--test", type=Path, required=True, help="CSV to report on (never tuned on)")
+    er.add_argument("--weak-model", default="gemini-2.5-flash-lite", help="priced as (pricing table)")
+    er.add_argument("--strong-model", default="claude-sonnet-4-5", help="priced as (pricing table)")
+    er.add_argument("--quality", type=float, default=0.95, help="share of the strong model's accuracy (0.95)")
+    er.add_argument("--plot", type=Path, help="save the cost-vs-accuracy curves (PNG)")
     return parser
 
 
@@ -250,6 +264,63 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_router(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from serve_app.costs.pricing import default_pricing
+    from serve_app.routing.evaluate import load_logged, plot, run, strong_accuracy
+
+    if not 0 < args.quality <= 1:
+        raise ValueError("--quality must be in (0, 1]")
+    prices = default_pricing()
+    fit = load_logged(args.fit, prices, args.weak_model, args.strong_model)
+    test = load_logged(args.test, prices, args.weak_model, args.strong_model)
+    results = run(fit, test, args.quality)
+    bar = args.quality * strong_accuracy(test)
+    table = Table(
+        title=f"Escalation {args.weak_model} -> {args.strong_model} on {args.test.name} "
+        f"(bar: accuracy >= {bar:.3f})"
+    )
+    for col in ("scorer", "escalated", "accuracy", "saved", "best saved at bar"):
+        table.add_column(col, justify="left" if col == "scorer" else "right")
+
+    rows = []
+    for r in results:
+        at, best = r.test_at_fit_threshold, r.test_best
+        table.add_row(
+            r.scorer,
+            f"{at.escalated:.1%}" if at else "-",
+            f"{at.accuracy:.3f}" if at else "-",
+            f"{at.saved:.1%}" if at else "-",
+            f"{best.saved:.1%}" if best else "-",
+        )
+        rows.append(
+            {
+                "scorer": r.scorer,
+                "test_at_fit_threshold": at and at.summary(),
+                "test_best_at_bar": best and best.summary(),
+            }
+        )
+    Console(width=120).print(table)
+    if args.plot:
+        plot(results, test, args.plot, args.quality)
+        print(f"plot: {args.plot}")
+    print(
+        json.dumps(
+            {
+                "eval": "router",
+                "fit": str(args.fit),
+                "test": str(args.test),
+                "strong_accuracy_test": round(strong_accuracy(test), 4),
+                "quality": args.quality,
+                "results": rows,
+            }
+        )
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {
@@ -258,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingest": _cmd_ingest,
         "search": _cmd_search,
         "eval-retrieval": _cmd_eval_retrieval,
+        "eval-router": _cmd_eval_router,
     }
     try:
         return commands[args.command](args)

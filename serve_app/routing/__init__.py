@@ -1,0 +1,1 @@
+"""Escalating router: confidence scorers and escalation policy (providers and the deployment follow)."""

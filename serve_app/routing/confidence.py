@@ -1,0 +1,312 @@
+"""Confidence scorers: how likely an answer is right, from the prompt, the answer and its context.
+
+Each scorer is one small class with `score(prompt, response, context="") -> float in [0, 1]`:
+- SelfReportedScorer: a confidence the model states ("confidence: 0.8", {"confidence": 0.8}).
+- GroundingScorer: share of the answer's figures and content words found in the prompt, the context or
+  the answer's own worked steps.
+- ShapeScorer: response shape: a final answer present, not truncated, no hedging.
+- CalculationScorer: inline calculations ("9 * 2 = 18", "<<9*2=18>>") re-done exactly.
+- LearnedScorer: logistic regression over all of the above features, fitted on labelled answers
+  (FrugalGPT-style), saved as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?%?"
+_NUM_RE = re.compile(NUMBER)
+_CALC_RE = re.compile(rf"(?:<<)?\s*({NUMBER}(?:\s*[-+*/x×÷]\s*{NUMBER})+)\s*=\s*({NUMBER})(?:>>)?")
+_SELF_RE = re.compile(r"confidence[\"']?\s*[:=]\s*\"?(\d*\.?\d+)\s*(%?)", re.I)
+_FINAL_RE = re.compile(r"(####\s*\S+|the (final )?answer is|answer:\s*\S+|\\boxed\{)", re.I)
+_HEDGES = (
+    "not sure",
+    "i think",
+    "maybe",
+    "might be",
+    "unclear",
+    "cannot determine",
+    "can't determine",
+    "i'm unsure",
+    "approximately",
+    "assum",
+    "it seems",
+    "probably",
+    "unfortunately",
+    "i apologize",
+)
+_WORD_RE = re.compile(r"[a-z]{4,}")
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, prompt: str, response: str, context: str = "") -> float: ...
+
+
+def _number(text: str) -> Fraction | None:
+    cleaned = text.replace("$", "").replace(",", "").rstrip("%")
+    try:
+        return Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _evaluate(expression: str) -> Fraction | None:
+    """Exact value of `a op b op c ...` with * and / before + and - (no parentheses)."""
+    tokens = re.findall(r"\$?\d[\d,]*(?:\.\d+)?%?|[-+*/x×÷]", expression.replace(" ", ""))
+    values: list[Fraction] = []
+    ops: list[str] = []
+    expect_number, negate = True, False
+    for token in tokens:
+        if expect_number and token == "-":  # unary minus
+            negate = not negate
+            continue
+        if expect_number:
+            value = _number(token)
+            if value is None:
+                return None
+            values.append(-value if negate else value)
+            negate = False
+        else:
+            ops.append({"x": "*", "×": "*", "÷": "/"}.get(token, token))
+        expect_number = not expect_number
+    if not values or len(ops) != len(values) - 1:
+        return None
+    terms, signs = [values[0]], []
+    for op, value in zip(ops, values[1:], strict=True):
+        if op in "*/":
+            if op == "/" and value == 0:
+                return None
+            terms[-1] = terms[-1] * value if op == "*" else terms[-1] / value
+        else:
+            signs.append(op)
+            terms.append(value)
+    total = terms[0]
+    for sign, term in zip(signs, terms[1:], strict=True):
+        total = total + term if sign == "+" else total - term
+    return total
+
+
+def calculations(response: str) -> tuple[int, int]:
+    """(inline calculations found, how many are wrong)."""
+    found = wrong = 0
+    for expression, result in _CALC_RE.findall(response):
+        value, stated = _evaluate(expression), _number(result)
+        if value is None or stated is None:
+            continue
+        found += 1
+        if abs(float(value - stated)) > max(1e-6, 0.005 * abs(float(stated))):
+            wrong += 1
+    return found, wrong
+
+
+def self_reported(response: str) -> float | None:
+    match = _SELF_RE.search(response)
+    if not match:
+        return None
+    value = float(match.group(1)) / (100 if match.group(2) or float(match.group(1)) > 1 else 1)
+    return min(max(value, 0.0), 1.0)
+
+
+def grounding(prompt: str, response: str, context: str = "") -> float:
+    """Share of the response's numbers and content words that appear in the prompt, the context, or as
+    results of the response's own calculations (1.0 when it states nothing checkable)."""
+    source = f"{prompt}\n{context}".lower()
+    known_numbers = {_number(n) for n in _NUM_RE.findall(source)}
+    known_numbers |= {_number(r) for _, r in _CALC_RE.findall(response)}
+    numbers = [_number(n) for n in _NUM_RE.findall(response)]
+    numbers = [n for n in numbers if n is not None]
+    words = set(_WORD_RE.findall(response.lower()))
+    source_words = set(_WORD_RE.findall(source))
+    checks = [n in known_numbers for n in numbers] + (
+        [len(words & source_words) / len(words)] if words else []
+    )
+    return float(np.mean(checks)) if checks else 1.0
+
+
+def shape(response: str) -> tuple[bool, bool, int]:
+    """(has a final answer, looks truncated, hedge count)."""
+    text = response.strip()
+    truncated = not text or (text[-1] not in ".!?)]}>\"'`*" and not text[-1].isdigit() and len(text) > 200)
+    hedges = sum(text.lower().count(h) for h in _HEDGES)
+    return bool(_FINAL_RE.search(text)), truncated, hedges
+
+
+def coverage(prompt: str, response: str) -> float:
+    """Share of the prompt's figures that the response uses (an answer that ignores givens is suspect)."""
+    given = {_number(n) for n in _NUM_RE.findall(prompt)} - {None}
+    used = {_number(n) for n in _NUM_RE.findall(response)}
+    return len(given & used) / len(given) if given else 1.0
+
+
+def final_value(response: str) -> Fraction | None:
+    """The last figure of the response (where answers usually end)."""
+    numbers = _NUM_RE.findall(response)
+    return _number(numbers[-1]) if numbers else None
+
+
+def final_consistent(response: str) -> bool:
+    """The final figure was also reached earlier (a computed result or a stated value), not only asserted."""
+    numbers = [_number(n) for n in _NUM_RE.findall(response)]
+    return len(numbers) > 1 and numbers[-1] is not None and numbers[-1] in numbers[:-1]
+
+
+FEATURES = (
+    "final",
+    "truncated",
+    "hedges",
+    "log_len",
+    "calcs",
+    "calc_wrong",
+    "calc_ok_share",
+    "grounding",
+    "self_reported",
+    "has_self_report",
+    "coverage",
+    "prompt_log_len",
+    "final_is_whole",
+    "lines",
+    "final_consistent",
+    "relative_length",
+)
+
+
+def features(prompt: str, response: str, context: str = "") -> np.ndarray:
+    final, truncated, hedges = shape(response)
+    found, wrong = calculations(response)
+    reported = self_reported(response)
+    return np.array(
+        [
+            float(final),
+            float(truncated),
+            float(min(hedges, 5)),
+            math.log1p(len(response)),
+            float(min(found, 20)),
+            float(min(wrong, 5)),
+            (found - wrong) / found if found else 0.5,
+            grounding(prompt, response, context),
+            reported if reported is not None else 0.5,
+            float(reported is not None),
+            coverage(prompt, response),
+            math.log1p(len(prompt)),
+            float((value := final_value(response)) is not None and value.denominator == 1),
+            float(min(response.count("\n") + 1, 30)),
+            float(final_consistent(response)),
+            math.log1p(len(response)) - math.log1p(len(prompt)),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class SelfReportedScorer:
+    name: str = "self_reported"
+    default: float = 0.5
+
+    def score(self, prompt: str, response: str, context: str = "") -> float:
+        value = self_reported(response)
+        return self.default if value is None else value
+
+
+@dataclass(frozen=True)
+class GroundingScorer:
+    name: str = "grounding"
+
+    def score(self, prompt: str, response: str, context: str = "") -> float:
+        return grounding(prompt, response, context)
+
+
+@dataclass(frozen=True)
+class ShapeScorer:
+    name: str = "shape"
+
+    def score(self, prompt: str, response: str, context: str = "") -> float:
+        final, truncated, hedges = shape(response)
+        value = 1.0 - (0.4 if not final else 0.0) - (0.4 if truncated else 0.0) - 0.1 * min(hedges, 3)
+        return max(0.0, value)
+
+
+@dataclass(frozen=True)
+class CalculationScorer:
+    name: str = "calculation"
+
+    def score(self, prompt: str, response: str, context: str = "") -> float:
+        found, wrong = calculations(response)
+        return 0.5 if not found else (found - wrong) / found
+
+
+class LearnedScorer:
+    """Logistic regression on `features()`, fitted by gradient descent with L2 (no ML dependency)."""
+
+    name = "learned"
+
+    def __init__(
+        self,
+        weights: np.ndarray | None = None,
+        mean: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ):
+        self.weights, self.mean, self.scale = weights, mean, scale
+
+    def fit(
+        self,
+        rows: list[tuple[str, str, str]],
+        labels: list[bool],
+        l2: float = 1e-2,
+        steps: int = 3000,
+        lr: float = 0.1,
+    ) -> LearnedScorer:
+        x = np.stack([features(*row) for row in rows])
+        y = np.asarray(labels, dtype=float)
+        if len(set(labels)) < 2:
+            raise ValueError("fitting needs both right and wrong answers")
+        self.mean, self.scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+        z = np.hstack([(x - self.mean) / self.scale, np.ones((len(x), 1))])
+        w = np.zeros(z.shape[1])
+        for _ in range(steps):
+            p = 1 / (1 + np.exp(-(z @ w)))
+            grad = z.T @ (p - y) / len(y) + l2 * np.r_[w[:-1], 0.0]
+            w -= lr * grad
+        self.weights = w
+        return self
+
+    def score(self, prompt: str, response: str, context: str = "") -> float:
+        if self.weights is None:
+            raise RuntimeError("LearnedScorer is not fitted")
+        z = np.r_[(features(prompt, response, context) - self.mean) / self.scale, 1.0]
+        return float(1 / (1 + np.exp(-(z @ self.weights))))
+
+    def save(self, path: Path) -> None:
+        path.write_text(
+            json.dumps(
+                {
+                    "features": FEATURES,
+                    "weights": self.weights.tolist(),
+                    "mean": self.mean.tolist(),
+                    "scale": self.scale.tolist(),
+                }
+            )
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> LearnedScorer:
+        data = json.loads(path.read_text())
+        if tuple(data["features"]) != FEATURES:
+            raise ValueError(f"{path}: fitted on other features {data['features']}")
+        return cls(np.asarray(data["weights"]), np.asarray(data["mean"]), np.asarray(data["scale"]))
+
+
+HEURISTIC_SCORERS: tuple[Scorer, ...] = (
+    SelfReportedScorer(),
+    GroundingScorer(),
+    ShapeScorer(),
+    CalculationScorer(),
+)

@@ -1,0 +1,140 @@
+"""Confidence scorers and the escalation simulation behind `supportgraph eval-router`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_app.cli import main
+from serve_app.costs.pricing import PricingTable, default_pricing, estimate_tokens
+from serve_app.routing.confidence import (
+    FEATURES,
+    CalculationScorer,
+    GroundingScorer,
+    LearnedScorer,
+    SelfReportedScorer,
+    ShapeScorer,
+    calculations,
+    coverage,
+    features,
+)
+from serve_app.routing.evaluate import Logged, cheapest_at_quality, curve, evaluate_threshold
+
+PROMPT = (
+    "Janet has 16 eggs. She eats 3 and bakes with 4. She sells the rest at $2 each. How much does she make?"
+)
+RIGHT = "16 - 3 - 4 = 9 eggs left.\nShe makes 9 * $2 = $<<9*2=18>>18.\n#### 18"
+WRONG = "16 - 3 = 14 eggs left, maybe. I think she makes about 28"
+
+
+def test_calculations_are_redone_exactly() -> None:
+    assert calculations(RIGHT) == (2, 0)
+    assert calculations(WRONG) == (1, 1)
+    assert calculations("3 + 4 * 2 = 11, 10 / 4 = 2.5, -2 + 5 = 3, 7 / 0 = 1") == (3, 0)
+    assert calculations("no arithmetic here") == (0, 0)
+
+
+def test_heuristic_scorers_prefer_the_right_answer() -> None:
+    for scorer in (CalculationScorer(), ShapeScorer(), GroundingScorer()):
+        assert scorer.score(PROMPT, RIGHT) > scorer.score(PROMPT, WRONG), scorer.name
+    assert coverage(PROMPT, RIGHT) == 1.0 and coverage(PROMPT, WRONG) < 1.0
+
+
+def test_self_reported_confidence_is_parsed_and_clamped() -> None:
+    scorer = SelfReportedScorer()
+    assert scorer.score("", "Answer: 4. Confidence: 85%") == pytest.approx(0.85)
+    assert scorer.score("", '{"answer": 4, "confidence": 0.3}') == pytest.approx(0.3)
+    assert scorer.score("", "confidence = 7") == 0.07
+    assert scorer.score("", "no statement") == 0.5
+
+
+def test_learned_scorer_fits_saves_and_loads(tmp_path: Path) -> None:
+    rows = [(PROMPT, RIGHT, ""), (PROMPT, WRONG, "")] * 20
+    labels = [True, False] * 20
+    scorer = LearnedScorer().fit(rows, labels)
+    assert scorer.score(PROMPT, RIGHT) > 0.8 > 0.2 > scorer.score(PROMPT, WRONG)
+    scorer.save(tmp_path / "w.json")
+    again = LearnedScorer.load(tmp_path / "w.json")
+    assert again.score(PROMPT, RIGHT) == pytest.approx(scorer.score(PROMPT, RIGHT))
+    assert len(features(PROMPT, RIGHT)) == len(FEATURES)
+    with pytest.raises(ValueError, match="both right and wrong"):
+        LearnedScorer().fit(rows[:1], [True])
+
+
+def logged(weak_ok: bool, strong_ok: bool) -> Logged:
+    return Logged("p", "r", weak_ok, strong_ok, weak_cost=1.0, strong_cost=10.0)
+
+
+def test_escalation_accounting() -> None:
+    rows = [logged(True, True), logged(False, True), logged(False, False), logged(True, False)]
+    scores = np.array([0.9, 0.1, 0.2, 0.8])
+    point = evaluate_threshold(rows, scores, 0.5)  # the two low scores escalate
+    assert (point.escalated, point.accuracy) == (0.5, 0.75)
+    assert point.cost == 4 * 1.0 + 2 * 10.0 and point.saved == pytest.approx(1 - 24 / 40)
+    everything = evaluate_threshold(rows, scores, float("inf"))
+    assert everything.accuracy == 0.5 and everything.saved == pytest.approx(1 - 44 / 40)
+    assert everything.summary()["threshold"] is None
+    best = cheapest_at_quality(curve(rows, scores), 0.75)
+    assert best is not None and (best.escalated, best.saved) == (
+        0.25,
+        pytest.approx(1 - 14 / 40),
+    )  # only the 0.1 one
+
+
+def test_pricing_table_costs_and_validation(tmp_path: Path) -> None:
+    prices = default_pricing()
+    assert prices["claude-sonnet-4-5"].cost(1_000_000, 0) == pytest.approx(3.0)
+    assert prices["gemini-2.5-flash-lite"].cost(0, 1_000_000) == pytest.approx(0.40)
+    with pytest.raises(KeyError, match="no price"):
+        prices["gpt-9"]
+    bad = tmp_path / "p.yaml"
+    bad.write_text("models:\n  x: {provider: p, input_per_mtok: -1, output_per_mtok: 1}\n")
+    with pytest.raises(ValueError, match="negative"):
+        PricingTable.load(bad)
+    assert estimate_tokens("abcd" * 10) == 10
+
+
+def write_logged(path: Path, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    weak, strong = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["prompt", weak, strong, f"{weak}_response", f"{strong}_response"])
+        for i in range(n):
+            ok = bool(rng.random() < 0.6)
+            out.writerow([PROMPT + f" #{i}", ok, True, RIGHT if ok else WRONG, RIGHT])
+
+
+def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_logged(tmp_path / "fit.csv", 60, 0)
+    write_logged(tmp_path / "test.csv", 60, 1)
+    code = main(
+        [
+            "eval-router",
+            "--fit",
+            str(tmp_path / "fit.csv"),
+            "--test",
+            str(tmp_path / "test.csv"),
+            "--plot",
+            str(tmp_path / "curve.png"),
+        ]
+    )
+    assert code == 0 and (tmp_path / "curve.png").stat().st_size > 10_000
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    by = {r["scorer"]: r for r in report["results"]}
+    # in this synthetic set a right answer is always the worked one: the learned scorer escalates exactly
+    # the wrong ones, like the oracle
+    assert by["learned"]["test_at_fit_threshold"]["accuracy"] == 1.0
+    assert by["learned"]["test_at_fit_threshold"]["saved"] == pytest.approx(
+        by["oracle"]["test_best_at_bar"]["saved"]
+    )
+
+
+def test_eval_router_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.csv").write_text("prompt,answer\nx,y\n")
+    assert main(["eval-router", "--fit", str(tmp_path / "bad.csv"), "--test", str(tmp_path / "bad.csv")]) == 2
+    assert "missing column" in capsys.readouterr().err
