@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -101,7 +102,20 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--strong-model", default="claude-sonnet-4-5", help="priced as (pricing table)")
     er.add_argument("--quality", type=float, default=0.95, help="share of the strong model's accuracy (0.95)")
     er.add_argument("--plot", type=Path, help="save the cost-vs-accuracy curves (PNG)")
+
+    costs = sub.add_parser("costs", help="a tenant's recorded costs by service and provider")
+    costs.add_argument("--tenant", required=True)
+    costs.add_argument("--since", type=_timestamp, help="ISO date or time, inclusive")
+    costs.add_argument("--until", type=_timestamp, help="ISO date or time, exclusive")
     return parser
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _http_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -321,6 +335,52 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_costs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from serve_app.costs.ledger import cost_report
+    from serve_app.db.database import Database
+
+    settings = load_settings(args.config)
+    validate_tenant_id(args.tenant)
+
+    async def report() -> object:
+        db = await Database(settings).start()
+        try:
+            return await cost_report(db, args.tenant, args.since, args.until)
+        finally:
+            await db.close()
+
+    result = asyncio.run(report())
+    table = Table(title=f"Costs of tenant {args.tenant}")
+    for col in ("service", "provider", "attempts", "input tokens", "output tokens", "images", "USD"):
+        table.add_column(col, justify="left" if col in ("service", "provider") else "right")
+    for row in result.rows:
+        table.add_row(
+            str(row["service"]),
+            str(row["provider"]),
+            str(row["attempts"]),
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            str(row["images"]),
+            f"{row['cost_usd']:.4f}",
+        )
+    Console(width=120).print(table)
+    print(
+        json.dumps(
+            {
+                "costs": args.tenant,
+                "attempts": result.attempts,
+                "total_usd": result.total_usd,
+                "by_service_provider": result.rows,
+            },
+            default=str,
+        )
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {
@@ -330,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "search": _cmd_search,
         "eval-retrieval": _cmd_eval_retrieval,
         "eval-router": _cmd_eval_router,
+        "costs": _cmd_costs,
     }
     try:
         return commands[args.command](args)

@@ -1,0 +1,136 @@
+"""The cost ledger on real Postgres: per-tenant isolation, no lost events on close, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from serve_app.cli import main
+from serve_app.costs.ledger import CostEvent, CostLedger, cost_report
+from serve_app.costs.pricing import default_pricing
+from serve_app.db.database import Database
+from tests.conftest import LiveDB
+
+SONNET = default_pricing()["claude-sonnet-4-5"]
+
+
+def event(tenant: str, service: str = "llm", provider: str = "anthropic", attempt: int = 1) -> CostEvent:
+    return CostEvent(
+        tenant,
+        service,
+        provider,
+        "claude-sonnet-4-5",
+        attempt,
+        1000,
+        200,
+        1,
+        SONNET.cost(1000, 200, 1),
+        latency_ms=12.5,
+    )
+
+
+def test_no_event_is_lost_and_tenants_see_only_their_own(live_db: LiveDB) -> None:
+    async def scenario() -> tuple[int, object, object]:
+        ledger = CostLedger(live_db.db, batch=50)
+        for i in range(300):  # batch-size flushes start in the background while recording goes on
+            ledger.record(event("ledger-a" if i % 3 else "ledger-b", attempt=1 + i % 3))
+            if i % 40 == 0:
+                await asyncio.sleep(0)
+        await ledger.close()
+        return (
+            ledger.written,
+            await cost_report(live_db.db, "ledger-a"),
+            await cost_report(live_db.db, "ledger-b"),
+        )
+
+    written, a, b = live_db.run(scenario())
+    assert written == 300 and (a.attempts, b.attempts) == (200, 100)
+    assert a.total_usd == pytest.approx(200 * SONNET.cost(1000, 200, 1))
+    assert a.rows[0]["input_tokens"] == 200_000 and a.rows[0]["images"] == 200
+
+
+def test_a_failed_flush_keeps_the_events(kb_settings) -> None:
+    async def scenario() -> int:
+        ledger = CostLedger(Database(kb_settings))  # never started: every write fails
+        ledger.record(event("ledger-c"))
+        ledger.record(event("ledger-c"))
+        with pytest.raises(RuntimeError):
+            await ledger.flush()
+        return ledger.pending
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_report_by_service_provider_and_window(live_db: LiveDB) -> None:
+    async def scenario() -> tuple[object, object]:
+        ledger = CostLedger(live_db.db)
+        ledger.record(CostEvent("ledger-d", "frames", "vision", images=11, cost_usd=0.022))
+        ledger.record(CostEvent("ledger-d", "llm", "google", "gemini-2.5-flash-lite", 1, 500, 100, 0, 0.0001))
+        ledger.record(CostEvent("ledger-d", "llm", "google", "gemini-2.5-flash-lite", 1, 500, 100, 0, 0.0001))
+        await ledger.close()
+        now = datetime.now(UTC)
+        return (
+            await cost_report(live_db.db, "ledger-d"),
+            await cost_report(live_db.db, "ledger-d", since=now + timedelta(minutes=1)),
+        )
+
+    report, later = live_db.run(scenario())
+    rows = {(r["service"], r["provider"]): r for r in report.rows}
+    assert rows[("frames", "vision")]["images"] == 11 and rows[("llm", "google")]["attempts"] == 2
+    assert report.total_usd == pytest.approx(0.0222) and later.attempts == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"tenant_id": "Bad"}, {"input_tokens": -1}, {"cost_usd": -0.1}, {"attempt": 0}],
+)
+def test_bad_events_are_refused(kwargs: dict) -> None:
+    base = {"tenant_id": "t", "service": "llm", "provider": "p"}
+    with pytest.raises(ValueError):
+        CostEvent(**{**base, **kwargs})
+
+
+def test_costs_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve_app.db.database import stop_embedded
+    from serve_app.settings import load_settings
+
+    monkeypatch.setenv("SUPPORTGRAPH_STATE_DIR", str(tmp_path / "state"))
+
+    async def seed() -> None:
+        db = await Database(load_settings()).start()
+        ledger = CostLedger(db)
+        for _ in range(3):
+            ledger.record(event("cli-costs"))
+        await ledger.close()
+        await db.close()
+
+    try:
+        asyncio.run(seed())
+        assert main(["costs", "--tenant", "cli-costs", "--since", "2020-01-01"]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["attempts"] == 3 and report["total_usd"] == pytest.approx(3 * SONNET.cost(1000, 200, 1))
+        with pytest.raises(SystemExit):
+            main(["costs", "--tenant", "cli-costs", "--since", "last tuesday"])
+    finally:
+        stop_embedded(tmp_path / "state" / "pgdata")
+
+
+def test_background_flushing_and_final_flush_on_cancel(live_db: LiveDB) -> None:
+    async def scenario() -> tuple[int, int, int]:
+        ledger = CostLedger(live_db.db, interval_s=0.05)
+        task = asyncio.get_running_loop().create_task(ledger.run())
+        ledger.record(event("ledger-e"))
+        await asyncio.sleep(0.3)
+        flushed_by_timer = ledger.written
+        ledger.record(event("ledger-e"))
+        task.cancel()  # shutdown: run() flushes what is left before it ends
+        await asyncio.gather(task, return_exceptions=True)
+        return flushed_by_timer, ledger.written, (await cost_report(live_db.db, "ledger-e")).attempts
+
+    assert live_db.run(scenario()) == (1, 2, 2)
