@@ -282,12 +282,11 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from serve_app.costs.pricing import default_pricing
     from serve_app.routing.evaluate import load_logged, plot, run, strong_accuracy
 
     if not 0 < args.quality <= 1:
         raise ValueError("--quality must be in (0, 1]")
-    prices = default_pricing()
+    prices = load_settings(args.config).pricing.load()
     fit = load_logged(args.fit, prices, args.weak_model, args.strong_model)
     test = load_logged(args.test, prices, args.weak_model, args.strong_model)
     results = run(fit, test, args.quality)

@@ -284,7 +284,8 @@ def run_demo(
     ):
         console.print(f"graph '{graph.app_name}' at {graph.base_url} (docs: {graph.base_url}/docs)")
         with console.status(f"replaying {streams} screen-share streams..."):
-            frames = asyncio.run(replay_frames(graph.base_url, specs, settings.pricing.image_usd))
+            image_usd = settings.pricing.load().image_usd
+            frames = asyncio.run(replay_frames(graph.base_url, specs, image_usd))
         with console.status("ingesting the sample help center and asking questions..."):
             documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
             answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS))

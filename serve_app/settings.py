@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from serve_app.costs.pricing import PricingTable, default_pricing
+
 CONFIG_ENV = "SUPPORTGRAPH_CONFIG"
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("supportgraph_yaml", default=None)
 
@@ -143,7 +145,10 @@ class KnowledgeSettings(_Section):
 
 
 class PricingSettings(_Section):
-    image_usd: float = Field(0.002, ge=0, description="price of one image sent to a vision model")
+    table: Path | None = Field(None, description="pricing YAML (default: serve_app/costs/pricing.yaml)")
+
+    def load(self) -> PricingTable:
+        return PricingTable.load(self.table) if self.table else default_pricing()
 
 
 class Settings(BaseSettings):

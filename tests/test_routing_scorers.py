@@ -96,6 +96,7 @@ def test_pricing_table_costs_and_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="negative"):
         PricingTable.load(bad)
     assert estimate_tokens("abcd" * 10) == 10
+    assert prices.image_usd == 0.002  # the seed's price of one frame to a vision model
 
 
 def write_logged(path: Path, n: int, seed: int) -> None:

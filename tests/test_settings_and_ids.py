@@ -14,7 +14,7 @@ from serve_app.tenancy import InvalidIdentifier, parse_stream_id, room_name, val
 def test_defaults_match_the_seed() -> None:
     s = load_settings()
     assert (s.dedup.hamming_threshold, s.dedup.active_fps, s.dedup.idle_fps) == (10, 30, 5)
-    assert s.pricing.image_usd == 0.002
+    assert s.pricing.load().image_usd == 0.002
     assert s.serve.frame_dedup.num_cpus < 1 and s.serve.ingress.num_cpus < 1
 
 

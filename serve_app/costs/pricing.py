@@ -25,8 +25,9 @@ class ModelPrice:
 
 
 class PricingTable:
-    def __init__(self, prices: dict[str, ModelPrice]):
+    def __init__(self, prices: dict[str, ModelPrice], image_usd: float = 0.0):
         self.prices = prices
+        self.image_usd = image_usd
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> PricingTable:
@@ -53,7 +54,10 @@ class PricingTable:
                 raise ValueError(f"pricing table entry {name!r} is malformed: {exc}") from None
             if min(prices[name].input_per_mtok, prices[name].output_per_mtok, prices[name].per_image) < 0:
                 raise ValueError(f"pricing table entry {name!r} has a negative price")
-        return cls(prices)
+        image_usd = float(data.get("image_usd", 0.0))
+        if image_usd < 0:
+            raise ValueError("pricing table image_usd is negative")
+        return cls(prices, image_usd)
 
     def __getitem__(self, model: str) -> ModelPrice:
         if model not in self.prices:
