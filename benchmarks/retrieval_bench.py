@@ -22,10 +22,11 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
-from serve_app.db.database import Database
+from serve_app.db.database import Database, ensure_tenant
 from serve_app.knowledge import store
 from serve_app.knowledge.retrieval import Retriever
 from serve_app.settings import load_settings
+from serve_app.stats import percentile
 
 DIM = 384
 TENANT = "bench"
@@ -60,7 +61,7 @@ async def load(admin_dsn: str, texts: list[str], vectors: np.ndarray) -> float:
         from pgvector.asyncpg import register_vector
 
         await register_vector(conn)
-        await conn.execute("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING", TENANT)
+        await ensure_tenant(conn, TENANT)
         doc = await conn.fetchval(
             "INSERT INTO knowledge_documents (tenant_id, source, content_hash)"
             " VALUES ($1, 'bench', 'x') RETURNING id",
@@ -85,11 +86,6 @@ async def load(admin_dsn: str, texts: list[str], vectors: np.ndarray) -> float:
         await conn.close()
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,7 +99,7 @@ async def main() -> None:
     db = await Database(settings).start()
     try:
         async with db.tenant(TENANT) as conn:
-            await store.ensure_tenant(conn, TENANT)
+            await ensure_tenant(conn, TENANT)
             have = (await store.counts(conn))["chunks"]
         texts, vectors = corpus(args.chunks)
         build_s = None
@@ -144,10 +140,12 @@ async def main() -> None:
             "queries": len(picks),
             "ef_search": args.ef_search,
             "hnsw_build_s": None if build_s is None else round(build_s, 1),
-            "hybrid_db_p50_ms": round(pct(db_ms, 0.5), 2),
-            "hybrid_db_p95_ms": round(pct(db_ms, 0.95), 2),
+            "hybrid_db_p50_ms": round(percentile(db_ms, 0.5), 2),
+            "hybrid_db_p95_ms": round(percentile(db_ms, 0.95), 2),
             **{
-                f"{s}_p95_ms": round(pct(v, 0.95), 2) for s, v in timings.items() if s in ("dense", "lexical")
+                f"{s}_p95_ms": round(percentile(v, 0.95), 2)
+                for s, v in timings.items()
+                if s in ("dense", "lexical")
             },
             "hnsw_recall_at_10": round(statistics.fmean(recalls), 4),
         }

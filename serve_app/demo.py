@@ -26,6 +26,7 @@ from rich.table import Table
 from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import local_graph
 from serve_app.settings import Settings
+from serve_app.stats import percentile
 
 
 @dataclass
@@ -107,13 +108,12 @@ class KnowledgeReport:
     answers: list[Answered]
 
     def summary(self) -> dict[str, Any]:
-        latencies = sorted(a.latency_ms for a in self.answers)
         return {
             "kb_documents": self.documents,
             "kb_chunks": self.chunks,
             "kb_ingest_s": round(self.ingest_s, 2),
             "kb_questions": len(self.answers),
-            "kb_p50_ms": round(latencies[len(latencies) // 2], 1) if latencies else 0.0,
+            "kb_p50_ms": round(percentile([a.latency_ms for a in self.answers], 0.5), 1),
         }
 
 

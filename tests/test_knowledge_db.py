@@ -11,6 +11,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from serve_app.db.database import ensure_tenant
 from serve_app.db.migrate import TENANT_TABLES, MigrationError, apply_migrations, check_app_role
 from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge import store
@@ -31,7 +32,7 @@ def unit(seed: int) -> np.ndarray:
 
 async def put(live: LiveDB, tenant: str, source: str, text: str, seed: int = 0) -> None:
     async with live.db.tenant(tenant) as conn:
-        await store.ensure_tenant(conn, tenant)
+        await ensure_tenant(conn, tenant)
         doc = Document(source, source, text)
         await store.replace_document(conn, doc, [Chunk(0, source, text)], unit(seed)[None])
 
@@ -61,7 +62,7 @@ def test_rls_hides_and_protects_other_tenants_rows(live_db: LiveDB) -> None:
     async def scenario() -> None:
         await put(live_db, "rls-a", "secret.md", "tenant a private refund policy")
         async with live_db.db.tenant("rls-b") as conn:
-            await store.ensure_tenant(conn, "rls-b")
+            await ensure_tenant(conn, "rls-b")
             for table in TABLES:
                 rows = await conn.fetch(
                     f"SELECT * FROM {table} WHERE {'id' if table == 'tenants' else 'tenant_id'} = 'rls-a'"

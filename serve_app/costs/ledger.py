@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from serve_app.db.database import Database
+from serve_app.db.database import Database, ensure_tenant
 from serve_app.tenancy import validate_tenant_id
 
 
@@ -79,9 +79,7 @@ class CostLedger:
             for tenant, items in by_tenant.items():
                 try:
                     async with self.db.tenant(tenant) as conn:
-                        await conn.execute(
-                            "INSERT INTO tenants (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", tenant
-                        )
+                        await ensure_tenant(conn, tenant)
                         await conn.executemany(
                             INSERT,
                             [

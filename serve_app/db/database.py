@@ -43,6 +43,13 @@ def stop_embedded(pgdata: Path) -> None:
     server._stop()  # the package has no public stop for a server that outlives its starting process
 
 
+async def ensure_tenant(conn: asyncpg.Connection, tenant_id: str, name: str = "") -> None:
+    """Create the tenant's row if missing (inside that tenant's transaction, RLS allows exactly it)."""
+    await conn.execute(
+        "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", tenant_id, name
+    )
+
+
 def role_dsn(admin_dsn: str, role: str) -> str:
     """The embedded server's DSN for another role (socket, trust auth)."""
     _, _, rest = admin_dsn.partition("@")

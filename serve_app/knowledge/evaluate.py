@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serve_app.knowledge.retrieval import Retriever
+from serve_app.stats import percentile
 
 CUTOFFS = (1, 5, 10)
 
@@ -62,11 +63,6 @@ def metrics_for(ranked: list[str], relevant: set[str]) -> dict[str, float]:
     ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(relevant), 10) + 1))
     out["nDCG@10"] = dcg / ideal
     return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 async def evaluate(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.db.database import Database
+from serve_app.db.database import Database, ensure_tenant
 from serve_app.knowledge import store
 from serve_app.knowledge.chunking import Document, chunk_document, iter_files, load_document
 from serve_app.knowledge.embedders import Embedder
@@ -45,7 +45,7 @@ async def ingest_path(
     base = root if root.is_dir() else root.parent
     report = IngestReport(files=len(files))
     async with db.tenant(tenant_id) as conn:
-        await store.ensure_tenant(conn, tenant_id)
+        await ensure_tenant(conn, tenant_id)
         known = await store.document_hashes(conn)
 
     pending: list[tuple[Document, list]] = []

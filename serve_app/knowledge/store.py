@@ -87,12 +87,6 @@ class Passage:
         )
 
 
-async def ensure_tenant(conn: asyncpg.Connection, tenant_id: str, name: str = "") -> None:
-    await conn.execute(
-        "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", tenant_id, name
-    )
-
-
 async def document_hashes(conn: asyncpg.Connection) -> dict[str, str]:
     """source -> content hash of the tenant's documents (each is written whole, in one transaction)."""
     rows = await conn.fetch("SELECT source, content_hash FROM knowledge_documents")

@@ -7,6 +7,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from serve_app.stats import percentile
+
 
 class Reranker(Protocol):
     name: str
@@ -46,13 +48,11 @@ class ArmStats:
     latency_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
-        lat = sorted(self.latency_ms)
-        pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: 0.0)
         return {
             "requests": self.requests,
             "failures": self.failures,
-            "p50_ms": pick(0.5),
-            "p95_ms": pick(0.95),
+            "p50_ms": percentile(self.latency_ms, 0.5),
+            "p95_ms": percentile(self.latency_ms, 0.95),
         }
 
 
