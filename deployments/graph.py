@@ -16,6 +16,7 @@ from ray.serve.config import RequestRouterConfig
 from deployments.frame_dedup import FrameDedup
 from deployments.ingress import Ingress
 from deployments.knowledge import Embeddings, KnowledgeBase, Reranker
+from deployments.router import Router, SelfHostedLLM
 from deployments.routing import StreamAffinityRouter
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
@@ -44,7 +45,7 @@ def _settings_from(config: Settings | dict[str, Any] | None) -> Settings:
 
 
 def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
-    """FrameDedup and the knowledge base behind the HTTP ingress.
+    """FrameDedup, the knowledge base and the escalating router behind the HTTP ingress.
 
     `config`: Settings, or a dict of Settings fields (+ an optional `config_file`)."""
     settings = _settings_from(config)
@@ -64,4 +65,22 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
     kb = knowledge.bind(settings, embeddings.bind(settings), reranker.bind(settings))
-    return ingress.bind(frame_dedup.bind(dedup_init), kb, settings.http.model_dump())
+    self_hosted = {
+        t.name: serve.deployment(SelfHostedLLM, name=self_hosted_name(t.name))
+        .options(**_options(settings.serve.self_hosted_llm, level))
+        .bind(t)
+        for t in settings.routing.tiers
+        if t.backend == "gguf"
+    }
+    router = serve.deployment(Router, name="Router").options(
+        **_options(settings.serve.router, level),
+        user_config=settings.routing.policy.model_dump(mode="json"),
+    )
+    return ingress.bind(
+        frame_dedup.bind(dedup_init), kb, router.bind(settings, kb, self_hosted), settings.http.model_dump()
+    )
+
+
+def self_hosted_name(tier: str) -> str:
+    """Deployment name of a self-hosted GGUF tier (one deployment per tier)."""
+    return f"LLM-{tier}"

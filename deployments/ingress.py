@@ -5,6 +5,8 @@ The app is built on the replica (`__serve_build_asgi_app__`), after `__init__` h
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from ray import serve
@@ -13,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.frames.decode import FrameLimits
 from serve_app.http import Overloaded, create_app
+from serve_app.routing.service import ChatRequest
 
 
 class HandleFrameBackend:
@@ -36,6 +39,32 @@ class HandleFrameBackend:
         return await self.frame_dedup.close.remote(stream_id=stream_id)
 
 
+class HandleChatBackend:
+    """ChatBackend over the Router handle (streaming through `handle.options(stream=True)`)."""
+
+    def __init__(self, router: DeploymentHandle):
+        self.router = router
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]:
+        try:
+            return await self.router.chat.remote(request)
+        except BackPressureError as exc:
+            raise Overloaded("router queue is full, retry later") from exc
+
+    async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in self.router.options(stream=True).chat_stream.remote(request):
+                yield event
+        except BackPressureError as exc:
+            raise Overloaded("router queue is full, retry later") from exc
+
+    async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        return await self.router.costs.remote(tenant_id, since, until)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.router.status.remote()
+
+
 class HandleKnowledgeBackend:
     def __init__(self, knowledge: DeploymentHandle):
         self.knowledge = knowledge
@@ -55,7 +84,11 @@ class HandleKnowledgeBackend:
 @serve.ingress()
 class Ingress:
     def __init__(
-        self, frame_dedup: DeploymentHandle, knowledge: DeploymentHandle, http: dict[str, Any] | None = None
+        self,
+        frame_dedup: DeploymentHandle,
+        knowledge: DeploymentHandle,
+        router: DeploymentHandle,
+        http: dict[str, Any] | None = None,
     ):
         http = http or {}
         self.limits = FrameLimits(
@@ -64,9 +97,11 @@ class Ingress:
         )
         self.frames = HandleFrameBackend(frame_dedup)
         self.knowledge = HandleKnowledgeBackend(knowledge)
+        self.chat = HandleChatBackend(router)
 
     def __serve_build_asgi_app__(self) -> Any:
         app = create_app(self.limits)
         app.state.frames = self.frames
         app.state.knowledge = self.knowledge
+        app.state.chat = self.chat
         return app

@@ -365,18 +365,24 @@ def _cmd_costs(args: argparse.Namespace) -> int:
             str(row["images"]),
             f"{row['cost_usd']:.4f}",
         )
-    Console(width=120).print(table)
-    print(
-        json.dumps(
-            {
-                "costs": args.tenant,
-                "attempts": result.attempts,
-                "total_usd": result.total_usd,
-                "by_service_provider": result.rows,
-            },
-            default=str,
+    console = Console(width=120)
+    console.print(table)
+    if result.tiers:
+        tiers = Table(title="LLM attempts by tier")
+        for col in ("tier", "model", "attempts", "accepted", "failed", "USD"):
+            tiers.add_column(col, justify="left" if col in ("tier", "model") else "right")
+        for row in result.tiers:
+            tiers.add_row(
+                *(str(row[k]) for k in ("tier", "model", "attempts", "accepted", "failed")),
+                f"{row['cost_usd']:.4f}",
+            )
+        console.print(tiers)
+        saved = result.saved_pct
+        console.print(
+            f"{result.requests} routed requests: ${result.llm_usd:.4f} vs ${result.baseline_usd:.4f}"
+            " on the top tier alone" + (f" ({saved:.1f}% saved)" if saved is not None else "")
         )
-    )
+    print(json.dumps({"costs": args.tenant, **result.to_dict()}, default=str))
     return 0
 
 

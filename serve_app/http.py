@@ -7,16 +7,29 @@ the in-process `DedupService` instead. Errors are 4xx with a `detail` message, n
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService
 from serve_app.knowledge.retrieval import MAX_QUERY_CHARS, check_query
+from serve_app.routing.openai_format import (
+    ChatCompletionIn,
+    ChatFormatError,
+    chunk_body,
+    completion_body,
+    to_request,
+)
+from serve_app.routing.router import NoTierAvailable
+from serve_app.routing.service import ChatRequest
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
 
 API_VERSION = "0.1.0"
@@ -54,6 +67,15 @@ class LocalFrameBackend:
 class KnowledgeBackend(Protocol):
     async def search(self, tenant_id: str, query: str, mode: str, top_k: int) -> dict[str, Any]: ...
     async def stats(self) -> dict[str, Any]: ...
+
+
+class ChatBackend(Protocol):
+    async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...
+    async def costs(
+        self, tenant_id: str, since: datetime | None, until: datetime | None
+    ) -> dict[str, Any]: ...
+    async def status(self) -> dict[str, Any]: ...
 
 
 class SearchIn(BaseModel):
@@ -131,6 +153,45 @@ def _knowledge(request: Request) -> KnowledgeBackend:
     if backend is None:
         raise HTTPException(503, "the knowledge base is not part of this deployment")
     return backend
+
+
+def _chat(request: Request) -> ChatBackend:
+    backend = getattr(request.app.state, "chat", None)
+    if backend is None:
+        raise HTTPException(503, "the router is not part of this deployment")
+    return backend
+
+
+def _tenant(*candidates: str | None) -> str:
+    tenant = next((c for c in candidates if c), None)
+    if tenant is None:
+        raise HTTPException(422, "say which tenant: the tenant_id field or the X-Tenant-Id header")
+    try:
+        return validate_tenant_id(tenant)
+    except InvalidIdentifier as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+async def _sse(backend: ChatBackend, chat: ChatRequest) -> AsyncIterator[str]:
+    """OpenAI-style server-sent events: a role chunk, content chunks, a final chunk with the routing."""
+    chunk_id = f"chatcmpl-{uuid.uuid4()}"
+
+    def event(payload: dict[str, Any]) -> str:
+        return f"data: {json.dumps(payload)}\n\n"
+
+    yield event(chunk_body(chunk_id, "supportgraph", {"role": "assistant", "content": ""}))
+    try:
+        async for item in backend.chat_stream(chat):
+            if "delta" in item:
+                yield event(chunk_body(chunk_id, "supportgraph", {"content": item["delta"]}))
+            else:
+                routing = item["routing"]
+                yield event(chunk_body(chunk_id, routing["model"], {}, "stop", supportgraph=routing))
+    except (NoTierAvailable, Overloaded) as exc:
+        yield event({"error": {"message": str(exc), "type": "unavailable", "code": 503}})
+    except ValueError as exc:
+        yield event({"error": {"message": str(exc), "type": "invalid_request_error", "code": 422}})
+    yield "data: [DONE]\n\n"
 
 
 def create_app(limits: FrameLimits | None = None) -> FastAPI:
@@ -213,5 +274,66 @@ def create_app(limits: FrameLimits | None = None) -> FastAPI:
     )
     async def knowledge_stats(request: Request) -> dict[str, Any]:
         return await _knowledge(request).stats()
+
+    @app.post(
+        "/v1/chat/completions",
+        tags=["router"],
+        summary="OpenAI-compatible chat completions through the escalating router (stream: SSE)",
+        responses={
+            422: {"description": "bad tenant, message, image or tier"},
+            503: {"description": "overloaded, or every tier failed"},
+        },
+    )
+    async def chat_completions(
+        request: Request,
+        body: ChatCompletionIn,
+        x_tenant_id: str | None = Header(None, max_length=63),
+    ) -> Any:
+        tenant = _tenant(body.tenant_id, x_tenant_id)
+        backend = _chat(request)
+        limits: FrameLimits = request.app.state.limits
+        try:
+            chat, _ = to_request(body, tenant, limits.max_bytes)
+        except (ChatFormatError, ValueError) as exc:
+            raise HTTPException(422, str(exc)) from None
+        if body.stream:
+            return StreamingResponse(_sse(backend, chat), media_type="text/event-stream")
+        try:
+            result = await backend.chat(chat)
+        except NoTierAvailable as exc:
+            raise HTTPException(503, f"no tier could answer: {exc}", headers={"Retry-After": "5"}) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return completion_body(result["answer"], result["routing"])
+
+    @app.get("/v1/models", tags=["router"], summary="The router ('auto') and its tiers, OpenAI-style")
+    async def models(request: Request) -> dict[str, Any]:
+        status = await _chat(request).status()
+        names = ["auto"] + [t["name"] for t in status["tiers"]]
+        return {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "owned_by": "supportgraph"} for n in names],
+        }
+
+    @app.get("/v1/router", tags=["router"], summary="Tiers, thresholds, breaker states, ledger counters")
+    async def router_status(request: Request) -> dict[str, Any]:
+        return await _chat(request).status()
+
+    @app.get(
+        "/v1/costs",
+        tags=["costs"],
+        summary="A tenant's costs by service, provider and tier, vs all requests on the top tier",
+    )
+    async def costs(
+        request: Request,
+        tenant_id: str | None = Query(None, max_length=63),
+        since: datetime | None = Query(None, description="ISO 8601, inclusive"),
+        until: datetime | None = Query(None, description="ISO 8601, exclusive"),
+        x_tenant_id: str | None = Header(None, max_length=63),
+    ) -> dict[str, Any]:
+        tenant = _tenant(tenant_id, x_tenant_id)
+        if since and until and since >= until:
+            raise HTTPException(422, "since must be before until")
+        return await _chat(request).costs(tenant, since, until)
 
     return app

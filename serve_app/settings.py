@@ -69,6 +69,10 @@ class ServeSettings(_Section):
     embeddings: DeploymentResources = DeploymentResources(num_cpus=0.25)
     reranker: DeploymentResources = DeploymentResources(num_cpus=0.25)
     knowledge: DeploymentResources = DeploymentResources(num_cpus=0.25, max_ongoing_requests=32)
+    router: DeploymentResources = DeploymentResources(num_cpus=0.1, max_ongoing_requests=64)
+    self_hosted_llm: DeploymentResources = DeploymentResources(
+        num_cpus=0.25, max_ongoing_requests=8, max_queued_requests=64
+    )
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
 
 
@@ -144,6 +148,86 @@ class KnowledgeSettings(_Section):
         return self
 
 
+class TierSettings(_Section):
+    """One rung of the escalation ladder; `model` names a row of the pricing table."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    backend: Literal["extractive", "gguf", "gemini", "anthropic", "openai-compatible"]
+    model: str
+    base_url: str | None = Field(None, description="another endpoint speaking the provider's wire format")
+    api_key_env: str | None = Field(None, description="variable holding the key (provider default if unset)")
+    path: str | None = Field(None, description="gguf: model file (default: bundled SmolLM2-135M)")
+    timeout_s: float = Field(30.0, gt=0, le=600)
+
+
+class RoutingPolicySettings(_Section):
+    """Escalation policy; the Router deployment's user_config (changes apply without redeploy)."""
+
+    threshold: float = Field(0.6, ge=0, le=1, description="accept an answer at this confidence or more")
+    tier_thresholds: dict[str, float] = Field(default_factory=dict, description="per-tier override")
+    max_attempts: int = Field(3, ge=1, le=10)
+    scorer_weights: dict[Literal["self_reported", "grounding", "shape", "calculation", "learned"], float] = (
+        Field(default_factory=lambda: {"self_reported": 0.5, "grounding": 0.3, "shape": 0.2})
+    )
+    learned_scorer: Path | None = Field(None, description="JSON from eval-router --save-scorer")
+    retries: int = Field(2, ge=0, le=10, description="retries of a failed call before escalating")
+    backoff_s: float = Field(0.25, ge=0, le=60, description="first retry delay (doubles, jittered)")
+    backoff_max_s: float = Field(4.0, ge=0, le=600)
+    breaker_failures: int = Field(5, ge=1, description="consecutive failures that open a tier's breaker")
+    breaker_reset_s: float = Field(30.0, gt=0, description="open breaker lets one trial call after this")
+
+    @model_validator(mode="after")
+    def _weights(self) -> RoutingPolicySettings:
+        if (
+            not self.scorer_weights
+            or min(self.scorer_weights.values()) < 0
+            or not any(self.scorer_weights.values())
+        ):
+            raise ValueError("routing.policy.scorer_weights needs a positive weight and none negative")
+        if self.scorer_weights.get("learned") and self.learned_scorer is None:
+            raise ValueError("routing.policy.scorer_weights.learned needs routing.policy.learned_scorer")
+        if any(not 0 <= v <= 1 for v in self.tier_thresholds.values()):
+            raise ValueError("routing.policy.tier_thresholds are confidences in [0, 1]")
+        return self
+
+
+def _offline_tiers() -> list[TierSettings]:
+    return [
+        TierSettings(name="extractive", backend="extractive", model="extractive-grounded", timeout_s=5),
+        TierSettings(name="smollm2", backend="gguf", model="smollm2-135m", timeout_s=60),
+    ]
+
+
+class RoutingSettings(_Section):
+    tiers: list[TierSettings] = Field(default_factory=_offline_tiers, description="cheapest first")
+    tenant_tiers: dict[str, list[str]] = Field(
+        default_factory=dict, description="tenant -> its own ladder (tier names, cheapest first)"
+    )
+    policy: RoutingPolicySettings = RoutingPolicySettings()
+    retrieve: bool = Field(True, description="add help-center passages for the question")
+    context_passages: int = Field(4, ge=0, le=20)
+    max_images: int = Field(4, ge=0, le=32, description="frames attached per turn (latest kept)")
+    max_tokens: int = Field(512, ge=1, le=8192, description="answer length cap per attempt")
+
+    @model_validator(mode="after")
+    def _ladders(self) -> RoutingSettings:
+        names = [t.name for t in self.tiers]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("routing.tiers needs at least one tier and unique names")
+        for tenant, ladder in self.tenant_tiers.items():
+            unknown = set(ladder) - set(names)
+            if not ladder or unknown:
+                raise ValueError(f"routing.tenant_tiers[{tenant!r}] names unknown tiers {sorted(unknown)}")
+        unknown = set(self.policy.tier_thresholds) - set(names)
+        if unknown:
+            raise ValueError(f"routing.policy.tier_thresholds names unknown tiers {sorted(unknown)}")
+        return self
+
+    def ladder(self, tenant_id: str) -> list[TierSettings]:
+        by_name = {t.name: t for t in self.tiers}
+        return [by_name[n] for n in self.tenant_tiers.get(tenant_id, [t.name for t in self.tiers])]
+
+
 class PricingSettings(_Section):
     table: Path | None = Field(None, description="pricing YAML (default: serve_app/costs/pricing.yaml)")
 
@@ -162,11 +246,20 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     db: DatabaseSettings = DatabaseSettings()
     knowledge: KnowledgeSettings = KnowledgeSettings()
+    routing: RoutingSettings = RoutingSettings()
 
     @field_validator("state_dir")
     @classmethod
     def _absolute_state_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()  # replicas may run elsewhere than the CLI's folder
+
+    @model_validator(mode="after")
+    def _tiers_priced(self) -> Settings:
+        prices = self.pricing.load()
+        unpriced = [t.model for t in self.routing.tiers if t.model not in prices.prices]
+        if unpriced:
+            raise ValueError(f"routing tiers use models missing from the pricing table: {unpriced}")
+        return self
 
     @model_validator(mode="after")
     def _gpu_needs_cuda(self) -> Settings:

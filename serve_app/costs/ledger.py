@@ -31,6 +31,11 @@ class CostEvent:
     cost_usd: float = 0.0
     latency_ms: float | None = None
     session_id: uuid.UUID | None = None
+    request_id: uuid.UUID | None = None  # one routed request's attempts share it
+    tier: str | None = None
+    outcome: str | None = None  # llm: accepted | escalated | final | failed | skipped
+    confidence: float | None = None
+    baseline_usd: float | None = None  # the request on the top tier alone (on its last attempt)
 
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
@@ -44,8 +49,9 @@ class CostEvent:
 
 INSERT = """
 INSERT INTO cost_events (tenant_id, session_id, service, provider, model, attempt, input_tokens,
-                         output_tokens, images, cost_usd, latency_ms)
-VALUES (current_tenant(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         output_tokens, images, cost_usd, latency_ms, request_id, tier, outcome,
+                         confidence, baseline_usd)
+VALUES (current_tenant(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 """
 
 
@@ -94,6 +100,11 @@ class CostLedger:
                                     e.images,
                                     e.cost_usd,
                                     e.latency_ms,
+                                    e.request_id,
+                                    e.tier,
+                                    e.outcome,
+                                    e.confidence,
+                                    e.baseline_usd,
                                 )
                                 for e in items
                             ],
@@ -124,25 +135,73 @@ class CostLedger:
 
 @dataclass(frozen=True)
 class CostReport:
+    """Totals by service and provider, the LLM attempts by tier, and the LLM spend against sending every
+    routed request to the top tier alone (`baseline_usd`, priced on each request's final answer)."""
+
     tenant_id: str
     since: datetime | None
     until: datetime | None
     rows: list[dict[str, object]]  # per service and provider
+    tiers: list[dict[str, object]]  # LLM attempts per tier and model
     total_usd: float
     attempts: int
+    requests: int  # routed LLM requests
+    llm_usd: float
+    baseline_usd: float
+
+    @property
+    def saved_pct(self) -> float | None:
+        return 100 * (1 - self.llm_usd / self.baseline_usd) if self.baseline_usd > 0 else None
+
+    def to_dict(self) -> dict[str, object]:
+        saved = self.saved_pct
+        return {
+            "tenant_id": self.tenant_id,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "by_service_provider": self.rows,
+            "llm_by_tier": self.tiers,
+            "total_usd": self.total_usd,
+            "attempts": self.attempts,
+            "llm": {
+                "requests": self.requests,
+                "cost_usd": self.llm_usd,
+                "all_top_tier_usd": self.baseline_usd,
+                "saved_pct": round(saved, 2) if saved is not None else None,
+            },
+        }
+
+
+_WINDOW = "($1::timestamptz IS NULL OR created_at >= $1) AND ($2::timestamptz IS NULL OR created_at < $2)"
 
 
 async def cost_report(
     db: Database, tenant_id: str, since: datetime | None = None, until: datetime | None = None
 ) -> CostReport:
-    """Totals by service and provider for one tenant, optionally within [since, until)."""
+    """One tenant's costs, optionally within [since, until)."""
     async with db.tenant(tenant_id) as conn:
         rows = await conn.fetch(
             "SELECT service, provider, count(*) AS attempts, sum(input_tokens) AS input_tokens,"
             " sum(output_tokens) AS output_tokens, sum(images) AS images, sum(cost_usd)::float8 AS cost_usd"
-            "  FROM cost_events WHERE ($1::timestamptz IS NULL OR created_at >= $1)"
-            "   AND ($2::timestamptz IS NULL OR created_at < $2)"
+            f"  FROM cost_events WHERE {_WINDOW}"
             " GROUP BY service, provider ORDER BY cost_usd DESC, service, provider",
+            since,
+            until,
+        )
+        tiers = await conn.fetch(
+            "SELECT coalesce(tier, '') AS tier, model, count(*) AS attempts,"
+            " count(*) FILTER (WHERE outcome = 'accepted') AS accepted,"
+            " count(*) FILTER (WHERE outcome IN ('failed', 'skipped')) AS failed,"
+            " sum(cost_usd)::float8 AS cost_usd"
+            f"  FROM cost_events WHERE service = 'llm' AND {_WINDOW}"
+            " GROUP BY 1, 2 ORDER BY min(attempt), cost_usd, 1",
+            since,
+            until,
+        )
+        llm = await conn.fetchrow(
+            "SELECT count(DISTINCT request_id) AS requests, coalesce(sum(cost_usd), 0)::float8 AS cost,"
+            " coalesce(sum(baseline_usd), 0)::float8 AS baseline"
+            f"  FROM cost_events WHERE service = 'llm' AND {_WINDOW}",
             since,
             until,
         )
@@ -152,6 +211,10 @@ async def cost_report(
         since,
         until,
         out,
+        [dict(r) for r in tiers],
         round(sum(r["cost_usd"] for r in out), 8),
         sum(r["attempts"] for r in out),
+        llm["requests"],
+        round(llm["cost"], 8),
+        round(llm["baseline"], 8),
     )

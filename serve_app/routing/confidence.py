@@ -226,11 +226,15 @@ class GroundingScorer:
 
 @dataclass(frozen=True)
 class ShapeScorer:
+    """Truncation and hedging; with `require_final` (worked problems) also a stated final answer."""
+
     name: str = "shape"
+    require_final: bool = True
 
     def score(self, prompt: str, response: str, context: str = "") -> float:
         final, truncated, hedges = shape(response)
-        value = 1.0 - (0.4 if not final else 0.0) - (0.4 if truncated else 0.0) - 0.1 * min(hedges, 3)
+        missing_final = self.require_final and not final
+        value = 1.0 - (0.4 if missing_final else 0.0) - (0.4 if truncated else 0.0) - 0.1 * min(hedges, 3)
         return max(0.0, value)
 
 

@@ -1,0 +1,146 @@
+"""Router deployments: the escalating router (with the cost ledger) and one deployment per self-hosted
+GGUF tier, so the model's memory and CPU are placed and scaled apart from the routing logic.
+
+Thresholds, scorer weights, retries and the breaker arrive as the Router's `user_config` and apply to the
+next request without a redeploy. A clean replica shutdown flushes the ledger (`__del__`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.costs.ledger import CostLedger, cost_report
+from serve_app.db.database import Database
+from serve_app.knowledge.retrieval import MAX_QUERY_CHARS
+from serve_app.routing.providers import create_provider
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
+from serve_app.routing.router import RoutedAnswer
+from serve_app.routing.service import ChatRequest, ChatService
+from serve_app.settings import Settings, TierSettings
+
+log = logging.getLogger("ray.serve")
+
+
+class SelfHostedLLM:
+    """One GGUF model (default: the bundled SmolLM2-135M) behind a handle."""
+
+    def __init__(self, tier: TierSettings):
+        self.provider = create_provider(tier.backend, tier.model, path=tier.path)
+
+    async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
+        return await self.provider.complete(prompt, timeout_s)
+
+    async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
+        async for piece in self.provider.stream(prompt, timeout_s):
+            yield piece
+
+
+class HandleProvider(LLMProvider):
+    """A tier whose model runs in another deployment; Serve failures become typed provider errors."""
+
+    provider = "self-hosted"
+    offline = True
+
+    def __init__(self, model: str, handle: DeploymentHandle):
+        super().__init__(model)
+        self.handle = handle
+
+    async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
+        try:
+            return await self.handle.complete.remote(prompt, timeout_s)
+        except BackPressureError as exc:
+            raise ProviderError(self.provider, "rate_limit", "model queue is full") from exc
+        except RayActorError as exc:
+            raise ProviderError(self.provider, "server", "model replica died") from exc
+
+    async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
+        try:
+            async for piece in self.handle.options(stream=True).stream.remote(prompt, timeout_s):
+                yield piece
+        except BackPressureError as exc:
+            raise ProviderError(self.provider, "rate_limit", "model queue is full") from exc
+        except RayActorError as exc:
+            raise ProviderError(self.provider, "server", "model replica died") from exc
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        knowledge: DeploymentHandle | None = None,
+        self_hosted: dict[str, DeploymentHandle] | None = None,
+    ):
+        self.settings = settings
+        self.knowledge = knowledge
+        self.db = Database(settings)
+        self.ledger = CostLedger(self.db)
+        providers = {
+            t.name: HandleProvider(t.model, self_hosted[t.name])
+            for t in settings.routing.tiers
+            if self_hosted and t.name in self_hosted
+        }
+        self.service = ChatService.create(settings, self._retrieve, self.ledger, providers)
+        self._starting = asyncio.Lock()
+        self._flusher: asyncio.Task | None = None
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.service.reconfigure(user_config)
+
+    async def _ready(self) -> None:
+        async with self._starting:  # pool and flusher live on the replica's event loop
+            if self.db.pool is None:
+                await self.db.start()
+            if self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self.ledger.run())
+
+    async def _retrieve(self, tenant_id: str, question: str, k: int) -> list[str]:
+        if self.knowledge is None:
+            return []
+        found = await self.knowledge.search.remote(
+            tenant_id=tenant_id, query=question[:MAX_QUERY_CHARS], mode="hybrid_rerank", top_k=k
+        )
+        return [
+            f"{p['title']}{' - ' + p['heading'] if p['heading'] else ''}\n{p['content']}"
+            for p in found["passages"]
+        ]
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]:
+        await self._ready()
+        routed, passages = await self.service.answer(request)
+        return {"answer": routed.text, "routing": routed.to_dict(), "passages": len(passages)}
+
+    async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        """{"delta": text} events, then {"routing": ...}."""
+        await self._ready()
+        async for item in self.service.stream(request):
+            if isinstance(item, RoutedAnswer):
+                yield {"routing": item.to_dict()}
+            else:
+                yield {"delta": item}
+
+    async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        await self._ready()
+        await self.ledger.flush()  # the report includes what this replica still buffers
+        return (await cost_report(self.db, tenant_id, since, until)).to_dict()
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            **self.service.router.status(),
+            "answered": self.service.answered,
+            "ledger": {"written": self.ledger.written, "pending": self.ledger.pending},
+        }
+
+    async def __del__(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.service.close()
+        await self.db.close()

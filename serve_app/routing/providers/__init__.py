@@ -1,0 +1,60 @@
+"""LLM tier backends: one module each, one registry from config names to classes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from serve_app.routing.providers.base import LLMProvider
+
+BACKENDS = ("extractive", "gguf", "gemini", "anthropic", "openai-compatible")
+
+
+def create_provider(
+    backend: str,
+    model: str,
+    *,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    path: str | None = None,
+) -> LLMProvider:
+    """A provider by config name. SDKs and models load only for the backends actually configured."""
+    factories: dict[str, Callable[[], LLMProvider]] = {
+        "extractive": lambda: _extractive(model),
+        "gguf": lambda: _gguf(model, path),
+        "gemini": lambda: _gemini(model, base_url, api_key_env or "GEMINI_API_KEY"),
+        "anthropic": lambda: _claude(model, base_url, api_key_env or "ANTHROPIC_API_KEY"),
+        "openai-compatible": lambda: _openai(model, base_url, api_key_env or "OPENAI_API_KEY"),
+    }
+    if backend not in factories:
+        raise ValueError(f"unknown LLM backend {backend!r}; known: {', '.join(BACKENDS)}")
+    return factories[backend]()
+
+
+def _extractive(model: str) -> LLMProvider:
+    from serve_app.routing.providers.extractive import ExtractiveResponder
+
+    return ExtractiveResponder(model)
+
+
+def _gguf(model: str, path: str | None) -> LLMProvider:
+    from serve_app.routing.providers.local_gguf import LocalGGUFProvider
+
+    return LocalGGUFProvider(model, path)
+
+
+def _gemini(model: str, base_url: str | None, key_env: str) -> LLMProvider:
+    from serve_app.routing.providers.gemini import GeminiProvider
+
+    return GeminiProvider(model, key_env, base_url)
+
+
+def _claude(model: str, base_url: str | None, key_env: str) -> LLMProvider:
+    from serve_app.routing.providers.claude import ClaudeProvider
+
+    return ClaudeProvider(model, key_env, base_url)
+
+
+def _openai(model: str, base_url: str | None, key_env: str) -> LLMProvider:
+    from serve_app.routing.providers.openai_compat import OpenAICompatibleProvider
+
+    return OpenAICompatibleProvider(model, key_env, base_url)

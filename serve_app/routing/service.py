@@ -1,0 +1,140 @@
+"""The chat service behind `/v1/chat/completions` and the LiveKit agent's LLM, without Ray.
+
+It turns a chat request into a `Prompt` (conversation, retrieved help-center passages for the last
+question, at most `max_images` deduplicated frames), runs the escalating router, and records every
+attempt in the cost ledger. The Ray layer only supplies a retriever and, for self-hosted GGUF tiers, a
+provider that calls their deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from serve_app.costs.ledger import CostLedger
+from serve_app.routing.providers import create_provider
+from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
+from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
+from serve_app.settings import RoutingPolicySettings, Settings, TierSettings
+from serve_app.tenancy import validate_tenant_id
+
+log = logging.getLogger(__name__)
+
+Retrieve = Callable[[str, str, int], Awaitable[list[str]]]  # (tenant, question, k) -> passages
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    tenant_id: str
+    messages: tuple[Message, ...]
+    images: tuple[Image, ...] = ()
+    session_id: uuid.UUID | None = None
+    tier: str | None = None  # pin one tier (no escalation); None: the tenant's ladder
+    max_tokens: int | None = None
+    temperature: float = 0.2
+    retrieve: bool = True
+    system: str | None = None  # the caller's instructions, added to the support assistant's
+
+    def __post_init__(self) -> None:
+        validate_tenant_id(self.tenant_id)
+        if not self.messages or self.messages[-1].role != "user":
+            raise ValueError("messages must end with a user message")
+        if not self.messages[-1].content.strip():
+            raise ValueError("the last user message is empty")
+
+
+def build_tiers(settings: Settings, providers: Mapping[str, LLMProvider] | None = None) -> list[Tier]:
+    """Tiers from settings; `providers` may supply ready providers by tier name (deployment handles)."""
+    prices = settings.pricing.load()
+    tiers = []
+    for t in settings.routing.tiers:
+        provider = (providers or {}).get(t.name) or _provider(t)
+        tiers.append(Tier(t.name, provider, prices[t.model], t.timeout_s))
+    return tiers
+
+
+def _provider(t: TierSettings) -> LLMProvider:
+    return create_provider(t.backend, t.model, base_url=t.base_url, api_key_env=t.api_key_env, path=t.path)
+
+
+@dataclass
+class ChatService:
+    settings: Settings
+    router: EscalatingRouter
+    retrieve: Retrieve | None = None
+    ledger: CostLedger | None = None
+    answered: int = 0
+    _system: str = field(default="You are a concise, accurate customer-support assistant.")
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        retrieve: Retrieve | None = None,
+        ledger: CostLedger | None = None,
+        providers: Mapping[str, LLMProvider] | None = None,
+    ) -> ChatService:
+        cfg = settings.routing
+        router = EscalatingRouter(
+            build_tiers(settings, providers),
+            cfg.policy,
+            record=ledger.record if ledger else None,
+            ladders=cfg.tenant_tiers,
+        )
+        return cls(settings, router, retrieve, ledger)
+
+    def reconfigure(self, policy: dict[str, Any]) -> None:
+        self.router.configure(RoutingPolicySettings(**policy))
+
+    async def prompt(self, request: ChatRequest) -> tuple[Prompt, list[str]]:
+        cfg = self.settings.routing
+        passages: list[str] = []
+        if request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve is not None:
+            passages = await self.retrieve(
+                request.tenant_id, request.messages[-1].content, cfg.context_passages
+            )
+        images = request.images[-cfg.max_images :] if cfg.max_images else ()
+        prompt = Prompt(
+            request.messages,
+            system=f"{self._system}\n\n{request.system}" if request.system else self._system,
+            context=tuple(passages),
+            images=tuple(images),
+            max_tokens=min(request.max_tokens or cfg.max_tokens, cfg.max_tokens),
+            temperature=request.temperature,
+        )
+        return prompt, passages
+
+    def _router_for(self, request: ChatRequest) -> EscalatingRouter:
+        if request.tier is None:
+            return self.router
+        if request.tier not in self.router.tiers:
+            raise ValueError(f"unknown tier {request.tier!r}; tiers: {', '.join(self.router.order)}")
+        return self.router.pinned(request.tier)
+
+    async def answer(self, request: ChatRequest) -> tuple[RoutedAnswer, list[str]]:
+        router = self._router_for(request)
+        prompt, passages = await self.prompt(request)
+        routed = await router.answer(prompt, request.tenant_id, request.session_id)
+        self.answered += 1
+        return routed, passages
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
+        router = self._router_for(request)
+        prompt, _ = await self.prompt(request)
+        async for item in router.stream(prompt, request.tenant_id, request.session_id):
+            if isinstance(item, RoutedAnswer):
+                self.answered += 1
+            yield item
+
+    async def close(self) -> None:
+        """Flush the ledger and close provider clients (a clean shutdown loses no cost event)."""
+        if self.ledger is not None:
+            await self.ledger.close()
+        for tier in self.router.tiers.values():
+            try:
+                await tier.provider.aclose()
+            except Exception:  # closing is best effort; the ledger is what must not be lost
+                log.warning("closing %s failed", tier.name, exc_info=True)
