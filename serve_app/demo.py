@@ -5,12 +5,16 @@
    every frame (30 fps) or a naive 1 fps sample.
 2. Knowledge base: the sample help center is ingested for the demo tenant and the users' questions are
    answered with cited passages through the graph's hybrid retrieval.
-Later sections (routed answers, costs) join `DemoReport` as the graph grows.
+3. Router: the same questions, plus two the help center cannot answer, go through the escalating router
+   (`/v1/chat/completions`, offline tiers: grounded extractive -> SmolLM2), the first with the last
+   deduplicated frame of a stream attached; the report lists each answer's attempts and the tenant's
+   cost report (`/v1/costs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sys
 import time
@@ -36,6 +40,7 @@ class StreamResult:
     speaking_frames: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
     replica: str = ""
+    last_sent: bytes | None = None  # the last frame the dedup said to send on (JPEG)
 
 
 @dataclass
@@ -117,14 +122,51 @@ class KnowledgeReport:
         }
 
 
+ROUTER_QUESTIONS = (
+    *DEMO_QUESTIONS,
+    "Hi there! Who am I talking to?",
+    "Write one friendly sentence to welcome a new user.",
+)
+
+
+@dataclass
+class Routed:
+    question: str
+    answer: str
+    tier: str
+    attempts: list[dict[str, Any]]
+    confidence: float
+    latency_ms: float
+    images: int
+
+
+@dataclass
+class RouterReport:
+    answers: list[Routed]
+    costs: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        tiers = Counter(a.tier for a in self.answers)
+        return {
+            "router_questions": len(self.answers),
+            "router_answered_by": dict(tiers),
+            "router_attempts": sum(len(a.attempts) for a in self.answers),
+            "router_p50_ms": round(percentile([a.latency_ms for a in self.answers], 0.5), 1),
+            "router_cost_usd": self.costs["llm"]["cost_usd"],
+            "router_all_top_tier_usd": self.costs["llm"]["all_top_tier_usd"],
+        }
+
+
 @dataclass
 class DemoReport:
     startup_s: float
     frames: FrameReport
     knowledge: KnowledgeReport | None = None
+    router: RouterReport | None = None
 
     def to_json(self) -> str:
         extra = self.knowledge.summary() if self.knowledge else {}
+        extra |= self.router.summary() if self.router else {}
         head = {"demo": "supportgraph", "startup_s": round(self.startup_s, 2)}
         return json.dumps({**head, **self.frames.summary(), **extra})
 
@@ -189,6 +231,38 @@ class DemoReport:
             for a in k.answers:
                 answers.add_row(a.question, f"{a.citation}\n{a.snippet}", f"{a.latency_ms:.0f}")
             console.print(answers)
+        if self.router:
+            self._render_router(console, self.router)
+
+    @staticmethod
+    def _render_router(console: Console, r: RouterReport) -> None:
+        console.rule("[bold]escalating router: answers, attempts, costs (offline tiers)")
+        table = Table()
+        for col in ("question", "answer", "attempts", "conf.", "ms"):
+            table.add_column(col, justify="right" if col in ("conf.", "ms") else "left")
+        for a in r.answers:
+            trail = " -> ".join(f"{t['tier']} ({t['outcome']})" for t in a.attempts)
+            frame = f"\n+{a.images} frame" if a.images else ""
+            snippet = a.answer if len(a.answer) <= 160 else a.answer[:157] + "..."
+            table.add_row(a.question + frame, snippet, trail, f"{a.confidence:.2f}", f"{a.latency_ms:.0f}")
+        console.print(table)
+        tiers = Table(title=f"cost report of tenant {r.costs['tenant_id']} (GET /v1/costs)")
+        for col in ("tier", "model", "attempts", "accepted", "USD"):
+            tiers.add_column(col, justify="left" if col in ("tier", "model") else "right")
+        for row in r.costs["llm_by_tier"]:
+            tiers.add_row(
+                row["tier"],
+                row["model"],
+                str(row["attempts"]),
+                str(row["accepted"]),
+                f"{row['cost_usd']:.4f}",
+            )
+        console.print(tiers)
+        llm = r.costs["llm"]
+        console.print(
+            f"{llm['requests']} routed requests: ${llm['cost_usd']:.4f} (self-hosted tiers bill no tokens) vs"
+            f" ${llm['all_top_tier_usd']:.4f} with every request on the ladder's top tier"
+        )
 
 
 async def _replay_stream(client: httpx.AsyncClient, stream_id: str, clip: ScreenShareClip) -> StreamResult:
@@ -204,7 +278,10 @@ async def _replay_stream(client: httpx.AsyncClient, stream_id: str, clip: Screen
         response.raise_for_status()
         result.frames += 1
         result.speaking_frames += frame.is_speaking
-        result.verdicts[response.json()["verdict"]] += 1
+        verdict = response.json()["verdict"]
+        result.verdicts[verdict] += 1
+        if verdict == "processed":
+            result.last_sent = frame.jpeg
     return result
 
 
@@ -268,6 +345,39 @@ async def ask(base_url: str, questions: tuple[str, ...], tenant: str = DEMO_TENA
     return answers
 
 
+async def ask_router(
+    base_url: str, questions: tuple[str, ...], frame: bytes | None, tenant: str = DEMO_TENANT
+) -> RouterReport:
+    """Each question through /v1/chat/completions (the first with `frame` attached), then the costs."""
+    answers = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=300.0, headers={"X-Tenant-Id": tenant}) as client:
+        for n, question in enumerate(questions):
+            content: Any = question
+            if n == 0 and frame is not None:
+                url = "data:image/jpeg;base64," + base64.b64encode(frame).decode()
+                content = [
+                    {"type": "text", "text": question},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ]
+            started = time.perf_counter()
+            body = {"model": "auto", "messages": [{"role": "user", "content": content}], "max_tokens": 96}
+            reply = (await client.post("/v1/chat/completions", json=body)).raise_for_status().json()
+            routing = reply["supportgraph"]
+            answers.append(
+                Routed(
+                    question,
+                    reply["choices"][0]["message"]["content"],
+                    routing["tier"],
+                    routing["attempts"],
+                    routing["confidence"],
+                    (time.perf_counter() - started) * 1e3,
+                    routing["attempts"][0]["images"],
+                )
+            )
+        costs = (await client.get("/v1/costs", params={"tenant_id": tenant})).raise_for_status().json()
+    return RouterReport(answers, costs)
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -289,6 +399,11 @@ def run_demo(
         with console.status("ingesting the sample help center and asking questions..."):
             documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
             answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS))
-        report = DemoReport(graph.startup_s, frames, KnowledgeReport(documents, chunks, ingest_s, answers))
+        with console.status("routing questions through the escalating router..."):
+            frame = next((st.last_sent for st in frames.streams if st.last_sent), None)
+            routed = asyncio.run(ask_router(graph.base_url, ROUTER_QUESTIONS, frame))
+        report = DemoReport(
+            graph.startup_s, frames, KnowledgeReport(documents, chunks, ingest_s, answers), routed
+        )
     report.render(console)
     return report

@@ -54,6 +54,12 @@ def test_demo_replays_streams_and_reports(graph: RunningGraph, graph_settings: S
     cited = {a.question: a.citation for a in report.knowledge.answers}
     assert "account-and-login.md" in cited["I forgot my password, how do I reset it?"]
     assert "billing-and-plans.md" in cited["Can I get my money back for the yearly plan?"]
+    routed = report.router
+    assert summary["router_questions"] == 7 and routed.answers[0].images == 1  # a deduplicated frame
+    assert summary["router_answered_by"].get("extractive", 0) >= 3
+    welcome = routed.answers[-1]
+    assert [a["tier"] for a in welcome.attempts] == ["extractive", "smollm2"] and welcome.answer.strip()
+    assert routed.costs["llm"]["requests"] >= 7 and "escalating router" in text
 
 
 def test_local_serve_config_is_valid_and_matches_the_code() -> None:

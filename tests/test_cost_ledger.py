@@ -134,3 +134,52 @@ def test_background_flushing_and_final_flush_on_cancel(live_db: LiveDB) -> None:
         return flushed_by_timer, ledger.written, (await cost_report(live_db.db, "ledger-e")).attempts
 
     assert live_db.run(scenario()) == (1, 2, 2)
+
+
+def test_report_reproduces_the_seed_table(live_db: LiveDB) -> None:
+    """600 / 250 / 150 requests answered on Flash-Lite / Flash / Sonnet at $0.01 / $0.02 / $0.70 each,
+    against all 1000 on Sonnet ($0.70 each): $116 vs $700, 83.4% saved."""
+    import uuid
+
+    tiers = [
+        ("flash-lite", "gemini-2.5-flash-lite", "google", 600, 0.01),
+        ("flash", "gemini-2.5-flash", "google", 250, 0.02),
+        ("sonnet", "claude-sonnet-4-5", "anthropic", 150, 0.70),
+    ]
+
+    async def scenario():
+        ledger = CostLedger(live_db.db, batch=500)
+        for tier, model, provider, count, usd in tiers:
+            for _ in range(count):
+                ledger.record(
+                    CostEvent(
+                        "ledger-seed",
+                        "llm",
+                        provider,
+                        model,
+                        cost_usd=usd,
+                        request_id=uuid.uuid4(),
+                        tier=tier,
+                        outcome="accepted",
+                        baseline_usd=0.70,
+                    )
+                )
+        await ledger.close()
+        return await cost_report(live_db.db, "ledger-seed")
+
+    report = live_db.run(scenario())
+    assert report.requests == 1000 and report.attempts == 1000
+    assert report.llm_usd == pytest.approx(116.0) and report.baseline_usd == pytest.approx(700.0)
+    assert round(report.saved_pct, 1) == 83.4
+    by_tier = {row["tier"]: (row["attempts"], row["accepted"], row["cost_usd"]) for row in report.tiers}
+    assert by_tier == {
+        "flash-lite": (600, 600, pytest.approx(6.0)),
+        "flash": (250, 250, pytest.approx(5.0)),
+        "sonnet": (150, 150, pytest.approx(105.0)),
+    }
+    assert report.to_dict()["llm"] == {
+        "requests": 1000,
+        "cost_usd": pytest.approx(116.0),
+        "all_top_tier_usd": pytest.approx(700.0),
+        "saved_pct": 83.43,
+    }
