@@ -107,10 +107,7 @@ class Router:
         found = await self.knowledge.search.remote(
             tenant_id=tenant_id, query=question[:MAX_QUERY_CHARS], mode="hybrid_rerank", top_k=k
         )
-        return [
-            f"{p['title']}{' - ' + p['heading'] if p['heading'] else ''}\n{p['content']}"
-            for p in found["passages"]
-        ]
+        return [f"## {p['heading'] or p['title']}\n{p['content']}" for p in found["passages"]]
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         await self._ready()

@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--strong-model", default="claude-sonnet-4-5", help="priced as (pricing table)")
     er.add_argument("--quality", type=float, default=0.95, help="share of the strong model's accuracy (0.95)")
     er.add_argument("--plot", type=Path, help="save the cost-vs-accuracy curves (PNG)")
+    er.add_argument(
+        "--save-scorer", type=Path, help="save the learned scorer (JSON) for routing.policy.learned_scorer"
+    )
 
     costs = sub.add_parser("costs", help="a tenant's recorded costs by service and provider")
     costs.add_argument("--tenant", required=True)
@@ -319,6 +322,15 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
     if args.plot:
         plot(results, test, args.plot, args.quality)
         print(f"plot: {args.plot}")
+    if args.save_scorer:
+        from serve_app.routing.confidence import LearnedScorer
+
+        learned = LearnedScorer().fit(
+            [(r.prompt, r.weak_response, "") for r in fit], [r.weak_ok for r in fit]
+        )
+        learned.save(args.save_scorer)
+        fit_threshold = next(r.fit_threshold for r in results if r.scorer == "learned")
+        print(f"learned scorer: {args.save_scorer} (threshold chosen on fit: {fit_threshold})")
     print(
         json.dumps(
             {

@@ -242,3 +242,37 @@ def test_ledger_events_carry_session_and_request() -> None:
     session, request = uuid.uuid4(), uuid.uuid4()
     asyncio.run(router.answer(PROMPT, "acme", session, request))
     assert (events[0].session_id, events[0].request_id, events[0].tenant_id) == (session, request, "acme")
+
+
+def test_chat_service_builds_the_prompt_and_takes_live_policy() -> None:
+    from serve_app.routing.service import ChatRequest, ChatService
+    from serve_app.settings import load_settings
+
+    settings = load_settings(
+        routing={
+            "tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}],
+            "max_images": 2,
+        }
+    )
+    asked: list[tuple[str, str, int]] = []
+
+    async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+        asked.append((tenant, question, k))
+        return ["## Export\nChoose Settings > Data > Export to export your notes as Markdown or PDF."]
+
+    service = ChatService.create(settings, retrieve)
+    frames = tuple(Image(bytes([n])) for n in range(5))
+    request = ChatRequest(
+        "acme", (Message("user", "How do I export notes?"),), frames, system="Answer in one sentence."
+    )
+    prompt, passages = asyncio.run(service.prompt(request))
+    assert asked == [("acme", "How do I export notes?", 4)] and len(passages) == 1
+    assert prompt.images == frames[-2:] and "Answer in one sentence." in prompt.instructions()
+    routed, _ = asyncio.run(service.answer(request))
+    assert routed.tier == "extractive" and "[1]" in routed.text and service.answered == 1
+    service.reconfigure({"threshold": 1.0, "max_attempts": 1})
+    assert service.router.policy.threshold == 1.0
+    with pytest.raises(ValueError, match="unknown tier"):
+        asyncio.run(service.answer(ChatRequest("acme", (Message("user", "hi"),), tier="sonnet")))
+    with pytest.raises(ValueError, match="invalid tenant"):
+        ChatRequest("Not A Tenant", (Message("user", "hi"),))

@@ -122,9 +122,20 @@ def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             str(tmp_path / "test.csv"),
             "--plot",
             str(tmp_path / "curve.png"),
+            "--save-scorer",
+            str(tmp_path / "learned.json"),
         ]
     )
     assert code == 0 and (tmp_path / "curve.png").stat().st_size > 10_000
+    # the saved scorer plugs into the router's live policy
+    from serve_app.routing.providers.base import Message, Prompt
+    from serve_app.routing.router import ConfidenceScorer
+    from serve_app.settings import RoutingPolicySettings
+
+    policy = RoutingPolicySettings(scorer_weights={"learned": 1.0}, learned_scorer=tmp_path / "learned.json")
+    scorer = ConfidenceScorer.from_policy(policy)
+    asked = Prompt((Message("user", PROMPT),))
+    assert scorer.score(asked, RIGHT) > 0.5 > scorer.score(asked, WRONG)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     by = {r["scorer"]: r for r in report["results"]}
     # in this synthetic set a right answer is always the worked one: the learned scorer escalates exactly

@@ -38,6 +38,8 @@ def terms(text: str) -> list[str]:
             if len(word) > len(suffix) + 3 and word.endswith(suffix):
                 word = word[: -len(suffix)]
                 break
+        if len(word) > 4 and word.endswith("e"):  # share / shared / sharing -> shar
+            word = word[:-1]
         out.append(word)
     return out
 

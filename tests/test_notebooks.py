@@ -1,0 +1,31 @@
+"""Notebooks run top to bottom in CI (nbclient), so they never rot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = Path(os.environ.get("SUPPORTGRAPH_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.mark.parametrize("name", ["routing_weights.ipynb"])
+def test_notebook_executes(name: str, tmp_path: Path) -> None:
+    if not (DATASETS / "routellm").is_dir():
+        pytest.skip(f"datasets not found at {DATASETS} (set SUPPORTGRAPH_DATASETS)")
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "best saved on the test curve" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the plots were drawn
