@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -110,6 +111,23 @@ def _parser() -> argparse.ArgumentParser:
     costs.add_argument("--tenant", required=True)
     costs.add_argument("--since", type=_timestamp, help="ISO date or time, inclusive")
     costs.add_argument("--until", type=_timestamp, help="ISO date or time, exclusive")
+
+    token = sub.add_parser(
+        "token",
+        help="mint a LiveKit access token for a tenant's room (LIVEKIT_API_KEY, LIVEKIT_API_SECRET)",
+    )
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--room", required=True, help="room within the tenant (letters, digits, '-')")
+    token.add_argument("--identity", required=True, help="participant identity")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (3600)")
+
+    agent = sub.add_parser(
+        "agent",
+        help="the LiveKit agent worker (livekit-agents CLI: start, dev, connect, ...)",
+        description="Joins tenant_<id>_<room> rooms; needs LIVEKIT_URL/API_KEY/API_SECRET, the STT/TTS "
+        "keys and a running graph (RAY_ADDRESS).",
+    )
+    agent.add_argument("args", nargs=argparse.REMAINDER, help="passed to the livekit-agents CLI")
     return parser
 
 
@@ -398,6 +416,42 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+def mint_token(api_key: str, api_secret: str, tenant: str, room: str, identity: str, ttl_s: int) -> str:
+    """A LiveKit JWT that may join exactly the tenant's room `tenant_<tenant>_<room>`."""
+    from datetime import timedelta
+
+    from livekit import api
+
+    from serve_app.tenancy import room_name
+
+    if not identity.strip() or len(identity) > 128:
+        raise ValueError("identity must be 1-128 characters")
+    if not 60 <= ttl_s <= 86_400:
+        raise ValueError("--ttl must be between 60 and 86400 seconds")
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_ttl(timedelta(seconds=ttl_s))
+        .with_grants(api.VideoGrants(room_join=True, room=room_name(tenant, room)))
+        .to_jwt()
+    )
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    key, secret = os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")
+    if not key or not secret:
+        raise ValueError("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+    print(mint_token(key, secret, args.tenant, args.room, args.identity, args.ttl))
+    return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from serve_app.agent.worker import run_worker
+
+    run_worker(list(args.args))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {
@@ -408,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval-retrieval": _cmd_eval_retrieval,
         "eval-router": _cmd_eval_router,
         "costs": _cmd_costs,
+        "token": _cmd_token,
+        "agent": _cmd_agent,
     }
     try:
         return commands[args.command](args)

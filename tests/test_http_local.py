@@ -113,7 +113,7 @@ def test_overload_is_503_with_retry_after() -> None:
     """A full FrameDedup queue (Ray's BackPressureError) becomes 503 + Retry-After, not a 500."""
     from ray.serve.exceptions import BackPressureError
 
-    from deployments.ingress import HandleFrameBackend
+    from serve_app.handles import HandleFrameBackend
 
     class FullQueue:  # the shape of a DeploymentHandle method whose queue is full
         def remote(self, **_: object) -> None:

@@ -181,8 +181,9 @@ async def cost_report(
     """One tenant's costs, optionally within [since, until)."""
     async with db.tenant(tenant_id) as conn:
         rows = await conn.fetch(
-            "SELECT service, provider, count(*) AS attempts, sum(input_tokens) AS input_tokens,"
-            " sum(output_tokens) AS output_tokens, sum(images) AS images, sum(cost_usd)::float8 AS cost_usd"
+            "SELECT service, provider, count(*) AS attempts, sum(input_tokens)::bigint AS input_tokens,"
+            " sum(output_tokens)::bigint AS output_tokens, sum(images)::bigint AS images,"
+            " sum(cost_usd)::float8 AS cost_usd"
             f"  FROM cost_events WHERE {_WINDOW}"
             " GROUP BY service, provider ORDER BY cost_usd DESC, service, provider",
             since,

@@ -1,0 +1,156 @@
+"""The LiveKit worker process: joins `tenant_<id>_<room>` rooms and talks through the graph.
+
+It holds no models: speech comes from the Deepgram (STT) and Cartesia (TTS) plugins, voice activity from
+Silero, answers from the Router deployment, frame decisions from FrameDedup, both through Ray Serve
+handles (`serve.get_deployment_handle`). Rooms whose names do not carry a valid tenant are left with a
+log line. Run: `supportgraph agent dev|start` (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET,
+DEEPGRAM_API_KEY, CARTESIA_API_KEY; RAY_ADDRESS for a remote cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.agents import Agent, llm
+
+from serve_app.agent.frames import FrameBuffer, FrameSink, VideoForwarder
+from serve_app.agent.llm import ChatStreamBackend, RouterLLM
+from serve_app.tenancy import InvalidIdentifier, parse_stream_id
+
+log = logging.getLogger("supportgraph.agent")
+
+INSTRUCTIONS = (
+    "You are the voice of a customer-support team. Keep answers short and spoken-friendly; cite the help "
+    "center when you use it; say when you do not know."
+)
+TRACK_NAMES = {"SOURCE_SCREENSHARE": "screen", "SOURCE_CAMERA": "camera"}
+
+
+def tenant_of_room(room_name: str) -> str | None:
+    """The tenant of a `tenant_<id>_<room>` room, or None (logged) for any other name."""
+    try:
+        parsed = parse_stream_id(room_name)
+        if parsed.track is not None:
+            raise InvalidIdentifier(f"room name {room_name!r} has a track part")
+    except InvalidIdentifier as exc:
+        log.warning("not joining room %r: %s", room_name, exc)
+        return None
+    return parsed.tenant_id
+
+
+# The function-tool registry: tools the support agent may call (empty by default). Register with
+# `@register_tool` on a `livekit.agents.function_tool`-decorated function, before the worker starts.
+TOOLS: list[llm.FunctionTool] = []
+
+
+def register_tool(tool: llm.FunctionTool) -> llm.FunctionTool:
+    if tool.info.name in {t.info.name for t in TOOLS}:
+        raise ValueError(f"a tool named {tool.info.name!r} is already registered")
+    TOOLS.append(tool)
+    return tool
+
+
+class SupportAgent(Agent):
+    def __init__(self, tools: list[llm.FunctionTool] | None = None):
+        super().__init__(instructions=INSTRUCTIONS, tools=list(TOOLS if tools is None else tools))
+
+
+@dataclass
+class Graph:
+    """What a room session needs from the graph: the router and the frame dedup, as backends."""
+
+    chat: ChatStreamBackend
+    frames: FrameSink
+    active_fps: float = 30.0
+    idle_fps: float = 5.0
+
+
+def graph_from_handles(app_name: str = "supportgraph") -> Graph:
+    """Backends over the running graph's deployment handles (connects to Ray: RAY_ADDRESS or local)."""
+    import ray
+    from ray import serve
+
+    from serve_app.handles import HandleChatBackend, HandleFrameBackend
+
+    if not ray.is_initialized():
+        ray.init(address="auto", log_to_driver=False, logging_level="WARNING")
+    return Graph(
+        HandleChatBackend(serve.get_deployment_handle("Router", app_name=app_name)),
+        HandleFrameBackend(serve.get_deployment_handle("FrameDedup", app_name=app_name)),
+    )
+
+
+@dataclass
+class RoomSession:
+    """One room's state: its tenant, its LLM, the video forwarders of its tracks."""
+
+    room_name: str
+    tenant_id: str
+    graph: Graph
+    speaking: Callable[[], bool] = lambda: False
+    frames: FrameBuffer = field(default_factory=FrameBuffer)
+    session_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    forwarders: dict[str, VideoForwarder] = field(default_factory=dict)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def llm(self) -> RouterLLM:
+        return RouterLLM(self.graph.chat, self.tenant_id, frames=self.frames, session_id=self.session_id)
+
+    def watch(self, track_name: str, video_stream: Any) -> VideoForwarder:
+        """Forward a video track (an `rtc.VideoStream`) to the dedup deployment as stream
+        `<room>.<track_name>`."""
+        forwarder = VideoForwarder(
+            self.graph.frames,
+            f"{self.room_name}.{track_name}",
+            self.frames,
+            self.speaking,
+            self.graph.active_fps,
+            self.graph.idle_fps,
+        )
+        self.forwarders[track_name] = forwarder
+        task = asyncio.get_running_loop().create_task(forwarder.run(video_stream))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return forwarder
+
+
+async def entrypoint(ctx: Any) -> None:  # livekit.agents.JobContext
+    from livekit import rtc
+    from livekit.agents import AgentSession
+    from livekit.plugins import cartesia, deepgram, silero
+
+    tenant = tenant_of_room(ctx.room.name)
+    if tenant is None:
+        return
+    await ctx.connect()
+    graph = graph_from_handles()
+    state = {"speaking": False}
+    room = RoomSession(ctx.room.name, tenant, graph, speaking=lambda: state["speaking"])
+    session = AgentSession(stt=deepgram.STT(), tts=cartesia.TTS(), vad=silero.VAD.load(), llm=room.llm())
+
+    @session.on("user_state_changed")
+    def _user_state(event: Any) -> None:
+        state["speaking"] = event.new_state == "speaking"
+
+    @ctx.room.on("track_subscribed")
+    def _track(track: Any, publication: Any, participant: Any) -> None:
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            name = TRACK_NAMES.get(rtc.TrackSource.Name(publication.source), "video")
+            room.watch(name, rtc.VideoStream(track))
+
+    await session.start(agent=SupportAgent(), room=ctx.room)
+
+
+def run_worker(argv: list[str]) -> None:
+    """`supportgraph agent <livekit-agents subcommand>`: start, dev, connect, download-files, ..."""
+    import sys
+
+    from livekit.agents import WorkerOptions, cli
+
+    sys.argv = ["supportgraph agent", *argv]
+    cli.run_app(WorkerOptions(entrypoint_fnc=entrypoint))

@@ -1,0 +1,81 @@
+"""Backends over Ray Serve deployment handles, shared by the HTTP ingress and the LiveKit agent.
+
+The one core module that touches Ray: it only wraps handles it is given (the agent gets them with
+`serve.get_deployment_handle`), turning Serve's backpressure into `Overloaded`. Calls use keywords so
+the FrameDedup request router sees the stream id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.http import Overloaded
+from serve_app.routing.service import ChatRequest
+
+
+class HandleFrameBackend:
+    """FrameBackend over the FrameDedup handle."""
+
+    def __init__(self, frame_dedup: DeploymentHandle):
+        self.frame_dedup = frame_dedup
+
+    async def offer(self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None) -> dict[str, Any]:
+        try:
+            return await self.frame_dedup.offer.remote(
+                stream_id=stream_id, frame=frame, is_speaking=is_speaking, ts=ts
+            )
+        except BackPressureError as exc:
+            raise Overloaded("frame dedup queue is full, retry later") from exc
+
+    async def stats(self, stream_id: str) -> dict[str, Any]:
+        return await self.frame_dedup.stats.remote(stream_id=stream_id)
+
+    async def close(self, stream_id: str) -> dict[str, Any]:
+        return await self.frame_dedup.close.remote(stream_id=stream_id)
+
+
+class HandleKnowledgeBackend:
+    def __init__(self, knowledge: DeploymentHandle):
+        self.knowledge = knowledge
+
+    async def search(self, tenant_id: str, query: str, mode: str, top_k: int) -> dict[str, Any]:
+        try:
+            return await self.knowledge.search.remote(
+                tenant_id=tenant_id, query=query, mode=mode, top_k=top_k
+            )
+        except BackPressureError as exc:
+            raise Overloaded("knowledge base queue is full, retry later") from exc
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.knowledge.stats.remote()
+
+
+class HandleChatBackend:
+    """ChatBackend over the Router handle (streaming through `handle.options(stream=True)`)."""
+
+    def __init__(self, router: DeploymentHandle):
+        self.router = router
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]:
+        try:
+            return await self.router.chat.remote(request)
+        except BackPressureError as exc:
+            raise Overloaded("router queue is full, retry later") from exc
+
+    async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in self.router.options(stream=True).chat_stream.remote(request):
+                yield event
+        except BackPressureError as exc:
+            raise Overloaded("router queue is full, retry later") from exc
+
+    async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        return await self.router.costs.remote(tenant_id, since, until)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.router.status.remote()
