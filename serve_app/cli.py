@@ -121,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--identity", required=True, help="participant identity")
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (3600)")
 
+    manifest = sub.add_parser(
+        "manifest",
+        help="render cluster.yaml (KubeRay RayService) from configs/rayservice.yaml + a Serve config",
+    )
+    manifest.add_argument("--serve-config", type=Path, default=Path("configs/production.yaml"))
+    manifest.add_argument("--rayservice", type=Path, default=Path("configs/rayservice.yaml"))
+    manifest.add_argument("-o", "--output", type=Path, default=Path("cluster.yaml"))
+
     agent = sub.add_parser(
         "agent",
         help="the LiveKit agent worker (livekit-agents CLI: start, dev, connect, ...)",
@@ -445,6 +453,14 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from serve_app.manifest import render
+
+    args.output.write_text(render(args.serve_config, args.rayservice, Path.cwd()))
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from serve_app.agent.worker import run_worker
 
@@ -464,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "costs": _cmd_costs,
         "token": _cmd_token,
         "agent": _cmd_agent,
+        "manifest": _cmd_manifest,
     }
     try:
         return commands[args.command](args)
