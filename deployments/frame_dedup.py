@@ -14,12 +14,14 @@ from ray import serve
 
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService, Pending
+from serve_app.metrics import Metrics
 from serve_app.settings import DedupSettings
 
 
 class FrameDedup:
     def __init__(self, dedup: dict[str, Any] | None = None):
         self.service = DedupService(DedupSettings(**(dedup or {})))
+        self.service.metrics = Metrics.ray()
         self._apply_batching()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

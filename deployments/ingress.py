@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.frames.decode import FrameLimits
 from serve_app.handles import HandleChatBackend, HandleFrameBackend, HandleKnowledgeBackend
 from serve_app.http import create_app
+from serve_app.metrics import Metrics
 
 
 @serve.ingress()
@@ -34,7 +35,7 @@ class Ingress:
         self.chat = HandleChatBackend(router)
 
     def __serve_build_asgi_app__(self) -> Any:
-        app = create_app(self.limits)
+        app = create_app(self.limits, Metrics.ray())
         app.state.frames = self.frames
         app.state.knowledge = self.knowledge
         app.state.chat = self.chat

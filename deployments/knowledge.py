@@ -12,6 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.db.database import Database
 from serve_app.knowledge.factory import build_embedder, build_rerankers, retrieval_config
 from serve_app.knowledge.retrieval import Retriever
+from serve_app.metrics import Metrics
 from serve_app.settings import Settings
 
 
@@ -20,6 +21,7 @@ class Embeddings:
 
     def __init__(self, settings: Settings):
         self.embedder = build_embedder(settings.knowledge.embedder)
+        self.embedder.metrics = Metrics.ray()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def embed(self, texts: list[str]) -> list[list[float]]:
@@ -68,6 +70,7 @@ class KnowledgeBase:
             cfg.ab_split_by,
             retrieval_config(cfg),
         )
+        self.retriever.metrics = Metrics.ray()
         self.embeddings = embeddings
         self._starting = asyncio.Lock()
 

@@ -20,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
 from serve_app.knowledge.retrieval import MAX_QUERY_CHARS
+from serve_app.metrics import Metrics
 from serve_app.routing.providers import create_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
 from serve_app.routing.router import RoutedAnswer
@@ -88,6 +89,7 @@ class Router:
             if self_hosted and t.name in self_hosted
         }
         self.service = ChatService.create(settings, self._retrieve, self.ledger, providers)
+        self.service.metrics = Metrics.ray()
         self._starting = asyncio.Lock()
         self._flusher: asyncio.Task | None = None
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -21,6 +23,7 @@ from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService
 from serve_app.knowledge.retrieval import MAX_QUERY_CHARS, check_query
+from serve_app.metrics import Metrics
 from serve_app.routing.openai_format import (
     ChatCompletionIn,
     ChatFormatError,
@@ -29,10 +32,11 @@ from serve_app.routing.openai_format import (
     to_request,
 )
 from serve_app.routing.router import NoTierAvailable
-from serve_app.routing.service import ChatRequest
+from serve_app.routing.service import ChatRequest, ChatRequestError
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
 
 API_VERSION = "0.1.0"
+log = logging.getLogger(__name__)
 
 
 class Overloaded(Exception):
@@ -155,6 +159,12 @@ def _knowledge(request: Request) -> KnowledgeBackend:
     return backend
 
 
+def _reason(exc: BaseException) -> str:
+    """The message of an error raised in a replica (Ray wraps it, with the remote traceback) or here."""
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, BaseException) else exc)
+
+
 def _chat(request: Request) -> ChatBackend:
     backend = getattr(request.app.state, "chat", None)
     if backend is None:
@@ -188,19 +198,43 @@ async def _sse(backend: ChatBackend, chat: ChatRequest) -> AsyncIterator[str]:
                 routing = item["routing"]
                 yield event(chunk_body(chunk_id, routing["model"], {}, "stop", supportgraph=routing))
     except (NoTierAvailable, Overloaded) as exc:
-        yield event({"error": {"message": str(exc), "type": "unavailable", "code": 503}})
-    except ValueError as exc:
-        yield event({"error": {"message": str(exc), "type": "invalid_request_error", "code": 422}})
+        yield event({"error": {"message": _reason(exc), "type": "unavailable", "code": 503}})
+    except ChatRequestError as exc:
+        yield event({"error": {"message": _reason(exc), "type": "invalid_request_error", "code": 422}})
+    except Exception:
+        log.exception("chat stream failed")
+        yield event({"error": {"message": "internal error", "type": "server_error", "code": 500}})
     yield "data: [DONE]\n\n"
 
 
-def create_app(limits: FrameLimits | None = None) -> FastAPI:
+def _observe_http(app: FastAPI, metrics: Metrics) -> None:
+    """Requests and latency per route template (not per raw path: stream ids would explode the labels)."""
+
+    @app.middleware("http")
+    async def record(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.inc("supportgraph_http_requests", route=route, status=str(status))
+            metrics.observe(
+                "supportgraph_http_latency_ms", (time.perf_counter() - started) * 1e3, route=route
+            )
+
+
+def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None) -> FastAPI:
     app = FastAPI(
         title="supportgraph",
         version=API_VERSION,
         description="Multi-modal customer-support graph on Ray Serve: frame dedup (this version).",
     )
     app.state.limits = limits or FrameLimits()
+    if metrics is not None:
+        _observe_http(app, metrics)
 
     @app.exception_handler(Overloaded)
     async def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:
@@ -301,9 +335,11 @@ def create_app(limits: FrameLimits | None = None) -> FastAPI:
         try:
             result = await backend.chat(chat)
         except NoTierAvailable as exc:
-            raise HTTPException(503, f"no tier could answer: {exc}", headers={"Retry-After": "5"}) from None
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(
+                503, f"no tier could answer: {_reason(exc)}", headers={"Retry-After": "5"}
+            ) from None
+        except ChatRequestError as exc:
+            raise HTTPException(422, _reason(exc)) from None
         return completion_body(result["answer"], result["routing"])
 
     @app.get("/v1/models", tags=["router"], summary="The router ('auto') and its tiers, OpenAI-style")

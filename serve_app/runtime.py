@@ -56,6 +56,7 @@ def local_graph(settings: Settings, *, shutdown: bool = True) -> Iterator[Runnin
             log_to_driver=False,
             logging_level="WARNING",
             configure_logging=True,
+            _metrics_export_port=settings.serve.metrics_port,
         )
     serve.start(
         http_options={"host": settings.http.host, "port": settings.http.port},

@@ -74,6 +74,7 @@ class ServeSettings(_Section):
         num_cpus=0.25, max_ongoing_requests=8, max_queued_requests=64
     )
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+    metrics_port: int = Field(8080, ge=1, le=65535, description="local Ray's Prometheus export port")
 
 
 class DatabaseSettings(_Section):

@@ -35,6 +35,7 @@ def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         dedup={"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
         serve={
             "ray_num_cpus": 2,
+            "metrics_port": free_port(),
             "frame_dedup": {"num_replicas": 2, "num_cpus": 0.25},
             "ingress": {"num_cpus": 0.25},
         },

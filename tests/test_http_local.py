@@ -135,3 +135,23 @@ def test_knowledge_routes_validate_before_reaching_a_backend(client: TestClient)
     assert client.post("/v1/knowledge/search", json={**ok_shape, "mode": "magic"}).status_code == 422
     missing = client.post("/v1/knowledge/search", json=ok_shape)  # this app has no knowledge backend
     assert missing.status_code == 503 and "knowledge base" in missing.json()["detail"]
+
+
+def test_internal_errors_of_the_router_are_not_reported_as_bad_input() -> None:
+    from serve_app.routing.service import ChatRequestError
+
+    class Failing:
+        def __init__(self, exc: Exception):
+            self.exc = exc
+
+        async def chat(self, request):
+            raise self.exc
+
+    app = create_app()
+    body = {"messages": [{"role": "user", "content": "hi"}], "tenant_id": "acme"}
+    app.state.chat = Failing(ValueError("a bug deep inside"))
+    response = TestClient(app, raise_server_exceptions=False).post("/v1/chat/completions", json=body)
+    assert response.status_code == 500 and "a bug deep inside" not in response.text
+    app.state.chat = Failing(ChatRequestError("unknown tier 'x'"))
+    response = TestClient(app).post("/v1/chat/completions", json=body)
+    assert response.status_code == 422 and response.json()["detail"] == "unknown tier 'x'"

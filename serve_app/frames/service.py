@@ -16,6 +16,7 @@ import numpy as np
 
 from serve_app.frames.phash import check_frames, hash_frames
 from serve_app.frames.sampler import Decision, FrameSampler, SamplingPolicy, StreamTable
+from serve_app.metrics import Metrics
 from serve_app.settings import DedupSettings
 from serve_app.tenancy import parse_stream_id
 
@@ -42,6 +43,7 @@ def resolve_device(device: str) -> str | None:
 
 class DedupService:
     def __init__(self, settings: DedupSettings | None = None):
+        self.metrics: Metrics | None = None  # set by the deployment (Ray) or a caller
         settings = settings or DedupSettings()
         self.policy = SamplingPolicy()
         self.streams = StreamTable(self.policy)
@@ -80,7 +82,7 @@ class DedupService:
         sampler = self.streams.sampler(stream_id)
         throttled = sampler.admit(ts, bool(is_speaking))
         if throttled is not None:
-            return self.streams.record(throttled)
+            return self._observed(self.streams.record(throttled))
         return Pending(sampler, ts, frame)
 
     def hash(self, frames: list[np.ndarray]) -> np.ndarray:
@@ -94,8 +96,15 @@ class DedupService:
         self.batches += 1
         self.batched_frames += len(items)
         return [
-            self.streams.record(it.sampler.decide(it.ts, int(h))) for it, h in zip(items, hashes, strict=True)
+            self._observed(self.streams.record(it.sampler.decide(it.ts, int(h))))
+            for it, h in zip(items, hashes, strict=True)
         ]
+
+    def _observed(self, decision: Decision) -> Decision:
+        if self.metrics is not None:
+            tenant = parse_stream_id(decision.stream_id).tenant_id
+            self.metrics.inc("supportgraph_frames", tenant=tenant, verdict=decision.verdict.value)
+        return decision
 
     async def offer(
         self, stream_id: str, frame: Any, is_speaking: bool = False, ts: float | None = None

@@ -7,6 +7,7 @@ from collections import OrderedDict
 import numpy as np
 
 from serve_app.knowledge.embedders import Embedder
+from serve_app.metrics import Metrics
 
 
 class CachedEmbedder:
@@ -19,6 +20,7 @@ class CachedEmbedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.metrics: Metrics | None = None
 
     @property
     def hit_rate(self) -> float:
@@ -35,8 +37,12 @@ class CachedEmbedder:
             else:
                 self._cache.move_to_end(text)
                 out[i] = vector
-        self.hits += len(texts) - sum(len(v) for v in missing.values())
-        self.misses += sum(len(v) for v in missing.values())
+        hits = len(texts) - sum(len(v) for v in missing.values())
+        self.hits += hits
+        self.misses += len(texts) - hits
+        if self.metrics is not None:
+            self.metrics.inc("supportgraph_embedding_lookups", len(texts), model=self.name)
+            self.metrics.inc("supportgraph_embedding_cache_hits", hits, model=self.name)
         if missing:
             fresh = self.inner.embed(list(missing))
             for (text, rows), vector in zip(missing.items(), fresh, strict=True):

@@ -16,6 +16,7 @@ from serve_app.knowledge.embedders import Embedder
 from serve_app.knowledge.fusion import rrf
 from serve_app.knowledge.rerankers import ArmStats, Reranker, assign_arm
 from serve_app.knowledge.store import Passage
+from serve_app.metrics import Metrics
 
 Mode = Literal["bm25", "dense", "hybrid", "hybrid_rerank"]
 MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "hybrid_rerank")
@@ -112,6 +113,7 @@ class Retriever:
         self.split_by = split_by
         self.config = config
         self.arm_stats: dict[str, ArmStats] = {name: ArmStats() for name in self.arms}
+        self.metrics: Metrics | None = None
 
     async def search(
         self,
@@ -155,6 +157,11 @@ class Retriever:
             arm = assign_arm(self.arms, tenant_id if self.split_by == "tenant" else (request_id or text))
             ranked = await self._rerank(arm, text, ranked[: cfg.rerank_candidates], k, timings)
         timings["total"] = (time.perf_counter() - t0) * 1e3
+        if self.metrics is not None:
+            self.metrics.inc("supportgraph_retrievals", tenant=tenant_id, mode=mode)
+            self.metrics.observe(
+                "supportgraph_retrieval_latency_ms", timings["total"], tenant=tenant_id, mode=mode
+            )
         return RetrievalResult(text, mode, arm, ranked[:k], timings)
 
     async def _embed(self, text: str) -> np.ndarray:

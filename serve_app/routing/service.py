@@ -9,12 +9,14 @@ provider that calls their deployment.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from serve_app.costs.ledger import CostLedger
+from serve_app.metrics import Metrics
 from serve_app.routing.providers import create_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
 from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
@@ -22,6 +24,11 @@ from serve_app.settings import RoutingPolicySettings, Settings, TierSettings
 from serve_app.tenancy import validate_tenant_id
 
 log = logging.getLogger(__name__)
+
+
+class ChatRequestError(ValueError):
+    """A chat request this router cannot take (unknown tier, bad messages): HTTP 422."""
+
 
 Retrieve = Callable[[str, str, int], Awaitable[list[str]]]  # (tenant, question, k) -> passages
 
@@ -67,6 +74,7 @@ class ChatService:
     retrieve: Retrieve | None = None
     ledger: CostLedger | None = None
     answered: int = 0
+    metrics: Metrics | None = None
     _system: str = field(default="You are a concise, accurate customer-support assistant.")
 
     @classmethod
@@ -111,23 +119,44 @@ class ChatService:
         if request.tier is None:
             return self.router
         if request.tier not in self.router.tiers:
-            raise ValueError(f"unknown tier {request.tier!r}; tiers: {', '.join(self.router.order)}")
+            raise ChatRequestError(f"unknown tier {request.tier!r}; tiers: {', '.join(self.router.order)}")
         return self.router.pinned(request.tier)
 
     async def answer(self, request: ChatRequest) -> tuple[RoutedAnswer, list[str]]:
         router = self._router_for(request)
         prompt, passages = await self.prompt(request)
+        started = time.perf_counter()
         routed = await router.answer(prompt, request.tenant_id, request.session_id)
-        self.answered += 1
+        self._answered(request.tenant_id, routed, started)
         return routed, passages
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
         router = self._router_for(request)
         prompt, _ = await self.prompt(request)
+        started = time.perf_counter()
         async for item in router.stream(prompt, request.tenant_id, request.session_id):
             if isinstance(item, RoutedAnswer):
-                self.answered += 1
+                self._answered(request.tenant_id, item, started)
             yield item
+
+    def _answered(self, tenant: str, routed: RoutedAnswer, started: float) -> None:
+        self.answered += 1
+        m = self.metrics
+        if m is None:
+            return
+        answer = {"tenant": tenant, "tier": routed.tier, "model": routed.model}
+        m.inc("supportgraph_llm_requests", **answer, offline=str(routed.offline).lower())
+        m.observe("supportgraph_llm_latency_ms", (time.perf_counter() - started) * 1e3, **answer)
+        for a in routed.attempts:
+            m.inc("supportgraph_llm_attempts", tenant=tenant, tier=a.tier, model=a.model, outcome=a.outcome)
+            if a.outcome != "accepted" and a is not routed.attempts[-1]:
+                m.inc("supportgraph_llm_escalations", tenant=tenant, tier=a.tier)
+            if a.cost_usd:
+                m.inc("supportgraph_llm_cost_usd", a.cost_usd, tenant=tenant, tier=a.tier, model=a.model)
+            m.inc("supportgraph_llm_tokens", a.input_tokens, tenant=tenant, model=a.model, direction="input")
+            m.inc(
+                "supportgraph_llm_tokens", a.output_tokens, tenant=tenant, model=a.model, direction="output"
+            )
 
     async def close(self) -> None:
         """Flush the ledger and close provider clients (a clean shutdown loses no cost event)."""

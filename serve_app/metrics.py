@@ -1,0 +1,174 @@
+"""The graph's Prometheus metrics: defined once here, recorded by the core services, exported by Ray.
+
+In the graph, `Metrics.ray()` records through `ray.serve.metrics` (Ray's metrics agent serves them on
+each node's metrics export port, names prefixed `ray_`; Ray Serve adds replica, deployment and
+application labels). Without Ray, `Metrics.prometheus(registry)` records into a prometheus_client
+registry. Labels carry the tenant and, for LLM metrics, the tier and model; keep tenant counts in the
+thousands, not millions, or drop the label.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+Kind = Literal["counter", "histogram", "gauge"]
+LATENCY_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: Kind
+    description: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+
+SPECS = {
+    s.name: s
+    for s in (
+        Spec(
+            "supportgraph_http_requests", "counter", "HTTP requests by route and status", ("route", "status")
+        ),
+        Spec(
+            "supportgraph_http_latency_ms", "histogram", "HTTP request latency", ("route",), tuple(LATENCY_MS)
+        ),
+        Spec("supportgraph_frames", "counter", "frames offered, by verdict", ("tenant", "verdict")),
+        Spec("supportgraph_retrievals", "counter", "knowledge retrievals", ("tenant", "mode")),
+        Spec(
+            "supportgraph_retrieval_latency_ms",
+            "histogram",
+            "knowledge retrieval latency (embed, search, fuse, rerank)",
+            ("tenant", "mode"),
+            tuple(LATENCY_MS),
+        ),
+        Spec("supportgraph_embedding_lookups", "counter", "query embedding cache lookups", ("model",)),
+        Spec("supportgraph_embedding_cache_hits", "counter", "query embedding cache hits", ("model",)),
+        Spec(
+            "supportgraph_llm_requests",
+            "counter",
+            "routed requests by the tier that answered",
+            ("tenant", "tier", "model", "offline"),
+        ),
+        Spec(
+            "supportgraph_llm_attempts",
+            "counter",
+            "router attempts by tier and outcome",
+            ("tenant", "tier", "model", "outcome"),
+        ),
+        Spec("supportgraph_llm_escalations", "counter", "escalations out of a tier", ("tenant", "tier")),
+        Spec("supportgraph_llm_cost_usd", "counter", "LLM spend in USD", ("tenant", "tier", "model")),
+        Spec("supportgraph_llm_tokens", "counter", "LLM tokens", ("tenant", "model", "direction")),
+        Spec(
+            "supportgraph_llm_latency_ms",
+            "histogram",
+            "routed request latency, all attempts",
+            ("tenant", "tier", "model"),
+            tuple(LATENCY_MS),
+        ),
+    )
+}
+
+
+class Metrics:
+    """Record by name; `make(spec)` builds the backend's metric object once per name."""
+
+    def __init__(self, make: Callable[[Spec], Any], kind_of_backend: str):
+        self._make, self.backend = make, kind_of_backend
+        self._metrics: dict[str, Any] = {}
+
+    def _get(self, name: str) -> tuple[Spec, Any]:
+        spec = SPECS[name]
+        if name not in self._metrics:
+            self._metrics[name] = self._make(spec)
+        return spec, self._metrics[name]
+
+    def _tags(self, spec: Spec, tags: dict[str, str]) -> dict[str, str]:
+        if set(tags) != set(spec.labels):
+            raise ValueError(f"{spec.name} takes labels {spec.labels}, got {sorted(tags)}")
+        return {k: str(v) for k, v in tags.items()}
+
+    def inc(self, name: str, value: float = 1.0, **tags: str) -> None:
+        spec, metric = self._get(name)
+        labels = self._tags(spec, tags)
+        if value <= 0:  # Ray's counters refuse 0; nothing to count anyway
+            return
+        self._record(
+            spec,
+            lambda: (
+                metric.inc(value, tags=labels)
+                if self.backend == "ray"
+                else metric.labels(**labels).inc(value)
+            ),
+        )
+
+    def observe(self, name: str, value: float, **tags: str) -> None:
+        spec, metric = self._get(name)
+        labels = self._tags(spec, tags)
+        self._record(
+            spec,
+            lambda: (
+                metric.observe(value, tags=labels)
+                if self.backend == "ray"
+                else metric.labels(**labels).observe(value)
+            ),
+        )
+
+    @staticmethod
+    def _record(spec: Spec, action: Callable[[], Any]) -> None:
+        """Metrics are best effort: a failing exporter is logged, never fails the request."""
+        try:
+            action()
+        except Exception:
+            log.warning("recording %s failed", spec.name, exc_info=True)
+
+    @classmethod
+    def ray(cls) -> Metrics:
+        def make(spec: Spec) -> Any:
+            from ray.serve import metrics
+
+            if spec.kind == "counter":
+                return metrics.Counter(spec.name, description=spec.description, tag_keys=spec.labels)
+            if spec.kind == "histogram":
+                return metrics.Histogram(
+                    spec.name,
+                    description=spec.description,
+                    boundaries=list(spec.buckets),
+                    tag_keys=spec.labels,
+                )
+            return metrics.Gauge(spec.name, description=spec.description, tag_keys=spec.labels)
+
+        return cls(make, "ray")
+
+    @classmethod
+    def prometheus(cls, registry: Any = None) -> Metrics:
+        import prometheus_client as prom
+
+        registry = registry if registry is not None else prom.CollectorRegistry()
+
+        def make(spec: Spec) -> Any:
+            if spec.kind == "counter":
+                return prom.Counter(spec.name, spec.description, spec.labels, registry=registry)
+            if spec.kind == "histogram":
+                return prom.Histogram(
+                    spec.name, spec.description, spec.labels, registry=registry, buckets=spec.buckets
+                )
+            return prom.Gauge(spec.name, spec.description, spec.labels, registry=registry)
+
+        metrics = cls(make, "prometheus")
+        metrics.registry = registry
+        return metrics
+
+
+def exported_names(spec: Spec, prefix: str = "ray_") -> set[str]:
+    """The series names Prometheus sees for a metric (Ray adds `ray_`; counters `_total`)."""
+    base = prefix + spec.name
+    if spec.kind == "counter":
+        return {base + "_total"}
+    if spec.kind == "histogram":
+        return {base + "_bucket", base + "_sum", base + "_count"}
+    return {base}

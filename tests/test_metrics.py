@@ -1,0 +1,129 @@
+"""Prometheus metrics: recorded by the core services with tenant/model labels (checked Ray-free on a
+prometheus_client registry), exported by Ray in the running graph, and used as named by the Grafana
+dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serve_app.frames.service import DedupService
+from serve_app.http import LocalFrameBackend, create_app
+from serve_app.metrics import SPECS, Metrics, exported_names
+from serve_app.routing.providers.base import Message
+from serve_app.routing.service import ChatRequest, ChatService
+from serve_app.settings import DedupSettings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_frames_are_counted_by_tenant_and_verdict() -> None:
+    metrics = Metrics.prometheus()
+    service = DedupService(DedupSettings(idle_fps=5))
+    service.metrics = metrics
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for n in range(6):  # 10 fps offered at 5 fps idle sampling: every other frame throttled
+        asyncio.run(service.offer("tenant_acme_r1.screen", frame, False, n * 0.1))
+    counted = {
+        v: value(metrics, "supportgraph_frames_total", tenant="acme", verdict=v)
+        for v in ("throttled", "duplicate", "processed")
+    }
+    assert counted == {"throttled": 3.0, "duplicate": 2.0, "processed": 1.0}
+
+
+def test_routed_answers_are_counted_by_tier_model_and_outcome() -> None:
+    metrics = Metrics.prometheus()
+    settings = load_settings(
+        routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]}
+    )
+
+    async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+        return ["## Export\nChoose Settings > Data > Export to export your notes."]
+
+    service = ChatService.create(settings, retrieve)
+    service.metrics = metrics
+    asyncio.run(service.answer(ChatRequest("acme", (Message("user", "How do I export notes?"),))))
+    labels = {"tenant": "acme", "tier": "extractive", "model": "extractive-grounded"}
+    assert value(metrics, "supportgraph_llm_requests_total", **labels, offline="true") == 1
+    assert value(metrics, "supportgraph_llm_attempts_total", **labels, outcome="accepted") == 1
+    assert value(metrics, "supportgraph_llm_latency_ms_count", **labels) == 1
+    tokens = value(
+        metrics,
+        "supportgraph_llm_tokens_total",
+        tenant="acme",
+        model="extractive-grounded",
+        direction="output",
+    )
+    assert tokens > 0
+
+
+def test_http_requests_are_counted_per_route_template() -> None:
+    metrics = Metrics.prometheus()
+    app = create_app(metrics=metrics)
+    app.state.frames = LocalFrameBackend(DedupService())
+    client = TestClient(app)
+    client.get("/healthz")
+    client.get("/v1/streams/tenant_acme_r1/stats")
+    client.get("/v1/streams/not-a-stream/stats")
+    route = "/v1/streams/{stream_id}/stats"
+    assert value(metrics, "supportgraph_http_requests_total", route=route, status="200") == 1
+    assert value(metrics, "supportgraph_http_requests_total", route=route, status="400") == 1
+    assert value(metrics, "supportgraph_http_latency_ms_count", route="/healthz") == 1
+
+
+def test_labels_must_match_the_definition() -> None:
+    with pytest.raises(ValueError, match="takes labels"):
+        Metrics.prometheus().inc("supportgraph_frames", tenant="acme")
+
+
+def test_dashboard_queries_only_metrics_that_exist() -> None:
+    dashboard = json.loads((ROOT / "ops/grafana/supportgraph.json").read_text())
+    ours = set().union(*(exported_names(spec) for spec in SPECS.values()))
+    serve_builtin = {"ray_serve_deployment_replica_healthy", "ray_serve_deployment_queued_queries"}
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bray_[a-z_]+", target["expr"])
+    }
+    assert used and used <= ours | serve_builtin, used - ours - serve_builtin
+    assert {n for n in ours if n.endswith("_total") or n.endswith("_bucket")} - used == set()  # all shown
+    assert dashboard["templating"]["list"][1]["name"] == "tenant"
+
+
+@pytest.mark.ray
+def test_the_running_graph_exports_its_metrics(graph, graph_settings) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "How do I export notes?"}]}
+    headers = {"X-Tenant-Id": "metrics-t"}
+    reply = httpx.post(f"{graph.base_url}/v1/chat/completions", json=body, headers=headers, timeout=120)
+    assert reply.status_code == 200, reply.text
+    url = f"http://127.0.0.1:{graph_settings.serve.metrics_port}/metrics"
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(url, timeout=5).text
+        if (
+            "ray_supportgraph_llm_requests_total{" in text
+            and "metrics-t" in text
+            and "ray_supportgraph_http_requests_total" in text
+        ):
+            break
+        time.sleep(2)
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("ray_supportgraph_llm_requests_total{") and 'tenant="metrics-t"' in line
+    )
+    assert 'deployment="Router"' in line and 'model="' in line
+    assert 'route="/v1/chat/completions"' in text
