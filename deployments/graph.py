@@ -76,9 +76,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         **_options(settings.serve.router, level),
         user_config=settings.routing.policy.model_dump(mode="json"),
     )
-    return ingress.bind(
-        frame_dedup.bind(dedup_init), kb, router.bind(settings, kb, self_hosted), settings.http.model_dump()
-    )
+    return ingress.bind(frame_dedup.bind(dedup_init), kb, router.bind(settings, kb, self_hosted), settings)
 
 
 def self_hosted_name(tier: str) -> str:

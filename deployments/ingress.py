@@ -1,19 +1,25 @@
 """Ingress deployment: the FastAPI app of serve_app.http, with backends that call deployment handles.
 
-The app is built on the replica (`__serve_build_asgi_app__`), after `__init__` has the handles.
+The app is built on the replica (`__serve_build_asgi_app__`), after `__init__` has the handles. With
+`auth.mode: keys` it verifies API keys against Postgres (a small pool of its own) and applies the
+per-tenant rate limits, divided among the configured ingress replicas (buckets are per replica).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.auth import KeyVerifier, RateLimiter, db_lookup
+from serve_app.db.database import Database
 from serve_app.frames.decode import FrameLimits
 from serve_app.handles import HandleChatBackend, HandleFrameBackend, HandleKnowledgeBackend
-from serve_app.http import create_app
+from serve_app.http import Access, create_app
 from serve_app.metrics import Metrics
+from serve_app.settings import Settings
 
 
 @serve.ingress()
@@ -23,19 +29,42 @@ class Ingress:
         frame_dedup: DeploymentHandle,
         knowledge: DeploymentHandle,
         router: DeploymentHandle,
-        http: dict[str, Any] | None = None,
+        settings: Settings,
     ):
-        http = http or {}
         self.limits = FrameLimits(
-            max_bytes=http.get("max_frame_bytes", FrameLimits.max_bytes),
-            max_pixels=http.get("max_frame_pixels", FrameLimits.max_pixels),
+            max_bytes=settings.http.max_frame_bytes, max_pixels=settings.http.max_frame_pixels
         )
         self.frames = HandleFrameBackend(frame_dedup)
         self.knowledge = HandleKnowledgeBackend(knowledge)
         self.chat = HandleChatBackend(router)
+        self.access = Access()
+        auth = settings.auth
+        if auth.mode == "keys":
+            self.db = Database(
+                settings.model_copy(update={"db": settings.db.model_copy(update={"pool_max_size": 4})})
+            )
+            self._starting = asyncio.Lock()
+            share = settings.serve.ingress.num_replicas
+            self.access = Access(
+                KeyVerifier(self._lookup, auth.cache_ttl_s),
+                RateLimiter(
+                    auth.requests_per_min / share,
+                    auth.tokens_per_min / share,
+                    {
+                        t: (lim.requests_per_min / share, lim.tokens_per_min / share)
+                        for t, lim in auth.tenant_limits.items()
+                    },
+                ),
+            )
+
+    async def _lookup(self, tenant_id: str, digest: bytes) -> bool:
+        async with self._starting:  # the pool is made on the replica's event loop, once
+            if self.db.pool is None:
+                await self.db.start()
+        return await db_lookup(self.db)(tenant_id, digest)
 
     def __serve_build_asgi_app__(self) -> Any:
-        app = create_app(self.limits, Metrics.ray())
+        app = create_app(self.limits, Metrics.ray(), self.access)
         app.state.frames = self.frames
         app.state.knowledge = self.knowledge
         app.state.chat = self.chat

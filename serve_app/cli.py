@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     costs.add_argument("--since", type=_timestamp, help="ISO date or time, inclusive")
     costs.add_argument("--until", type=_timestamp, help="ISO date or time, exclusive")
 
+    keys = sub.add_parser("keys", help="a tenant's HTTP API keys: create (shown once), list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("--tenant", required=True)
+    keys.add_argument("--name", default="", help="create: a label for the key")
+    keys.add_argument("--prefix", help="revoke: the key's prefix, as `keys list` shows it")
+
     token = sub.add_parser(
         "token",
         help="mint a LiveKit access token for a tenant's room (LIVEKIT_API_KEY, LIVEKIT_API_SECRET)",
@@ -445,6 +451,38 @@ def mint_token(api_key: str, api_secret: str, tenant: str, room: str, identity: 
     )
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from serve_app.auth import create_key, list_keys, revoke_key
+    from serve_app.db.database import Database
+
+    settings = load_settings(args.config)
+    validate_tenant_id(args.tenant)
+    if args.action == "revoke" and not args.prefix:
+        raise ValueError("revoke needs --prefix (see `supportgraph keys list`)")
+
+    async def act() -> object:
+        db = await Database(settings).start()
+        try:
+            if args.action == "create":
+                return await create_key(db, args.tenant, args.name)
+            if args.action == "revoke":
+                return await revoke_key(db, args.tenant, args.prefix)
+            return await list_keys(db, args.tenant)
+        finally:
+            await db.close()
+
+    result = asyncio.run(act())
+    if args.action == "create":
+        print(result)  # the only time the key is shown
+    elif args.action == "revoke":
+        if not result:
+            raise ValueError(f"no live key with prefix {args.prefix!r} for tenant {args.tenant!r}")
+        print(f"revoked {result} key(s)")
+    else:
+        print(json.dumps(result, default=str))
+    return 0
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
     key, secret = os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")
     if not key or not secret:
@@ -479,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval-router": _cmd_eval_router,
         "costs": _cmd_costs,
         "token": _cmd_token,
+        "keys": _cmd_keys,
         "agent": _cmd_agent,
         "manifest": _cmd_manifest,
     }

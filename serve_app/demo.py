@@ -286,11 +286,11 @@ async def _replay_stream(client: httpx.AsyncClient, stream_id: str, clip: Screen
 
 
 async def replay_frames(
-    base_url: str, specs: list[ClipSpec], image_usd: float, tenant: str = "demo"
+    base_url: str, specs: list[ClipSpec], image_usd: float, tenant: str = "demo", key: str | None = None
 ) -> FrameReport:
     """Send each clip as one stream (streams in parallel, frames in order), then read and close them."""
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base_url, timeout=60.0) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60.0, headers=_auth(key)) as client:
         ids = [f"tenant_{tenant}_session-{i + 1}.screen" for i in range(len(specs))]
         results = await asyncio.gather(
             *(
@@ -326,9 +326,27 @@ async def ingest_samples(settings: Settings, tenant: str = DEMO_TENANT) -> tuple
     return totals["documents"], totals["chunks"], time.perf_counter() - started
 
 
-async def ask(base_url: str, questions: tuple[str, ...], tenant: str = DEMO_TENANT) -> list[Answered]:
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+async def demo_key(settings: Settings, tenant: str = DEMO_TENANT) -> str:
+    """An API key for the demo tenant (the graph requires keys unless auth.mode is off)."""
+    from serve_app.auth import create_key
+    from serve_app.db.database import Database
+
+    db = await Database(settings).start()
+    try:
+        return await create_key(db, tenant, "demo")
+    finally:
+        await db.close()
+
+
+async def ask(
+    base_url: str, questions: tuple[str, ...], tenant: str = DEMO_TENANT, key: str | None = None
+) -> list[Answered]:
     answers = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=60.0) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60.0, headers=_auth(key)) as client:
         for question in questions:
             started = time.perf_counter()
             body = {"tenant_id": tenant, "query": question, "top_k": 3}
@@ -346,11 +364,16 @@ async def ask(base_url: str, questions: tuple[str, ...], tenant: str = DEMO_TENA
 
 
 async def ask_router(
-    base_url: str, questions: tuple[str, ...], frame: bytes | None, tenant: str = DEMO_TENANT
+    base_url: str,
+    questions: tuple[str, ...],
+    frame: bytes | None,
+    tenant: str = DEMO_TENANT,
+    key: str | None = None,
 ) -> RouterReport:
     """Each question through /v1/chat/completions (the first with `frame` attached), then the costs."""
     answers = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=300.0, headers={"X-Tenant-Id": tenant}) as client:
+    headers = {"X-Tenant-Id": tenant, **_auth(key)}
+    async with httpx.AsyncClient(base_url=base_url, timeout=300.0, headers=headers) as client:
         for n, question in enumerate(questions):
             content: Any = question
             if n == 0 and frame is not None:
@@ -395,13 +418,14 @@ def run_demo(
         console.print(f"graph '{graph.app_name}' at {graph.base_url} (docs: {graph.base_url}/docs)")
         with console.status(f"replaying {streams} screen-share streams..."):
             image_usd = settings.pricing.load().image_usd
-            frames = asyncio.run(replay_frames(graph.base_url, specs, image_usd))
+            key = asyncio.run(demo_key(settings))
+            frames = asyncio.run(replay_frames(graph.base_url, specs, image_usd, key=key))
         with console.status("ingesting the sample help center and asking questions..."):
             documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
-            answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS))
+            answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS, key=key))
         with console.status("routing questions through the escalating router..."):
             frame = next((st.last_sent for st in frames.streams if st.last_sent), None)
-            routed = asyncio.run(ask_router(graph.base_url, ROUTER_QUESTIONS, frame))
+            routed = asyncio.run(ask_router(graph.base_url, ROUTER_QUESTIONS, frame, key=key))
         report = DemoReport(
             graph.startup_s, frames, KnowledgeReport(documents, chunks, ingest_s, answers), routed
         )

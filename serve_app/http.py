@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from serve_app.auth import KeyVerifier, RateLimiter
 from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService
@@ -127,11 +130,12 @@ STREAM_ID = Path(
 )
 
 
-def _stream(stream_id: str) -> str:
+def _stream(request: Request, stream_id: str) -> str:
     try:
-        parse_stream_id(stream_id)
+        tenant = parse_stream_id(stream_id).tenant_id
     except InvalidIdentifier as exc:
         raise HTTPException(400, str(exc)) from None
+    _authorize(request, tenant)
     return stream_id
 
 
@@ -172,17 +176,69 @@ def _chat(request: Request) -> ChatBackend:
     return backend
 
 
-def _tenant(*candidates: str | None) -> str:
-    tenant = next((c for c in candidates if c), None)
+def _tenant(request: Request, *candidates: str | None) -> str:
+    """The request's tenant: named explicitly, else the API key's; it must be the key's tenant."""
+    tenant = next((c for c in candidates if c), None) or getattr(request.state, "tenant", None)
     if tenant is None:
         raise HTTPException(422, "say which tenant: the tenant_id field or the X-Tenant-Id header")
     try:
-        return validate_tenant_id(tenant)
+        validate_tenant_id(tenant)
     except InvalidIdentifier as exc:
         raise HTTPException(422, str(exc)) from None
+    _authorize(request, tenant)
+    return tenant
 
 
-async def _sse(backend: ChatBackend, chat: ChatRequest) -> AsyncIterator[str]:
+@dataclass
+class Access:
+    """Who may call: `verifier` None means no API keys (local use); `limiter` None means no limits."""
+
+    verifier: KeyVerifier | None = None
+    limiter: RateLimiter | None = None
+
+
+def _api_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def _authenticate(request: Request) -> None:
+    """Every route but health: a live API key (Bearer or X-API-Key), then the tenant's rate limit."""
+    access: Access = request.app.state.access
+    request.state.tenant = None
+    if access.verifier is None:
+        return
+    key = _api_key(request)
+    if not key:
+        raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
+    tenant = await access.verifier.tenant_of(key)
+    if tenant is None:
+        raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    request.state.tenant = tenant
+    if access.limiter is not None:
+        wait = access.limiter.admit(tenant, needs_tokens=request.url.path.endswith("/chat/completions"))
+        if wait is not None:
+            raise HTTPException(
+                429, f"rate limit of tenant {tenant!r} reached", headers={"Retry-After": str(math.ceil(wait))}
+            )
+
+
+def _authorize(request: Request, tenant: str) -> None:
+    caller = getattr(request.state, "tenant", None)
+    if caller is not None and caller != tenant:
+        raise HTTPException(403, "this API key belongs to another tenant")
+
+
+def _charge(request: Request, routing: dict[str, Any]) -> None:
+    access: Access = request.app.state.access
+    if access.limiter is not None and request.state.tenant is not None:
+        tokens = sum(a["input_tokens"] + a["output_tokens"] for a in routing["attempts"])
+        access.limiter.charge_tokens(request.state.tenant, tokens)
+
+
+async def _sse(request: Request, backend: ChatBackend, chat: ChatRequest) -> AsyncIterator[str]:
     """OpenAI-style server-sent events: a role chunk, content chunks, a final chunk with the routing."""
     chunk_id = f"chatcmpl-{uuid.uuid4()}"
 
@@ -196,6 +252,7 @@ async def _sse(backend: ChatBackend, chat: ChatRequest) -> AsyncIterator[str]:
                 yield event(chunk_body(chunk_id, "supportgraph", {"content": item["delta"]}))
             else:
                 routing = item["routing"]
+                _charge(request, routing)
                 yield event(chunk_body(chunk_id, routing["model"], {}, "stop", supportgraph=routing))
     except (NoTierAvailable, Overloaded) as exc:
         yield event({"error": {"message": _reason(exc), "type": "unavailable", "code": 503}})
@@ -226,13 +283,17 @@ def _observe_http(app: FastAPI, metrics: Metrics) -> None:
             )
 
 
-def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None) -> FastAPI:
+def create_app(
+    limits: FrameLimits | None = None, metrics: Metrics | None = None, access: Access | None = None
+) -> FastAPI:
     app = FastAPI(
         title="supportgraph",
         version=API_VERSION,
         description="Multi-modal customer-support graph on Ray Serve: frame dedup (this version).",
     )
     app.state.limits = limits or FrameLimits()
+    app.state.access = access or Access()
+    keyed = [Depends(_authenticate)]
     if metrics is not None:
         _observe_http(app, metrics)
 
@@ -248,6 +309,7 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
 
     @app.post(
         "/v1/streams/{stream_id}/frames",
+        dependencies=keyed,
         response_model=FrameDecisionOut,
         tags=["frames"],
         summary="Offer one screen-share frame; says whether to send it on (processed) or skip it",
@@ -267,7 +329,7 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
         width: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
         height: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
     ) -> dict[str, Any]:
-        _stream(stream_id)
+        _stream(request, stream_id)
         limits: FrameLimits = request.app.state.limits
         body = await _read_body(request, limits.max_bytes)
         try:
@@ -278,18 +340,27 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
             raise HTTPException(exc.status, str(exc)) from None
         return await _backend(request).offer(stream_id, frame, speaking, ts)
 
-    @app.get("/v1/streams/{stream_id}/stats", tags=["frames"], summary="Counters of a stream and its tenant")
+    @app.get(
+        "/v1/streams/{stream_id}/stats",
+        dependencies=keyed,
+        tags=["frames"],
+        summary="Counters of a stream and its tenant",
+    )
     async def stream_stats(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
-        return await _backend(request).stats(_stream(stream_id))
+        return await _backend(request).stats(_stream(request, stream_id))
 
     @app.delete(
-        "/v1/streams/{stream_id}", tags=["frames"], summary="End a stream; returns its final counters"
+        "/v1/streams/{stream_id}",
+        dependencies=keyed,
+        tags=["frames"],
+        summary="End a stream; returns its final counters",
     )
     async def close_stream(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
-        return await _backend(request).close(_stream(stream_id))
+        return await _backend(request).close(_stream(request, stream_id))
 
     @app.post(
         "/v1/knowledge/search",
+        dependencies=keyed,
         response_model=SearchOut,
         tags=["knowledge"],
         summary="Hybrid retrieval (vector + full text, RRF, rerank) of cited passages for a tenant",
@@ -301,16 +372,21 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
             check_query(body.query)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        _authorize(request, body.tenant_id)
         return await _knowledge(request).search(body.tenant_id, body.query, body.mode, body.top_k)
 
     @app.get(
-        "/v1/knowledge/stats", tags=["knowledge"], summary="Per-arm rerank metrics, embedding cache hits"
+        "/v1/knowledge/stats",
+        dependencies=keyed,
+        tags=["knowledge"],
+        summary="Per-arm rerank metrics, embedding cache hits",
     )
     async def knowledge_stats(request: Request) -> dict[str, Any]:
         return await _knowledge(request).stats()
 
     @app.post(
         "/v1/chat/completions",
+        dependencies=keyed,
         tags=["router"],
         summary="OpenAI-compatible chat completions through the escalating router (stream: SSE)",
         responses={
@@ -323,7 +399,7 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
         body: ChatCompletionIn,
         x_tenant_id: str | None = Header(None, max_length=63),
     ) -> Any:
-        tenant = _tenant(body.tenant_id, x_tenant_id)
+        tenant = _tenant(request, body.tenant_id, x_tenant_id)
         backend = _chat(request)
         limits: FrameLimits = request.app.state.limits
         try:
@@ -331,7 +407,7 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
         except (ChatFormatError, ValueError) as exc:
             raise HTTPException(422, str(exc)) from None
         if body.stream:
-            return StreamingResponse(_sse(backend, chat), media_type="text/event-stream")
+            return StreamingResponse(_sse(request, backend, chat), media_type="text/event-stream")
         try:
             result = await backend.chat(chat)
         except NoTierAvailable as exc:
@@ -340,9 +416,15 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
             ) from None
         except ChatRequestError as exc:
             raise HTTPException(422, _reason(exc)) from None
+        _charge(request, result["routing"])
         return completion_body(result["answer"], result["routing"])
 
-    @app.get("/v1/models", tags=["router"], summary="The router ('auto') and its tiers, OpenAI-style")
+    @app.get(
+        "/v1/models",
+        dependencies=keyed,
+        tags=["router"],
+        summary="The router ('auto') and its tiers, OpenAI-style",
+    )
     async def models(request: Request) -> dict[str, Any]:
         status = await _chat(request).status()
         names = ["auto"] + [t["name"] for t in status["tiers"]]
@@ -351,12 +433,18 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
             "data": [{"id": n, "object": "model", "owned_by": "supportgraph"} for n in names],
         }
 
-    @app.get("/v1/router", tags=["router"], summary="Tiers, thresholds, breaker states, ledger counters")
+    @app.get(
+        "/v1/router",
+        dependencies=keyed,
+        tags=["router"],
+        summary="Tiers, thresholds, breaker states, ledger counters",
+    )
     async def router_status(request: Request) -> dict[str, Any]:
         return await _chat(request).status()
 
     @app.get(
         "/v1/costs",
+        dependencies=keyed,
         tags=["costs"],
         summary="A tenant's costs by service, provider and tier, vs all requests on the top tier",
     )
@@ -367,7 +455,7 @@ def create_app(limits: FrameLimits | None = None, metrics: Metrics | None = None
         until: datetime | None = Query(None, description="ISO 8601, exclusive"),
         x_tenant_id: str | None = Header(None, max_length=63),
     ) -> dict[str, Any]:
-        tenant = _tenant(tenant_id, x_tenant_id)
+        tenant = _tenant(request, tenant_id, x_tenant_id)
         if since and until and since >= until:
             raise HTTPException(422, "since must be before until")
         return await _chat(request).costs(tenant, since, until)

@@ -53,6 +53,21 @@ class HttpSettings(_Section):
     max_frame_pixels: int = Field(3840 * 2160, ge=1, description="largest decoded frame (w*h)")
 
 
+class TenantLimits(_Section):
+    requests_per_min: float = Field(..., gt=0)
+    tokens_per_min: float = Field(..., gt=0)
+
+
+class AuthSettings(_Section):
+    """HTTP API keys (`supportgraph keys create`) and per-tenant rate limits."""
+
+    mode: Literal["keys", "off"] = Field("keys", description="off: no keys (local experiments only)")
+    cache_ttl_s: float = Field(60.0, ge=0, le=3600, description="a revoked key works at most this long")
+    requests_per_min: float = Field(600.0, gt=0, description="per tenant, all routes")
+    tokens_per_min: float = Field(200_000.0, gt=0, description="per tenant, LLM tokens of routed answers")
+    tenant_limits: dict[str, TenantLimits] = Field(default_factory=dict, description="per-tenant overrides")
+
+
 class DeploymentResources(_Section):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, gt=0, description="fractional so the graph fits on 2 cores")
@@ -243,6 +258,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     dedup: DedupSettings = DedupSettings()
     http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
     serve: ServeSettings = ServeSettings()
     pricing: PricingSettings = PricingSettings()
     db: DatabaseSettings = DatabaseSettings()

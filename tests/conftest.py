@@ -32,6 +32,7 @@ def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         None,
         state_dir=tmp_path_factory.mktemp("graph-state"),
         http={"port": free_port()},
+        auth={"mode": "off"},  # keys are tested on their own (test_auth.py) and by the demo
         dedup={"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
         serve={
             "ray_num_cpus": 2,

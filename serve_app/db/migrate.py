@@ -27,6 +27,7 @@ TENANT_TABLES = (
     "sessions",
     "messages",
     "cost_events",
+    "api_keys",
 )
 MIGRATION_LOCK = 0x5EED_6A  # pg_advisory_lock key held while migrating (released with the connection)
 
