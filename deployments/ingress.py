@@ -54,6 +54,7 @@ class Ingress:
                         t: (lim.requests_per_min / share, lim.tokens_per_min / share)
                         for t, lim in auth.tenant_limits.items()
                     },
+                    auth.frames_per_min / share,
                 ),
             )
 

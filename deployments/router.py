@@ -104,11 +104,18 @@ class Router:
                 self._flusher = asyncio.get_running_loop().create_task(self.ledger.run())
 
     async def _retrieve(self, tenant_id: str, question: str, k: int) -> list[str]:
+        """Passages for the question; a failed retrieval is logged and the turn goes on without them."""
         if self.knowledge is None:
             return []
-        found = await self.knowledge.search.remote(
-            tenant_id=tenant_id, query=question[:MAX_QUERY_CHARS], mode="hybrid_rerank", top_k=k
-        )
+        try:
+            found = await self.knowledge.search.remote(
+                tenant_id=tenant_id, query=question[:MAX_QUERY_CHARS], mode="hybrid_rerank", top_k=k
+            )
+        except Exception:
+            log.warning(
+                "retrieval for tenant %s failed; answering without passages", tenant_id, exc_info=True
+            )
+            return []
         return [f"## {p['heading'] or p['title']}\n{p['content']}" for p in found["passages"]]
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:

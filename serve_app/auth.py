@@ -128,13 +128,16 @@ class Bucket:
 
 @dataclass
 class RateLimiter:
-    """Token buckets per tenant: requests/min and LLM tokens/min (refilled continuously, burst = 1 min)."""
+    """Token buckets per tenant: API requests/min, frame uploads/min (a screen share sends up to 30 a
+    second, so frames have their own budget) and LLM tokens/min; refilled continuously, burst = 1 min."""
 
     requests_per_min: float
     tokens_per_min: float
     overrides: dict[str, tuple[float, float]] = field(default_factory=dict)
+    frames_per_min: float = 36_000.0
     clock: Callable[[], float] = time.monotonic
     _requests: dict[str, Bucket] = field(default_factory=dict)
+    _frames: dict[str, Bucket] = field(default_factory=dict)
     _tokens: dict[str, Bucket] = field(default_factory=dict)
 
     def _bucket(self, table: dict[str, Bucket], tenant: str, per_min: float) -> Bucket:
@@ -148,10 +151,13 @@ class RateLimiter:
     def _limits(self, tenant: str) -> tuple[float, float]:
         return self.overrides.get(tenant, (self.requests_per_min, self.tokens_per_min))
 
-    def admit(self, tenant: str, needs_tokens: bool = False) -> float | None:
-        """Take one request; None when admitted, else seconds to wait (Retry-After)."""
+    def admit(self, tenant: str, needs_tokens: bool = False, frame: bool = False) -> float | None:
+        """Take one request (or frame upload); None when admitted, else seconds to wait (Retry-After)."""
         requests, tokens = self._limits(tenant)
-        bucket = self._bucket(self._requests, tenant, requests)
+        if frame:
+            bucket = self._bucket(self._frames, tenant, self.frames_per_min)
+        else:
+            bucket = self._bucket(self._requests, tenant, requests)
         if needs_tokens:
             token_bucket = self._bucket(self._tokens, tenant, tokens)
             if token_bucket.level <= 0:

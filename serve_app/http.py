@@ -218,7 +218,10 @@ async def _authenticate(request: Request) -> None:
         raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     request.state.tenant = tenant
     if access.limiter is not None:
-        wait = access.limiter.admit(tenant, needs_tokens=request.url.path.endswith("/chat/completions"))
+        path = request.url.path
+        wait = access.limiter.admit(
+            tenant, needs_tokens=path.endswith("/chat/completions"), frame=path.endswith("/frames")
+        )
         if wait is not None:
             raise HTTPException(
                 429, f"rate limit of tenant {tenant!r} reached", headers={"Retry-After": str(math.ceil(wait))}

@@ -65,6 +65,9 @@ class AuthSettings(_Section):
     cache_ttl_s: float = Field(60.0, ge=0, le=3600, description="a revoked key works at most this long")
     requests_per_min: float = Field(600.0, gt=0, description="per tenant, all routes")
     tokens_per_min: float = Field(200_000.0, gt=0, description="per tenant, LLM tokens of routed answers")
+    frames_per_min: float = Field(
+        36_000.0, gt=0, description="per tenant, frame uploads (20 streams at 30 fps)"
+    )
     tenant_limits: dict[str, TenantLimits] = Field(default_factory=dict, description="per-tenant overrides")
 
 

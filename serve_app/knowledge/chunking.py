@@ -72,7 +72,7 @@ def load_document(path: Path, root: Path) -> Document:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise UnsupportedDocument(f"{path}: unsupported file type (use {', '.join(sorted(SUFFIXES))})")
-    raw = path.read_text(encoding="utf-8", errors="replace")
+    raw = path.read_text(encoding="utf-8", errors="replace").replace("\x00", "")  # Postgres text has no NUL
     source = path.relative_to(root).as_posix() if path != root else path.name
     title = ""
     if kind == "html":

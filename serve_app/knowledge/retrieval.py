@@ -90,6 +90,8 @@ def check_query(query: str) -> str:
         raise QueryError("query is empty")
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"query is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+    if "\x00" in text:
+        raise QueryError("query contains a NUL character")
     return text
 
 

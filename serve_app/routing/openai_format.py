@@ -93,7 +93,8 @@ def to_request(body: ChatCompletionIn, tenant_id: str, max_image_bytes: int) -> 
     images: list[Image] = []
     for m in body.messages:
         parts = [ContentPart(type="text", text=m.content)] if isinstance(m.content, str) else m.content
-        text = "\n".join(p.text or "" for p in parts if p.type == "text").strip()
+        # NUL cannot reach Postgres (retrieval, ledger) and means nothing to a model
+        text = "\n".join(p.text or "" for p in parts if p.type == "text").replace("\x00", "").strip()
         for p in parts:
             if p.type == "image_url":
                 if m.role != "user" or p.image_url is None:
