@@ -84,6 +84,7 @@ class Metrics:
     def _get(self, name: str) -> tuple[Spec, Any]:
         spec = SPECS[name]
         if name not in self._metrics:
+            self._metrics[name] = None  # a metric that cannot be made is skipped from then on
             self._metrics[name] = self._make(spec)
         return spec, self._metrics[name]
 
@@ -93,38 +94,26 @@ class Metrics:
         return {k: str(v) for k, v in tags.items()}
 
     def inc(self, name: str, value: float = 1.0, **tags: str) -> None:
-        spec, metric = self._get(name)
-        labels = self._tags(spec, tags)
-        if value <= 0:  # Ray's counters refuse 0; nothing to count anyway
-            return
-        self._record(
-            spec,
-            lambda: (
-                metric.inc(value, tags=labels)
-                if self.backend == "ray"
-                else metric.labels(**labels).inc(value)
-            ),
-        )
+        labels = self._tags(SPECS[name], tags)  # a wrong label is a bug: it raises
+        if value > 0:  # Ray's counters refuse 0; nothing to count anyway
+            self._record(name, "inc", value, labels)
 
     def observe(self, name: str, value: float, **tags: str) -> None:
-        spec, metric = self._get(name)
-        labels = self._tags(spec, tags)
-        self._record(
-            spec,
-            lambda: (
-                metric.observe(value, tags=labels)
-                if self.backend == "ray"
-                else metric.labels(**labels).observe(value)
-            ),
-        )
+        self._record(name, "observe", value, self._tags(SPECS[name], tags))
 
-    @staticmethod
-    def _record(spec: Spec, action: Callable[[], Any]) -> None:
-        """Metrics are best effort: a failing exporter is logged, never fails the request."""
+    def _record(self, name: str, method: str, value: float, labels: dict[str, str]) -> None:
+        """Metrics are best effort: an exporter that fails (or is missing outside a replica) is logged,
+        never fails the request."""
+        if name in self._metrics and self._metrics[name] is None:
+            return
         try:
-            action()
+            _, metric = self._get(name)
+            if self.backend == "ray":
+                getattr(metric, method)(value, tags=labels)
+            else:
+                getattr(metric.labels(**labels), method)(value)
         except Exception:
-            log.warning("recording %s failed", spec.name, exc_info=True)
+            log.warning("recording %s failed", name, exc_info=True)
 
     @classmethod
     def ray(cls) -> Metrics:

@@ -173,3 +173,36 @@ def test_shutdown_under_load_loses_no_cost_event(live_db: LiveDB, kb_settings: S
 
     answered, recorded = live_db.run(scenario())
     assert answered >= 200 and recorded == answered
+
+
+# Serve awaits `async def __del__`; Python's garbage collector calls it once more and drops the coroutine
+@pytest.mark.filterwarnings("ignore:coroutine 'Router.__del__' was never awaited:RuntimeWarning")
+def test_router_replica_shutdown_flushes_its_ledger(kb_settings: Settings) -> None:
+    """The Router deployment's class, run without Serve: answers buffer their attempts; `__del__` (what
+    Serve calls on a graceful replica shutdown) writes every one of them."""
+    from deployments.router import Router
+
+    settings = load_settings(
+        None,
+        state_dir=kb_settings.state_dir,
+        routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]},
+    )
+
+    async def scenario() -> tuple[int, int, int]:
+        router = Router(settings)  # no knowledge handle: answers without passages
+        router.ledger.interval_s = 3600  # nothing leaves the buffer before shutdown
+        request = ChatRequest("fault-r", (Message("user", "Hello there"),))
+        for _ in range(25):
+            await router.chat(request)
+        pending = router.ledger.pending
+        await router.__del__()
+        db = await Database(settings).start()
+        try:
+            async with db.tenant("fault-r") as conn:
+                rows = await conn.fetchval("SELECT count(*) FROM cost_events WHERE service = 'llm'")
+        finally:
+            await db.close()
+        return pending, rows, router.service.answered
+
+    pending, rows, answered = asyncio.run(scenario())
+    assert pending == 25 and rows == 25 == answered
