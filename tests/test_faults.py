@@ -175,8 +175,6 @@ def test_shutdown_under_load_loses_no_cost_event(live_db: LiveDB, kb_settings: S
     assert answered >= 200 and recorded == answered
 
 
-# Serve awaits `async def __del__`; Python's garbage collector calls it once more and drops the coroutine
-@pytest.mark.filterwarnings("ignore:coroutine 'Router.__del__' was never awaited:RuntimeWarning")
 def test_router_replica_shutdown_flushes_its_ledger(kb_settings: Settings) -> None:
     """The Router deployment's class, run without Serve: answers buffer their attempts; `__del__` (what
     Serve calls on a graceful replica shutdown) writes every one of them."""
