@@ -179,6 +179,27 @@ class LLMProvider(ABC):
         return None
 
 
+def completion(
+    prompt: Prompt,
+    text: str,
+    model: str,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    truncated: bool,
+    offline: bool = False,
+) -> Completion:
+    """A Completion with the provider's token counts, estimated where it reported none."""
+    estimated = estimated_usage(prompt, text)
+    return Completion(
+        text=text,
+        input_tokens=input_tokens or estimated[0],
+        output_tokens=output_tokens or estimated[1],
+        model=model,
+        finish_reason="length" if truncated else "stop",
+        offline=offline,
+    )
+
+
 def estimated_usage(prompt: Prompt, text: str) -> tuple[int, int]:
     """Token counts for backends that report none (about 4 characters a token)."""
     sent = prompt.instructions() + "".join(m.content for m in prompt.messages)

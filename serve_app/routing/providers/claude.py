@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, estimated_usage
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, completion
 from serve_app.routing.providers.errors import call_errors
 
 
@@ -49,13 +49,13 @@ class ClaudeProvider(LLMProvider):
         }
 
     def _completion(self, prompt: Prompt, text: str, usage: Any, stop_reason: str | None) -> Completion:
-        estimated = estimated_usage(prompt, text)
-        return Completion(
-            text=text,
-            input_tokens=getattr(usage, "input_tokens", None) or estimated[0],
-            output_tokens=getattr(usage, "output_tokens", None) or estimated[1],
-            model=self.model,
-            finish_reason="length" if stop_reason == "max_tokens" else "stop",
+        return completion(
+            prompt,
+            text,
+            self.model,
+            getattr(usage, "input_tokens", None),
+            getattr(usage, "output_tokens", None),
+            stop_reason == "max_tokens",
         )
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:

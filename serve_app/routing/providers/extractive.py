@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, estimated_usage
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, completion
 
 EXTRACTIVE = "extractive-grounded"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
@@ -143,5 +143,4 @@ class ExtractiveResponder(LLMProvider):
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
         body, confidence = self.answer(prompt)
         text = f"{body}\nConfidence: {confidence:.2f}"
-        input_tokens, output_tokens = estimated_usage(prompt, text)
-        return Completion(text, input_tokens, output_tokens, self.model, "stop", offline=True)
+        return completion(prompt, text, self.model, None, None, truncated=False, offline=True)

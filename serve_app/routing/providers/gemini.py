@@ -16,7 +16,7 @@ from serve_app.routing.providers.base import (
     LLMProvider,
     Prompt,
     ProviderError,
-    estimated_usage,
+    completion,
 )
 from serve_app.routing.providers.errors import call_errors
 
@@ -52,14 +52,14 @@ class GeminiProvider(LLMProvider):
         return {"model": self.model, "contents": contents, "config": config}
 
     def _completion(self, prompt: Prompt, text: str, usage: Any, finish: Any) -> Completion:
-        estimated = estimated_usage(prompt, text)
         reason = str(getattr(finish, "value", finish) or "STOP").upper()
-        return Completion(
-            text=text,
-            input_tokens=getattr(usage, "prompt_token_count", None) or estimated[0],
-            output_tokens=getattr(usage, "candidates_token_count", None) or estimated[1],
-            model=self.model,
-            finish_reason="length" if reason == "MAX_TOKENS" else "stop",
+        return completion(
+            prompt,
+            text,
+            self.model,
+            getattr(usage, "prompt_token_count", None),
+            getattr(usage, "candidates_token_count", None),
+            reason == "MAX_TOKENS",
         )
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:

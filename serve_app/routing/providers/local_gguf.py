@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError, estimated_usage
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError, completion
 
 SMOLLM2 = "smollm2-135m"
 
@@ -68,14 +68,14 @@ class LocalGGUFProvider(LLMProvider):
             )
 
     def _completion(self, prompt: Prompt, text: str, usage: dict | None, finish: str | None) -> Completion:
-        estimated = estimated_usage(prompt, text)
         usage = usage or {}
-        return Completion(
-            text=text,
-            input_tokens=usage.get("prompt_tokens") or estimated[0],
-            output_tokens=usage.get("completion_tokens") or estimated[1],
-            model=self.model,
-            finish_reason="length" if finish == "length" else "stop",
+        return completion(
+            prompt,
+            text,
+            self.model,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            finish == "length",
             offline=True,
         )
 

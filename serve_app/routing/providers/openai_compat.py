@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, estimated_usage
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, completion
 from serve_app.routing.providers.errors import call_errors
 
 
@@ -50,13 +50,13 @@ class OpenAICompatibleProvider(LLMProvider):
         }
 
     def _completion(self, prompt: Prompt, text: str, usage: Any, finish: str | None) -> Completion:
-        estimated = estimated_usage(prompt, text)
-        return Completion(
-            text=text,
-            input_tokens=getattr(usage, "prompt_tokens", None) or estimated[0],
-            output_tokens=getattr(usage, "completion_tokens", None) or estimated[1],
-            model=self.model,
-            finish_reason="length" if finish == "length" else "stop",
+        return completion(
+            prompt,
+            text,
+            self.model,
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+            finish == "length",
         )
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
