@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument(
         "--save-scorer", type=Path, help="save the learned scorer (JSON) for routing.policy.learned_scorer"
     )
+    er.add_argument(
+        "--no-embeddings", action="store_true", help="learned scorer on the text features only (no MiniLM)"
+    )
 
     costs = sub.add_parser("costs", help="a tenant's recorded costs by service and provider")
     costs.add_argument("--tenant", required=True)
@@ -317,14 +320,21 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from serve_app.routing.evaluate import load_logged, plot, run, strong_accuracy
+    from serve_app.routing.evaluate import fit_learned, load_logged, plot, run, strong_accuracy
 
     if not 0 < args.quality <= 1:
         raise ValueError("--quality must be in (0, 1]")
     prices = load_settings(args.config).pricing.load()
     fit = load_logged(args.fit, prices, args.weak_model, args.strong_model)
     test = load_logged(args.test, prices, args.weak_model, args.strong_model)
-    results = run(fit, test, args.quality)
+    embed, embedder_name = None, None
+    if not args.no_embeddings:
+        from serve_app.knowledge.factory import build_embedder
+
+        embedder = build_embedder(load_settings(args.config).knowledge.embedder)
+        embed, embedder_name = embedder.embed, embedder.name
+    learned = fit_learned(fit, embed, embedder_name)
+    results = run(fit, test, args.quality, learned=learned)
     bar = args.quality * strong_accuracy(test)
     table = Table(
         title=f"Escalation {args.weak_model} -> {args.strong_model} on {args.test.name} "
@@ -355,11 +365,6 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         plot(results, test, args.plot, args.quality)
         print(f"plot: {args.plot}")
     if args.save_scorer:
-        from serve_app.routing.confidence import LearnedScorer
-
-        learned = LearnedScorer().fit(
-            [(r.prompt, r.weak_response, "") for r in fit], [r.weak_ok for r in fit]
-        )
         learned.save(args.save_scorer)
         fit_threshold = next(r.fit_threshold for r in results if r.scorer == "learned")
         print(f"learned scorer: {args.save_scorer} (threshold chosen on fit: {fit_threshold})")

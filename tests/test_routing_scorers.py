@@ -65,6 +65,29 @@ def test_learned_scorer_fits_saves_and_loads(tmp_path: Path) -> None:
         LearnedScorer().fit(rows[:1], [True])
 
 
+def test_learned_scorer_with_sentence_embeddings_round_trips(tmp_path: Path) -> None:
+    def embed(texts: list[str]) -> np.ndarray:  # a deterministic stand-in for MiniLM: letters counted
+        return np.array(
+            [[t.lower().count(c) for c in "abcdefghijklmnopqrstuvwxyz0123456789"] for t in texts], float
+        )
+
+    rows = [(f"{PROMPT} #{n}", RIGHT if n % 2 else WRONG, "") for n in range(40)]
+    labels = [bool(n % 2) for n in range(40)]
+    scorer = LearnedScorer().fit(rows, labels, embed=embed, embedder_name="letters", dims=(2, 3))
+    assert {k: m.shape for k, (_, m) in scorer.projections.items()} == {
+        "question": (2, 36),
+        "answer": (3, 36),
+    }
+    assert scorer.score(PROMPT, RIGHT) > 0.5 > scorer.score(PROMPT, WRONG)
+    scorer.save(tmp_path / "e.json")
+    again = LearnedScorer.load(tmp_path / "e.json", embed=embed, embedder_name="letters")
+    assert again.score(PROMPT, RIGHT) == pytest.approx(scorer.score(PROMPT, RIGHT))
+    with pytest.raises(ValueError, match="fitted with embedder 'letters'"):
+        LearnedScorer.load(tmp_path / "e.json", embed=embed, embedder_name="other")
+    with pytest.raises(RuntimeError, match="give it the embedder"):
+        LearnedScorer(scorer.weights, scorer.mean, scorer.scale, scorer.projections).score(PROMPT, RIGHT)
+
+
 def logged(weak_ok: bool, strong_ok: bool) -> Logged:
     return Logged("p", "r", weak_ok, strong_ok, weak_cost=1.0, strong_cost=10.0)
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -247,8 +248,25 @@ class CalculationScorer:
         return 0.5 if not found else (found - wrong) / found
 
 
+Embed = Callable[[list[str]], np.ndarray]
+RESPONSE_TAIL = 1500  # characters of the answer that are embedded (where it concludes)
+
+
+def _project(vectors: np.ndarray, center: np.ndarray, components: np.ndarray) -> np.ndarray:
+    return (vectors - center) @ components.T
+
+
+def _principal(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    center = vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(vectors - center, full_matrices=False)
+    return center, vt[:k]
+
+
 class LearnedScorer:
-    """Logistic regression on `features()`, fitted by gradient descent with L2 (no ML dependency)."""
+    """Logistic regression (gradient descent with L2, no ML dependency) on `features()` and, when fitted
+    with an embedder, the top principal components of the question's and the answer's sentence embeddings
+    (what kind of question, what kind of answer: FrugalGPT-style scoring of the weak model's reply).
+    Saved as JSON; the embedder's name is recorded and checked."""
 
     name = "learned"
 
@@ -257,21 +275,51 @@ class LearnedScorer:
         weights: np.ndarray | None = None,
         mean: np.ndarray | None = None,
         scale: np.ndarray | None = None,
+        projections: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        embed: Embed | None = None,
+        embedder_name: str | None = None,
     ):
         self.weights, self.mean, self.scale = weights, mean, scale
+        self.projections = projections or {}
+        self.embed, self.embedder_name = embed, embedder_name
+
+    def _matrix(self, rows: list[tuple[str, str, str]]) -> np.ndarray:
+        x = np.stack([features(*row) for row in rows])
+        if not self.projections:
+            return x
+        if self.embed is None:
+            raise RuntimeError("this scorer was fitted with sentence embeddings: give it the embedder")
+        texts = {"question": [r[0] for r in rows], "answer": [r[1][-RESPONSE_TAIL:] for r in rows]}
+        parts = [x]
+        for key, (center, components) in self.projections.items():
+            parts.append(_project(np.asarray(self.embed(texts[key]), dtype=float), center, components))
+        return np.hstack(parts)
 
     def fit(
         self,
         rows: list[tuple[str, str, str]],
         labels: list[bool],
-        l2: float = 1e-2,
-        steps: int = 3000,
+        l2: float = 0.2,
+        steps: int = 4000,
         lr: float = 0.1,
+        embed: Embed | None = None,
+        embedder_name: str | None = None,
+        dims: tuple[int, int] = (4, 4),
     ) -> LearnedScorer:
-        x = np.stack([features(*row) for row in rows])
+        """`l2` and `dims` were chosen by 5-fold cross-validation on the GSM8K fit file (AUC 0.77 -> 0.80)."""
         y = np.asarray(labels, dtype=float)
         if len(set(labels)) < 2:
             raise ValueError("fitting needs both right and wrong answers")
+        self.embed, self.embedder_name, self.projections = embed, embedder_name, {}
+        if embed is not None:
+            questions = np.asarray(embed([r[0] for r in rows]), dtype=float)
+            answers = np.asarray(embed([r[1][-RESPONSE_TAIL:] for r in rows]), dtype=float)
+            self.projections = {
+                key: _principal(vectors, k)
+                for key, vectors, k in (("question", questions, dims[0]), ("answer", answers, dims[1]))
+                if k > 0
+            }
+        x = self._matrix(rows)
         self.mean, self.scale = x.mean(axis=0), x.std(axis=0) + 1e-9
         z = np.hstack([(x - self.mean) / self.scale, np.ones((len(x), 1))])
         w = np.zeros(z.shape[1])
@@ -282,30 +330,53 @@ class LearnedScorer:
         self.weights = w
         return self
 
-    def score(self, prompt: str, response: str, context: str = "") -> float:
+    def scores(self, rows: list[tuple[str, str, str]]) -> np.ndarray:
         if self.weights is None:
             raise RuntimeError("LearnedScorer is not fitted")
-        z = np.r_[(features(prompt, response, context) - self.mean) / self.scale, 1.0]
-        return float(1 / (1 + np.exp(-(z @ self.weights))))
+        z = np.hstack([(self._matrix(rows) - self.mean) / self.scale, np.ones((len(rows), 1))])
+        return 1 / (1 + np.exp(-(z @ self.weights)))
+
+    def score(self, prompt: str, response: str, context: str = "") -> float:
+        return float(self.scores([(prompt, response, context)])[0])
 
     def save(self, path: Path) -> None:
-        path.write_text(
-            json.dumps(
-                {
-                    "features": FEATURES,
-                    "weights": self.weights.tolist(),
-                    "mean": self.mean.tolist(),
-                    "scale": self.scale.tolist(),
-                }
-            )
-        )
+        data: dict[str, Any] = {
+            "features": FEATURES,
+            "weights": self.weights.tolist(),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+        }
+        if self.projections:
+            data["embedder"] = self.embedder_name
+            data["projections"] = {k: [c.tolist(), m.tolist()] for k, (c, m) in self.projections.items()}
+        path.write_text(json.dumps(data))
 
     @classmethod
-    def load(cls, path: Path) -> LearnedScorer:
+    def load(cls, path: Path, embed: Embed | None = None, embedder_name: str | None = None) -> LearnedScorer:
+        """Load a saved scorer; one fitted with embeddings needs the same embedder (default: the bundled
+        MiniLM, loaded here)."""
         data = json.loads(path.read_text())
         if tuple(data["features"]) != FEATURES:
             raise ValueError(f"{path}: fitted on other features {data['features']}")
-        return cls(np.asarray(data["weights"]), np.asarray(data["mean"]), np.asarray(data["scale"]))
+        projections = {k: (np.asarray(c), np.asarray(m)) for k, (c, m) in data.get("projections", {}).items()}
+        if projections and embed is None:
+            from serve_app.knowledge.factory import build_embedder
+            from serve_app.settings import EmbedderSettings
+
+            embedder = build_embedder(EmbedderSettings())
+            embed, embedder_name = embedder.embed, embedder.name
+        if projections and embedder_name != data.get("embedder"):
+            raise ValueError(
+                f"{path}: fitted with embedder {data.get('embedder')!r}, given {embedder_name!r}"
+            )
+        return cls(
+            np.asarray(data["weights"]),
+            np.asarray(data["mean"]),
+            np.asarray(data["scale"]),
+            projections,
+            embed,
+            embedder_name,
+        )
 
 
 HEURISTIC_SCORERS: tuple[Scorer, ...] = (

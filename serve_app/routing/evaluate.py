@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from serve_app.costs.pricing import PricingTable, estimate_tokens
-from serve_app.routing.confidence import HEURISTIC_SCORERS, LearnedScorer, Scorer
+from serve_app.routing.confidence import HEURISTIC_SCORERS, Embed, LearnedScorer, Scorer
 
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4-1106-preview"
@@ -114,6 +114,8 @@ def cheapest_at_quality(points: list[Point], target: float) -> Point | None:
 
 
 def score_rows(rows: list[Logged], scorer: Scorer | Callable[[Logged], float]) -> np.ndarray:
+    if isinstance(scorer, LearnedScorer):  # batched: embeds all texts at once
+        return scorer.scores([(r.prompt, r.weak_response, "") for r in rows])
     if hasattr(scorer, "score"):
         return np.array([scorer.score(r.prompt, r.weak_response) for r in rows])
     return np.array([scorer(r) for r in rows])
@@ -128,8 +130,26 @@ class ScorerResult:
     test_curve: list[Point]
 
 
-def run(fit: list[Logged], test: list[Logged], quality: float = 0.95, seed: int = 0) -> list[ScorerResult]:
-    learned = LearnedScorer().fit([(r.prompt, r.weak_response, "") for r in fit], [r.weak_ok for r in fit])
+def fit_learned(
+    fit: list[Logged], embed: Embed | None = None, embedder_name: str | None = None
+) -> LearnedScorer:
+    """The learned scorer on the fit file (with sentence-embedding components when `embed` is given)."""
+    return LearnedScorer().fit(
+        [(r.prompt, r.weak_response, "") for r in fit],
+        [r.weak_ok for r in fit],
+        embed=embed,
+        embedder_name=embedder_name,
+    )
+
+
+def run(
+    fit: list[Logged],
+    test: list[Logged],
+    quality: float = 0.95,
+    seed: int = 0,
+    learned: LearnedScorer | None = None,
+) -> list[ScorerResult]:
+    learned = learned or fit_learned(fit)
     rng = np.random.default_rng(seed)
     scorers: list[tuple[str, Callable[[list[Logged]], np.ndarray]]] = [
         *((s.name, lambda rows, s=s: score_rows(rows, s)) for s in HEURISTIC_SCORERS),
