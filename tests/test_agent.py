@@ -144,7 +144,7 @@ async def replay_video(room: RoomSession, colors: list[tuple[int, int, int]], fp
     forwarder = room.watch("screen", stream)
     for n, color in enumerate(colors):
         source.capture_frame(rgba_frame(color), timestamp_us=int(n * 1e6 / fps))
-        await asyncio.sleep(1.05 / fps)  # the stream stamps frames on arrival: send at the idle rate
+        await asyncio.sleep(1.5 / fps)  # frames are stamped as they pass: keep them apart at the idle rate
     for _ in range(100):
         if forwarder.offered == len(colors):
             break
