@@ -7,7 +7,6 @@ per-tenant rate limits, divided among the configured ingress replicas (buckets a
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ray import serve
@@ -43,7 +42,7 @@ class Ingress:
             self.db = Database(
                 settings.model_copy(update={"db": settings.db.model_copy(update={"pool_max_size": 4})})
             )
-            self._starting = asyncio.Lock()
+            self._db_lookup = db_lookup(self.db)
             share = settings.serve.ingress.num_replicas
             self.access = Access(
                 KeyVerifier(self._lookup, auth.cache_ttl_s),
@@ -59,10 +58,8 @@ class Ingress:
             )
 
     async def _lookup(self, tenant_id: str, digest: bytes) -> bool:
-        async with self._starting:  # the pool is made on the replica's event loop, once
-            if self.db.pool is None:
-                await self.db.start()
-        return await db_lookup(self.db)(tenant_id, digest)
+        await self.db.ready()
+        return await self._db_lookup(tenant_id, digest)
 
     def __serve_build_asgi_app__(self) -> Any:
         app = create_app(self.limits, Metrics.ray(), self.access)

@@ -72,12 +72,6 @@ class KnowledgeBase:
         )
         self.retriever.metrics = Metrics.ray()
         self.embeddings = embeddings
-        self._starting = asyncio.Lock()
-
-    async def _ready(self) -> None:
-        async with self._starting:  # the pool is made on the replica's event loop, once
-            if self.db.pool is None:
-                await self.db.start()
 
     async def search(
         self,
@@ -87,7 +81,7 @@ class KnowledgeBase:
         top_k: int | None = None,
         request_id: str | None = None,
     ) -> dict[str, Any]:
-        await self._ready()
+        await self.db.ready()
         result = await self.retriever.search(tenant_id, query, mode=mode, top_k=top_k, request_id=request_id)
         return {
             "query": result.query,

@@ -11,7 +11,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from serve_app.db.database import ensure_tenant
+from serve_app.db.database import Database, ensure_tenant
 from serve_app.db.migrate import TENANT_TABLES, MigrationError, apply_migrations, check_app_role
 from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge import store
@@ -373,3 +373,24 @@ def test_a_failing_reranker_falls_back_to_the_fused_order(live_db: LiveDB, embed
     fused = live_db.run(plain.search("ab-t", "reset two-factor", mode="hybrid"))
     assert [h.passage.chunk_id for h in got.hits] == [h.passage.chunk_id for h in fused.hits]
     assert broken.arm_stats["broken"].failures == 1
+
+
+def test_ready_starts_the_pool_once_under_concurrent_first_use(kb_settings) -> None:
+    async def scenario():
+        db = Database(kb_settings)
+        starts = []
+        start = db.start
+
+        async def counted(*args, **kwargs):
+            starts.append(1)
+            return await start(*args, **kwargs)
+
+        db.start = counted
+        ready = await asyncio.gather(db.ready(), db.ready(), db.ready())
+        await db.ready()
+        pool = db.pool
+        await db.close()
+        return starts, ready, db, pool
+
+    starts, ready, db, pool = asyncio.run(scenario())
+    assert starts == [1] and all(r is db for r in ready) and pool is not None

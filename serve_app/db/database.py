@@ -7,6 +7,7 @@ transaction (never a session-level SET that a pooled connection would carry to t
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import warnings
 from collections.abc import AsyncIterator
@@ -76,6 +77,15 @@ class Database:
         self.pool: asyncpg.Pool | None = None
         self.admin_dsn: str | None = None
         self.app_dsn: str | None = None
+        self._starting = asyncio.Lock()
+
+    async def ready(self) -> Database:
+        """Start once, on first use (a replica makes its pool on its own event loop); later calls return
+        at once."""
+        async with self._starting:
+            if self.pool is None:
+                await self.start()
+        return self
 
     async def start(self, migrate: bool = True) -> Database:
         db = self.settings.db
@@ -92,6 +102,13 @@ class Database:
         async with self.pool.acquire() as conn:
             await check_app_role(conn)
         return self
+
+    async def __aenter__(self) -> Database:
+        """`async with Database(settings) as db:` starts it, and closes the pool on the way out."""
+        return await self.start()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         await register_vector(conn)
