@@ -189,11 +189,8 @@ async def _with_knowledge(settings: Settings, work: Callable[[Database, Embedder
     from serve_app.db.database import Database
     from serve_app.knowledge.factory import build_embedder
 
-    db = await Database(settings).start()
-    try:
+    async with Database(settings) as db:
         return await work(db, build_embedder(settings.knowledge.embedder))
-    finally:
-        await db.close()
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -394,11 +391,8 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     validate_tenant_id(args.tenant)
 
     async def report() -> object:
-        db = await Database(settings).start()
-        try:
+        async with Database(settings) as db:
             return await cost_report(db, args.tenant, args.since, args.until)
-        finally:
-            await db.close()
 
     result = asyncio.run(report())
     table = Table(title=f"Costs of tenant {args.tenant}")
@@ -466,15 +460,12 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         raise ValueError("revoke needs --prefix (see `supportgraph keys list`)")
 
     async def act() -> object:
-        db = await Database(settings).start()
-        try:
+        async with Database(settings) as db:
             if args.action == "create":
                 return await create_key(db, args.tenant, args.name)
             if args.action == "revoke":
                 return await revoke_key(db, args.tenant, args.prefix)
             return await list_keys(db, args.tenant)
-        finally:
-            await db.close()
 
     result = asyncio.run(act())
     if args.action == "create":

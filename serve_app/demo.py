@@ -316,13 +316,10 @@ async def ingest_samples(settings: Settings, tenant: str = DEMO_TENANT) -> tuple
     from serve_app.knowledge.ingest import ingest_path
 
     started = time.perf_counter()
-    db = await Database(settings).start()
-    try:
+    async with Database(settings) as db:
         await ingest_path(db, build_embedder(settings.knowledge.embedder), SAMPLE_HELP_CENTER, tenant)
         async with db.tenant(tenant) as conn:
             totals = await store.counts(conn)
-    finally:
-        await db.close()
     return totals["documents"], totals["chunks"], time.perf_counter() - started
 
 
@@ -335,11 +332,8 @@ async def demo_key(settings: Settings, tenant: str = DEMO_TENANT) -> str:
     from serve_app.auth import create_key
     from serve_app.db.database import Database
 
-    db = await Database(settings).start()
-    try:
+    async with Database(settings) as db:
         return await create_key(db, tenant, "demo")
-    finally:
-        await db.close()
 
 
 async def ask(

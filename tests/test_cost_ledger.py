@@ -103,12 +103,11 @@ def test_costs_command(
     monkeypatch.setenv("SUPPORTGRAPH_STATE_DIR", str(tmp_path / "state"))
 
     async def seed() -> None:
-        db = await Database(load_settings()).start()
-        ledger = CostLedger(db)
-        for _ in range(3):
-            ledger.record(event("cli-costs"))
-        await ledger.close()
-        await db.close()
+        async with Database(load_settings()) as db:
+            ledger = CostLedger(db)
+            for _ in range(3):
+                ledger.record(event("cli-costs"))
+            await ledger.close()
 
     try:
         asyncio.run(seed())

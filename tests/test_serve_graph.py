@@ -192,12 +192,10 @@ def test_knowledge_search_through_the_graph(graph: RunningGraph, graph_settings:
     from serve_app.knowledge.ingest import ingest_path
 
     async def ingest() -> None:
-        db = await Database(graph_settings).start()
-        try:
-            embedder = build_embedder(graph_settings.knowledge.embedder)
-            await ingest_path(db, embedder, SAMPLE_HELP_CENTER, "graph-kb")
-        finally:
-            await db.close()
+        async with Database(graph_settings) as db:
+            await ingest_path(
+                db, build_embedder(graph_settings.knowledge.embedder), SAMPLE_HELP_CENTER, "graph-kb"
+            )
 
     asyncio.run(ingest())
     with httpx.Client(base_url=graph.base_url, timeout=60) as client:
