@@ -22,8 +22,8 @@ from serve_app.db.database import Database
 from serve_app.knowledge.retrieval import MAX_QUERY_CHARS
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import create_provider
-from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
-from serve_app.routing.router import RoutedAnswer
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
+from serve_app.routing.providers.errors import call_errors
 from serve_app.routing.service import ChatRequest, ChatService
 from serve_app.settings import Settings, TierSettings
 
@@ -44,6 +44,15 @@ class SelfHostedLLM:
             yield piece
 
 
+def _serve_status(exc: BaseException) -> tuple[int | None, bool]:
+    """Serve's failures in HTTP terms for `call_errors`: a full queue is a 429, a dead replica a 503."""
+    if isinstance(exc, BackPressureError):
+        return 429, True
+    if isinstance(exc, RayActorError):
+        return 503, True
+    return None, False
+
+
 class HandleProvider(LLMProvider):
     """A tier whose model runs in another deployment; Serve failures become typed provider errors."""
 
@@ -55,21 +64,13 @@ class HandleProvider(LLMProvider):
         self.handle = handle
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
-        try:
+        async with call_errors(self.provider, timeout_s, _serve_status):
             return await self.handle.complete.remote(prompt, timeout_s)
-        except BackPressureError as exc:
-            raise ProviderError(self.provider, "rate_limit", "model queue is full") from exc
-        except RayActorError as exc:
-            raise ProviderError(self.provider, "server", "model replica died") from exc
 
     async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
-        try:
+        async with call_errors(self.provider, timeout_s, _serve_status):
             async for piece in self.handle.options(stream=True).stream.remote(prompt, timeout_s):
                 yield piece
-        except BackPressureError as exc:
-            raise ProviderError(self.provider, "rate_limit", "model queue is full") from exc
-        except RayActorError as exc:
-            raise ProviderError(self.provider, "server", "model replica died") from exc
 
 
 class Router:
@@ -90,18 +91,15 @@ class Router:
         }
         self.service = ChatService.create(settings, self._retrieve, self.ledger, providers)
         self.service.metrics = Metrics.ray()
-        self._starting = asyncio.Lock()
         self._flusher: asyncio.Task | None = None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.service.reconfigure(user_config)
 
     async def _ready(self) -> None:
-        async with self._starting:  # pool and flusher live on the replica's event loop
-            if self.db.pool is None:
-                await self.db.start()
-            if self._flusher is None:
-                self._flusher = asyncio.get_running_loop().create_task(self.ledger.run())
+        await self.db.ready()
+        if self._flusher is None:  # the ledger's flusher runs on the replica's event loop
+            self._flusher = asyncio.get_running_loop().create_task(self.ledger.run())
 
     async def _retrieve(self, tenant_id: str, question: str, k: int) -> list[str]:
         """Passages for the question; a failed retrieval is logged and the turn goes on without them."""
@@ -120,17 +118,13 @@ class Router:
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         await self._ready()
-        routed, passages = await self.service.answer(request)
-        return {"answer": routed.text, "routing": routed.to_dict(), "passages": len(passages)}
+        return await self.service.reply(request)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         """{"delta": text} events, then {"routing": ...}."""
         await self._ready()
-        async for item in self.service.stream(request):
-            if isinstance(item, RoutedAnswer):
-                yield {"routing": item.to_dict()}
-            else:
-                yield {"delta": item}
+        async for event in self.service.events(request):
+            yield event
 
     async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         await self._ready()

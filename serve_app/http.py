@@ -34,7 +34,7 @@ from serve_app.routing.openai_format import (
     completion_body,
     to_request,
 )
-from serve_app.routing.router import NoTierAvailable
+from serve_app.routing.router import NoTierAvailable, token_totals
 from serve_app.routing.service import ChatRequest, ChatRequestError
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
 
@@ -237,8 +237,7 @@ def _authorize(request: Request, tenant: str) -> None:
 def _charge(request: Request, routing: dict[str, Any]) -> None:
     access: Access = request.app.state.access
     if access.limiter is not None and request.state.tenant is not None:
-        tokens = sum(a["input_tokens"] + a["output_tokens"] for a in routing["attempts"])
-        access.limiter.charge_tokens(request.state.tenant, tokens)
+        access.limiter.charge_tokens(request.state.tenant, sum(token_totals(routing)))
 
 
 async def _sse(request: Request, backend: ChatBackend, chat: ChatRequest) -> AsyncIterator[str]:

@@ -106,17 +106,13 @@ def test_postgres_restarted_mid_ingest_then_the_rerun_completes_without_duplicat
     shutil.copytree(SAMPLE_HELP_CENTER, docs)
 
     async def first_run() -> None:
-        db = await Database(settings).start()
-        try:
+        async with Database(settings) as db:
             await ingest_path(
                 db, StopsPostgres(embedder, settings.state_dir / "pgdata"), docs, "fault-i", batch_chunks=4
             )
-        finally:
-            await db.close()
 
     async def second_run():
-        db = await Database(settings).start()  # the server comes back
-        try:
+        async with Database(settings) as db:  # the server comes back
             report = await ingest_path(db, embedder, docs, "fault-i", batch_chunks=4)
             async with db.tenant("fault-i") as conn:
                 sources = await conn.fetch(
@@ -124,8 +120,6 @@ def test_postgres_restarted_mid_ingest_then_the_rerun_completes_without_duplicat
                 )
                 chunks = await conn.fetchval("SELECT count(*) FROM knowledge_chunks")
             return report, sources, chunks
-        finally:
-            await db.close()
 
     try:
         with pytest.raises(Exception):  # noqa: B017 - the connection error's type is the driver's business
@@ -194,13 +188,36 @@ def test_router_replica_shutdown_flushes_its_ledger(kb_settings: Settings) -> No
             await router.chat(request)
         pending = router.ledger.pending
         await router.__del__()
-        db = await Database(settings).start()
-        try:
-            async with db.tenant("fault-r") as conn:
-                rows = await conn.fetchval("SELECT count(*) FROM cost_events WHERE service = 'llm'")
-        finally:
-            await db.close()
+        async with Database(settings) as db, db.tenant("fault-r") as conn:
+            rows = await conn.fetchval("SELECT count(*) FROM cost_events WHERE service = 'llm'")
         return pending, rows, router.service.answered
 
     pending, rows, answered = asyncio.run(scenario())
     assert pending == 25 and rows == 25 == answered
+
+
+def test_serve_failures_of_a_model_deployment_are_typed_provider_errors() -> None:
+    """A full model queue is a retryable rate limit, a dead model replica a server failure: the router
+    then retries or escalates as for any provider."""
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import BackPressureError
+
+    from deployments.router import HandleProvider
+    from serve_app.routing.providers.base import Prompt, ProviderError
+
+    class Failing:  # the shape of a DeploymentHandle method
+        def __init__(self, exc: Exception):
+            self.exc = exc
+
+        async def remote(self, *_: object) -> None:
+            raise self.exc
+
+    prompt = Prompt((Message("user", "hi"),))
+    for exc, kind in (
+        (BackPressureError(num_queued_requests=64, max_queued_requests=64), "rate_limit"),
+        (RayActorError(), "server"),
+    ):
+        provider = HandleProvider("smollm2-135m", type("Handle", (), {"complete": Failing(exc)})())
+        with pytest.raises(ProviderError) as caught:
+            asyncio.run(provider.complete(prompt, 5))
+        assert caught.value.kind == kind and caught.value.retryable

@@ -15,7 +15,6 @@ from schemathesis.checks import not_a_server_error
 from serve_app.auth import KeyVerifier, RateLimiter, key_hash, new_key
 from serve_app.frames.service import DedupService
 from serve_app.http import Access, LocalFrameBackend, create_app
-from serve_app.routing.router import RoutedAnswer
 from serve_app.routing.service import ChatRequest, ChatService
 from serve_app.settings import load_settings
 from tests.conftest import LiveDB
@@ -49,12 +48,10 @@ class LocalChat:
         self.service = ChatService.create(settings, retrieve)
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
-        routed, passages = await self.service.answer(request)
-        return {"answer": routed.text, "routing": routed.to_dict(), "passages": len(passages)}
+        return await self.service.reply(request)
 
-    async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        async for item in self.service.stream(request):
-            yield {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        return self.service.events(request)
 
     async def costs(self, tenant_id: str, since: Any, until: Any) -> dict[str, Any]:
         return {"tenant_id": tenant_id, "attempts": 0}

@@ -21,6 +21,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConn
 
 from serve_app.agent.frames import FrameBuffer
 from serve_app.routing.providers.base import Message
+from serve_app.routing.router import token_totals
 from serve_app.routing.service import ChatRequest
 
 _CALL = re.compile(r"^\s*CALL\s+([A-Za-z_][\w-]*)\s*(\{.*\})?\s*$", re.S)
@@ -168,8 +169,7 @@ class RouterLLMStream(llm.LLMStream):
             self._send(chunk_id, text)
 
     def _usage(self, chunk_id: str, routing: dict[str, Any]) -> None:
-        prompt = sum(a["input_tokens"] for a in routing["attempts"])
-        completion = sum(a["output_tokens"] for a in routing["attempts"])
+        prompt, completion = token_totals(routing)
         self._event_ch.send_nowait(
             llm.ChatChunk(
                 id=chunk_id,
@@ -186,8 +186,5 @@ class LocalChatBackend:
     def __init__(self, service: Any):
         self.service = service
 
-    async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        from serve_app.routing.router import RoutedAnswer
-
-        async for item in self.service.stream(request):
-            yield {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        return self.service.events(request)

@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.routing.providers.base import Image, Message
+from serve_app.routing.router import token_totals
 from serve_app.routing.service import ChatRequest
 
 AUTO = ("auto", "supportgraph")
@@ -122,8 +123,7 @@ def to_request(body: ChatCompletionIn, tenant_id: str, max_image_bytes: int) -> 
 
 
 def _usage(routing: dict[str, Any]) -> dict[str, int]:
-    prompt = sum(a["input_tokens"] for a in routing["attempts"])
-    completion = sum(a["output_tokens"] for a in routing["attempts"])
+    prompt, completion = token_totals(routing)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 

@@ -159,6 +159,12 @@ class RoutedAnswer:
         }
 
 
+def token_totals(routing: dict[str, Any]) -> tuple[int, int]:
+    """(input, output) tokens over all attempts of a `RoutedAnswer.to_dict()`."""
+    attempts = routing["attempts"]
+    return sum(a["input_tokens"] for a in attempts), sum(a["output_tokens"] for a in attempts)
+
+
 Recorder = Callable[[CostEvent], None]
 
 

@@ -130,6 +130,16 @@ class ChatService:
         self._answered(request.tenant_id, routed, started)
         return routed, passages
 
+    async def reply(self, request: ChatRequest) -> dict[str, Any]:
+        """`answer()` as plain data (what crosses a deployment handle)."""
+        routed, passages = await self.answer(request)
+        return {"answer": routed.text, "routing": routed.to_dict(), "passages": len(passages)}
+
+    async def events(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        """`stream()` as plain data: {"delta": text} events, then {"routing": ...}."""
+        async for item in self.stream(request):
+            yield {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
         router = self._router_for(request)
         prompt, _ = await self.prompt(request)
