@@ -82,7 +82,7 @@ class DedupService:
         sampler = self.streams.sampler(stream_id)
         throttled = sampler.admit(ts, bool(is_speaking))
         if throttled is not None:
-            return self._observed(self.streams.record(throttled))
+            return self._observed(sampler, self.streams.record(throttled))
         return Pending(sampler, ts, frame)
 
     def hash(self, frames: list[np.ndarray]) -> np.ndarray:
@@ -96,13 +96,14 @@ class DedupService:
         self.batches += 1
         self.batched_frames += len(items)
         return [
-            self._observed(self.streams.record(it.sampler.decide(it.ts, int(h))))
+            self._observed(it.sampler, self.streams.record(it.sampler.decide(it.ts, int(h))))
             for it, h in zip(items, hashes, strict=True)
         ]
 
-    def _observed(self, decision: Decision) -> Decision:
+    def _observed(self, sampler: FrameSampler, decision: Decision) -> Decision:
+        """Count the decision in the metrics (the sampler already knows the stream's tenant)."""
         if self.metrics is not None:
-            tenant = parse_stream_id(decision.stream_id).tenant_id
+            tenant = sampler.stream.tenant_id
             self.metrics.inc("supportgraph_frames", tenant=tenant, verdict=decision.verdict.value)
         return decision
 
