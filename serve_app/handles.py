@@ -7,7 +7,8 @@ the FrameDedup request router sees the stream id.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,15 @@ from serve_app.http import Overloaded
 from serve_app.routing.service import ChatRequest
 
 
+@contextmanager
+def _overload(what: str) -> Iterator[None]:
+    """Serve's backpressure (a full `max_queued_requests`) as the HTTP layer's 503."""
+    try:
+        yield
+    except BackPressureError as exc:
+        raise Overloaded(f"{what} queue is full, retry later") from exc
+
+
 class HandleFrameBackend:
     """FrameBackend over the FrameDedup handle."""
 
@@ -25,12 +35,10 @@ class HandleFrameBackend:
         self.frame_dedup = frame_dedup
 
     async def offer(self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None) -> dict[str, Any]:
-        try:
+        with _overload("frame dedup"):
             return await self.frame_dedup.offer.remote(
                 stream_id=stream_id, frame=frame, is_speaking=is_speaking, ts=ts
             )
-        except BackPressureError as exc:
-            raise Overloaded("frame dedup queue is full, retry later") from exc
 
     async def stats(self, stream_id: str) -> dict[str, Any]:
         return await self.frame_dedup.stats.remote(stream_id=stream_id)
@@ -44,12 +52,10 @@ class HandleKnowledgeBackend:
         self.knowledge = knowledge
 
     async def search(self, tenant_id: str, query: str, mode: str, top_k: int) -> dict[str, Any]:
-        try:
+        with _overload("knowledge base"):
             return await self.knowledge.search.remote(
                 tenant_id=tenant_id, query=query, mode=mode, top_k=top_k
             )
-        except BackPressureError as exc:
-            raise Overloaded("knowledge base queue is full, retry later") from exc
 
     async def stats(self) -> dict[str, Any]:
         return await self.knowledge.stats.remote()
@@ -62,17 +68,13 @@ class HandleChatBackend:
         self.router = router
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
-        try:
+        with _overload("router"):
             return await self.router.chat.remote(request)
-        except BackPressureError as exc:
-            raise Overloaded("router queue is full, retry later") from exc
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        try:
+        with _overload("router"):
             async for event in self.router.options(stream=True).chat_stream.remote(request):
                 yield event
-        except BackPressureError as exc:
-            raise Overloaded("router queue is full, retry later") from exc
 
     async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         return await self.router.costs.remote(tenant_id, since, until)
