@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.db.database import Database
 from serve_app.knowledge.factory import build_embedder, build_rerankers, retrieval_config
+from serve_app.knowledge.rerankers import create_reranker
 from serve_app.knowledge.retrieval import Retriever
 from serve_app.metrics import Metrics
 from serve_app.settings import Settings
@@ -65,7 +66,12 @@ class KnowledgeBase:
         self.retriever = Retriever(
             self.db,
             _EmbeddingsHandle(embeddings, cfg.embedder.model, cfg.embedder.dim),
-            {arm: _RerankerHandle(reranker, arm) for arm in cfg.rerankers},
+            {  # evidence rerankers are a few multiplications: local, not a round trip
+                arm: create_reranker(r.backend, **r.options())
+                if r.backend == "learned"
+                else _RerankerHandle(reranker, arm)
+                for arm, r in cfg.rerankers.items()
+            },
             cfg.ab_weights,
             cfg.ab_split_by,
             retrieval_config(cfg),

@@ -90,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", choices=MODES, action="append", help="repeatable; default: all four")
     ev.add_argument("--tenant", default="eval", help="evaluation tenant (eval)")
 
+    fr = sub.add_parser(
+        "fit-reranker",
+        help="fit the learned reranker's weights on judged queries (a dev split)",
+        description="Ingests DATASET/docs like eval-retrieval, collects the fused candidates of each "
+        "judged query of FILE, fits the learned reranker (pairwise logistic regression over retrieval "
+        "evidence), prints its leave-one-query-out estimate against the fused order and writes the "
+        "weights. Fit on a dev split, never on the queries you report.",
+    )
+    fr.add_argument("--dataset", type=Path, required=True, help="folder with docs/ and qrels/")
+    fr.add_argument("--queries", type=Path, required=True, help="JSONL with _id and text")
+    fr.add_argument("--out", type=Path, required=True, help="weights JSON (knowledge.rerankers.*.model)")
+    fr.add_argument("--tenant", default="eval", help="evaluation tenant (eval)")
+
     er = sub.add_parser(
         "eval-router",
         help="simulate weak -> strong escalation by confidence scorer; cost vs accuracy",
@@ -259,33 +272,41 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from rich.console import Console
+async def _ingest_dataset(
+    settings: Settings, db: Database, embedder: Embedder, docs: Path, tenant: str
+) -> None:
+    """The evaluation corpus, ingested once (re-runs skip unchanged files)."""
     from rich.progress import Progress
-    from rich.table import Table
 
     from serve_app.knowledge.chunking import iter_files
+    from serve_app.knowledge.ingest import ingest_path
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"ingesting {docs}", total=len(iter_files(docs)))
+        await ingest_path(
+            db,
+            embedder,
+            docs,
+            tenant,
+            max_words=settings.knowledge.chunk_words,
+            overlap=settings.knowledge.chunk_overlap,
+            progress=lambda n: bar.advance(task, n),
+        )
+
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     from serve_app.knowledge.evaluate import evaluate, load_qrels, load_queries
     from serve_app.knowledge.factory import build_retriever
-    from serve_app.knowledge.ingest import ingest_path
 
     settings = load_settings(args.config)
     queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
     modes = args.mode or list(MODES)
-    docs = args.dataset / "docs"
 
     async def work(db: Database, embedder: Embedder) -> list[dict[str, object]]:
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"ingesting {docs}", total=len(iter_files(docs)))
-            await ingest_path(
-                db,
-                embedder,
-                docs,
-                args.tenant,
-                max_words=settings.knowledge.chunk_words,
-                overlap=settings.knowledge.chunk_overlap,
-                progress=lambda n: bar.advance(task, n),
-            )
+        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant)
         retriever = build_retriever(db, settings.knowledge, embedder)
         return [await evaluate(retriever, args.tenant, queries, qrels, mode) for mode in modes]
 
@@ -308,6 +329,34 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
                 "queries": str(args.queries),
                 "results": results,
             }
+        )
+    )
+    return 0
+
+
+def _cmd_fit_reranker(args: argparse.Namespace) -> int:
+    from serve_app.knowledge.evaluate import judged_candidates, leave_one_out, load_qrels, load_queries
+    from serve_app.knowledge.factory import retrieval_config
+    from serve_app.knowledge.rerankers.learned import FEATURES, fit_pairwise, save_weights
+    from serve_app.knowledge.retrieval import Retriever
+
+    settings = load_settings(args.config)
+    queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
+
+    async def work(db: Database, embedder: Embedder) -> list:
+        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant)
+        retriever = Retriever(db, embedder, config=retrieval_config(settings.knowledge))  # fused order only
+        return await judged_candidates(retriever, args.tenant, queries, qrels)
+
+    data = asyncio.run(_with_knowledge(settings, work))
+    weights = fit_pairwise(data)
+    estimate = leave_one_out(data)
+    save_weights(args.out, weights, f"{args.dataset.name}/{args.queries.name} ({len(data)} queries)")
+    for name, figures in estimate.items():
+        print(f"{name:8s} " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+    print(
+        json.dumps(
+            {"out": str(args.out), "features": FEATURES, "weights": weights, "leave_one_out": estimate}
         )
     )
     return 0
@@ -510,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingest": _cmd_ingest,
         "search": _cmd_search,
         "eval-retrieval": _cmd_eval_retrieval,
+        "fit-reranker": _cmd_fit_reranker,
         "eval-router": _cmd_eval_router,
         "costs": _cmd_costs,
         "token": _cmd_token,

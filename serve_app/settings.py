@@ -128,14 +128,20 @@ class EmbedderSettings(_Section):
 
 
 class RerankerSettings(_Section):
-    backend: Literal["none", "cross-encoder", "cohere"] = "none"
-    model: str | None = Field(None, description="cross-encoder name or path; Cohere model")
+    backend: Literal["none", "learned", "cross-encoder", "cohere"] = "none"
+    model: str | None = Field(
+        None,
+        description="cross-encoder name or path; Cohere model; learned: weights JSON "
+        "(`supportgraph fit-reranker`; default: the bundled fit)",
+    )
     base_url: str | None = None
     api_key_env: str = "CO_API_KEY"
 
     def options(self) -> dict[str, Any]:
         if self.backend == "none":
             return {}
+        if self.backend == "learned":
+            return {"path": self.model} if self.model else {}
         opts: dict[str, Any] = {"model": self.model} if self.model else {}
         if self.backend == "cohere":
             opts.update(api_key_env=self.api_key_env, base_url=self.base_url)
@@ -144,8 +150,13 @@ class RerankerSettings(_Section):
 
 class KnowledgeSettings(_Section):
     embedder: EmbedderSettings = EmbedderSettings()
-    rerankers: dict[str, RerankerSettings] = Field(default_factory=lambda: {"none": RerankerSettings()})
-    ab_weights: dict[str, float] = Field(default_factory=lambda: {"none": 1.0}, description="arm -> share")
+    rerankers: dict[str, RerankerSettings] = Field(
+        default_factory=lambda: {"learned": RerankerSettings(backend="learned"), "none": RerankerSettings()}
+    )
+    ab_weights: dict[str, float] = Field(
+        default_factory=lambda: {"learned": 1.0},
+        description="arm -> share of traffic (unnamed arms get none)",
+    )
     ab_split_by: Literal["tenant", "request"] = "tenant"
     chunk_words: int = Field(180, ge=20)
     chunk_overlap: int = Field(30, ge=0)

@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve_app.knowledge.rerankers.learned import Evidence, LearnedFusionReranker, fit_pairwise
 from serve_app.knowledge.retrieval import Retriever
 from serve_app.stats import percentile
 
@@ -90,4 +91,43 @@ async def evaluate(
         "queries": len(judged),
         **{k: round(v, 4) for k, v in summary.items()},
         "latency_ms": {s: {k: round(v, 2) for k, v in d.items()} for s, d in latency.items()},
+    }
+
+
+async def judged_candidates(
+    retriever: Retriever, tenant_id: str, queries: list[Query], qrels: dict[str, set[str]]
+) -> list[tuple[list[Evidence], list[bool]]]:
+    """For each judged query: its fused candidates' evidence and whether each is relevant (the training
+    data of the learned reranker)."""
+    out = []
+    for q in queries:
+        if q.id not in qrels:
+            continue
+        result = await retriever.search(
+            tenant_id, q.text, mode="hybrid", top_k=retriever.config.rerank_candidates
+        )
+        hits = [h for h in result.hits if h.evidence is not None]
+        out.append(([h.evidence for h in hits], [corpus_id(h.passage.source) in qrels[q.id] for h in hits]))
+    return out
+
+
+def first_relevant_metrics(relevant_in_order: list[bool]) -> dict[str, float]:
+    first = next((i for i, rel in enumerate(relevant_in_order[:10], 1) if rel), None)
+    return {f"R@{k}": float(bool(first and first <= k)) for k in CUTOFFS} | {
+        "MRR@10": 1.0 / first if first else 0.0
+    }
+
+
+def leave_one_out(data: list[tuple[list[Evidence], list[bool]]], l2: float = 0.1) -> dict[str, dict]:
+    """Each query ranked by weights fitted on all the others, against the fused (RRF) order: an honest
+    estimate on the fitting queries themselves. R@k here is "a relevant candidate in the top k"."""
+    fused, learned = [], []
+    for i, (evidence, relevant) in enumerate(data):
+        weights = fit_pairwise(data[:i] + data[i + 1 :], l2=l2)
+        order = LearnedFusionReranker(weights=weights).rerank_evidence(evidence, len(evidence))
+        fused.append(first_relevant_metrics(relevant))
+        learned.append(first_relevant_metrics([relevant[j] for j, _ in order]))
+    return {
+        name: {k: round(statistics.fmean(m[k] for m in rows), 4) for k in rows[0]}
+        for name, rows in (("fused", fused), ("learned", learned))
     }

@@ -15,6 +15,7 @@ from serve_app.knowledge import store
 from serve_app.knowledge.embedders import Embedder
 from serve_app.knowledge.fusion import rrf
 from serve_app.knowledge.rerankers import ArmStats, Reranker, assign_arm
+from serve_app.knowledge.rerankers.learned import Evidence, evidence_for
 from serve_app.knowledge.store import Passage
 from serve_app.metrics import Metrics
 
@@ -46,29 +47,35 @@ def best_per_document(passages: list[Passage]) -> list[Passage]:
     return [p for p in passages if not (p.document_id in seen or seen.add(p.document_id))]
 
 
-def fuse(dense: list[Passage], lexical: list[Passage], cfg: RetrievalConfig) -> list[tuple[Passage, float]]:
-    """RRF of the two rankings, over chunks or over documents. Document fusion ranks each document by
-    its best passage in each list and cites the passage that fuses best at chunk level."""
+def fuse(
+    dense: list[Passage], lexical: list[Passage], cfg: RetrievalConfig
+) -> list[tuple[Passage, float, Evidence]]:
+    """RRF of the two rankings, over chunks or over documents, with each fused unit's evidence (ranks and
+    relative scores in each list) for evidence rerankers. Document fusion ranks each document by its
+    best passage in each list and cites the passage that fuses best at chunk level."""
     weights = [cfg.lexical_weight, cfg.dense_weight]
     by_chunk = rrf([lexical, dense], key=lambda p: p.chunk_id, k=cfg.rrf_k, weights=weights)
     if cfg.fuse_by == "chunk":
-        return by_chunk
+        evidence = evidence_for(
+            [(p.chunk_id, p.score) for p in lexical], [(p.chunk_id, p.score) for p in dense]
+        )
+        return [(p, score, evidence[p.chunk_id]) for p, score in by_chunk]
     cited: dict[int, Passage] = {}
     for passage, _ in by_chunk:
         cited.setdefault(passage.document_id, passage)
-    docs = rrf(
-        [best_per_document(lexical), best_per_document(dense)],
-        key=lambda p: p.document_id,
-        k=cfg.rrf_k,
-        weights=weights,
+    lexical_docs, dense_docs = best_per_document(lexical), best_per_document(dense)
+    evidence = evidence_for(
+        [(p.document_id, p.score) for p in lexical_docs], [(p.document_id, p.score) for p in dense_docs]
     )
-    return [(cited[p.document_id], score) for p, score in docs]
+    docs = rrf([lexical_docs, dense_docs], key=lambda p: p.document_id, k=cfg.rrf_k, weights=weights)
+    return [(cited[p.document_id], score, evidence[p.document_id]) for p, score in docs]
 
 
 @dataclass(frozen=True)
 class Hit:
     passage: Passage
     score: float  # of the last stage that ranked it
+    evidence: Evidence | None = None  # fused hits: what each retriever said about it
 
     def citation(self, n: int) -> str:
         where = self.passage.heading or self.passage.title
@@ -152,7 +159,7 @@ class Retriever:
         elif mode == "bm25":
             ranked = [Hit(p, p.score) for p in lexical]
         else:
-            ranked = [Hit(p, s) for p, s in fuse(dense, lexical, cfg)]
+            ranked = [Hit(p, s, e) for p, s, e in fuse(dense, lexical, cfg)]
         timings["fuse"] = (time.perf_counter() - t3) * 1e3
         arm = None
         if mode == "hybrid_rerank" and self.arms:
@@ -181,7 +188,9 @@ class Retriever:
         try:
             reranker = self.rerankers[arm]
             docs = [f"{h.passage.heading}\n{h.passage.content}" for h in candidates]
-            if hasattr(reranker, "arerank"):  # a deployment handle
+            if getattr(reranker, "uses_evidence", False):  # in process: a few multiplications
+                order = reranker.rerank_evidence([h.evidence for h in candidates], k)
+            elif hasattr(reranker, "arerank"):  # a deployment handle
                 order = await reranker.arerank(query, docs, k)
             else:
                 order = await asyncio.to_thread(reranker.rerank, query, docs, k)
@@ -192,4 +201,4 @@ class Retriever:
             elapsed = (time.perf_counter() - start) * 1e3
             stats.latency_ms.append(elapsed)
             timings["rerank"] = elapsed
-        return [Hit(candidates[i].passage, score) for i, score in order]
+        return [Hit(candidates[i].passage, score, candidates[i].evidence) for i, score in order]

@@ -1,5 +1,7 @@
-"""Rerankers: one protocol, one module per backend (none, cross-encoder, Cohere), a registry, and the
-A/B split that assigns a request to an arm by tenant or by request hash."""
+"""Rerankers: one protocol, one module per backend (none, learned, cross-encoder, Cohere), a registry,
+and the A/B split that assigns a request to an arm by tenant or by request hash. Text rerankers score
+(query, passage) pairs; evidence rerankers (`uses_evidence`, the learned one) score what the retrievers
+said about each candidate and run in the Retriever's process."""
 
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ class NoReranker:
 def create_reranker(backend: str, **options: Any) -> Reranker:
     if backend == "none":
         return NoReranker()
+    if backend == "learned":
+        from serve_app.knowledge.rerankers.learned import LearnedFusionReranker
+
+        return LearnedFusionReranker(**options)
     if backend == "cross-encoder":
         from serve_app.knowledge.rerankers.cross_encoder import CrossEncoderReranker
 
@@ -38,7 +44,7 @@ def create_reranker(backend: str, **options: Any) -> Reranker:
         from serve_app.knowledge.rerankers.cohere import CohereReranker
 
         return CohereReranker(**options)
-    raise ValueError(f"unknown reranker backend {backend!r} (none, cross-encoder, cohere)")
+    raise ValueError(f"unknown reranker backend {backend!r} (none, learned, cross-encoder, cohere)")
 
 
 @dataclass
