@@ -394,3 +394,20 @@ def test_ready_starts_the_pool_once_under_concurrent_first_use(kb_settings) -> N
 
     starts, ready, db, pool = asyncio.run(scenario())
     assert starts == [1] and all(r is db for r in ready) and pool is not None
+
+
+def test_the_learned_arm_reorders_fused_candidates_by_their_evidence(live_db: LiveDB, embedder) -> None:
+    """Weights that trust only the dense list must give the dense order (among the fused candidates)."""
+    from serve_app.knowledge.rerankers.learned import LearnedFusionReranker
+
+    live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "ab-t"))
+    dense_only = Retriever(live_db.db, embedder, {"learned": LearnedFusionReranker(weights=[0, 1, 0, 0])})
+    query = "how do I export my data"
+    got = live_db.run(dense_only.search("ab-t", query, mode="hybrid_rerank", top_k=5))
+    dense = live_db.run(dense_only.search("ab-t", query, mode="dense", top_k=50))
+    fused = live_db.run(dense_only.search("ab-t", query, mode="hybrid", top_k=30))
+    assert got.arm == "learned" and all(h.evidence is not None for h in fused.hits)
+    dense_docs = list(dict.fromkeys(h.passage.document_id for h in dense.hits))
+    assert [h.passage.document_id for h in got.hits] == dense_docs[: len(got.hits)]
+    assert [h.evidence.dense_rank for h in got.hits] == list(range(1, len(got.hits) + 1))
+    assert dense_only.arm_stats["learned"].failures == 0

@@ -247,3 +247,54 @@ def test_openai_compatible_embedder_over_the_wire(monkeypatch: pytest.MonkeyPatc
             wrong.embed(["a"])
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
     assert vectors[1, 0] > vectors[0, 0]  # rows put back in input order, then normalised
+
+
+def test_evidence_ranks_and_shares_from_both_lists() -> None:
+    from serve_app.knowledge.rerankers.learned import evidence_for
+
+    ev = evidence_for([("a", 10.0), ("b", 5.0)], [("b", 0.8), ("c", 0.6)])
+    assert ev["a"].lexical_rank == 1 and ev["a"].dense_rank is None
+    assert ev["a"].lexical_share == 1.0 and ev["a"].dense_share == 0.6 / 0.8  # missed: the list's floor
+    assert (ev["b"].lexical_rank, ev["b"].dense_rank, ev["b"].lexical_share) == (2, 1, 0.5)
+    assert ev["c"].lexical_share == 0.0 and ev["c"].features()[0] == 0.0
+    assert ev["b"].features()[1] == 1.0 and ev["b"].features()[0] == pytest.approx(1 / np.log2(3))
+
+
+def test_pairwise_fit_learns_which_signal_marks_the_relevant_candidate() -> None:
+    """Synthetic queries where relevance follows the dense rank and the lexical rank is noise: the fit
+    must weigh dense over lexical, and rank the relevant candidate first on unseen queries."""
+    from serve_app.knowledge.rerankers.learned import Evidence, LearnedFusionReranker, fit_pairwise
+
+    rng = np.random.default_rng(0)
+
+    def query() -> tuple[list[Evidence], list[bool]]:
+        lex, dense = rng.permutation(10) + 1, rng.permutation(10) + 1
+        ev = [Evidence(int(lex[i]), int(dense[i]), 1 / lex[i], 1 - dense[i] / 20) for i in range(10)]
+        return ev, [int(d) == 1 for d in dense]
+
+    weights = fit_pairwise([query() for _ in range(30)])
+    assert weights[1] + weights[3] > 3 * abs(weights[0] + weights[2])
+    reranker = LearnedFusionReranker(weights=weights)
+    for ev, relevant in (query() for _ in range(10)):
+        best, _ = reranker.rerank_evidence(ev, 3)[0]
+        assert relevant[best]
+    with pytest.raises(ValueError, match="relevant"):
+        fit_pairwise([(ev, [False] * len(ev))])
+
+
+def test_learned_reranker_weights_load_and_are_checked(tmp_path: Path) -> None:
+    from serve_app.knowledge.rerankers.learned import BUNDLED, FEATURES, LearnedFusionReranker, save_weights
+
+    bundled = create_reranker("learned")
+    assert bundled.name == f"learned:{BUNDLED.name}" and len(bundled.weights) == len(FEATURES)
+    path = tmp_path / "w.json"
+    save_weights(path, [0.0, 1.0, 0.0, 0.0], "test")
+    assert list(LearnedFusionReranker(path).weights) == [0.0, 1.0, 0.0, 0.0]
+    path.write_text(json.dumps({"features": ["other"], "weights": [1.0]}))
+    with pytest.raises(ValueError, match="fitted on features"):
+        LearnedFusionReranker(path)
+    with pytest.raises(ValueError, match="finite"):
+        LearnedFusionReranker(weights=[1.0, float("nan"), 0.0, 0.0])
+    with pytest.raises(TypeError, match="evidence"):
+        bundled.rerank("q", ["d"], 1)
+    assert load_settings(None).knowledge.ab_weights == {"learned": 1.0}  # the default arm

@@ -207,9 +207,9 @@ def test_knowledge_search_through_the_graph(graph: RunningGraph, graph_settings:
         empty = client.post("/v1/knowledge/search", json={**body, "query": ""})
         stats = client.get("/v1/knowledge/stats").json()
     assert answer["passages"][0]["source"] == "export-and-import.md"
-    assert answer["passages"][0]["citation"].startswith("[1] ") and answer["arm"] == "none"
+    assert answer["passages"][0]["citation"].startswith("[1] ") and answer["arm"] == "learned"
     assert again["passages"] == answer["passages"]
     assert other["passages"] == []  # another tenant sees nothing
     assert bad.status_code == 422 and "tenant" in bad.json()["detail"]
     assert empty.status_code == 422
-    assert stats["embeddings"]["hits"] >= 1 and stats["arms"]["none"]["requests"] >= 2
+    assert stats["embeddings"]["hits"] >= 1 and stats["arms"]["learned"]["requests"] >= 2
