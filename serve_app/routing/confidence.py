@@ -44,6 +44,26 @@ _HEDGES = (
     "unfortunately",
     "i apologize",
 )
+# an answer that argues with itself ("However, it's not possible to have half a cup...") often went wrong
+_REVISIONS = (
+    "however",
+    "but since",
+    "not possible",
+    "wait",
+    "actually",
+    "mistake",
+    "let me",
+    "re-evaluate",
+    "must be",
+    "either",
+    "cannot",
+    "can't have",
+    "doesn't make sense",
+    "does not make sense",
+    "let's denote",
+    "let x",
+    "assume",
+)
 _WORD_RE = re.compile(r"[a-z]{4,}")
 
 
@@ -142,6 +162,12 @@ def shape(response: str) -> tuple[bool, bool, int]:
     return bool(_FINAL_RE.search(text)), truncated, hedges
 
 
+def revisions(response: str) -> int:
+    """Self-corrections, case splits and algebraic detours in the answer."""
+    text = response.lower()
+    return sum(text.count(marker) for marker in _REVISIONS)
+
+
 def coverage(prompt: str, response: str) -> float:
     """Share of the prompt's figures that the response uses (an answer that ignores givens is suspect)."""
     given = {_number(n) for n in _NUM_RE.findall(prompt)} - {None}
@@ -178,6 +204,7 @@ FEATURES = (
     "lines",
     "final_consistent",
     "relative_length",
+    "revisions",
 )
 
 
@@ -203,6 +230,7 @@ def features(prompt: str, response: str, context: str = "") -> np.ndarray:
             float(min(response.count("\n") + 1, 30)),
             float(final_consistent(response)),
             math.log1p(len(response)) - math.log1p(len(prompt)),
+            float(min(revisions(response), 5)),
         ]
     )
 
