@@ -21,6 +21,7 @@ from serve_app.routing.confidence import (
     calculations,
     coverage,
     features,
+    revisions,
 )
 from serve_app.routing.evaluate import Logged, cheapest_at_quality, curve, evaluate_threshold
 
@@ -42,6 +43,12 @@ def test_heuristic_scorers_prefer_the_right_answer() -> None:
     for scorer in (CalculationScorer(), ShapeScorer(), GroundingScorer()):
         assert scorer.score(PROMPT, RIGHT) > scorer.score(PROMPT, WRONG), scorer.name
     assert coverage(PROMPT, RIGHT) == 1.0 and coverage(PROMPT, WRONG) < 1.0
+
+
+def test_revisions_count_an_answer_arguing_with_itself() -> None:
+    detour = "9 / 2 = 4.5 cups. However, it's not possible to have half a cup, so it must be either 4 or 5."
+    assert revisions(detour) == 4 and revisions(RIGHT) == 0
+    assert features(PROMPT, detour)[FEATURES.index("revisions")] == 4.0
 
 
 def test_self_reported_confidence_is_parsed_and_clamped() -> None:
