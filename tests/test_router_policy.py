@@ -145,6 +145,7 @@ def test_exhausted_retries_and_client_errors_escalate() -> None:
     assert len(down.prompts) == 3 and len(bad_request.prompts) == 1  # 4xx is not retried
     assert [a.outcome for a in result.attempts] == ["failed", "failed", "accepted"]
     assert "500" in result.attempts[0].error and [e.cost_usd for e in events[:2]] == [0.0, 0.0]
+    assert [a.retries for a in result.attempts] == [2, 0, 0]  # a failed attempt keeps its retries
     assert [e.outcome for e in events] == ["failed", "failed", "accepted"]
 
 
@@ -227,6 +228,18 @@ def test_streaming_scores_escalating_attempts_whole_and_streams_the_last() -> No
     assert "Maybe" not in text and "Confidence" not in text  # the escalated answer never reaches the user
     assert text.strip() == final.text and final.tier == "t1" and len(deltas) > 1
     assert [e.outcome for e in events] == ["escalated", "accepted"]
+
+
+def test_a_streamed_attempt_counts_the_retries_before_its_first_token() -> None:
+    clock = Clock()
+    router = ladder(Scripted("sonnet", failure("rate_limit", 429), SURE), clock=clock, retries=2)
+
+    async def items() -> list:
+        return [item async for item in router.stream(PROMPT, "acme")]
+
+    (result,) = [item for item in asyncio.run(items()) if isinstance(item, RoutedAnswer)]
+    assert result.attempts[0].retries == 1 and result.attempts[0].outcome == "accepted"
+    assert len(clock.slept) == 1
 
 
 def test_scorer_weights_must_be_usable() -> None:

@@ -210,17 +210,16 @@ class EscalatingRouter:
     def threshold(self, tier: str) -> float:
         return self.policy.tier_thresholds.get(tier, self.policy.threshold)
 
-    async def _call(self, tier: Tier, prompt: Prompt) -> tuple[Completion, int]:
-        """One tier, with retries of retryable failures; returns the completion and the retries used."""
-        retries = 0
+    async def _call(self, tier: Tier, prompt: Prompt, attempt: Attempt) -> Completion:
+        """One tier, with retries of retryable failures, counted on the attempt (failed ones too)."""
         while True:
             try:
-                return await tier.provider.complete(prompt, tier.timeout_s), retries
+                return await tier.provider.complete(prompt, tier.timeout_s)
             except ProviderError as exc:
-                if not exc.retryable or retries >= self.policy.retries:
+                if not exc.retryable or attempt.retries >= self.policy.retries:
                     raise
-                retries += 1
-                await self._sleep(self._backoff(retries, exc.retry_after_s))
+                attempt.retries += 1
+                await self._sleep(self._backoff(attempt.retries, exc.retry_after_s))
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         delay = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (retry - 1))
@@ -322,7 +321,7 @@ class EscalatingRouter:
                 if last and stream_last:
                     completion = None
                     lines = ConfidenceLineFilter()
-                    async for piece in self._stream_call(tier, prompt):
+                    async for piece in self._stream_call(tier, prompt, attempt):
                         if isinstance(piece, Completion):
                             completion = piece
                         elif text := lines.feed(piece):
@@ -331,7 +330,7 @@ class EscalatingRouter:
                     if tail := lines.finish():
                         yield tail
                 else:
-                    completion, attempt.retries = await self._call(tier, prompt)
+                    completion = await self._call(tier, prompt, attempt)
             except ProviderError as exc:
                 breaker.failed()
                 attempt.outcome, attempt.error = "failed", str(exc)
@@ -366,9 +365,10 @@ class EscalatingRouter:
     def _later_tier_open(self, rest: list[Tier]) -> bool:
         return any(self.breakers[t.name].available for t in rest)
 
-    async def _stream_call(self, tier: Tier, prompt: Prompt) -> AsyncIterator[str | Completion]:
-        """The provider's stream; failures before the first delta are retried like `_call`."""
-        retries = 0
+    async def _stream_call(
+        self, tier: Tier, prompt: Prompt, attempt: Attempt
+    ) -> AsyncIterator[str | Completion]:
+        """The provider's stream; failures before the first delta are retried and counted like `_call`."""
         while True:
             sent = False
             try:
@@ -377,10 +377,10 @@ class EscalatingRouter:
                     yield piece
                 return
             except ProviderError as exc:
-                if sent or not exc.retryable or retries >= self.policy.retries:
+                if sent or not exc.retryable or attempt.retries >= self.policy.retries:
                     raise
-                retries += 1
-                await self._sleep(self._backoff(retries, exc.retry_after_s))
+                attempt.retries += 1
+                await self._sleep(self._backoff(attempt.retries, exc.retry_after_s))
 
     def status(self) -> dict[str, Any]:
         return {
