@@ -78,7 +78,7 @@ def test_failing_providers_fall_through_to_a_working_tier(monkeypatch: pytest.Mo
         )
     assert routed.tier == "extractive" and "[1]" in routed.text
     outcomes = [(a.tier, a.outcome, a.retries) for a in routed.attempts]
-    assert outcomes == [("flash-lite", "failed", 0), ("sonnet", "failed", 0), ("extractive", "accepted", 0)]
+    assert outcomes == [("flash-lite", "failed", 1), ("sonnet", "failed", 0), ("extractive", "accepted", 0)]
     assert "503" in routed.attempts[0].error and "timeout" in routed.attempts[1].error
     assert sum("generateContent" in c for c in FailingWire.calls) == 2  # one retry
     assert [e.outcome for e in events] == ["failed", "failed", "accepted"]
