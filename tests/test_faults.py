@@ -78,7 +78,15 @@ def test_failing_providers_fall_through_to_a_working_tier(monkeypatch: pytest.Mo
         )
     assert routed.tier == "extractive" and "[1]" in routed.text
     outcomes = [(a.tier, a.outcome, a.retries) for a in routed.attempts]
-    assert outcomes == [("flash-lite", "failed", 1), ("sonnet", "failed", 0), ("extractive", "accepted", 0)]
+    assert [(tier, outcome) for tier, outcome, _ in outcomes] == [
+        ("flash-lite", "failed"),
+        ("sonnet", "failed"),
+        ("extractive", "accepted"),
+    ]
+    # each attempt reports the retries it made: one per extra request that reached the server (a timed-out
+    # request may or may not have arrived before the client gave up, so Sonnet's count is bounded)
+    assert outcomes[0][2] == 1 and outcomes[2][2] == 0
+    assert 0 <= outcomes[1][2] <= 1
     assert "503" in routed.attempts[0].error and "timeout" in routed.attempts[1].error
     assert sum("generateContent" in c for c in FailingWire.calls) == 2  # one retry
     assert [e.outcome for e in events] == ["failed", "failed", "accepted"]
