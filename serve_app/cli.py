@@ -34,6 +34,14 @@ Settings come from defaults, then --config FILE (or $SUPPORTGRAPH_CONFIG), then 
 environment variables (nested with __, e.g. SUPPORTGRAPH_DEDUP__HAMMING_THRESHOLD=8)."""
 
 
+def _judged_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """A BEIR-style dataset, a query file and the tenant it is ingested into (eval-retrieval,
+    fit-reranker)."""
+    parser.add_argument("--dataset", type=Path, required=True, help="folder with docs/ and qrels/")
+    parser.add_argument("--queries", type=Path, required=True, help="JSONL with _id and text")
+    parser.add_argument("--tenant", default="eval", help="evaluation tenant (eval)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supportgraph", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,10 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Ingests DATASET/docs into an evaluation tenant (once; re-runs skip unchanged files), "
         "runs the queries of FILE and scores documents against DATASET/qrels. The last line is JSON.",
     )
-    ev.add_argument("--dataset", type=Path, required=True, help="folder with docs/ and qrels/")
-    ev.add_argument("--queries", type=Path, required=True, help="JSONL with _id and text")
+    _judged_dataset_arguments(ev)
     ev.add_argument("--mode", choices=MODES, action="append", help="repeatable; default: all four")
-    ev.add_argument("--tenant", default="eval", help="evaluation tenant (eval)")
 
     fr = sub.add_parser(
         "fit-reranker",
@@ -98,10 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         "evidence), prints its leave-one-query-out estimate against the fused order and writes the "
         "weights. Fit on a dev split, never on the queries you report.",
     )
-    fr.add_argument("--dataset", type=Path, required=True, help="folder with docs/ and qrels/")
-    fr.add_argument("--queries", type=Path, required=True, help="JSONL with _id and text")
+    _judged_dataset_arguments(fr)
     fr.add_argument("--out", type=Path, required=True, help="weights JSON (knowledge.rerankers.*.model)")
-    fr.add_argument("--tenant", default="eval", help="evaluation tenant (eval)")
 
     er = sub.add_parser(
         "eval-router",

@@ -187,13 +187,14 @@ class Retriever:
         start = time.perf_counter()
         try:
             reranker = self.rerankers[arm]
-            docs = [f"{h.passage.heading}\n{h.passage.content}" for h in candidates]
             if getattr(reranker, "uses_evidence", False):  # in process: a few multiplications
                 order = reranker.rerank_evidence([h.evidence for h in candidates], k)
-            elif hasattr(reranker, "arerank"):  # a deployment handle
-                order = await reranker.arerank(query, docs, k)
             else:
-                order = await asyncio.to_thread(reranker.rerank, query, docs, k)
+                docs = [f"{h.passage.heading}\n{h.passage.content}" for h in candidates]
+                if hasattr(reranker, "arerank"):  # a deployment handle
+                    order = await reranker.arerank(query, docs, k)
+                else:
+                    order = await asyncio.to_thread(reranker.rerank, query, docs, k)
         except Exception:  # a failing reranker degrades to the fused order, counted per arm
             stats.failures += 1
             return candidates
