@@ -3,9 +3,12 @@
     python benchmarks/phash_bench.py [--seconds 2] [--json FILE]
 
 Baseline: `imagehash.phash(Image.fromarray(frame))` one frame at a time on one thread (what a plain
-implementation does). Rows: native C kernel (1 and 2 threads) and the torch path (CPU; CUDA when a GPU
-is visible), at 640x480 and 1280x720, batches of 1, 32 and 128. Prints frames/s and the ratio to the
-baseline at the same resolution; every result is also checked against imagehash for exactness.
+implementation does). Rows: native C kernel (1 and 2 threads, and every CPU when there are more) and the
+torch path: on CPU, and on CUDA when a GPU is visible ("torch cuda" hashes frames already on the GPU;
+"cuda from host" takes numpy frames and copies them over, as the FrameDedup deployment does, with as
+many torch CPU threads as the threads column says), at 640x480 and 1280x720, batches of 1, 32 and 128.
+Prints frames/s and the ratio to the baseline at the same resolution; every result is also checked
+against imagehash for exactness.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from serve_app.frames.phash import native_available, phash_batch
+from serve_app.frames.phash import default_threads, native_available, phash_batch
 
 RESOLUTIONS = [(480, 640), (720, 1280)]
 BATCHES = [1, 32, 128]
@@ -72,13 +75,16 @@ def main() -> None:
         )
         rows.append({"res": f"{w}x{h}", "impl": "imagehash loop", "batch": 1, "threads": 1, "fps": base})
         variants: list[tuple[str, int, dict]] = []
+        counts = sorted({1, 2, default_threads()})
         if native_available():
-            variants += [("native C", t, {"backend": "native", "threads": t}) for t in (1, 2)]
+            variants += [("native C", t, {"backend": "native", "threads": t}) for t in counts]
         variants.append(("torch cpu", 2, {"backend": "torch", "device": "cpu"}))
         if cuda:
             variants.append(("torch cuda", 0, {"backend": "torch", "device": "cuda"}))
+            # torch's CPU threads stage host frames in pinned memory (more than one) or copy directly
+            variants += [("cuda from host", t, {"backend": "torch", "device": "cuda"}) for t in counts]
         for name, threads, options in variants:
-            if name == "torch cpu":
+            if threads and name != "native C":
                 torch.set_num_threads(threads)
             gpu_frames = torch.from_numpy(frames).cuda() if name == "torch cuda" else None
             for batch in BATCHES:
