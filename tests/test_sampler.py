@@ -83,7 +83,8 @@ def test_offer_runs_both_gates_on_real_frames() -> None:
 def test_stream_table_counts_per_tenant_and_evicts_oldest() -> None:
     table = StreamTable(SamplingPolicy(), max_streams=2)
     for sid in ["tenant_a_r1", "tenant_a_r2", "tenant_b_r1"]:
-        table.record(table.sampler(sid).decide(0.0, 0))
+        sampler = table.sampler(sid)
+        table.record(sampler, sampler.decide(0.0, 0))
     assert len(table) == 2 and "tenant_a_r1" not in table and table.evicted == 1
     assert table.tenant_counters("a").processed == 2
     assert table.tenant_counters("b").processed == 1

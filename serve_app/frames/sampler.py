@@ -176,10 +176,9 @@ class StreamTable:
         self._streams.move_to_end(stream_id)
         return sampler
 
-    def record(self, decision: Decision) -> Decision:
-        """Count a decision for the stream's tenant; returns it."""
-        tenant = parse_stream_id(decision.stream_id).tenant_id
-        self._tenants.setdefault(tenant, FrameCounters()).add(decision.verdict)
+    def record(self, sampler: FrameSampler, decision: Decision) -> Decision:
+        """Count a decision of `sampler`'s stream for its tenant; returns it."""
+        self._tenants.setdefault(sampler.stream.tenant_id, FrameCounters()).add(decision.verdict)
         return decision
 
     def stream_counters(self, stream_id: str) -> FrameCounters | None:

@@ -82,7 +82,7 @@ class DedupService:
         sampler = self.streams.sampler(stream_id)
         throttled = sampler.admit(ts, bool(is_speaking))
         if throttled is not None:
-            return self._observed(sampler, self.streams.record(throttled))
+            return self._observed(sampler, self.streams.record(sampler, throttled))
         return Pending(sampler, ts, frame)
 
     def hash(self, frames: list[np.ndarray]) -> np.ndarray:
@@ -96,7 +96,7 @@ class DedupService:
         self.batches += 1
         self.batched_frames += len(items)
         return [
-            self._observed(it.sampler, self.streams.record(it.sampler.decide(it.ts, int(h))))
+            self._observed(it.sampler, self.streams.record(it.sampler, it.sampler.decide(it.ts, int(h))))
             for it, h in zip(items, hashes, strict=True)
         ]
 
