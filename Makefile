@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)  # llama-cpp-python builds at install
+# llama-cpp-python builds at install; no comment on the line below: make would keep the spaces before it
+# in the value, and CMake rejects '2  '.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(strip $(shell nproc 2>/dev/null || echo 2))
 
 .PHONY: demo test bench lint serve clean
 
