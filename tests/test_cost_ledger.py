@@ -65,6 +65,65 @@ def test_a_failed_flush_keeps_the_events(kb_settings) -> None:
     assert asyncio.run(scenario()) == 2
 
 
+def test_a_failed_flush_keeps_every_tenants_events_in_order(kb_settings) -> None:
+    async def scenario() -> list[str]:
+        ledger = CostLedger(Database(kb_settings))  # never started: the first tenant's write fails
+        for tenant in ("ledger-c", "ledger-d", "ledger-c", "ledger-f"):
+            ledger.record(event(tenant))
+        with pytest.raises(RuntimeError):
+            await ledger.flush()
+        return [e.tenant_id for e in ledger._pending]
+
+    assert asyncio.run(scenario()) == ["ledger-c", "ledger-c", "ledger-d", "ledger-f"]
+
+
+def test_cancelling_the_flusher_mid_flush_loses_nothing(live_db: LiveDB) -> None:
+    tenants = [f"ledger-m{n}" for n in range(12)]
+
+    async def scenario() -> tuple[int, int]:
+        ledger = CostLedger(live_db.db, batch=10_000, interval_s=0.01)
+        for i in range(1200):
+            ledger.record(event(tenants[i % len(tenants)]))
+        task = asyncio.get_running_loop().create_task(ledger.run())
+        while not ledger._lock.locked():  # a flush of 12 tenant transactions is under way
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        total = 0
+        for tenant in tenants:
+            total += (await cost_report(live_db.db, tenant)).attempts
+        return ledger.written, total
+
+    assert live_db.run(scenario()) == (1200, 1200)
+
+
+def test_the_flusher_survives_a_failed_flush(live_db: LiveDB) -> None:
+    class FlakyLedger(CostLedger):
+        failures = 1
+
+        async def flush(self) -> int:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("database unreachable")
+            return await super().flush()
+
+    async def scenario() -> tuple[int, bool]:
+        ledger = FlakyLedger(live_db.db, interval_s=0.02)
+        task = asyncio.get_running_loop().create_task(ledger.run())
+        ledger.record(event("ledger-g"))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if ledger.written:
+                break
+        alive = not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return ledger.written, alive
+
+    assert live_db.run(scenario()) == (1, True)
+
+
 def test_report_by_service_provider_and_window(live_db: LiveDB) -> None:
     async def scenario() -> tuple[object, object]:
         ledger = CostLedger(live_db.db)

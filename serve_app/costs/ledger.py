@@ -2,13 +2,14 @@
 
 `record()` only appends to an in-memory buffer (the hot path never waits on Postgres); a background task
 flushes every `interval_s` or `batch` events, each tenant's events in one tenant transaction (RLS
-applies). Events whose write fails stay buffered for the next flush; `close()` flushes everything, so
-a clean shutdown loses nothing.
+applies). Events whose write fails stay buffered for the next flush (the flusher keeps going); a flush
+under way at shutdown finishes, and `close()` flushes everything, so a clean shutdown loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from datetime import datetime
 
 from serve_app.db.database import Database, ensure_tenant
 from serve_app.tenancy import validate_tenant_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,62 +78,68 @@ class CostLedger:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Write what is buffered; returns how many events were written now."""
+        """Write what is buffered; returns how many events were written now.
+
+        A tenant whose write fails (or is cancelled) puts its events and those of the tenants after it
+        back at the head of the buffer, in order, for the next flush."""
         async with self._lock:
             events, self._pending = self._pending, []
             by_tenant: dict[str, list[CostEvent]] = defaultdict(list)
             for event in events:
                 by_tenant[event.tenant_id].append(event)
+            groups = list(by_tenant.items())
             done = 0
-            for tenant, items in by_tenant.items():
+            for n, (tenant, items) in enumerate(groups):
                 try:
                     async with self.db.tenant(tenant) as conn:
                         await ensure_tenant(conn, tenant)
-                        await conn.executemany(
-                            INSERT,
-                            [
-                                (
-                                    e.session_id,
-                                    e.service,
-                                    e.provider,
-                                    e.model,
-                                    e.attempt,
-                                    e.input_tokens,
-                                    e.output_tokens,
-                                    e.images,
-                                    e.cost_usd,
-                                    e.latency_ms,
-                                    e.request_id,
-                                    e.tier,
-                                    e.outcome,
-                                    e.confidence,
-                                    e.baseline_usd,
-                                )
-                                for e in items
-                            ],
-                        )
-                    done += len(items)
-                except Exception:
-                    self._pending[:0] = items  # keep them, in order, for the next flush
+                        await conn.executemany(INSERT, [_row(e) for e in items])
+                except BaseException:
+                    self._pending[:0] = [e for _, rest in groups[n:] for e in rest]
+                    self.written += done
                     raise
+                done += len(items)
             self.written += done
             return done
 
     async def run(self) -> None:
-        """Flush every `interval_s` until cancelled (then flush once more)."""
+        """Flush every `interval_s` until cancelled, then flush once more. A flush under way when the
+        task is cancelled is shielded: it finishes (its transaction is not cut off) before the last one."""
         try:
             while True:
                 await asyncio.sleep(self.interval_s)
                 if self._pending:
-                    await self.flush()
+                    try:
+                        await asyncio.shield(self.flush())
+                    except Exception as exc:  # the events stay buffered; the next tick tries again
+                        log.warning("cost ledger flush failed, %d events kept: %s", self.pending, exc)
         finally:
-            if self._pending:
-                await self.flush()
+            await self.flush()  # waits on the lock for a shielded flush still running
 
     async def close(self) -> None:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.flush()
+
+
+def _row(e: CostEvent) -> tuple[object, ...]:
+    return (
+        e.session_id,
+        e.service,
+        e.provider,
+        e.model,
+        e.attempt,
+        e.input_tokens,
+        e.output_tokens,
+        e.images,
+        e.cost_usd,
+        e.latency_ms,
+        e.request_id,
+        e.tier,
+        e.outcome,
+        e.confidence,
+        e.baseline_usd,
+    )
 
 
 @dataclass(frozen=True)
