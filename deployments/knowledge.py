@@ -1,14 +1,18 @@
 """Knowledge deployments: Embeddings (batched, cached), Reranker (every configured backend, one per arm),
-KnowledgeBase (Postgres pool + hybrid retrieval, calling the other two through handles)."""
+KnowledgeBase (Postgres pool + hybrid retrieval, calling the other two through handles; what a billed
+embedder or reranker charged for a search goes to the tenant's cost ledger)."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.costs.ledger import CostLedger
+from serve_app.costs.usage import Usage
 from serve_app.db.database import Database
 from serve_app.knowledge.factory import build_embedder, build_rerankers, retrieval_config
 from serve_app.knowledge.rerankers import create_reranker
@@ -18,16 +22,18 @@ from serve_app.settings import Settings
 
 
 class Embeddings:
-    """Query embeddings: concurrent requests are embedded in one batch; an LRU serves repeats."""
+    """Query embeddings: concurrent requests are embedded in one batch; an LRU serves repeats. Each
+    request gets its vector and its share of what an API embedder billed for the batch."""
 
     def __init__(self, settings: Settings):
         self.embedder = build_embedder(settings.knowledge.embedder)
         self.embedder.metrics = Metrics.ray()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def embed(self, texts: list[str]) -> list[list[float]]:
+    async def embed(self, texts: list[str]) -> list[tuple[list[float], Usage | None]]:
         # the model runs in a thread so the replica keeps accepting (and batching) requests meanwhile
-        return (await asyncio.to_thread(self.embedder.embed, texts)).tolist()
+        vectors, usage = await asyncio.to_thread(self.embedder.embed_each, texts)
+        return list(zip(vectors.tolist(), usage, strict=True))
 
     async def stats(self) -> dict[str, Any]:
         return {"model": self.embedder.name, "dim": self.embedder.dim, **self.embedder.stats()}
@@ -37,17 +43,23 @@ class Reranker:
     def __init__(self, settings: Settings):
         self.rerankers = build_rerankers(settings.knowledge)
 
-    async def rerank(self, arm: str, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+    async def rerank(
+        self, arm: str, query: str, documents: list[str], top_n: int
+    ) -> tuple[list[tuple[int, float]], Usage | None]:
+        """The ranking, and what the backend billed for it (None for self-hosted ones)."""
         if arm not in self.rerankers:
             raise ValueError(f"unknown reranker arm {arm!r}")
-        return await asyncio.to_thread(self.rerankers[arm].rerank, query, documents, top_n)
+        reranker = self.rerankers[arm]
+        if hasattr(reranker, "rerank_billed"):
+            return await asyncio.to_thread(reranker.rerank_billed, query, documents, top_n)
+        return await asyncio.to_thread(reranker.rerank, query, documents, top_n), None
 
 
 class _EmbeddingsHandle:
     def __init__(self, handle: DeploymentHandle, name: str, dim: int):
         self.handle, self.name, self.dim = handle, name, dim
 
-    async def aembed(self, text: str) -> list[float]:
+    async def aembed_billed(self, text: str) -> tuple[list[float], Usage | None]:
         return await self.handle.embed.remote(text)
 
 
@@ -55,7 +67,9 @@ class _RerankerHandle:
     def __init__(self, handle: DeploymentHandle, arm: str):
         self.handle, self.arm, self.name = handle, arm, f"arm:{arm}"
 
-    async def arerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+    async def arerank(
+        self, query: str, documents: list[str], top_n: int
+    ) -> tuple[list[tuple[int, float]], Usage | None]:
         return await self.handle.rerank.remote(self.arm, query, documents, top_n)
 
 
@@ -78,6 +92,14 @@ class KnowledgeBase:
         )
         self.retriever.metrics = Metrics.ray()
         self.embeddings = embeddings
+        self.prices = settings.pricing.load()
+        self.ledger = CostLedger(self.db)
+        self._flusher: asyncio.Task | None = None
+
+    async def _ready(self) -> None:
+        await self.db.ready()
+        if self._flusher is None:  # the ledger's flusher runs on the replica's event loop
+            self._flusher = asyncio.get_running_loop().create_task(self.ledger.run())
 
     async def search(
         self,
@@ -87,8 +109,11 @@ class KnowledgeBase:
         top_k: int | None = None,
         request_id: str | None = None,
     ) -> dict[str, Any]:
-        await self.db.ready()
+        await self._ready()
         result = await self.retriever.search(tenant_id, query, mode=mode, top_k=top_k, request_id=request_id)
+        billed_for = _request_uuid(request_id)
+        for usage in result.usage:
+            self.ledger.record(usage.event(tenant_id, self.prices, request_id=billed_for))
         return {
             "query": result.query,
             "mode": result.mode,
@@ -109,4 +134,20 @@ class KnowledgeBase:
 
     async def stats(self) -> dict[str, Any]:
         arms = {name: s.summary() for name, s in self.retriever.arm_stats.items()}
-        return {"arms": arms, "embeddings": await self.embeddings.stats.remote()}
+        ledger = {"written": self.ledger.written, "pending": self.ledger.pending}
+        return {"arms": arms, "embeddings": await self.embeddings.stats.remote(), "ledger": ledger}
+
+    async def __del__(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.ledger.close()
+        await self.db.close()
+
+
+def _request_uuid(request_id: str | None) -> uuid.UUID | None:
+    """The caller's request id when it is a UUID, so a search's billed calls can be joined to its request."""
+    try:
+        return uuid.UUID(request_id) if request_id else None
+    except ValueError:
+        return None

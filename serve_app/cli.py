@@ -20,6 +20,7 @@ from serve_app.settings import Settings, load_settings
 from serve_app.tenancy import validate_tenant_id
 
 if TYPE_CHECKING:
+    from serve_app.costs.usage import TenantBill
     from serve_app.db.database import Database
     from serve_app.knowledge.embedders import Embedder
     from serve_app.knowledge.ingest import IngestReport
@@ -202,12 +203,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_knowledge(settings: Settings, work: Callable[[Database, Embedder], Awaitable[T]]) -> T:
+async def _with_knowledge(
+    settings: Settings, tenant: str, work: Callable[[Database, Embedder, TenantBill], Awaitable[T]]
+) -> T:
+    """Runs `work` with the database, the embedder and the tenant's bill: what billed knowledge calls
+    (an API embedder, Cohere) cost goes to its cost ledger, flushed before the command ends."""
+    from serve_app.costs.ledger import CostLedger
+    from serve_app.costs.usage import TenantBill
     from serve_app.db.database import Database
     from serve_app.knowledge.factory import build_embedder
 
     async with Database(settings) as db:
-        return await work(db, build_embedder(settings.knowledge.embedder))
+        bill = TenantBill(CostLedger(db), settings.pricing.load(), tenant)
+        try:
+            return await work(db, build_embedder(settings.knowledge.embedder), bill)
+        finally:
+            await bill.ledger.close()
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -220,10 +231,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     validate_tenant_id(args.tenant)
     total = len(iter_files(args.path.expanduser()))
 
-    async def work(db: Database, embedder: Embedder) -> IngestReport:
+    async def work(db: Database, embedder: Embedder, bill: TenantBill) -> tuple[IngestReport, float]:
         with Progress(transient=True) as bar:
             task = bar.add_task(f"ingesting {args.path}", total=total)
-            return await ingest_path(
+            report = await ingest_path(
                 db,
                 embedder,
                 args.path,
@@ -232,9 +243,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 max_words=settings.knowledge.chunk_words,
                 overlap=settings.knowledge.chunk_overlap,
                 progress=lambda n: bar.advance(task, n),
+                bill=bill,
             )
+        return report, bill.usd
 
-    report = asyncio.run(_with_knowledge(settings, work))
+    report, bill_usd = asyncio.run(_with_knowledge(settings, args.tenant, work))
     for source, why in report.failed.items():
         print(f"skipped {source}: {why}", file=sys.stderr)
     print(
@@ -243,6 +256,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 "ingest": str(args.path),
                 "tenant": args.tenant,
                 **asdict(report) | {"failed": len(report.failed)},
+                "billed_usd": round(bill_usd, 6),
             }
         )
     )
@@ -254,12 +268,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
 
-    async def work(db: Database, embedder: Embedder) -> RetrievalResult:
-        return await build_retriever(db, settings.knowledge, embedder).search(
+    async def work(db: Database, embedder: Embedder, bill: TenantBill) -> RetrievalResult:
+        result = await build_retriever(db, settings.knowledge, embedder).search(
             args.tenant, args.query, mode=args.mode, top_k=args.k
         )
+        for usage in result.usage:
+            bill(usage)
+        return result
 
-    result = asyncio.run(_with_knowledge(settings, work))
+    result = asyncio.run(_with_knowledge(settings, args.tenant, work))
     for n, hit in enumerate(result.hits, 1):
         print(f"{hit.citation(n)}  score={hit.score:.4f}\n    {hit.passage.content[:300]}")
     print(
@@ -270,6 +287,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 "arm": result.arm,
                 "hits": len(result.hits),
                 "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
+                "billed": [asdict(u) for u in result.usage],
             }
         )
     )
@@ -277,7 +295,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 async def _ingest_dataset(
-    settings: Settings, db: Database, embedder: Embedder, docs: Path, tenant: str
+    settings: Settings, db: Database, embedder: Embedder, docs: Path, tenant: str, bill: TenantBill
 ) -> None:
     """The evaluation corpus, ingested once (re-runs skip unchanged files)."""
     from rich.progress import Progress
@@ -295,6 +313,7 @@ async def _ingest_dataset(
             max_words=settings.knowledge.chunk_words,
             overlap=settings.knowledge.chunk_overlap,
             progress=lambda n: bar.advance(task, n),
+            bill=bill,
         )
 
 
@@ -309,12 +328,12 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
     modes = args.mode or list(MODES)
 
-    async def work(db: Database, embedder: Embedder) -> list[dict[str, object]]:
-        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant)
+    async def work(db: Database, embedder: Embedder, bill: TenantBill) -> list[dict[str, object]]:
+        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant, bill)
         retriever = build_retriever(db, settings.knowledge, embedder)
-        return [await evaluate(retriever, args.tenant, queries, qrels, mode) for mode in modes]
+        return [await evaluate(retriever, args.tenant, queries, qrels, mode, bill=bill) for mode in modes]
 
-    results = asyncio.run(_with_knowledge(settings, work))
+    results = asyncio.run(_with_knowledge(settings, args.tenant, work))
     table = Table(title=f"Retrieval on {args.dataset.name} ({args.queries.name})")
     names = ["R@1", "R@5", "R@10", "MRR@10", "nDCG@10"]
     for col in ["mode", *names, "p50 ms", "p95 ms"]:
@@ -347,12 +366,12 @@ def _cmd_fit_reranker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
 
-    async def work(db: Database, embedder: Embedder) -> list:
-        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant)
+    async def work(db: Database, embedder: Embedder, bill: TenantBill) -> list:
+        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant, bill)
         retriever = Retriever(db, embedder, config=retrieval_config(settings.knowledge))  # fused order only
-        return await judged_candidates(retriever, args.tenant, queries, qrels)
+        return await judged_candidates(retriever, args.tenant, queries, qrels, bill)
 
-    data = asyncio.run(_with_knowledge(settings, work))
+    data = asyncio.run(_with_knowledge(settings, args.tenant, work))
     weights = fit_pairwise(data)
     estimate = leave_one_out(data)
     save_weights(args.out, weights, f"{args.dataset.name}/{args.queries.name} ({len(data)} queries)")

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from serve_app.costs.pricing import PricingTable, default_pricing
+from serve_app.knowledge.rerankers import COHERE_DEFAULT_MODEL
 
 CONFIG_ENV = "SUPPORTGRAPH_CONFIG"
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("supportgraph_yaml", default=None)
@@ -285,11 +286,25 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()  # replicas may run elsewhere than the CLI's folder
 
     @model_validator(mode="after")
-    def _tiers_priced(self) -> Settings:
+    def _billed_models_priced(self) -> Settings:
+        """Every tier, API embedder and Cohere arm has a pricing row, so no billed call goes unpriced."""
         prices = self.pricing.load()
         unpriced = [t.model for t in self.routing.tiers if t.model not in prices.prices]
         if unpriced:
             raise ValueError(f"routing tiers use models missing from the pricing table: {unpriced}")
+        billed = [
+            r.model or COHERE_DEFAULT_MODEL
+            for r in self.knowledge.rerankers.values()
+            if r.backend == "cohere"
+        ]
+        if self.knowledge.embedder.backend == "openai-compatible":
+            billed.append(self.knowledge.embedder.model)
+        unpriced = sorted({m for m in billed if m not in prices.prices})
+        if unpriced:
+            raise ValueError(
+                f"knowledge backends billed per call use models missing from the pricing table: {unpriced}"
+                " (add a row, at 0 for a self-hosted server)"
+            )
         return self
 
     @model_validator(mode="after")

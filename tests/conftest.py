@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -13,9 +14,14 @@ import pytest
 from serve_app.db.database import Database, stop_embedded
 from serve_app.runtime import RunningGraph, local_graph, quiet_ray_env
 from serve_app.settings import Settings, load_settings
+from tests.wire import KnowledgeWire, serving
 
 quiet_ray_env()
 T = TypeVar("T")
+# The graph's billed Cohere arm (served by a local KnowledgeWire) reads its key from here. Set before
+# the session's Ray starts, so its replicas inherit it.
+GRAPH_COHERE_KEY_ENV = "GRAPH_TEST_COHERE_KEY"
+GRAPH_ARMS = {"learned": 1.0, "cohere": 0.02}  # a few tenants (graph-billed-23) land on Cohere
 
 
 def free_port() -> int:
@@ -25,22 +31,36 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Two FrameDedup replicas (sticky routing is observable), small CPU shares for 2 cores, and an
-    embedded Postgres of its own in a temporary folder."""
-    return load_settings(
-        None,
-        state_dir=tmp_path_factory.mktemp("graph-state"),
-        http={"port": free_port()},
-        auth={"mode": "off"},  # keys are tested on their own (test_auth.py) and by the demo
-        dedup={"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
-        serve={
-            "ray_num_cpus": 2,
-            "metrics_port": free_port(),
-            "frame_dedup": {"num_replicas": 2, "num_cpus": 0.25},
-            "ingress": {"num_cpus": 0.25},
-        },
-    )
+def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Two FrameDedup replicas (sticky routing is observable), small CPU shares for 2 cores, an
+    embedded Postgres of its own in a temporary folder, and a billed Cohere arm on a local server."""
+    os.environ.setdefault(GRAPH_COHERE_KEY_ENV, "graph-test-key")
+    with serving(KnowledgeWire) as wire_url:
+        yield load_settings(
+            None,
+            state_dir=tmp_path_factory.mktemp("graph-state"),
+            http={"port": free_port()},
+            auth={"mode": "off"},  # keys are tested on their own (test_auth.py) and by the demo
+            dedup={"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
+            serve={
+                "ray_num_cpus": 2,
+                "metrics_port": free_port(),
+                "frame_dedup": {"num_replicas": 2, "num_cpus": 0.25},
+                "ingress": {"num_cpus": 0.25},
+            },
+            knowledge={
+                "rerankers": {
+                    "learned": {"backend": "learned"},
+                    "none": {},
+                    "cohere": {
+                        "backend": "cohere",
+                        "base_url": wire_url,
+                        "api_key_env": GRAPH_COHERE_KEY_ENV,
+                    },
+                },
+                "ab_weights": GRAPH_ARMS,
+            },
+        )
 
 
 @pytest.fixture(scope="session")

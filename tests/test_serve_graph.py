@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import httpx
 import numpy as np
@@ -12,11 +13,14 @@ import pytest
 from PIL import Image
 from ray import serve
 
+from serve_app.costs.pricing import default_pricing
 from serve_app.frames.service import DedupService
 from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import RunningGraph, load_builder
 from serve_app.settings import Settings
 from tests import images
+from tests.conftest import GRAPH_ARMS
+from tests.wire import KnowledgeWire
 
 pytestmark = pytest.mark.ray
 
@@ -215,3 +219,43 @@ def test_knowledge_search_through_the_graph(graph: RunningGraph, graph_settings:
     assert bad.status_code == 422 and "tenant" in bad.json()["detail"]
     assert empty.status_code == 422
     assert stats["embeddings"]["hits"] >= 1 and stats["arms"]["learned"]["requests"] >= 2
+
+
+def test_a_billed_rerankers_searches_reach_the_tenants_costs(
+    graph: RunningGraph, graph_settings: Settings
+) -> None:
+    """A tenant on the Cohere arm: each search's billed unit goes from the Reranker replica back to
+    KnowledgeBase, into its cost ledger and the tenant's cost report; other tenants are not billed."""
+    from serve_app.db.database import Database
+    from serve_app.demo import SAMPLE_HELP_CENTER
+    from serve_app.knowledge.factory import build_embedder
+    from serve_app.knowledge.ingest import ingest_path
+    from serve_app.knowledge.rerankers import assign_arm
+
+    tenant = "graph-billed-23"
+    assert assign_arm(GRAPH_ARMS, tenant) == "cohere"
+
+    async def ingest() -> None:
+        async with Database(graph_settings) as db:
+            await ingest_path(
+                db, build_embedder(graph_settings.knowledge.embedder), SAMPLE_HELP_CENTER, tenant
+            )
+
+    asyncio.run(ingest())
+    searches_before = KnowledgeWire.searches_billed
+    with httpx.Client(base_url=graph.base_url, timeout=60) as client:
+        body = {"tenant_id": tenant, "query": "How do I export my notes?"}
+        answers = [client.post("/v1/knowledge/search", json=body).raise_for_status().json() for _ in range(3)]
+        deadline, rerank = time.monotonic() + 30, None
+        while time.monotonic() < deadline:  # KnowledgeBase flushes its ledger every second
+            report = client.get("/v1/costs", params={"tenant_id": tenant}).raise_for_status().json()
+            rerank = next((r for r in report["by_service_provider"] if r["service"] == "rerank"), None)
+            if rerank and rerank["attempts"] == 3:
+                break
+            time.sleep(0.3)
+        kb_only = client.get("/v1/costs", params={"tenant_id": "graph-kb"}).raise_for_status().json()
+    assert {a["arm"] for a in answers} == {"cohere"} and answers[0]["passages"]
+    assert KnowledgeWire.searches_billed - searches_before == 3
+    assert rerank is not None and rerank["provider"] == "cohere" and rerank["attempts"] == 3
+    assert rerank["cost_usd"] == pytest.approx(3 * default_pricing()["rerank-v3.5"].per_search)
+    assert all(r["service"] != "rerank" for r in kb_only["by_service_provider"])  # learned arm: no bill

@@ -63,3 +63,50 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *_: object) -> None:
         pass
+
+
+class KnowledgeWire(BaseHTTPRequestHandler):
+    """Speaks the two billed knowledge APIs: OpenAI's POST /v1/embeddings (384-d hashed bags of words,
+    `usage.prompt_tokens` = words) and Cohere's POST /v2/rerank (word overlap, one search unit billed).
+    Class counters say what was billed, to check the ledger against."""
+
+    tokens_billed: int = 0
+    searches_billed: int = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = read_json(self)
+        if self.path.endswith("/embeddings"):
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            tokens = sum(len(t.split()) for t in texts)
+            with KnowledgeWire.lock:
+                KnowledgeWire.tokens_billed += tokens
+            data = [{"object": "embedding", "index": i, "embedding": bag(t)} for i, t in enumerate(texts)]
+            usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+            reply_json(self, {"object": "list", "model": body["model"], "data": data, "usage": usage})
+        elif self.path.endswith("/rerank"):
+            with KnowledgeWire.lock:
+                KnowledgeWire.searches_billed += 1
+            words = set(body["query"].lower().split())
+            scores = [len(words & set(d.lower().split())) / (1 + len(words)) for d in body["documents"]]
+            order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.get("top_n") or len(scores)]
+            results = [{"index": i, "relevance_score": scores[i]} for i in order]
+            reply_json(
+                self, {"id": "local", "results": results, "meta": {"billed_units": {"search_units": 1}}}
+            )
+        else:
+            reply_json(self, {"message": f"no route {self.path}"}, 404)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def bag(text: str, dim: int = 384) -> list[float]:
+    """A deterministic bag-of-words vector (crc32 buckets), the same in every process."""
+    import zlib
+
+    out = [0.0] * dim
+    for word in text.lower().split():
+        out[zlib.crc32(word.encode()) % dim] += 1.0
+    out[0] += 1e-3  # never all zero
+    return out

@@ -1,4 +1,5 @@
-"""Model prices from pricing.yaml (or another file with the same shape) and the cost of one attempt."""
+"""Model prices from pricing.yaml (or another file with the same shape) and the cost of one attempt or of
+one billed knowledge call (embedding tokens, rerank searches)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ class ModelPrice:
     input_per_mtok: float
     output_per_mtok: float
     per_image: float = 0.0
+    per_search: float = 0.0  # rerank APIs bill per search unit (Cohere: one query over <= 100 documents)
 
-    def cost(self, input_tokens: int, output_tokens: int, images: int = 0) -> float:
+    def cost(self, input_tokens: int, output_tokens: int, images: int = 0, searches: int = 0) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6 + (
-            images * self.per_image
+            images * self.per_image + searches * self.per_search
         )
 
 
@@ -49,10 +51,12 @@ class PricingTable:
                     float(row["input_per_mtok"]),
                     float(row["output_per_mtok"]),
                     float(row.get("per_image", 0.0)),
+                    float(row.get("per_search", 0.0)),
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"pricing table entry {name!r} is malformed: {exc}") from None
-            if min(prices[name].input_per_mtok, prices[name].output_per_mtok, prices[name].per_image) < 0:
+            price = prices[name]
+            if min(price.input_per_mtok, price.output_per_mtok, price.per_image, price.per_search) < 0:
                 raise ValueError(f"pricing table entry {name!r} has a negative price")
         image_usd = float(data.get("image_usd", 0.0))
         if image_usd < 0:

@@ -12,9 +12,11 @@ import csv
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve_app.costs.usage import Usage
 from serve_app.knowledge.rerankers.learned import Evidence, LearnedFusionReranker, fit_pairwise
 from serve_app.knowledge.retrieval import Retriever
 from serve_app.stats import percentile
@@ -73,6 +75,7 @@ async def evaluate(
     qrels: dict[str, set[str]],
     mode: str,
     passages: int = 60,
+    bill: Callable[[Usage], None] | None = None,
 ) -> dict[str, object]:
     judged = [q for q in queries if q.id in qrels]
     if not judged:
@@ -80,6 +83,8 @@ async def evaluate(
     per_query, stages = [], {}
     for q in judged:
         result = await retriever.search(tenant_id, q.text, mode=mode, top_k=passages)
+        for usage in result.usage if bill else ():
+            bill(usage)
         docs = list(dict.fromkeys(corpus_id(h.passage.source) for h in result.hits))
         per_query.append(metrics_for(docs, qrels[q.id]))
         for stage, ms in result.timings_ms.items():
@@ -95,7 +100,11 @@ async def evaluate(
 
 
 async def judged_candidates(
-    retriever: Retriever, tenant_id: str, queries: list[Query], qrels: dict[str, set[str]]
+    retriever: Retriever,
+    tenant_id: str,
+    queries: list[Query],
+    qrels: dict[str, set[str]],
+    bill: Callable[[Usage], None] | None = None,
 ) -> list[tuple[list[Evidence], list[bool]]]:
     """For each judged query: its fused candidates' evidence and whether each is relevant (the training
     data of the learned reranker)."""
@@ -106,6 +115,8 @@ async def judged_candidates(
         result = await retriever.search(
             tenant_id, q.text, mode="hybrid", top_k=retriever.config.rerank_candidates
         )
+        for usage in result.usage if bill else ():
+            bill(usage)
         hits = [h for h in result.hits if h.evidence is not None]
         out.append(([h.evidence for h in hits], [corpus_id(h.passage.source) in qrels[q.id] for h in hits]))
     return out

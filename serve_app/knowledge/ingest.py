@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serve_app.costs.usage import Usage
 from serve_app.db.database import Database, ensure_tenant
 from serve_app.knowledge import store
 from serve_app.knowledge.chunking import Document, chunk_document, iter_files, load_document
@@ -38,8 +39,11 @@ async def ingest_path(
     overlap: int = 30,
     batch_chunks: int = 256,
     progress: Callable[[int], None] | None = None,
+    bill: Callable[[Usage], None] | None = None,
 ) -> IngestReport:
-    """Ingest every supported file under `root` for a tenant. `progress(n)` is told about done files."""
+    """Ingest every supported file under `root` for a tenant. `progress(n)` is told about done files;
+    `bill(usage)` about every embedding call an API embedder billed (as soon as it is made: the bill
+    stands even if a write then fails)."""
     root = root.expanduser().resolve()
     files = iter_files(root)
     base = root if root.is_dir() else root.parent
@@ -52,7 +56,12 @@ async def ingest_path(
 
     async def flush() -> None:
         texts = [c.text_for_embedding for _, chunks in pending for c in chunks]
-        vectors = embedder.embed(texts)
+        if hasattr(embedder, "embed_billed"):
+            vectors, usage = embedder.embed_billed(texts)
+            if usage is not None and bill is not None:
+                bill(usage)
+        else:
+            vectors = embedder.embed(texts)
         at = 0
         for doc, chunks in pending:
             async with db.tenant(tenant_id) as conn:

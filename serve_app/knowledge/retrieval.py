@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 
+from serve_app.costs.usage import Usage
 from serve_app.db.database import Database
 from serve_app.knowledge import store
 from serve_app.knowledge.embedders import Embedder
@@ -89,6 +90,7 @@ class RetrievalResult:
     arm: str | None
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    usage: list[Usage] = field(default_factory=list)  # billed calls made for it (API embedder, Cohere)
 
 
 def check_query(query: str) -> str:
@@ -138,10 +140,11 @@ class Retriever:
         text = check_query(query)
         cfg, k = self.config, top_k or self.config.top_k
         timings: dict[str, float] = {}
+        usage: list[Usage] = []
         t0 = time.perf_counter()
         vector = None
         if mode != "bm25":
-            vector = await self._embed(text)
+            vector = await self._embed(text, usage)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         t1 = time.perf_counter()
         async with self.db.tenant(tenant_id) as conn:
@@ -164,23 +167,38 @@ class Retriever:
         arm = None
         if mode == "hybrid_rerank" and self.arms:
             arm = assign_arm(self.arms, tenant_id if self.split_by == "tenant" else (request_id or text))
-            ranked = await self._rerank(arm, text, ranked[: cfg.rerank_candidates], k, timings)
+            ranked = await self._rerank(arm, text, ranked[: cfg.rerank_candidates], k, timings, usage)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         if self.metrics is not None:
             self.metrics.inc("supportgraph_retrievals", tenant=tenant_id, mode=mode)
             self.metrics.observe(
                 "supportgraph_retrieval_latency_ms", timings["total"], tenant=tenant_id, mode=mode
             )
-        return RetrievalResult(text, mode, arm, ranked[:k], timings)
+        return RetrievalResult(text, mode, arm, ranked[:k], timings, usage)
 
-    async def _embed(self, text: str) -> np.ndarray:
-        """Embedders with `aembed` (deployment handles) are awaited; plain ones run in a thread."""
-        if hasattr(self.embedder, "aembed"):
-            return np.asarray(await self.embedder.aembed(text), np.float32)
+    async def _embed(self, text: str, usage: list[Usage]) -> np.ndarray:
+        """Deployment handles (`aembed_billed`) are awaited; plain embedders run in a thread. What an
+        API embedder charged for the query goes to `usage`."""
+        if hasattr(self.embedder, "aembed_billed"):
+            vector, billed = await self.embedder.aembed_billed(text)
+            if billed is not None:
+                usage.append(billed)
+            return np.asarray(vector, np.float32)
+        if hasattr(self.embedder, "embed_billed"):
+            vectors, billed = await asyncio.to_thread(self.embedder.embed_billed, [text])
+            if billed is not None:
+                usage.append(billed)
+            return vectors[0]
         return (await asyncio.to_thread(self.embedder.embed, [text]))[0]
 
     async def _rerank(
-        self, arm: str, query: str, candidates: list[Hit], k: int, timings: dict[str, float]
+        self,
+        arm: str,
+        query: str,
+        candidates: list[Hit],
+        k: int,
+        timings: dict[str, float],
+        usage: list[Usage],
     ) -> list[Hit]:
         stats = self.arm_stats[arm]
         stats.requests += 1
@@ -191,10 +209,15 @@ class Retriever:
                 order = reranker.rerank_evidence([h.evidence for h in candidates], k)
             else:
                 docs = [f"{h.passage.heading}\n{h.passage.content}" for h in candidates]
+                billed = None
                 if hasattr(reranker, "arerank"):  # a deployment handle
-                    order = await reranker.arerank(query, docs, k)
+                    order, billed = await reranker.arerank(query, docs, k)
+                elif hasattr(reranker, "rerank_billed"):  # an API billed per search
+                    order, billed = await asyncio.to_thread(reranker.rerank_billed, query, docs, k)
                 else:
                     order = await asyncio.to_thread(reranker.rerank, query, docs, k)
+                if billed is not None:
+                    usage.append(billed)
         except Exception:  # a failing reranker degrades to the fused order, counted per arm
             stats.failures += 1
             return candidates

@@ -7,6 +7,9 @@ import os
 
 import numpy as np
 
+from serve_app.costs.pricing import estimate_tokens
+from serve_app.costs.usage import Usage
+
 
 class OpenAICompatibleEmbedder:
     def __init__(
@@ -31,8 +34,13 @@ class OpenAICompatibleEmbedder:
         self.dim = dim
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        return self.embed_billed(texts)[0]
+
+    def embed_billed(self, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
+        """The vectors and the input tokens the API billed for them (its `usage`; estimated from the
+        text when a server reports none)."""
         if not texts:
-            return np.empty((0, self.dim), np.float32)
+            return np.empty((0, self.dim), np.float32), None
         response = self.client.embeddings.create(model=self.model, input=texts)
         rows = sorted(response.data, key=lambda d: d.index)
         vectors = np.asarray([r.embedding for r in rows], dtype=np.float32)
@@ -41,4 +49,8 @@ class OpenAICompatibleEmbedder:
                 f"embedding API returned shape {vectors.shape}, expected ({len(texts)}, {self.dim})"
             )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "prompt_tokens", None) or getattr(usage, "total_tokens", None)
+        if tokens is None:
+            tokens = sum(estimate_tokens(t) for t in texts)
+        return vectors / np.maximum(norms, 1e-12), Usage("embeddings", self.model, input_tokens=int(tokens))

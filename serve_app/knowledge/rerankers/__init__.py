@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from serve_app.stats import percentile
 
+COHERE_DEFAULT_MODEL = "rerank-v3.5"
+
 
 class Reranker(Protocol):
     name: str

@@ -3,13 +3,17 @@ local server speaking the same wire format (tests)."""
 
 from __future__ import annotations
 
+import math
 import os
+
+from serve_app.costs.usage import Usage
+from serve_app.knowledge.rerankers import COHERE_DEFAULT_MODEL
 
 
 class CohereReranker:
     def __init__(
         self,
-        model: str = "rerank-v3.5",
+        model: str = COHERE_DEFAULT_MODEL,
         api_key_env: str = "CO_API_KEY",
         base_url: str | None = None,
         timeout_s: float = 10.0,
@@ -24,9 +28,19 @@ class CohereReranker:
         self.name = f"cohere:{model}"
 
     def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+        return self.rerank_billed(query, documents, top_n)[0]
+
+    def rerank_billed(
+        self, query: str, documents: list[str], top_n: int
+    ) -> tuple[list[tuple[int, float]], Usage | None]:
+        """The ranking and the search units Cohere billed for it (from the response's meta; when a
+        server leaves them out, one unit per 100 documents, Cohere's own rule)."""
         if not documents:
-            return []
+            return [], None
         response = self.client.rerank(
             model=self.model, query=query, documents=documents, top_n=min(top_n, len(documents))
         )
-        return [(r.index, float(r.relevance_score)) for r in response.results]
+        billed = getattr(getattr(response.meta, "billed_units", None), "search_units", None)
+        searches = int(billed) if billed is not None else math.ceil(len(documents) / 100)
+        order = [(r.index, float(r.relevance_score)) for r in response.results]
+        return order, Usage("rerank", self.model, searches=searches)
