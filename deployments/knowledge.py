@@ -94,12 +94,10 @@ class KnowledgeBase:
         self.embeddings = embeddings
         self.prices = settings.pricing.load()
         self.ledger = CostLedger(self.db)
-        self._flusher: asyncio.Task | None = None
 
     async def _ready(self) -> None:
         await self.db.ready()
-        if self._flusher is None:  # the ledger's flusher runs on the replica's event loop
-            self._flusher = asyncio.get_running_loop().create_task(self.ledger.run())
+        self.ledger.start()
 
     async def search(
         self,
@@ -138,10 +136,7 @@ class KnowledgeBase:
         return {"arms": arms, "embeddings": await self.embeddings.stats.remote(), "ledger": ledger}
 
     async def __del__(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        await self.ledger.close()
+        await self.ledger.stop()
         await self.db.close()
 
 

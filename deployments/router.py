@@ -7,7 +7,6 @@ next request without a redeploy. A clean replica shutdown flushes the ledger (`_
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -91,15 +90,13 @@ class Router:
         }
         self.service = ChatService.create(settings, self._retrieve, self.ledger, providers)
         self.service.metrics = Metrics.ray()
-        self._flusher: asyncio.Task | None = None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.service.reconfigure(user_config)
 
     async def _ready(self) -> None:
         await self.db.ready()
-        if self._flusher is None:  # the ledger's flusher runs on the replica's event loop
-            self._flusher = asyncio.get_running_loop().create_task(self.ledger.run())
+        self.ledger.start()
 
     async def _retrieve(self, tenant_id: str, question: str, k: int) -> list[str]:
         """Passages for the question; a failed retrieval is logged and the turn goes on without them."""
@@ -139,8 +136,6 @@ class Router:
         }
 
     async def __del__(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.ledger.stop()
         await self.service.close()
         await self.db.close()

@@ -98,6 +98,21 @@ def test_cancelling_the_flusher_mid_flush_loses_nothing(live_db: LiveDB) -> None
     assert live_db.run(scenario()) == (1200, 1200)
 
 
+def test_start_is_idempotent_and_stop_flushes_everything(live_db: LiveDB) -> None:
+    async def scenario() -> tuple[bool, int, int]:
+        ledger = CostLedger(live_db.db, interval_s=0.05)
+        ledger.start()
+        first = ledger._flusher
+        ledger.start()  # every request calls it; one flusher
+        ledger.record(event("ledger-s"))
+        await asyncio.sleep(0.2)
+        ledger.record(event("ledger-s"))
+        await ledger.stop()
+        return ledger._flusher is None and first is not None, ledger.written, ledger.pending
+
+    assert live_db.run(scenario()) == (True, 2, 0)
+
+
 def test_the_flusher_survives_a_failed_flush(live_db: LiveDB) -> None:
     class FlakyLedger(CostLedger):
         failures = 1

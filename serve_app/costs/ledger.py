@@ -66,7 +66,23 @@ class CostLedger:
     _pending: list[CostEvent] = field(default_factory=list)
     _task: asyncio.Task | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _flusher: asyncio.Task | None = None
     written: int = 0
+
+    def start(self) -> None:
+        """Run the flusher (`run()`) on the running event loop, once; replicas call this when they
+        first serve, since their constructor runs before their loop does."""
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        """Stop the flusher (it finishes a flush under way and flushes the rest), then flush whatever
+        came in meanwhile: a replica's shutdown."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await self.close()
 
     def record(self, event: CostEvent) -> None:
         self._pending.append(event)
