@@ -126,6 +126,10 @@ class EmbedderSettings(_Section):
     api_key_env: str = "OPENAI_API_KEY"
     dim: int = Field(384, ge=1, description="vector size; the schema's column is vector(384)")
     cache_size: int = Field(10_000, ge=0, description="query embeddings kept in the in-process LRU")
+    redis_url: str | None = Field(
+        None, description="optional Redis (redis://host:6379/0) behind the LRU, shared by every replica"
+    )
+    redis_ttl_s: int = Field(7 * 86_400, ge=1, description="how long a query vector stays in Redis")
 
 
 class RerankerSettings(_Section):

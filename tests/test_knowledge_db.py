@@ -216,6 +216,12 @@ def test_interrupted_ingest_resumes_without_duplicates(live_db: LiveDB, embedder
     assert live_db.run(chunks("resume-t")) == live_db.run(chunks("fresh-t"))
 
 
+def test_ingest_goes_past_the_query_cache(live_db: LiveDB, embedder) -> None:
+    before = embedder.stats()
+    report = live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "nocache-t"))
+    assert report.chunks > 0 and embedder.stats() == before  # no chunk evicts a cached query
+
+
 @pytest.fixture()
 def retriever(live_db: LiveDB, embedder) -> Retriever:
     live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "lumen"))

@@ -4,7 +4,9 @@ rerank backends (Cohere SDK against a local server speaking its wire format; a t
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
@@ -298,3 +300,55 @@ def test_learned_reranker_weights_load_and_are_checked(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="evidence"):
         bundled.rerank("q", ["d"], 1)
     assert load_settings(None).knowledge.ab_weights == {"learned": 1.0}  # the default arm
+
+
+@pytest.fixture()
+def redis_url() -> Iterator[str]:
+    """A local server speaking Redis's wire protocol (fakeredis), for the real redis-py client."""
+    import threading
+
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", 0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_redis_cache_is_shared_between_replicas(redis_url: str) -> None:
+    from serve_app.knowledge.cache import RedisVectors
+
+    first_inner, second_inner = CountingEmbedder(), CountingEmbedder()
+    first = CachedEmbedder(first_inner, 100, RedisVectors(redis_url, "count", 4, ttl_s=60))
+    second = CachedEmbedder(second_inner, 100, RedisVectors(redis_url, "count", 4, ttl_s=60))
+    other_model = CachedEmbedder(CountingEmbedder(), 100, RedisVectors(redis_url, "other", 4))
+    a = first.embed(["reset password", "export notes"])
+    b = second.embed(["export notes", "reset password", "new one"])  # another replica: two from Redis
+    np.testing.assert_array_equal(b[:2], a[::-1])
+    assert first_inner.seen == ["reset password", "export notes"] and second_inner.seen == ["new one"]
+    assert (second.hits, second.shared_hits, second.misses) == (2, 2, 1)
+    second.embed(["export notes"])  # now in its own LRU: Redis is not asked
+    assert second.shared_hits == 2 and second.hits == 3
+    other_model.embed(["export notes"])  # another model's vectors are never mixed in
+    assert other_model.shared_hits == 0 and other_model.misses == 1
+    ttl = first.shared.client.ttl(first.shared.key("export notes"))
+    assert 0 < ttl <= 60 and second.stats()["redis_hits"] == 2
+
+
+def test_redis_cache_failures_degrade_to_embedding(redis_url: str) -> None:
+    from serve_app.knowledge.cache import RedisVectors
+
+    shared = RedisVectors(redis_url, "count", 4)
+    shared.client.set(shared.key("bad"), b"\x00" * 3)  # a value of the wrong size: a miss
+    cache = CachedEmbedder(CountingEmbedder(), 100, shared)
+    cache.embed(["bad"])
+    assert cache.misses == 1 and len(shared.client.get(shared.key("bad"))) == 16  # overwritten
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket closes
+    down = CachedEmbedder(CountingEmbedder(), 100, RedisVectors(f"redis://127.0.0.1:{closed}/0", "count", 4))
+    np.testing.assert_array_equal(down.embed(["x", "yy"]), [[1, 1, 0, 0], [2, 1, 0, 0]])
+    assert down.shared.errors == 2 and down.stats()["redis_errors"] == 2  # one read, one write

@@ -1,7 +1,11 @@
-"""In-process LRU cache of query embeddings, with hit-rate counters."""
+"""Query-embedding caches: an in-process LRU in front, optionally Redis behind it (shared by every
+replica, kept across restarts), with hit-rate counters."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -11,17 +15,82 @@ from serve_app.costs.usage import Usage
 from serve_app.knowledge.embedders import Embedder
 from serve_app.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
+
+class RedisVectors:
+    """Query vectors in Redis: key = prefix, a digest of the model's name and a digest of the text;
+    value = the float32 bytes; every entry expires `ttl_s` after it was written. Redis is only a cache:
+    when it fails or times out, lookups miss and writes are dropped (counted in `errors`, logged at most
+    once a minute) and queries are embedded as usual."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        dim: int,
+        ttl_s: int = 7 * 86_400,
+        prefix: str = "supportgraph:emb",
+        timeout_s: float = 0.25,
+    ):
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.dim, self.ttl_s = dim, ttl_s
+        self.namespace = f"{prefix}:{hashlib.sha256(model.encode()).hexdigest()[:16]}:"
+        self.errors = 0
+        self._logged_at = -np.inf
+        self._error_types: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+
+    def key(self, text: str) -> str:
+        return self.namespace + hashlib.sha256(text.encode()).hexdigest()
+
+    def get_many(self, texts: list[str]) -> dict[str, np.ndarray]:
+        try:
+            values = self.client.mget([self.key(t) for t in texts])
+        except self._error_types as exc:
+            self._failed("read", exc)
+            return {}
+        return {  # a value of another size (another dim, a foreign writer) is a miss, overwritten later
+            text: np.frombuffer(value, np.float32).copy()
+            for text, value in zip(texts, values, strict=True)
+            if value is not None and len(value) == 4 * self.dim
+        }
+
+    def set_many(self, items: list[tuple[str, np.ndarray]]) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for text, vector in items:
+                    pipe.set(self.key(text), np.asarray(vector, np.float32).tobytes(), ex=self.ttl_s)
+                pipe.execute()
+        except self._error_types as exc:
+            self._failed("write", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.errors += 1
+        if time.monotonic() - self._logged_at > 60:
+            self._logged_at = time.monotonic()
+            log.warning(
+                "redis embedding cache %s failed (%d so far), embedding without it: %s",
+                what,
+                self.errors,
+                exc,
+            )
+
 
 class CachedEmbedder:
-    """Wraps an Embedder: repeated texts (queries) are served from an LRU of `maxsize` vectors."""
+    """Wraps an Embedder: repeated texts (queries) are served from an LRU of `maxsize` vectors, then from
+    `shared` (Redis) when given; what neither has is embedded and written to both."""
 
-    def __init__(self, inner: Embedder, maxsize: int = 10_000):
+    def __init__(self, inner: Embedder, maxsize: int = 10_000, shared: RedisVectors | None = None):
         self.inner = inner
         self.name, self.dim = inner.name, inner.dim
         self.maxsize = maxsize
+        self.shared = shared
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # from the LRU or from Redis
+        self.shared_hits = 0
+        self.misses = 0  # embedded
         self.metrics: Metrics | None = None
 
     @property
@@ -50,6 +119,7 @@ class CachedEmbedder:
         return out, each
 
     def _lookup(self, texts: list[str]) -> tuple[np.ndarray, Usage | None, dict[str, list[int]]]:
+        """Vectors, what embedding the misses was billed, and the missed texts (-> their rows)."""
         usage = None
         out = np.empty((len(texts), self.dim), np.float32)
         missing: dict[str, list[int]] = {}
@@ -60,6 +130,11 @@ class CachedEmbedder:
             else:
                 self._cache.move_to_end(text)
                 out[i] = vector
+        if missing and self.shared is not None:
+            for text, vector in self.shared.get_many(list(missing)).items():
+                out[missing.pop(text)] = vector
+                self._remember(text, vector)
+                self.shared_hits += 1
         hits = len(texts) - sum(len(v) for v in missing.values())
         self.hits += hits
         self.misses += len(texts) - hits
@@ -73,10 +148,18 @@ class CachedEmbedder:
                 fresh = self.inner.embed(list(missing))
             for (text, rows), vector in zip(missing.items(), fresh, strict=True):
                 out[rows] = vector
-                self._cache[text] = vector
-            while len(self._cache) > self.maxsize:
-                self._cache.popitem(last=False)
+                self._remember(text, vector)
+            if self.shared is not None:
+                self.shared.set_many(list(zip(missing, fresh, strict=True)))
         return out, usage, missing
 
+    def _remember(self, text: str, vector: np.ndarray) -> None:
+        self._cache[text] = vector
+        while len(self._cache) > self.maxsize:
+            self._cache.popitem(last=False)
+
     def stats(self) -> dict[str, float]:
-        return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate, "size": len(self._cache)}
+        out = {"hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate, "size": len(self._cache)}
+        if self.shared is not None:
+            out |= {"redis_hits": self.shared_hits, "redis_errors": self.shared.errors}
+        return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from serve_app.db.database import Database
-from serve_app.knowledge.cache import CachedEmbedder
+from serve_app.knowledge.cache import CachedEmbedder, RedisVectors
 from serve_app.knowledge.embedders import create_embedder
 from serve_app.knowledge.rerankers import Reranker, create_reranker
 from serve_app.knowledge.retrieval import RetrievalConfig, Retriever
@@ -23,7 +23,8 @@ def build_embedder(cfg: EmbedderSettings) -> CachedEmbedder:
         raise ValueError(
             f"embedder {inner.name} makes {inner.dim}-d vectors; knowledge.embedder.dim is {cfg.dim}"
         )
-    return CachedEmbedder(inner, cfg.cache_size)
+    shared = RedisVectors(cfg.redis_url, inner.name, inner.dim, cfg.redis_ttl_s) if cfg.redis_url else None
+    return CachedEmbedder(inner, cfg.cache_size, shared)
 
 
 def build_rerankers(cfg: KnowledgeSettings) -> dict[str, Reranker]:

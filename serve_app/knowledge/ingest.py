@@ -13,6 +13,7 @@ from pathlib import Path
 from serve_app.costs.usage import Usage
 from serve_app.db.database import Database, ensure_tenant
 from serve_app.knowledge import store
+from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.chunking import Document, chunk_document, iter_files, load_document
 from serve_app.knowledge.embedders import Embedder
 
@@ -54,14 +55,17 @@ async def ingest_path(
 
     pending: list[tuple[Document, list]] = []
 
+    # chunks are not queries: they go past the query cache (its LRU and Redis would only fill up)
+    model = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
+
     async def flush() -> None:
         texts = [c.text_for_embedding for _, chunks in pending for c in chunks]
-        if hasattr(embedder, "embed_billed"):
-            vectors, usage = embedder.embed_billed(texts)
+        if hasattr(model, "embed_billed"):
+            vectors, usage = model.embed_billed(texts)
             if usage is not None and bill is not None:
                 bill(usage)
         else:
-            vectors = embedder.embed(texts)
+            vectors = model.embed(texts)
         at = 0
         for doc, chunks in pending:
             async with db.tenant(tenant_id) as conn:
