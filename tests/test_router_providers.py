@@ -121,6 +121,9 @@ class GeminiWire(Scripted):
         )
 
 
+THINK = "The user runs 4.1; the passage says 4.2 fixes it."
+
+
 class AnthropicWire(Scripted):
     script, seen = [], []
 
@@ -140,13 +143,35 @@ class AnthropicWire(Scripted):
                 "stop_sequence": None,
                 "usage": {"input_tokens": 400, "output_tokens": 1},
             }
-            events = [
+            thinking = {"type": "thinking", "thinking": "", "signature": ""}
+            events = [  # Sonnet 5+ think adaptively by default: a thinking block comes first
                 ("message_start", {"type": "message_start", "message": msg}),
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": thinking},
+                ),
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "thinking_delta", "thinking": THINK},
+                    },
+                ),
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "signature_delta", "signature": "sig"},
+                    },
+                ),
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
                 (
                     "content_block_start",
                     {
                         "type": "content_block_start",
-                        "index": 0,
+                        "index": 1,
                         "content_block": {"type": "text", "text": ""},
                     },
                 ),
@@ -156,14 +181,14 @@ class AnthropicWire(Scripted):
                     "content_block_delta",
                     {
                         "type": "content_block_delta",
-                        "index": 0,
+                        "index": 1,
                         "delta": {"type": "text_delta", "text": piece},
                     },
                 )
                 for piece in ("Update the app ", "to 4.2 [1].\n", "Confidence: 0.95")
             ]
             events += [
-                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("content_block_stop", {"type": "content_block_stop", "index": 1}),
                 (
                     "message_delta",
                     {
@@ -183,7 +208,10 @@ class AnthropicWire(Scripted):
                 "type": "message",
                 "role": "assistant",
                 "model": body["model"],
-                "content": [{"type": "text", "text": text}],
+                "content": [
+                    {"type": "thinking", "thinking": THINK, "signature": "sig"},
+                    {"type": "text", "text": text},
+                ],
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": 400, "output_tokens": 15},
@@ -281,7 +309,7 @@ def test_gemini_sdk_speaks_generate_content() -> None:
 
 def test_anthropic_sdk_speaks_messages() -> None:
     with serving(AnthropicWire) as url:
-        claude = create_provider("anthropic", "claude-sonnet-4-5", base_url=url)
+        claude = create_provider("anthropic", "claude-sonnet-5-5", base_url=url)
         done, (streamed, final) = run(both(claude, PROMPT))
     sent = AnthropicWire.seen[0]
     auth = sent["headers"].get("x-api-key") or sent["headers"].get("authorization", "").removeprefix(
@@ -290,13 +318,14 @@ def test_anthropic_sdk_speaks_messages() -> None:
     assert sent["path"] == "/v1/messages" and auth == "key-ANTHROPIC_API_KEY"
     assert "anthropic-version" in sent["headers"]
     body = sent["body"]
-    assert body["model"] == "claude-sonnet-4-5" and body["max_tokens"] == 64
+    assert body["model"] == "claude-sonnet-5-5" and body["max_tokens"] == 64
+    assert not {"temperature", "top_p", "top_k"} & set(body)  # Sonnet 5+ refuse sampling parameters
     assert "older than 4.2" in body["system"]
     image = body["messages"][-1]["content"][0]
     assert image["type"] == "image" and base64.b64decode(image["source"]["data"]) == FRAME.data
     assert (done.input_tokens, done.output_tokens) == (400, 15)
-    assert streamed == "Update the app to 4.2 [1].\nConfidence: 0.95"
-    assert (final.input_tokens, final.output_tokens) == (400, 15)
+    assert streamed == "Update the app to 4.2 [1].\nConfidence: 0.95"  # thinking is not the answer
+    assert THINK not in done.answer and (final.input_tokens, final.output_tokens) == (400, 15)
 
 
 def test_openai_sdk_speaks_chat_completions() -> None:

@@ -118,6 +118,7 @@ def test_escalation_accounting() -> None:
 def test_pricing_table_costs_and_validation(tmp_path: Path) -> None:
     prices = default_pricing()
     assert prices["claude-sonnet-4-5"].cost(1_000_000, 0) == pytest.approx(3.0)
+    assert prices["claude-sonnet-5-5"].cost(0, 1_000_000) == pytest.approx(10.0)  # 4.5's successor
     assert prices["gemini-2.5-flash-lite"].cost(0, 1_000_000) == pytest.approx(0.40)
     with pytest.raises(KeyError, match="no price"):
         prices["gpt-9"]
