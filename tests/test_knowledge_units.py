@@ -349,6 +349,9 @@ def test_redis_cache_failures_degrade_to_embedding(redis_url: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # nothing listens here once the socket closes
-    down = CachedEmbedder(CountingEmbedder(), 100, RedisVectors(f"redis://127.0.0.1:{closed}/0", "count", 4))
+    dead = RedisVectors(f"redis://127.0.0.1:{closed}/0", "count", 4, pause_s=60)
+    down = CachedEmbedder(CountingEmbedder(), 100, dead)
     np.testing.assert_array_equal(down.embed(["x", "yy"]), [[1, 1, 0, 0], [2, 1, 0, 0]])
-    assert down.shared.errors == 2 and down.stats()["redis_errors"] == 2  # one read, one write
+    down.embed(["zzz"])
+    # the failed read pauses Redis: the write after it and the next batch do not wait on it again
+    assert dead.errors == 1 and dead.paused and down.stats()["redis_errors"] == 1 and down.misses == 3

@@ -22,7 +22,8 @@ class RedisVectors:
     """Query vectors in Redis: key = prefix, a digest of the model's name and a digest of the text;
     value = the float32 bytes; every entry expires `ttl_s` after it was written. Redis is only a cache:
     when it fails or times out, lookups miss and writes are dropped (counted in `errors`, logged at most
-    once a minute) and queries are embedded as usual."""
+    once a minute), queries are embedded as usual, and Redis is left alone for `pause_s` so a dead one
+    costs one timeout per pause, not one per batch."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class RedisVectors:
         ttl_s: int = 7 * 86_400,
         prefix: str = "supportgraph:emb",
         timeout_s: float = 0.25,
+        pause_s: float = 5.0,
     ):
         import redis
 
@@ -39,13 +41,21 @@ class RedisVectors:
         self.dim, self.ttl_s = dim, ttl_s
         self.namespace = f"{prefix}:{hashlib.sha256(model.encode()).hexdigest()[:16]}:"
         self.errors = 0
+        self.pause_s = pause_s
+        self._paused_until = -np.inf
         self._logged_at = -np.inf
         self._error_types: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
     def key(self, text: str) -> str:
         return self.namespace + hashlib.sha256(text.encode()).hexdigest()
 
+    @property
+    def paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
     def get_many(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if self.paused:
+            return {}
         try:
             values = self.client.mget([self.key(t) for t in texts])
         except self._error_types as exc:
@@ -58,6 +68,8 @@ class RedisVectors:
         }
 
     def set_many(self, items: list[tuple[str, np.ndarray]]) -> None:
+        if self.paused:
+            return
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for text, vector in items:
@@ -68,6 +80,7 @@ class RedisVectors:
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.errors += 1
+        self._paused_until = time.monotonic() + self.pause_s
         if time.monotonic() - self._logged_at > 60:
             self._logged_at = time.monotonic()
             log.warning(
@@ -132,9 +145,10 @@ class CachedEmbedder:
                 out[i] = vector
         if missing and self.shared is not None:
             for text, vector in self.shared.get_many(list(missing)).items():
-                out[missing.pop(text)] = vector
+                rows = missing.pop(text)
+                out[rows] = vector
                 self._remember(text, vector)
-                self.shared_hits += 1
+                self.shared_hits += len(rows)
         hits = len(texts) - sum(len(v) for v in missing.values())
         self.hits += hits
         self.misses += len(texts) - hits
