@@ -22,7 +22,7 @@ from serve_app.knowledge.evaluate import corpus_id, metrics_for
 from serve_app.knowledge.fusion import rrf
 from serve_app.knowledge.rerankers import NoReranker, assign_arm, create_reranker
 from serve_app.settings import load_settings
-from tests.wire import reply_json, serving
+from tests.wire import reply_json, running, serving
 
 SAMPLES = SAMPLE_HELP_CENTER
 
@@ -305,17 +305,10 @@ def test_learned_reranker_weights_load_and_are_checked(tmp_path: Path) -> None:
 @pytest.fixture()
 def redis_url() -> Iterator[str]:
     """A local server speaking Redis's wire protocol (fakeredis), for the real redis-py client."""
-    import threading
-
     from fakeredis import TcpFakeServer
 
-    server = TcpFakeServer(("127.0.0.1", 0))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(TcpFakeServer(("127.0.0.1", 0))) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 def test_redis_cache_is_shared_between_replicas(redis_url: str) -> None:

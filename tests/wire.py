@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import BaseServer
 
 
 class _Server(ThreadingHTTPServer):
@@ -17,15 +18,21 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A local HTTP server on a free port for the duration of the block; yields its base URL."""
-    server = _Server(("127.0.0.1", 0), handler)
+def running(server: BaseServer) -> Iterator[int]:
+    """Serves on a thread for the duration of the block; yields the port."""
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server on a free port for the duration of the block; yields its base URL."""
+    with running(_Server(("127.0.0.1", 0), handler)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def read_json(handler: BaseHTTPRequestHandler) -> dict:
