@@ -8,6 +8,7 @@ next request without a redeploy. A clean replica shutdown flushes the ledger (`_
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -98,13 +99,17 @@ class Router:
         await self.db.ready()
         self.ledger.start()
 
-    async def _retrieve(self, tenant_id: str, question: str, k: int) -> list[str]:
+    async def _retrieve(self, tenant_id: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
         """Passages for the question; a failed retrieval is logged and the turn goes on without them."""
         if self.knowledge is None:
             return []
         try:
             found = await self.knowledge.search.remote(
-                tenant_id=tenant_id, query=question[:MAX_QUERY_CHARS], mode="hybrid_rerank", top_k=k
+                tenant_id=tenant_id,
+                query=question[:MAX_QUERY_CHARS],
+                mode="hybrid_rerank",
+                top_k=k,
+                request_id=str(request_id),  # the search's billed calls join the request's attempts
             )
         except Exception:
             log.warning(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import ClassVar
 
 import numpy as np
@@ -33,7 +34,7 @@ def extractive_service(asked: list[str]) -> ChatService:
         routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]}
     )
 
-    async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+    async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
         asked.append(f"{tenant}: {question}")
         return [HELP]
 

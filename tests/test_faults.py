@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from pathlib import Path
 from typing import ClassVar
 
@@ -68,7 +69,7 @@ def test_failing_providers_fall_through_to_a_working_tier(monkeypatch: pytest.Mo
             }
         )
 
-        async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+        async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
             return [PASSAGE]
 
         service = ChatService.create(settings, retrieve)
@@ -147,7 +148,7 @@ def test_shutdown_under_load_loses_no_cost_event(live_db: LiveDB, kb_settings: S
         routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]},
     )
 
-    async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+    async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
         await asyncio.sleep(0.001 * (len(question) % 7))  # interleave the requests
         return [PASSAGE]
 

@@ -4,6 +4,7 @@ the in-process app with API keys on. No 5xx, and every 4xx says what is wrong. P
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,7 +43,7 @@ class LocalChat:
             }
         )
 
-        async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+        async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
             return ["## Export\nChoose Settings > Data > Export to export your notes."]
 
         self.service = ChatService.create(settings, retrieve)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -49,7 +50,7 @@ def test_routed_answers_are_counted_by_tier_model_and_outcome() -> None:
         routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]}
     )
 
-    async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+    async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
         return ["## Export\nChoose Settings > Data > Export to export your notes."]
 
     service = ChatService.create(settings, retrieve)

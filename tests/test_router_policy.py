@@ -268,9 +268,11 @@ def test_chat_service_builds_the_prompt_and_takes_live_policy() -> None:
         }
     )
     asked: list[tuple[str, str, int]] = []
+    ids: list[uuid.UUID] = []
 
-    async def retrieve(tenant: str, question: str, k: int) -> list[str]:
+    async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
         asked.append((tenant, question, k))
+        ids.append(request_id)
         return ["## Export\nChoose Settings > Data > Export to export your notes as Markdown or PDF."]
 
     service = ChatService.create(settings, retrieve)
@@ -283,6 +285,7 @@ def test_chat_service_builds_the_prompt_and_takes_live_policy() -> None:
     assert prompt.images == frames[-2:] and "Answer in one sentence." in prompt.instructions()
     routed, _ = asyncio.run(service.answer(request))
     assert routed.tier == "extractive" and "[1]" in routed.text and service.answered == 1
+    assert ids[-1] == routed.request_id  # retrieval's costs join the request's attempts
     service.reconfigure({"threshold": 1.0, "max_attempts": 1})
     assert service.router.policy.threshold == 1.0
     with pytest.raises(ValueError, match="unknown tier"):

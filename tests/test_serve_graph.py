@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+import uuid
 
 import httpx
 import numpy as np
@@ -259,3 +260,32 @@ def test_a_billed_rerankers_searches_reach_the_tenants_costs(
     assert rerank is not None and rerank["provider"] == "cohere" and rerank["attempts"] == 3
     assert rerank["cost_usd"] == pytest.approx(3 * default_pricing()["rerank-v3.5"].per_search)
     assert all(r["service"] != "rerank" for r in kb_only["by_service_provider"])  # learned arm: no bill
+
+    # a chat turn's retrieval is billed under the routed request's id, beside its LLM attempts
+    with httpx.Client(base_url=graph.base_url, timeout=120) as client:
+        turn = (
+            client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "auto",
+                    "messages": [{"role": "user", "content": "How do I export my notes?"}],
+                },
+                headers={"X-Tenant-Id": tenant},
+            )
+            .raise_for_status()
+            .json()
+        )
+    request_id = uuid.UUID(turn["supportgraph"]["request_id"])
+
+    async def services_of_request() -> set[str]:
+        async with Database(graph_settings) as db, db.tenant(tenant) as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT service FROM cost_events WHERE request_id = $1", request_id
+            )
+        return {r["service"] for r in rows}
+
+    deadline, joined = time.monotonic() + 30, set()
+    while time.monotonic() < deadline and joined != {"llm", "rerank"}:
+        joined = asyncio.run(services_of_request())
+        time.sleep(0.3)
+    assert joined == {"llm", "rerank"}

@@ -30,7 +30,9 @@ class ChatRequestError(ValueError):
     """A chat request this router cannot take (unknown tier, bad messages): HTTP 422."""
 
 
-Retrieve = Callable[[str, str, int], Awaitable[list[str]]]  # (tenant, question, k) -> passages
+# (tenant, question, k, the routed request's id) -> passages; the id joins what retrieval cost (billed
+# embeddings, rerank searches) to the request's LLM attempts in the cost ledger
+Retrieve = Callable[[str, str, int, uuid.UUID], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,17 @@ class ChatService:
     def reconfigure(self, policy: dict[str, Any]) -> None:
         self.router.configure(RoutingPolicySettings(**policy))
 
-    async def prompt(self, request: ChatRequest) -> tuple[Prompt, list[str]]:
+    async def prompt(
+        self, request: ChatRequest, request_id: uuid.UUID | None = None
+    ) -> tuple[Prompt, list[str]]:
         cfg = self.settings.routing
         passages: list[str] = []
         if request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve is not None:
             passages = await self.retrieve(
-                request.tenant_id, request.messages[-1].content, cfg.context_passages
+                request.tenant_id,
+                request.messages[-1].content,
+                cfg.context_passages,
+                request_id or uuid.uuid4(),
             )
         images = request.images[-cfg.max_images :] if cfg.max_images else ()
         prompt = Prompt(
@@ -123,10 +130,10 @@ class ChatService:
         return self.router.pinned(request.tier)
 
     async def answer(self, request: ChatRequest) -> tuple[RoutedAnswer, list[str]]:
-        router = self._router_for(request)
-        prompt, passages = await self.prompt(request)
+        router, request_id = self._router_for(request), uuid.uuid4()
+        prompt, passages = await self.prompt(request, request_id)
         started = time.perf_counter()
-        routed = await router.answer(prompt, request.tenant_id, request.session_id)
+        routed = await router.answer(prompt, request.tenant_id, request.session_id, request_id)
         self._answered(request.tenant_id, routed, started)
         return routed, passages
 
@@ -141,10 +148,10 @@ class ChatService:
             yield {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
-        router = self._router_for(request)
-        prompt, _ = await self.prompt(request)
+        router, request_id = self._router_for(request), uuid.uuid4()
+        prompt, _ = await self.prompt(request, request_id)
         started = time.perf_counter()
-        async for item in router.stream(prompt, request.tenant_id, request.session_id):
+        async for item in router.stream(prompt, request.tenant_id, request.session_id, request_id):
             if isinstance(item, RoutedAnswer):
                 self._answered(request.tenant_id, item, started)
             yield item
