@@ -15,7 +15,7 @@ from serve_app.costs.ledger import CostLedger
 from serve_app.costs.usage import Usage
 from serve_app.db.database import Database
 from serve_app.knowledge.factory import build_embedder, build_rerankers, retrieval_config
-from serve_app.knowledge.rerankers import create_reranker
+from serve_app.knowledge.rerankers import create_reranker, rerank_billed
 from serve_app.knowledge.retrieval import Retriever
 from serve_app.metrics import Metrics
 from serve_app.settings import Settings
@@ -49,10 +49,7 @@ class Reranker:
         """The ranking, and what the backend billed for it (None for self-hosted ones)."""
         if arm not in self.rerankers:
             raise ValueError(f"unknown reranker arm {arm!r}")
-        reranker = self.rerankers[arm]
-        if hasattr(reranker, "rerank_billed"):
-            return await asyncio.to_thread(reranker.rerank_billed, query, documents, top_n)
-        return await asyncio.to_thread(reranker.rerank, query, documents, top_n), None
+        return await asyncio.to_thread(rerank_billed, self.rerankers[arm], query, documents, top_n)
 
 
 class _EmbeddingsHandle:

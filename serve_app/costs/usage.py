@@ -46,7 +46,6 @@ class Usage:
         tenant_id: str,
         prices: PricingTable,
         *,
-        latency_ms: float | None = None,
         request_id: uuid.UUID | None = None,
     ) -> CostEvent:
         price = prices[self.model]
@@ -57,7 +56,6 @@ class Usage:
             self.model,
             input_tokens=self.input_tokens,
             cost_usd=price.cost(self.input_tokens, 0, searches=self.searches),
-            latency_ms=latency_ms,
             request_id=request_id,
         )
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from serve_app.costs.pricing import estimate_tokens
 from serve_app.costs.usage import Usage
-from serve_app.knowledge.embedders import Embedder
+from serve_app.knowledge.embedders import Embedder, embed_billed
 from serve_app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,7 @@ class CachedEmbedder:
             self.metrics.inc("supportgraph_embedding_lookups", len(texts), model=self.name)
             self.metrics.inc("supportgraph_embedding_cache_hits", hits, model=self.name)
         if missing:
-            if hasattr(self.inner, "embed_billed"):
-                fresh, usage = self.inner.embed_billed(list(missing))
-            else:
-                fresh = self.inner.embed(list(missing))
+            fresh, usage = embed_billed(self.inner, list(missing))
             for (text, rows), vector in zip(missing.items(), fresh, strict=True):
                 out[rows] = vector
                 self._remember(text, vector)

@@ -15,7 +15,7 @@ from serve_app.db.database import Database, ensure_tenant
 from serve_app.knowledge import store
 from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.chunking import Document, chunk_document, iter_files, load_document
-from serve_app.knowledge.embedders import Embedder
+from serve_app.knowledge.embedders import Embedder, embed_billed
 
 
 @dataclass
@@ -60,12 +60,9 @@ async def ingest_path(
 
     async def flush() -> None:
         texts = [c.text_for_embedding for _, chunks in pending for c in chunks]
-        if hasattr(model, "embed_billed"):
-            vectors, usage = model.embed_billed(texts)
-            if usage is not None and bill is not None:
-                bill(usage)
-        else:
-            vectors = model.embed(texts)
+        vectors, usage = embed_billed(model, texts)
+        if usage is not None and bill is not None:
+            bill(usage)
         at = 0
         for doc, chunks in pending:
             async with db.tenant(tenant_id) as conn:

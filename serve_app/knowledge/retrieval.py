@@ -13,9 +13,9 @@ import numpy as np
 from serve_app.costs.usage import Usage
 from serve_app.db.database import Database
 from serve_app.knowledge import store
-from serve_app.knowledge.embedders import Embedder
+from serve_app.knowledge.embedders import Embedder, embed_billed
 from serve_app.knowledge.fusion import rrf
-from serve_app.knowledge.rerankers import ArmStats, Reranker, assign_arm
+from serve_app.knowledge.rerankers import ArmStats, Reranker, assign_arm, rerank_billed
 from serve_app.knowledge.rerankers.learned import Evidence, evidence_for
 from serve_app.knowledge.store import Passage
 from serve_app.metrics import Metrics
@@ -184,12 +184,10 @@ class Retriever:
             if billed is not None:
                 usage.append(billed)
             return np.asarray(vector, np.float32)
-        if hasattr(self.embedder, "embed_billed"):
-            vectors, billed = await asyncio.to_thread(self.embedder.embed_billed, [text])
-            if billed is not None:
-                usage.append(billed)
-            return vectors[0]
-        return (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        vectors, billed = await asyncio.to_thread(embed_billed, self.embedder, [text])
+        if billed is not None:
+            usage.append(billed)
+        return vectors[0]
 
     async def _rerank(
         self,
@@ -209,13 +207,10 @@ class Retriever:
                 order = reranker.rerank_evidence([h.evidence for h in candidates], k)
             else:
                 docs = [f"{h.passage.heading}\n{h.passage.content}" for h in candidates]
-                billed = None
                 if hasattr(reranker, "arerank"):  # a deployment handle
                     order, billed = await reranker.arerank(query, docs, k)
-                elif hasattr(reranker, "rerank_billed"):  # an API billed per search
-                    order, billed = await asyncio.to_thread(reranker.rerank_billed, query, docs, k)
                 else:
-                    order = await asyncio.to_thread(reranker.rerank, query, docs, k)
+                    order, billed = await asyncio.to_thread(rerank_billed, reranker, query, docs, k)
                 if billed is not None:
                     usage.append(billed)
         except Exception:  # a failing reranker degrades to the fused order, counted per arm

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serve_app.costs.usage import Usage
 
 
 class Embedder(Protocol):
@@ -14,6 +17,13 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), dim], L2-normalised rows."""
         ...
+
+
+def embed_billed(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
+    """Vectors, and what the call was billed when the embedder bills (an API: `embed_billed`)."""
+    if hasattr(embedder, "embed_billed"):
+        return embedder.embed_billed(texts)
+    return embedder.embed(texts), None
 
 
 def create_embedder(backend: str, **options: Any) -> Embedder:

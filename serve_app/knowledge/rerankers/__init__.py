@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from serve_app.stats import percentile
+
+if TYPE_CHECKING:
+    from serve_app.costs.usage import Usage
 
 COHERE_DEFAULT_MODEL = "rerank-v3.5"
 
@@ -29,6 +32,15 @@ class NoReranker:
 
     def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
         return [(i, 1.0 / (1 + i)) for i in range(min(top_n, len(documents)))]
+
+
+def rerank_billed(
+    reranker: Reranker, query: str, documents: list[str], top_n: int
+) -> tuple[list[tuple[int, float]], Usage | None]:
+    """The ranking, and what it was billed when the backend bills (an API: `rerank_billed`)."""
+    if hasattr(reranker, "rerank_billed"):
+        return reranker.rerank_billed(query, documents, top_n)
+    return reranker.rerank(query, documents, top_n), None
 
 
 def create_reranker(backend: str, **options: Any) -> Reranker:
