@@ -21,7 +21,7 @@ from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
 from serve_app.knowledge.retrieval import MAX_QUERY_CHARS
 from serve_app.metrics import Metrics
-from serve_app.routing.providers import create_provider
+from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
 from serve_app.routing.providers.errors import call_errors
 from serve_app.routing.service import ChatRequest, ChatService
@@ -34,7 +34,14 @@ class SelfHostedLLM:
     """One GGUF model (default: the bundled SmolLM2-135M) behind a handle."""
 
     def __init__(self, tier: TierSettings):
-        self.provider = create_provider(tier.backend, tier.model, path=tier.path)
+        self.provider = tier_provider(tier)
+
+    def loaded(self) -> dict[str, Any]:
+        """How the model was loaded: `repack_weights` is llama.cpp's use_extra_bufts, read back."""
+        return {
+            "model": self.provider.model,
+            "repack_weights": getattr(self.provider, "repacks_weights", None),
+        }
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
         return await self.provider.complete(prompt, timeout_s)

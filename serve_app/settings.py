@@ -192,6 +192,11 @@ class TierSettings(_Section):
     base_url: str | None = Field(None, description="another endpoint speaking the provider's wire format")
     api_key_env: str | None = Field(None, description="variable holding the key (provider default if unset)")
     path: str | None = Field(None, description="gguf: model file (default: bundled SmolLM2-135M)")
+    repack_weights: bool = Field(
+        False,
+        description="gguf: let llama.cpp repack weights into CPU-specific buffers (AMX, Q4_0 layouts); "
+        "off because its AMX path segfaults on Intel Xeons with AMX (llama.cpp issue 20824)",
+    )
     timeout_s: float = Field(30.0, gt=0, le=600)
 
 

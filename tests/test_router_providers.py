@@ -410,6 +410,8 @@ def test_extractive_tier_quotes_the_best_section_with_its_citation() -> None:
 
 def test_bundled_smollm2_tier_generates_offline() -> None:
     smol = create_provider("gguf", "smollm2-135m")
+    # loaded without weight repacking (llama.cpp's AMX path segfaults on Intel Xeons with AMX)
+    assert smol.repacks_weights is False and smol._llm.model_params.use_extra_bufts is False
     prompt = Prompt((Message("user", "Say hello."),), max_tokens=8, temperature=0)
     done = run(smol.complete(prompt, 60))
     streamed, final = run(collect(smol, prompt, 60))
@@ -425,3 +427,26 @@ def test_confidence_line_is_removed_from_answers_and_streams() -> None:
     lines = ConfidenceLineFilter()
     out = "".join(lines.feed(p) for p in ["Do ", "X.\nThen Y", ".\nConf", "idence: 0.8"]) + lines.finish()
     assert out == "Do X.\nThen Y.\n"
+
+
+def test_weight_repacking_is_off_unless_the_tier_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cpp.llama_cpp as lib
+
+    from serve_app.routing.providers import local_gguf, tier_provider
+    from serve_app.settings import TierSettings
+
+    assert lib.llama_model_default_params().use_extra_bufts is True  # llama.cpp's own default
+    for wanted in (False, True):
+        with local_gguf._model_params(use_extra_bufts=wanted):
+            assert lib.llama_model_default_params().use_extra_bufts is wanted
+    assert lib.llama_model_default_params().use_extra_bufts is True  # restored after the load
+    made: list[bool] = []
+
+    class Recorded(local_gguf.LocalGGUFProvider):
+        def __init__(self, model: str, path: str | None = None, repack_weights: bool = False) -> None:
+            made.append(repack_weights)
+
+    monkeypatch.setattr(local_gguf, "LocalGGUFProvider", Recorded)
+    for settings in ({}, {"repack_weights": True}):
+        tier_provider(TierSettings(name="smol", backend="gguf", model="smollm2-135m", **settings))
+    assert made == [False, True]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from serve_app.routing.providers.base import LLMProvider
+
+if TYPE_CHECKING:
+    from serve_app.settings import TierSettings
 
 BACKENDS = ("extractive", "gguf", "gemini", "anthropic", "openai-compatible")
 
@@ -16,11 +20,12 @@ def create_provider(
     base_url: str | None = None,
     api_key_env: str | None = None,
     path: str | None = None,
+    repack_weights: bool = False,
 ) -> LLMProvider:
     """A provider by config name. SDKs and models load only for the backends actually configured."""
     factories: dict[str, Callable[[], LLMProvider]] = {
         "extractive": lambda: _extractive(model),
-        "gguf": lambda: _gguf(model, path),
+        "gguf": lambda: _gguf(model, path, repack_weights),
         "gemini": lambda: _gemini(model, base_url, api_key_env or "GEMINI_API_KEY"),
         "anthropic": lambda: _claude(model, base_url, api_key_env or "ANTHROPIC_API_KEY"),
         "openai-compatible": lambda: _openai(model, base_url, api_key_env or "OPENAI_API_KEY"),
@@ -30,16 +35,28 @@ def create_provider(
     return factories[backend]()
 
 
+def tier_provider(tier: TierSettings) -> LLMProvider:
+    """The provider of one configured tier."""
+    return create_provider(
+        tier.backend,
+        tier.model,
+        base_url=tier.base_url,
+        api_key_env=tier.api_key_env,
+        path=tier.path,
+        repack_weights=tier.repack_weights,
+    )
+
+
 def _extractive(model: str) -> LLMProvider:
     from serve_app.routing.providers.extractive import ExtractiveResponder
 
     return ExtractiveResponder(model)
 
 
-def _gguf(model: str, path: str | None) -> LLMProvider:
+def _gguf(model: str, path: str | None, repack_weights: bool) -> LLMProvider:
     from serve_app.routing.providers.local_gguf import LocalGGUFProvider
 
-    return LocalGGUFProvider(model, path)
+    return LocalGGUFProvider(model, path, repack_weights=repack_weights)
 
 
 def _gemini(model: str, base_url: str | None, key_env: str) -> LLMProvider:

