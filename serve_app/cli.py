@@ -187,7 +187,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **_http_overrides(args))
     report = run_demo(settings, duration_s=args.duration, streams=args.streams)
     print(report.to_json())
-    return 0
+    return 0 if report.ok else 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

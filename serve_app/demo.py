@@ -9,6 +9,10 @@
    (`/v1/chat/completions`, offline tiers: grounded extractive -> SmolLM2), the first with the last
    deduplicated frame of a stream attached; the report lists each answer's attempts and the tenant's
    cost report (`/v1/costs`).
+
+A part that fails (the graph does not start, an HTTP call answers with an error, a question gets no
+answer) is reported with its reason and the other parts still run; `DemoReport.ok` (the CLI's exit
+status) says whether every part worked.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from rich.console import Console
@@ -31,6 +38,9 @@ from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import local_graph
 from serve_app.settings import Settings
 from serve_app.stats import percentile
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,6 +148,8 @@ class Routed:
     confidence: float
     latency_ms: float
     images: int
+    degraded: bool = False
+    error: str | None = None  # the question got no answer: why
 
 
 @dataclass
@@ -145,10 +157,16 @@ class RouterReport:
     answers: list[Routed]
     costs: dict[str, Any]
 
+    @property
+    def failed(self) -> list[Routed]:
+        return [a for a in self.answers if a.error is not None]
+
     def summary(self) -> dict[str, Any]:
-        tiers = Counter(a.tier for a in self.answers)
+        tiers = Counter(a.tier for a in self.answers if a.error is None)
         return {
             "router_questions": len(self.answers),
+            "router_failed": len(self.failed),
+            "router_degraded": sum(a.degraded for a in self.answers),
             "router_answered_by": dict(tiers),
             "router_attempts": sum(len(a.attempts) for a in self.answers),
             "router_p50_ms": round(percentile([a.latency_ms for a in self.answers], 0.5), 1),
@@ -157,25 +175,78 @@ class RouterReport:
         }
 
 
+@dataclass(frozen=True)
+class PartFailure:
+    part: str
+    reason: str
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong, in one line: an HTTP error's status and `detail`, else the exception."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        try:
+            detail = response.json().get("detail", response.text)
+        except (ValueError, AttributeError):
+            detail = response.text
+        return f"{response.request.method} {response.request.url.path}: {response.status_code} {detail}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 @dataclass
 class DemoReport:
     startup_s: float
-    frames: FrameReport
+    frames: FrameReport | None = None
     knowledge: KnowledgeReport | None = None
     router: RouterReport | None = None
+    failures: list[PartFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def run_part(self, part: str, work: Callable[[], T]) -> T | None:
+        """`work()`, or None with the failure recorded (the demo goes on with the next part)."""
+        try:
+            return work()
+        except Exception as exc:
+            log.debug("demo part %s failed", part, exc_info=True)
+            self.failures.append(PartFailure(part, failure_reason(exc)))
+            return None
 
     def to_json(self) -> str:
-        extra = self.knowledge.summary() if self.knowledge else {}
-        extra |= self.router.summary() if self.router else {}
-        head = {"demo": "supportgraph", "startup_s": round(self.startup_s, 2)}
-        return json.dumps({**head, **self.frames.summary(), **extra})
+        head: dict[str, Any] = {"demo": "supportgraph", "ok": self.ok, "startup_s": round(self.startup_s, 2)}
+        for part in (self.frames, self.knowledge, self.router):
+            head |= part.summary() if part else {}
+        head["failed"] = {f.part: f.reason for f in self.failures}
+        return json.dumps(head)
 
     def render(self, console: Console) -> None:
-        f, spec = self.frames, self.frames.spec
+        if self.frames:
+            self._render_frames(console, self.frames, self.startup_s)
+        if self.knowledge:
+            self._render_knowledge(console, self.knowledge)
+        if self.router:
+            self._render_router(console, self.router)
+        if self.failures:
+            console.rule("[bold red]parts that failed")
+            failed = Table()
+            failed.add_column("part")
+            failed.add_column("reason")
+            for f in self.failures:
+                failed.add_row(f.part, f.reason)
+            console.print(failed)
+            console.print(f"[red]demo: {len(self.failures)} part(s) failed; the others ran[/red]")
+        else:
+            console.print("[green]demo: every part worked[/green]")
+
+    @staticmethod
+    def _render_frames(console: Console, f: FrameReport, startup_s: float) -> None:
+        spec = f.spec
         console.rule("[bold]supportgraph demo: screen-share frame dedup")
         console.print(
             f"{len(f.streams)} streams x {spec.duration_s:g} s at {spec.fps:g} fps, "
-            f"{spec.width}x{spec.height} JPEG; graph up in {self.startup_s:.1f} s; "
+            f"{spec.width}x{spec.height} JPEG; graph up in {startup_s:.1f} s; "
             f"{f.frames} frames over HTTP in {f.wall_s:.1f} s "
             f"({f.frames / f.wall_s:.0f} frames/s), mean dedup batch {f.mean_batch_size:.2f}"
         )
@@ -218,21 +289,19 @@ class DemoReport:
             ratio = f"{n / f.sent:.0f}x" if f.sent else "-"
             cost.add_row(name, str(n), f"${n * f.image_usd:.3f}", ratio)
         console.print(cost)
-        if self.knowledge:
-            k = self.knowledge
-            console.rule("[bold]knowledge base: cited passages (hybrid retrieval)")
-            console.print(
-                f"sample help center: {k.documents} documents, {k.chunks} chunks, "
-                f"ingested in {k.ingest_s:.1f} s"
-            )
-            answers = Table()
-            for col in ("question", "top passage", "ms"):
-                answers.add_column(col, justify="right" if col == "ms" else "left")
-            for a in k.answers:
-                answers.add_row(a.question, f"{a.citation}\n{a.snippet}", f"{a.latency_ms:.0f}")
-            console.print(answers)
-        if self.router:
-            self._render_router(console, self.router)
+
+    @staticmethod
+    def _render_knowledge(console: Console, k: KnowledgeReport) -> None:
+        console.rule("[bold]knowledge base: cited passages (hybrid retrieval)")
+        console.print(
+            f"sample help center: {k.documents} documents, {k.chunks} chunks, ingested in {k.ingest_s:.1f} s"
+        )
+        answers = Table()
+        for col in ("question", "top passage", "ms"):
+            answers.add_column(col, justify="right" if col == "ms" else "left")
+        for a in k.answers:
+            answers.add_row(a.question, f"{a.citation}\n{a.snippet}", f"{a.latency_ms:.0f}")
+        console.print(answers)
 
     @staticmethod
     def _render_router(console: Console, r: RouterReport) -> None:
@@ -242,8 +311,11 @@ class DemoReport:
             table.add_column(col, justify="right" if col in ("conf.", "ms") else "left")
         for a in r.answers:
             trail = " -> ".join(f"{t['tier']} ({t['outcome']})" for t in a.attempts)
+            trail += " [degraded]" if a.degraded else ""
             frame = f"\n+{a.images} frame" if a.images else ""
             snippet = a.answer if len(a.answer) <= 160 else a.answer[:157] + "..."
+            if a.error is not None:
+                snippet, trail = f"[red]no answer: {a.error}[/red]", "-"
             table.add_row(a.question + frame, snippet, trail, f"{a.confidence:.2f}", f"{a.latency_ms:.0f}")
         console.print(table)
         tiers = Table(title=f"cost report of tenant {r.costs['tenant_id']} (GET /v1/costs)")
@@ -369,30 +441,36 @@ async def ask_router(
     headers = {"X-Tenant-Id": tenant, **_auth(key)}
     async with httpx.AsyncClient(base_url=base_url, timeout=300.0, headers=headers) as client:
         for n, question in enumerate(questions):
-            content: Any = question
-            if n == 0 and frame is not None:
-                url = "data:image/jpeg;base64," + base64.b64encode(frame).decode()
-                content = [
-                    {"type": "text", "text": question},
-                    {"type": "image_url", "image_url": {"url": url}},
-                ]
-            started = time.perf_counter()
-            body = {"model": "auto", "messages": [{"role": "user", "content": content}], "max_tokens": 96}
-            reply = (await client.post("/v1/chat/completions", json=body)).raise_for_status().json()
-            routing = reply["supportgraph"]
-            answers.append(
-                Routed(
-                    question,
-                    reply["choices"][0]["message"]["content"],
-                    routing["tier"],
-                    routing["attempts"],
-                    routing["confidence"],
-                    (time.perf_counter() - started) * 1e3,
-                    routing["attempts"][0]["images"],
-                )
-            )
+            answers.append(await _route_one(client, question, frame if n == 0 else None))
         costs = (await client.get("/v1/costs", params={"tenant_id": tenant})).raise_for_status().json()
     return RouterReport(answers, costs)
+
+
+async def _route_one(client: httpx.AsyncClient, question: str, frame: bytes | None) -> Routed:
+    """One question through /v1/chat/completions; an error is kept on the row, not raised."""
+    content: Any = question
+    if frame is not None:
+        url = "data:image/jpeg;base64," + base64.b64encode(frame).decode()
+        content = [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": url}}]
+    started = time.perf_counter()
+    body = {"model": "auto", "messages": [{"role": "user", "content": content}], "max_tokens": 96}
+    try:
+        reply = (await client.post("/v1/chat/completions", json=body)).raise_for_status().json()
+    except httpx.HTTPError as exc:
+        return Routed(
+            question, "", "-", [], 0.0, (time.perf_counter() - started) * 1e3, 0, error=failure_reason(exc)
+        )
+    routing = reply["supportgraph"]
+    return Routed(
+        question,
+        reply["choices"][0]["message"]["content"],
+        routing["tier"],
+        routing["attempts"],
+        routing["confidence"],
+        (time.perf_counter() - started) * 1e3,
+        routing["attempts"][0]["images"],
+        degraded=routing.get("degraded", False),
+    )
 
 
 def run_demo(
@@ -405,23 +483,42 @@ def run_demo(
 ) -> DemoReport:
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     specs = [ClipSpec(seed=i, duration_s=duration_s) for i in range(streams)]
-    with (
-        console.status("starting local Ray and the graph..."),
-        local_graph(settings, shutdown=shutdown) as graph,
-    ):
+    report = DemoReport(0.0)
+    with ExitStack() as stack:
+        with console.status("starting local Ray and the graph..."):
+            graph = report.run_part(
+                "graph start", lambda: stack.enter_context(local_graph(settings, shutdown=shutdown))
+            )
+        if graph is None:
+            report.render(console)
+            return report
+        report.startup_s = graph.startup_s
         console.print(f"graph '{graph.app_name}' at {graph.base_url} (docs: {graph.base_url}/docs)")
+        key = report.run_part("API key", lambda: asyncio.run(demo_key(settings)))
         with console.status(f"replaying {streams} screen-share streams..."):
             image_usd = settings.pricing.load().image_usd
-            key = asyncio.run(demo_key(settings))
-            frames = asyncio.run(replay_frames(graph.base_url, specs, image_usd, key=key))
+            report.frames = report.run_part(
+                "screen-share dedup",
+                lambda: asyncio.run(replay_frames(graph.base_url, specs, image_usd, key=key)),
+            )
         with console.status("ingesting the sample help center and asking questions..."):
-            documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
-            answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS, key=key))
+            report.knowledge = report.run_part("knowledge base", lambda: _knowledge(settings, graph, key))
         with console.status("routing questions through the escalating router..."):
-            frame = next((st.last_sent for st in frames.streams if st.last_sent), None)
-            routed = asyncio.run(ask_router(graph.base_url, ROUTER_QUESTIONS, frame, key=key))
-        report = DemoReport(
-            graph.startup_s, frames, KnowledgeReport(documents, chunks, ingest_s, answers), routed
-        )
+            frames = report.frames.streams if report.frames else []
+            frame = next((st.last_sent for st in frames if st.last_sent), None)
+            report.router = report.run_part(
+                "router", lambda: asyncio.run(ask_router(graph.base_url, ROUTER_QUESTIONS, frame, key=key))
+            )
+        if report.router and report.router.failed:
+            n = len(report.router.failed)
+            report.failures.append(
+                PartFailure("router", f"{n} of {len(report.router.answers)} questions got no answer")
+            )
     report.render(console)
     return report
+
+
+def _knowledge(settings: Settings, graph: Any, key: str | None) -> KnowledgeReport:
+    documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
+    answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS, key=key))
+    return KnowledgeReport(documents, chunks, ingest_s, answers)

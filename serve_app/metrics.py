@@ -61,6 +61,12 @@ SPECS = {
             ("tenant", "tier", "model", "outcome"),
         ),
         Spec("supportgraph_llm_escalations", "counter", "escalations out of a tier", ("tenant", "tier")),
+        Spec(
+            "supportgraph_llm_degraded",
+            "counter",
+            "answers returned degraded (the tiers they escalated to failed), by the tier that answered",
+            ("tenant", "tier"),
+        ),
         Spec("supportgraph_llm_cost_usd", "counter", "LLM spend in USD", ("tenant", "tier", "model")),
         Spec("supportgraph_llm_tokens", "counter", "LLM tokens", ("tenant", "model", "direction")),
         Spec(

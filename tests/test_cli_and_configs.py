@@ -60,6 +60,48 @@ def test_demo_replays_streams_and_reports(graph: RunningGraph, graph_settings: S
     welcome = routed.answers[-1]
     assert [a["tier"] for a in welcome.attempts] == ["extractive", "smollm2"] and welcome.answer.strip()
     assert routed.costs["llm"]["requests"] >= 7 and "escalating router" in text
+    assert report.ok and summary["ok"] is True and summary["failed"] == {} and "every part worked" in text
+
+
+def test_demo_reports_a_graph_that_cannot_start_and_exits_non_zero(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from contextlib import contextmanager
+
+    import serve_app.demo as demo
+
+    @contextmanager
+    def no_graph(settings: Settings, shutdown: bool = True):
+        raise RuntimeError("port 8000 is in use")
+        yield
+
+    monkeypatch.setattr(demo, "local_graph", no_graph)
+    assert main(["demo", "--duration", "1", "--streams", "1"]) == 1
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["ok"] is False and summary["failed"] == {
+        "graph start": "RuntimeError: port 8000 is in use"
+    }
+    assert "parts that failed" in out and "Traceback" not in out
+
+
+@pytest.mark.ray
+def test_a_failing_demo_part_is_reported_and_the_rest_still_runs(
+    graph: RunningGraph, graph_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import serve_app.demo as demo
+
+    monkeypatch.setattr(demo, "SAMPLE_HELP_CENTER", tmp_path / "no-help-center")  # ingest fails
+    monkeypatch.setattr(demo, "ROUTER_QUESTIONS", demo.DEMO_QUESTIONS[:1])
+    console = Console(record=True, width=140)
+    report = run_demo(graph_settings, duration_s=1, streams=1, console=console, shutdown=False)
+    assert not report.ok and [f.part for f in report.failures] == ["knowledge base"]
+    assert "no-help-center" in report.failures[0].reason
+    assert report.frames is not None and report.frames.frames == 30  # before it: ran
+    assert report.router is not None and report.router.answers[0].error is None  # after it: ran
+    summary = json.loads(report.to_json())
+    assert summary["ok"] is False and "knowledge base" in summary["failed"]
+    assert "parts that failed" in console.export_text()
 
 
 def test_local_serve_config_is_valid_and_matches_the_code() -> None:

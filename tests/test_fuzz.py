@@ -4,8 +4,6 @@ the in-process app with API keys on. No 5xx, and every 4xx says what is wrong. P
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,8 +14,7 @@ from schemathesis.checks import not_a_server_error
 from serve_app.auth import KeyVerifier, RateLimiter, key_hash, new_key
 from serve_app.frames.service import DedupService
 from serve_app.http import Access, LocalFrameBackend, create_app
-from serve_app.routing.service import ChatRequest, ChatService
-from serve_app.settings import load_settings
+from tests.chat import LocalChat
 from tests.conftest import LiveDB
 
 KEY = new_key("fuzz")
@@ -31,34 +28,6 @@ class KnowledgeDouble:
 
     async def stats(self) -> dict[str, Any]:
         return {"arms": {}}
-
-
-class LocalChat:
-    """ChatBackend over an in-process ChatService (extractive tier); costs answer from memory."""
-
-    def __init__(self) -> None:
-        settings = load_settings(
-            routing={
-                "tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]
-            }
-        )
-
-        async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
-            return ["## Export\nChoose Settings > Data > Export to export your notes."]
-
-        self.service = ChatService.create(settings, retrieve)
-
-    async def chat(self, request: ChatRequest) -> dict[str, Any]:
-        return await self.service.reply(request)
-
-    def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        return self.service.events(request)
-
-    async def costs(self, tenant_id: str, since: Any, until: Any) -> dict[str, Any]:
-        return {"tenant_id": tenant_id, "attempts": 0}
-
-    async def status(self) -> dict[str, Any]:
-        return self.service.router.status()
 
 
 def build_app():

@@ -155,3 +155,31 @@ def test_internal_errors_of_the_router_are_not_reported_as_bad_input() -> None:
     app.state.chat = Failing(ChatRequestError("unknown tier 'x'"))
     response = TestClient(app).post("/v1/chat/completions", json=body)
     assert response.status_code == 422 and response.json()["detail"] == "unknown tier 'x'"
+
+
+def test_a_degraded_answer_is_a_200_that_says_so_streaming_or_not() -> None:
+    """The tier escalated to fails: the cheap tier's answer comes back marked degraded, with the failed
+    attempt and its error, in the reply's `supportgraph` and in the SSE stream's final chunk."""
+    import json
+
+    from serve_app.routing.providers.base import ProviderError
+    from tests.chat import LocalChat, extractive_service
+    from tests.test_router_policy import Scripted
+
+    service = extractive_service({"name": "sonnet", "backend": "extractive", "model": "claude-sonnet-4-5"})
+    service.router.tiers["sonnet"].provider = Scripted(
+        "sonnet", ProviderError("anthropic", "server", "down", 529)
+    )
+    app = create_app()
+    app.state.chat = LocalChat(service)
+    body = {"messages": [{"role": "user", "content": "hello there"}], "tenant_id": "acme"}
+    reply = TestClient(app).post("/v1/chat/completions", json=body)
+    routing = reply.json()["supportgraph"]
+    assert reply.status_code == 200 and routing["degraded"] is True and routing["tier"] == "extractive"
+    assert routing["failures"] == [{"attempt": 2, "tier": "sonnet", "error": "anthropic: server 529: down"}]
+    streamed = TestClient(app).post("/v1/chat/completions", json={**body, "stream": True})
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    final = events[-1]
+    assert final["choices"][0]["finish_reason"] == "stop" and final["supportgraph"]["degraded"] is True
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    assert text.strip() == reply.json()["choices"][0]["message"]["content"]

