@@ -11,10 +11,11 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from serve_app.inputs import as_utc
 from serve_app.knowledge.retrieval import MODES
 from serve_app.settings import Settings, load_settings
 from serve_app.tenancy import validate_tenant_id
@@ -168,10 +169,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _timestamp(text: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text)
+        return as_utc(datetime.fromisoformat(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        raise argparse.ArgumentTypeError(f"not an ISO date or time in range: {text!r}") from None
 
 
 def _http_overrides(args: argparse.Namespace) -> dict[str, object]:

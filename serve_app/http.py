@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from serve_app.auth import KeyVerifier, RateLimiter
 from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService
+from serve_app.inputs import InvalidText, UtcDateTime, check_text
 from serve_app.knowledge.retrieval import MAX_QUERY_CHARS, check_query
 from serve_app.metrics import Metrics
 from serve_app.routing.openai_format import (
@@ -83,6 +85,31 @@ class ChatBackend(Protocol):
         self, tenant_id: str, since: datetime | None, until: datetime | None
     ) -> dict[str, Any]: ...
     async def status(self) -> dict[str, Any]: ...
+
+
+class _CheckedRequest(Request):
+    """A request whose JSON body is checked once, as it is parsed, against the text rule."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await super().json()
+            try:
+                check_text(body)
+            except InvalidText as exc:
+                raise HTTPException(422, str(exc)) from None
+        return self._json
+
+
+class CheckedRoute(APIRoute):
+    """Every route's JSON body goes through `_CheckedRequest` (one text rule for every field)."""
+
+    def get_route_handler(self) -> Any:
+        handle = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            return await handle(_CheckedRequest(request.scope, request.receive))
+
+        return checked
 
 
 class SearchIn(BaseModel):
@@ -293,6 +320,7 @@ def create_app(
         version=API_VERSION,
         description="Multi-modal customer-support graph on Ray Serve: frame dedup (this version).",
     )
+    app.router.route_class = CheckedRoute
     app.state.limits = limits or FrameLimits()
     app.state.access = access or Access()
     keyed = [Depends(_authenticate)]
@@ -453,8 +481,8 @@ def create_app(
     async def costs(
         request: Request,
         tenant_id: str | None = Query(None, max_length=63),
-        since: datetime | None = Query(None, description="ISO 8601, inclusive"),
-        until: datetime | None = Query(None, description="ISO 8601, exclusive"),
+        since: UtcDateTime | None = Query(None, description="ISO 8601, inclusive (naive: UTC)"),
+        until: UtcDateTime | None = Query(None, description="ISO 8601, exclusive (naive: UTC)"),
         x_tenant_id: str | None = Header(None, max_length=63),
     ) -> dict[str, Any]:
         tenant = _tenant(request, tenant_id, x_tenant_id)
