@@ -17,9 +17,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from serve_app.costs.ledger import CostEvent
 from serve_app.costs.pricing import ModelPrice
@@ -40,6 +40,7 @@ from serve_app.routing.providers.base import (
 from serve_app.settings import RoutingPolicySettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class NoTierAvailable(Exception):
@@ -181,6 +182,20 @@ def _timed_out(tier: Tier) -> ProviderError:
     return ProviderError(tier.provider.provider, "timeout", f"no answer within {tier.timeout_s:g} s")
 
 
+async def _within(tier: Tier, call: Awaitable[T]) -> T:
+    """One provider call (or stream step) under the tier's timeout, which the router enforces too: a
+    backend that hangs past it is a failed attempt, not a hung request; a backend that raises what is
+    no provider failure is a failed attempt as well."""
+    try:
+        return await asyncio.wait_for(call, tier.timeout_s)
+    except TimeoutError:
+        raise _timed_out(tier) from None
+    except (ProviderError, StopAsyncIteration):
+        raise
+    except Exception as exc:
+        raise _broken(tier, exc) from exc
+
+
 def _broken(tier: Tier, exc: Exception) -> ProviderError:
     """A tier that raised something other than a provider failure: logged as the bug it is, and a
     failed attempt for the request (which goes on to the next tier)."""
@@ -243,16 +258,7 @@ class EscalatingRouter:
 
     @staticmethod
     async def _complete(tier: Tier, prompt: Prompt) -> Completion:
-        """The provider's call under its tier's timeout, enforced here too: a backend that hangs past
-        it is a failed attempt, not a hung request."""
-        try:
-            return await asyncio.wait_for(tier.provider.complete(prompt, tier.timeout_s), tier.timeout_s)
-        except TimeoutError:
-            raise _timed_out(tier) from None
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise _broken(tier, exc) from exc
+        return await _within(tier, tier.provider.complete(prompt, tier.timeout_s))
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         delay = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (retry - 1))
@@ -460,15 +466,9 @@ class EscalatingRouter:
         try:
             while True:
                 try:
-                    piece = await asyncio.wait_for(anext(stream), tier.timeout_s)
+                    piece = await _within(tier, anext(stream))
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
-                    raise _timed_out(tier) from None
-                except ProviderError:
-                    raise
-                except Exception as exc:
-                    raise _broken(tier, exc) from exc
                 yield piece
         finally:
             await stream.aclose()
