@@ -8,7 +8,7 @@
 FROM python:3.11-slim-bookworm AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    SUPPORTGRAPH_MARCH=x86-64-v3 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON"
+    SUPPORTGRAPH_MARCH=x86-64-v3 CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
