@@ -404,16 +404,9 @@ class EscalatingRouter:
         # a later tier failed or was switched off: the best answer in hand, marked degraded
         chosen, completion = best
         yield ("\n\n" if streamed else "") + completion.answer
-        routed = self._answered(
-            request_id,
-            self.tiers[chosen.tier],
-            chosen,
-            completion,
-            attempts,
-            self._baseline(top, prompt, completion) or 0.0,
-        )
-        routed.degraded = True
-        yield routed
+        baseline = self._baseline(top, prompt, completion) or 0.0
+        tier = self.tiers[chosen.tier]
+        yield self._answered(request_id, tier, chosen, completion, attempts, baseline, degraded=True)
 
     @staticmethod
     def _baseline(top: Tier, prompt: Prompt, completion: Completion | None) -> float | None:
@@ -430,6 +423,7 @@ class EscalatingRouter:
         completion: Completion,
         attempts: list[Attempt],
         baseline: float,
+        degraded: bool = False,
     ) -> RoutedAnswer:
         return RoutedAnswer(
             request_id,
@@ -440,6 +434,7 @@ class EscalatingRouter:
             completion.offline,
             attempts,
             baseline,
+            degraded,
         )
 
     async def _stream_call(
