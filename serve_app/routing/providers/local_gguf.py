@@ -105,6 +105,10 @@ class LocalGGUFProvider(LLMProvider):
 
     def _generate(self, prompt: Prompt, **kwargs: Any) -> Any:
         with self._lock:
+            # no reuse of the previous request's KV cache: evaluating only the tokens after a shared
+            # prefix changes the logits slightly, so the same prompt at temperature 0 could get
+            # another answer depending on the request before it
+            self._llm.reset()
             return self._llm.create_chat_completion(
                 messages=self._messages(prompt),
                 max_tokens=prompt.max_tokens,
