@@ -17,7 +17,7 @@ from deployments.frame_dedup import FrameDedup
 from deployments.ingress import Ingress
 from deployments.knowledge import Embeddings, KnowledgeBase, Reranker
 from deployments.router import Router, SelfHostedLLM
-from deployments.routing import StreamAffinityRouter
+from deployments.stream_affinity import StreamAffinityRouter
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
 QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from types import SimpleNamespace
 
-from deployments.routing import owner, stream_key
+from deployments.stream_affinity import owner, stream_key
 
 STREAMS = [f"tenant_t{i % 7}_room-{i}" for i in range(3000)]
 
