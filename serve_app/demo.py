@@ -502,7 +502,9 @@ def run_demo(
                 lambda: asyncio.run(replay_frames(graph.base_url, specs, image_usd, key=key)),
             )
         with console.status("ingesting the sample help center and asking questions..."):
-            report.knowledge = report.run_part("knowledge base", lambda: _knowledge(settings, graph, key))
+            report.knowledge = report.run_part(
+                "knowledge base", lambda: _knowledge(settings, graph.base_url, key)
+            )
         with console.status("routing questions through the escalating router..."):
             frames = report.frames.streams if report.frames else []
             frame = next((st.last_sent for st in frames if st.last_sent), None)
@@ -518,7 +520,7 @@ def run_demo(
     return report
 
 
-def _knowledge(settings: Settings, graph: Any, key: str | None) -> KnowledgeReport:
+def _knowledge(settings: Settings, base_url: str, key: str | None) -> KnowledgeReport:
     documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
-    answers = asyncio.run(ask(graph.base_url, DEMO_QUESTIONS, key=key))
+    answers = asyncio.run(ask(base_url, DEMO_QUESTIONS, key=key))
     return KnowledgeReport(documents, chunks, ingest_s, answers)
