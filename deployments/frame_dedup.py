@@ -1,8 +1,10 @@
-"""FrameDedup deployment: batched pHash across streams (`@serve.batch`), stream state pinned by routing.
+"""FrameDedup deployment: batched pHash and region signals across streams (`@serve.batch`), stream state
+pinned by routing.
 
 Call through a handle with keywords so the router sees the stream:
 `await handle.offer.remote(stream_id=..., frame=rgb_uint8_hwc, is_speaking=..., ts=...)`.
-Live settings (threshold, fps, batch size) arrive as `user_config` and apply without a redeploy.
+Live settings (pHash threshold, region signal, fps, batch size) arrive as `user_config` and apply without a
+redeploy.
 """
 
 from __future__ import annotations

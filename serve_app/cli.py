@@ -129,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
         "--no-embeddings", action="store_true", help="learned scorer on the text features only (no MiniLM)"
     )
 
+    _eval_dedup_arguments(sub)
+
     costs = sub.add_parser("costs", help="a tenant's recorded costs by service and provider")
     costs.add_argument("--tenant", required=True)
     costs.add_argument("--since", type=_timestamp, help="ISO date or time, inclusive")
@@ -165,6 +167,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("args", nargs=argparse.REMAINDER, help="passed to the livekit-agents CLI")
     return parser
+
+
+def _eval_dedup_arguments(sub: argparse._SubParsersAction) -> None:
+    from serve_app.frames.evaluate import REPORT_SEEDS
+
+    ed = sub.add_parser(
+        "eval-dedup",
+        help="skip rate, event recall per kind and spurious sends of the frame dedup on generated clips",
+        description="Runs the real sampler (pHash + region signal, and pHash alone) over generated screen "
+        "shares with labelled events (no Ray): an event counts when a frame within 0.5 s after it is sent; "
+        "a send is spurious when no significant event happened in the 0.5 s before it. Thresholds were "
+        "chosen on seeds 0-11; the default seeds are the reported ones. The last line is JSON.",
+    )
+    ed.add_argument("--seeds", default=REPORT_SEEDS, help=f"e.g. 100-105 or 1,2,7 ({REPORT_SEEDS})")
+    ed.add_argument("--resolution", nargs="+", default=["1280x720", "640x480"], metavar="WxH", help="(both)")
+    ed.add_argument("--duration", type=float, default=30.0, metavar="S", help="seconds per clip (30)")
+
+
+def _cmd_eval_dedup(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from serve_app.frames import evaluate
+
+    seeds = evaluate.parse_seeds(args.seeds)
+    resolutions = [evaluate.parse_resolution(r) for r in args.resolution]
+    if not 2.0 <= args.duration <= 600:
+        raise ValueError("--duration must be 2 to 600 seconds")
+    result = evaluate.evaluate(seeds, resolutions, load_settings(args.config).dedup, args.duration)
+    Console(width=120).print(evaluate.table(result, args.seeds, args.resolution))
+    print(json.dumps(result.summary()))
+    return 0
 
 
 def _timestamp(text: str) -> datetime:
@@ -584,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval-retrieval": _cmd_eval_retrieval,
         "fit-reranker": _cmd_fit_reranker,
         "eval-router": _cmd_eval_router,
+        "eval-dedup": _cmd_eval_dedup,
         "costs": _cmd_costs,
         "token": _cmd_token,
         "keys": _cmd_keys,

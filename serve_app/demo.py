@@ -283,7 +283,7 @@ class DemoReport:
         rows = [
             ("every frame (30 fps)", f.frames),
             ("naive 1 fps sample", f.one_fps),
-            ("supportgraph: throttle + pHash", f.sent),
+            ("supportgraph: throttle + pHash + region", f.sent),
         ]
         for name, n in rows:
             ratio = f"{n / f.sent:.0f}x" if f.sent else "-"

@@ -143,6 +143,8 @@ class FrameDecisionOut(BaseModel):
     ts: float
     phash: str | None
     distance: int | None
+    reason: str  # first | phash | region | throttled | duplicate
+    box: list[int] | None = None  # [x, y, width, height] of the changed region, frame pixels
 
 
 class Health(BaseModel):

@@ -37,7 +37,12 @@ SPECS = {
         Spec(
             "supportgraph_http_latency_ms", "histogram", "HTTP request latency", ("route",), tuple(LATENCY_MS)
         ),
-        Spec("supportgraph_frames", "counter", "frames offered, by verdict", ("tenant", "verdict")),
+        Spec(
+            "supportgraph_frames",
+            "counter",
+            "frames offered, by verdict and reason (first, phash, region, throttled, duplicate)",
+            ("tenant", "verdict", "reason"),
+        ),
         Spec("supportgraph_retrievals", "counter", "knowledge retrievals", ("tenant", "mode")),
         Spec(
             "supportgraph_retrieval_latency_ms",

@@ -40,6 +40,17 @@ class DedupSettings(_Section):
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
     max_streams: int = Field(10_000, ge=1, description="streams kept per replica (least recent evicted)")
     stream_idle_ttl_s: float = Field(600.0, gt=0, description="forget a stream idle this long")
+    region_enabled: bool = Field(True, description="also send frames where a compact region changed")
+    region_tile: int = Field(16, ge=4, le=64, multiple_of=2, description="tile side, pixels (even)")
+    region_threshold: float = Field(
+        8.0, gt=0, le=255, description="change of a tile's mean luma or colourfulness that counts"
+    )
+    region_min_width: int = Field(240, ge=1, description="a changed region this wide (pixels) is sent")
+    region_min_area: int = Field(32000, ge=1, description="so is one whose box covers this many pixels")
+    region_window_s: float = Field(
+        0.5, ge=0, le=60, description="only tiles that changed within this many seconds count"
+    )
+    region_max_shift: int = Field(12, ge=0, le=256, description="vertical scroll compensated, pixels")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     hash_threads: int | None = Field(None, ge=1, le=256, description="CPU threads per batch (default: all)")
 

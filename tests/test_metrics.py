@@ -30,18 +30,33 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def test_frames_are_counted_by_tenant_and_verdict() -> None:
+def test_frames_are_counted_by_tenant_verdict_and_reason() -> None:
     metrics = Metrics.prometheus()
-    service = DedupService(DedupSettings(idle_fps=5))
+    service = DedupService(DedupSettings(idle_fps=5, hamming_threshold=64))  # pHash never fires here
     service.metrics = metrics
-    frame = np.zeros((48, 64, 3), np.uint8)
-    for n in range(6):  # 10 fps offered at 5 fps idle sampling: every other frame throttled
-        asyncio.run(service.offer("tenant_acme_r1.screen", frame, False, n * 0.1))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    toast = frame.copy()
+    toast[400:460, 320:620] = (34, 139, 84)  # a green box in a corner: a region change
+    frames = [frame, frame, frame, frame, toast, toast]
+    for n, f in enumerate(frames):  # 10 fps offered at 5 fps idle sampling: every other frame throttled
+        asyncio.run(service.offer("tenant_acme_r1.screen", f, False, n * 0.1))
     counted = {
-        v: value(metrics, "supportgraph_frames_total", tenant="acme", verdict=v)
-        for v in ("throttled", "duplicate", "processed")
+        (v, r): value(metrics, "supportgraph_frames_total", tenant="acme", verdict=v, reason=r)
+        for v, r in [
+            ("throttled", "throttled"),
+            ("duplicate", "duplicate"),
+            ("processed", "first"),
+            ("processed", "region"),
+            ("processed", "phash"),
+        ]
     }
-    assert counted == {"throttled": 3.0, "duplicate": 2.0, "processed": 1.0}
+    assert counted == {
+        ("throttled", "throttled"): 3.0,
+        ("duplicate", "duplicate"): 1.0,
+        ("processed", "first"): 1.0,
+        ("processed", "region"): 1.0,
+        ("processed", "phash"): 0.0,
+    }
 
 
 def test_routed_answers_are_counted_by_tier_model_and_outcome() -> None:

@@ -15,7 +15,13 @@ import torch
 from PIL import Image
 
 from serve_app.frames import phash
-from serve_app.frames.phash import hash_frames, phash_batch, resolve_backend, thumbnails_torch
+from serve_app.frames.phash import (
+    hash_frames,
+    phash_batch,
+    resolve_backend,
+    signals_batch,
+    thumbnails_torch,
+)
 from serve_app.frames.sampler import Verdict
 from serve_app.frames.service import DedupService, Pending
 from serve_app.settings import DedupSettings
@@ -85,3 +91,15 @@ def test_mixed_sizes_hash_per_size_on_cuda() -> None:
     frames = images.varied()[:10]
     expected = np.array([reference(f) for f in frames], dtype=np.uint64)
     np.testing.assert_array_equal(hash_frames(frames, backend="torch", device="cuda"), expected)
+
+
+def test_region_cells_on_cuda_equal_the_cpu_kernel() -> None:
+    """The region thumbnail is the same integers on CUDA (numpy frames and CUDA tensors) as on CPU."""
+    for frames in [np.stack(images.screens(3, 1280, 720)), np.stack(images.varied()[5:8])]:
+        for cell in [(16, 2), (7, 3)]:
+            cpu = signals_batch(frames, cell=cell, backend="native" if phash.native_available() else "torch")
+            gpu = signals_batch(frames, cell=cell, backend="torch", device="cuda")
+            on_gpu = signals_batch(torch.from_numpy(frames).cuda(), cell=cell)
+            np.testing.assert_array_equal(gpu.cells, cpu.cells)
+            np.testing.assert_array_equal(on_gpu.cells, cpu.cells)
+            np.testing.assert_array_equal(gpu.hashes, cpu.hashes)

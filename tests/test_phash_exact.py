@@ -15,6 +15,7 @@ from serve_app.frames.phash import (
     hash_hex,
     native_available,
     phash_batch,
+    signals_batch,
     thumbnails_native,
     thumbnails_torch,
 )
@@ -98,3 +99,45 @@ def test_bad_frames_are_rejected_with_a_message(bad: np.ndarray) -> None:
 
 def test_empty_batch_gives_empty_result() -> None:
     assert phash_batch(np.zeros((0, 10, 10, 3), np.uint8)).shape == (0,)
+
+
+def reference_cells(frame: np.ndarray, cell: tuple[int, int]) -> np.ndarray:
+    """The region thumbnail by its definition: Pillow's L and max(R,G,B) - min(R,G,B), summed per cell."""
+    h, w, _ = frame.shape
+    cell_w, cell_h = cell
+    luma = np.asarray(Image.fromarray(frame).convert("L"), np.int64)
+    colour = frame.astype(np.int64).max(axis=2) - frame.astype(np.int64).min(axis=2)
+    rows, cols = -(-h // cell_h), -(-w // cell_w)
+    out = []
+    for plane in (luma, colour):
+        padded = np.zeros((rows * cell_h, cols * cell_w), np.int64)
+        padded[:h, :w] = plane
+        out.append(padded.reshape(rows, cell_h, cols, cell_w).sum(axis=(1, 3)))
+    return np.stack(out)
+
+
+def test_region_cells_are_the_same_integers_on_both_backends(varied: list[np.ndarray]) -> None:
+    """C kernel, torch and the definition agree on every cell, edge cells and pass orders included,
+    and asking for cells leaves the pHash as it was."""
+    by_size: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for frame in varied:
+        by_size.setdefault(frame.shape, []).append(frame)
+    for shape, group in by_size.items():
+        frames = np.stack(group[:3])
+        for cell in [(16, 2), (12, 2), (7, 3), (1, 1)]:
+            expected = np.stack([reference_cells(f, cell) for f in frames])
+            native = signals_batch(frames, cell=cell, backend="native", threads=2)
+            np.testing.assert_array_equal(native.cells, expected, err_msg=f"native {shape} {cell}")
+            np.testing.assert_array_equal(native.hashes, phash_batch(frames, backend="native"))
+            if shape[0] * shape[1] <= 1280 * 720:
+                torch_cpu = signals_batch(frames, cell=cell, backend="torch", device="cpu")
+                np.testing.assert_array_equal(torch_cpu.cells, expected, err_msg=f"torch {shape} {cell}")
+                np.testing.assert_array_equal(torch_cpu.hashes, native.hashes)
+
+
+def test_bad_cell_sizes_are_refused() -> None:
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    for cell in [(0, 2), (16, 0), (4096, 4096)]:
+        with pytest.raises(ValueError, match="region cells"):
+            signals_batch(frames, cell=cell)
+    assert signals_batch(np.zeros((0, 8, 8, 3), np.uint8), cell=(4, 2)).cells.shape == (0, 2, 4, 2)

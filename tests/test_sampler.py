@@ -74,6 +74,7 @@ def test_offer_runs_both_gates_on_real_frames() -> None:
         "throttled": 1,
         "duplicate": 1,
         "processed": 2,
+        "reasons": {"first": 1, "phash": 1, "region": 0, "throttled": 1, "duplicate": 1},
         "dedup_rate": 0,
         "skip_rate": 0,
     }

@@ -9,6 +9,12 @@ Pipeline, each stage exact:
    partial sum is an integer far below 2**53), which runs on CUDA when the frames or the device are there.
 2. scipy's DCT-II on the 32x32 thumbnails, batched (bitwise the same as imagehash's per-image calls,
    ties on flat frames included, because it *is* the same scipy routine), top-left 8x8, `> median`.
+
+`signals_batch(frames, cell=(w, h))` also returns, from the same pass over the pixels, the cell sums the
+region change signal reads (`region.py`): for each cell of w x h pixels (the last row and column of
+cells may be smaller), the sum of the same Pillow L values (channel 0) and the sum of each pixel's
+colourfulness `max(R, G, B) - min(R, G, B)` (channel 1), as int32 `[B, 2, ceil(H / h), ceil(W / w)]`.
+Both backends compute these integers exactly, so they are identical.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,7 +40,10 @@ except ImportError:  # built by `pip install`; the torch path stays exact withou
     _phash_native = None
 
 Backend = Literal["auto", "native", "torch"]
+Cell = tuple[int, int]  # (width, height) in pixels of a region cell
 HASH_BITS = 64
+CHANNELS = 2  # region cells: luma, colourfulness
+MAX_CELL_PIXELS = 1 << 23  # 255 * pixels of a cell must fit an int32 sum
 _TORCH_CHUNK_PIXELS = 16 * 1280 * 720  # frames per torch step: bounds float64 scratch to ~120 MB
 
 
@@ -64,6 +74,22 @@ def check_frames(frames: Any) -> tuple[int, int, int]:
     if h < 1 or w < 1:
         raise FrameShapeError(f"frames must be at least 1x1, got {h}x{w}")
     return b, h, w
+
+
+@dataclass(frozen=True)
+class BatchSignals:
+    """What one pass over a batch yields: the pHash of every frame and, when asked, its luma cell sums."""
+
+    hashes: np.ndarray  # [B] uint64
+    cells: np.ndarray | None  # [B, 2, ceil(H / cell_h), ceil(W / cell_w)] int32, None without a cell size
+
+
+def cell_grid(height: int, width: int, cell: Cell) -> tuple[int, int]:
+    """(rows, cols) of cells covering a frame; the last row and column may be partial."""
+    cell_w, cell_h = cell
+    if cell_w < 1 or cell_h < 1 or cell_w * cell_h > MAX_CELL_PIXELS:
+        raise ValueError(f"region cells must be 1x1 to {MAX_CELL_PIXELS} pixels, got {cell}")
+    return -(-height // cell_h), -(-width // cell_w)
 
 
 def hash_thumbnails(thumbs: np.ndarray) -> np.ndarray:
@@ -102,30 +128,40 @@ def _filter_args(plan: ResamplePlan) -> tuple[Any, Any, Any, Any]:
     )
 
 
-def thumbnails_native(frames: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Pillow-exact 32x32 gray thumbnails with the C kernel, the batch split across threads."""
+def native_pass(
+    frames: np.ndarray, threads: int | None = None, cell: Cell | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pillow-exact 32x32 gray thumbnails (and luma cell sums when `cell` is given) with the C kernel,
+    in one pass over each frame, the batch split across threads."""
     if _phash_native is None:
         raise RuntimeError("the native pHash kernel is not built; reinstall the package (pip install -e .)")
     b, h, w = check_frames(frames)
     frames = np.ascontiguousarray(frames)
     plan = plan_for(h, w)
     out = np.empty((b, THUMB, THUMB), dtype=np.uint8)
+    cells = None if cell is None else np.empty((b, CHANNELS, *cell_grid(h, w, cell)), dtype=np.int32)
+    extra = () if cell is None else (cells, *cell)
     args = _filter_args(plan)
     threads = min(threads or default_threads(), max(b, 1))
 
     def run(start: int, stop: int) -> None:
-        _phash_native.resize_batch(frames, b, h, w, *args, plan.vertical_first, out, start, stop)
+        _phash_native.resize_batch(frames, b, h, w, *args, plan.vertical_first, out, start, stop, *extra)
 
     if threads <= 1:
         run(0, b)
-        return out
+        return out, cells
     edges = np.linspace(0, b, threads + 1).astype(int)
     futures = [
         _pool(threads).submit(run, int(lo), int(hi)) for lo, hi in itertools.pairwise(edges) if hi > lo
     ]
     for f in futures:
         f.result()
-    return out
+    return out, cells
+
+
+def thumbnails_native(frames: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Pillow-exact 32x32 gray thumbnails with the C kernel, the batch split across threads."""
+    return native_pass(frames, threads)[0]
 
 
 # --- torch path (CPU or CUDA) ----------------------------------------------------------------
@@ -150,8 +186,30 @@ def _round_clip(acc: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.floor((acc + half) / float(1 << PRECISION_BITS)), 0.0, 255.0)
 
 
+def _cell_sums(gray: torch.Tensor, rgb: torch.Tensor, cell: Cell) -> torch.Tensor:
+    """[b, H, W] int32 luma and [b, H, W, 3] int32 RGB -> [b, 2, rows, cols] int32 sums per cell of luma
+    and colourfulness (zero padding fills partial cells)."""
+    import torch
+
+    b, h, w = gray.shape
+    rows, cols = cell_grid(h, w, cell)
+    cell_w, cell_h = cell
+    padded = torch.zeros((b, CHANNELS, rows * cell_h, cols * cell_w), dtype=torch.int32, device=gray.device)
+    padded[:, 0, :h, :w] = gray
+    padded[:, 1, :h, :w] = rgb.amax(dim=-1) - rgb.amin(dim=-1)
+    return padded.view(b, CHANNELS, rows, cell_h, cols, cell_w).sum(dim=(3, 5)).to(torch.int32)
+
+
 def thumbnails_torch(frames: Any, device: str | None = None) -> np.ndarray:
     """Pillow-exact thumbnails with torch float64 matmuls (exact integer arithmetic), on `device`."""
+    return torch_pass(frames, device)[0]
+
+
+def torch_pass(
+    frames: Any, device: str | None = None, cell: Cell | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pillow-exact thumbnails with torch float64 matmuls (exact integer arithmetic), on `device`, and
+    the luma cell sums when `cell` is given (integer sums of the same L values: equal to the C kernel's)."""
     import torch
 
     b, h, w = check_frames(frames)
@@ -164,7 +222,7 @@ def thumbnails_torch(frames: Any, device: str | None = None) -> np.ndarray:
     plan = plan_for(h, w)
     kx, ky = _dense_filters(h, w, str(dev))
     step = max(1, _TORCH_CHUNK_PIXELS // (h * w))
-    out = []
+    out, sums = [], []
     for lo in range(0, b, step):
         chunk = x[lo : lo + step]
         if dev.type == "cuda" and not chunk.is_cuda and torch.get_num_threads() > 1:
@@ -174,6 +232,8 @@ def thumbnails_torch(frames: Any, device: str | None = None) -> np.ndarray:
             chunk = chunk.pin_memory()
         chunk = chunk.to(dev, non_blocking=True).to(torch.int32)
         gray = (chunk[..., 0] * 19595 + chunk[..., 1] * 38470 + chunk[..., 2] * 7471 + 0x8000) >> 16
+        if cell is not None:
+            sums.append(_cell_sums(gray, chunk, cell))
         img = gray.to(torch.float64)
         if plan.vertical_first:
             img = _round_clip(ky @ img)
@@ -184,7 +244,12 @@ def thumbnails_torch(frames: Any, device: str | None = None) -> np.ndarray:
             if ky is not None:
                 img = _round_clip(ky @ img)
         out.append(img.to(torch.uint8))
-    return torch.cat(out).cpu().numpy() if out else np.empty((0, THUMB, THUMB), np.uint8)
+    thumbs = torch.cat(out).cpu().numpy() if out else np.empty((0, THUMB, THUMB), np.uint8)
+    if cell is None:
+        return thumbs, None
+    empty = np.empty((0, CHANNELS, *cell_grid(h, w, cell)), np.int32)
+    cells = torch.cat(sums).cpu().numpy() if sums else empty
+    return thumbs, cells
 
 
 # --- public entry point ----------------------------------------------------------------------
@@ -202,31 +267,59 @@ def resolve_backend(
     return ("native", None) if native_available() else ("torch", "cpu")
 
 
-def phash_batch(
-    frames: Any, *, backend: Backend = "auto", device: str | None = None, threads: int | None = None
-) -> np.ndarray:
-    """pHash of every frame in a uint8 `[B, H, W, 3]` batch, as a `[B]` uint64 numpy array."""
-    b, _, _ = check_frames(frames)
+def signals_batch(
+    frames: Any,
+    *,
+    cell: Cell | None = None,
+    backend: Backend = "auto",
+    device: str | None = None,
+    threads: int | None = None,
+) -> BatchSignals:
+    """pHash of every frame in a uint8 `[B, H, W, 3]` batch and, with `cell`, its luma cell sums."""
+    b, h, w = check_frames(frames)
+    if cell is not None:
+        cell_grid(h, w, cell)  # a bad cell size is refused before any work
     if b == 0:
-        return np.empty(0, dtype=np.uint64)
+        empty = None if cell is None else np.empty((0, CHANNELS, *cell_grid(h, w, cell)), np.int32)
+        return BatchSignals(np.empty(0, dtype=np.uint64), empty)
     chosen, dev = resolve_backend(frames, backend, device)
     if chosen == "native":
         if not isinstance(frames, np.ndarray):
             frames = frames.cpu().numpy()
-        thumbs = thumbnails_native(frames, threads)
+        thumbs, cells = native_pass(frames, threads, cell)
     elif chosen == "torch":
-        thumbs = thumbnails_torch(frames, dev)
+        thumbs, cells = torch_pass(frames, dev, cell)
     else:
         raise ValueError(f"unknown pHash backend {backend!r} (auto, native, torch)")
-    return hash_thumbnails(thumbs)
+    return BatchSignals(hash_thumbnails(thumbs), cells)
 
 
-def hash_frames(frames: list[np.ndarray], **options: Any) -> np.ndarray:
-    """pHash of frames that may differ in size: one `phash_batch` call per size, results in input order."""
-    out = np.empty(len(frames), dtype=np.uint64)
+def phash_batch(
+    frames: Any, *, backend: Backend = "auto", device: str | None = None, threads: int | None = None
+) -> np.ndarray:
+    """pHash of every frame in a uint8 `[B, H, W, 3]` batch, as a `[B]` uint64 numpy array."""
+    return signals_batch(frames, backend=backend, device=device, threads=threads).hashes
+
+
+def frame_signals(
+    frames: list[np.ndarray], cell: Cell | None = None, **options: Any
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """pHash (and cell sums) of frames that may differ in size: one `signals_batch` call per size,
+    results in input order."""
+    hashes = np.empty(len(frames), dtype=np.uint64)
+    cells: list[np.ndarray | None] = [None] * len(frames)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, frame in enumerate(frames):
         by_shape.setdefault(tuple(frame.shape), []).append(i)
     for indices in by_shape.values():
-        out[indices] = phash_batch(np.stack([frames[i] for i in indices]), **options)
-    return out
+        got = signals_batch(np.stack([frames[i] for i in indices]), cell=cell, **options)
+        hashes[indices] = got.hashes
+        if got.cells is not None:
+            for i, frame_cells in zip(indices, got.cells, strict=True):
+                cells[i] = frame_cells
+    return hashes, cells
+
+
+def hash_frames(frames: list[np.ndarray], **options: Any) -> np.ndarray:
+    """pHash of frames that may differ in size: one `phash_batch` call per size, results in input order."""
+    return frame_signals(frames, **options)[0]

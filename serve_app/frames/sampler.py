@@ -1,11 +1,18 @@
-"""Per-stream frame sampling: FPS throttling (active vs idle) then pHash dedup against the last sent frame.
+"""Per-stream frame sampling: FPS throttling (active vs idle), then dedup against the last sent frame by
+two signals, pHash and region change.
 
 A frame goes through two gates, in order:
 1. throttle: samples are due on a grid one period apart (1/active_fps while the user speaks, 1/idle_fps
    otherwise); a frame is sampled when it reaches the next due time, up to a quarter period early for
    timestamp jitter (the grid keeps the long-run rate exact: 5 of every 30 frames at 5 fps);
-2. dedup: a sampled frame is a duplicate when its pHash is within `hamming_threshold` bits of the last
-   *processed* frame of the stream; otherwise it is processed (sent on) and becomes the new reference.
+2. dedup: a sampled frame is processed (sent on) when its pHash is more than `hamming_threshold` bits
+   from the last *processed* frame of the stream, or when a compact region of it changed against that
+   frame (`region.py`; off with `region.enabled = False`); otherwise it is a duplicate. A processed frame
+   becomes the reference of both signals.
+
+Every decision says why (`reason`): `first` (a stream's first frame), `phash`, `region` (then `box`
+says where, `[x, y, width, height]` in frame pixels), `throttled`, `duplicate`. When both signals fire
+the reason is `phash` and the box is still given.
 
 The gates are split (`admit` then `decide`) so a Ray Serve replica can hash the sampled frames of many
 streams in one batch; `offer` runs both for one frame. Throttling depends only on earlier sampling, so
@@ -22,7 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.frames.phash import hamming, hash_hex, phash_batch
+from serve_app.frames.phash import hamming, hash_hex, signals_batch
+from serve_app.frames.region import (
+    RegionChange,
+    RegionDetector,
+    RegionPolicy,
+    RegionState,
+    Thumb,
+    whole_frame,
+)
 from serve_app.tenancy import StreamId, parse_stream_id
 
 JITTER_SLACK = 0.25  # fraction of a period a frame may come early and still be sampled
@@ -34,11 +49,22 @@ class Verdict(StrEnum):
     PROCESSED = "processed"
 
 
+class Reason(StrEnum):
+    """Why a frame got its verdict."""
+
+    FIRST = "first"  # processed: the stream's first sampled frame
+    PHASH = "phash"  # processed: pHash moved past the threshold
+    REGION = "region"  # processed: a compact region changed (pHash within the threshold)
+    THROTTLED = "throttled"
+    DUPLICATE = "duplicate"
+
+
 @dataclass
 class SamplingPolicy:
     hamming_threshold: int = 10
     active_fps: float = 30.0
     idle_fps: float = 5.0
+    region: RegionPolicy = field(default_factory=RegionPolicy)
 
     def __post_init__(self) -> None:
         if not 0 <= self.hamming_threshold <= 64:
@@ -57,10 +83,17 @@ class Decision:
     ts: float
     phash: int | None = None  # None when throttled (never hashed)
     distance: int | None = None  # bits from the last processed frame; None for a stream's first
+    reason: Reason = Reason.DUPLICATE
+    region: RegionChange | None = None  # the changed region, when the region signal fired
 
     @property
     def send(self) -> bool:
         return self.verdict is Verdict.PROCESSED
+
+    @property
+    def box(self) -> list[int] | None:
+        """[x, y, width, height] of the changed region in frame pixels, when the region signal fired."""
+        return None if self.region is None else self.region.to_list()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +103,8 @@ class Decision:
             "ts": self.ts,
             "phash": None if self.phash is None else hash_hex(self.phash),
             "distance": self.distance,
+            "reason": self.reason.value,
+            "box": self.box,
         }
 
 
@@ -79,14 +114,18 @@ class FrameCounters:
     throttled: int = 0
     duplicate: int = 0
     processed: int = 0
+    reasons: dict[str, int] = field(default_factory=lambda: {r.value: 0 for r in Reason})
 
-    def add(self, verdict: Verdict) -> None:
+    def add(self, verdict: Verdict, reason: Reason) -> None:
         self.total += 1
         setattr(self, verdict.value, getattr(self, verdict.value) + 1)
+        self.reasons[reason.value] += 1
 
     def merge(self, other: FrameCounters) -> None:
         for name in ("total", "throttled", "duplicate", "processed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.reasons.items():
+            self.reasons[reason] += n
 
     @property
     def dedup_rate(self) -> float:
@@ -112,6 +151,7 @@ class FrameSampler:
     counters: FrameCounters = field(default_factory=FrameCounters)
     anchor: float | None = None  # due time of the last sampled frame (on the sampling grid)
     last_processed_hash: int | None = None
+    region: RegionState | None = None  # the region signal's reference and freshness record
     last_seen: float = field(default_factory=time.monotonic)
 
     def admit(self, ts: float, is_speaking: bool) -> Decision | None:
@@ -123,30 +163,64 @@ class FrameSampler:
         period = self.policy.period(is_speaking)
         due = self.anchor + period
         if ts < due - JITTER_SLACK * period:
-            self.counters.add(Verdict.THROTTLED)
-            return Decision(str(self.stream), Verdict.THROTTLED, ts)
+            self.counters.add(Verdict.THROTTLED, Reason.THROTTLED)
+            return Decision(str(self.stream), Verdict.THROTTLED, ts, reason=Reason.THROTTLED)
         self.anchor = due if ts < due + period else ts  # off the grid after a gap: restart it here
         return None
 
-    def decide(self, ts: float, phash: int) -> Decision:
-        """Dedup gate for an admitted frame with its pHash."""
+    def decide(self, ts: float, phash: int, thumb: Thumb | None = None) -> Decision:
+        """Dedup gate for an admitted frame with its pHash and, when the region signal is on, its
+        region thumbnail."""
         phash = int(phash)
+        region = self._region(ts, thumb)
         distance = None
-        if self.last_processed_hash is not None:
+        if self.last_processed_hash is None:
+            reason = Reason.FIRST
+        else:
             distance = int(hamming(phash, self.last_processed_hash))
-            if distance <= self.policy.hamming_threshold:
-                self.counters.add(Verdict.DUPLICATE)
-                return Decision(str(self.stream), Verdict.DUPLICATE, ts, phash, distance)
+            if distance > self.policy.hamming_threshold:
+                reason = Reason.PHASH
+            elif region is not None:
+                reason = Reason.REGION
+            else:
+                self.counters.add(Verdict.DUPLICATE, Reason.DUPLICATE)
+                return Decision(str(self.stream), Verdict.DUPLICATE, ts, phash, distance, Reason.DUPLICATE)
         self.last_processed_hash = phash
-        self.counters.add(Verdict.PROCESSED)
-        return Decision(str(self.stream), Verdict.PROCESSED, ts, phash, distance)
+        if self.region is not None:
+            self.region.commit()
+        self.counters.add(Verdict.PROCESSED, reason)
+        return Decision(str(self.stream), Verdict.PROCESSED, ts, phash, distance, reason, region)
+
+    def _region(self, ts: float, thumb: Thumb | None) -> RegionChange | None:
+        """Run the region signal on a sampled frame. A stream without a region reference yet (its first
+        frame, the signal just turned on, another tile size) starts one from this frame and reports
+        nothing; a frame of another size than the stream's last is a change of the whole frame."""
+        if thumb is None or not self.policy.region.enabled:
+            self.region = None
+            return None
+        state = self.region
+        if state is None or state.tile != thumb.tile:
+            self.region = RegionState.start(thumb, ts)
+            self.region.pending = self.region.reference
+            return None
+        if not state.fits(thumb):
+            self.region = RegionState.start(thumb, ts)
+            self.region.pending = self.region.reference
+            return whole_frame(thumb.height, thumb.width)
+        return RegionDetector(self.policy.region).observe(state, thumb, ts)
 
     def offer(self, frame: np.ndarray, is_speaking: bool, ts: float) -> Decision:
         """Both gates for one uint8 RGB frame [H, W, 3]."""
         throttled = self.admit(ts, is_speaking)
         if throttled is not None:
             return throttled
-        return self.decide(ts, int(phash_batch(np.asarray(frame)[None])[0]))
+        frame = np.asarray(frame)
+        region = self.policy.region
+        signals = signals_batch(frame[None], cell=region.cell if region.enabled else None)
+        thumb = None
+        if signals.cells is not None:
+            thumb = Thumb(signals.cells[0], frame.shape[0], frame.shape[1], region.tile)
+        return self.decide(ts, int(signals.hashes[0]), thumb)
 
 
 class StreamTable:
@@ -178,7 +252,9 @@ class StreamTable:
 
     def record(self, sampler: FrameSampler, decision: Decision) -> Decision:
         """Count a decision of `sampler`'s stream for its tenant; returns it."""
-        self._tenants.setdefault(sampler.stream.tenant_id, FrameCounters()).add(decision.verdict)
+        self._tenants.setdefault(sampler.stream.tenant_id, FrameCounters()).add(
+            decision.verdict, decision.reason
+        )
         return decision
 
     def stream_counters(self, stream_id: str) -> FrameCounters | None:

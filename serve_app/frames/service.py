@@ -1,8 +1,9 @@
-"""The frame-dedup service a replica runs: streams' samplers plus batched hashing, without Ray.
+"""The frame-dedup service a replica runs: streams' samplers plus batched signals, without Ray.
 
 `admit` applies the throttle gate at once; frames that pass are `Pending` and go through `decide_batch`
-together (the Ray deployment feeds it from `@serve.batch`; `offer` does a batch of one). Decisions for one
-stream are made in the order the frames were admitted.
+together (the Ray deployment feeds it from `@serve.batch`; `offer` does a batch of one): one pass of the
+kernel per frame size gives every frame's pHash and region thumbnail. Decisions for one stream are made
+in the order the frames were admitted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.frames.phash import check_frames, hash_frames
+from serve_app.frames.phash import check_frames, frame_signals
+from serve_app.frames.region import RegionPolicy, Thumb
 from serve_app.frames.sampler import Decision, FrameSampler, SamplingPolicy, StreamTable
 from serve_app.metrics import Metrics
 from serve_app.settings import DedupSettings
@@ -41,6 +43,19 @@ def resolve_device(device: str) -> str | None:
     return None
 
 
+def region_policy(settings: DedupSettings) -> RegionPolicy:
+    """The region signal's thresholds from the `dedup.region_*` settings."""
+    return RegionPolicy(
+        enabled=settings.region_enabled,
+        tile=settings.region_tile,
+        threshold=settings.region_threshold,
+        min_width=settings.region_min_width,
+        min_area=settings.region_min_area,
+        window_s=settings.region_window_s,
+        max_shift=settings.region_max_shift,
+    )
+
+
 class DedupService:
     def __init__(self, settings: DedupSettings | None = None):
         self.metrics: Metrics | None = None  # set by the deployment (Ray) or a caller
@@ -57,9 +72,11 @@ class DedupService:
     def reconfigure(self, config: dict[str, Any]) -> DedupSettings:
         """Apply a (partial) live config over the current one; invalid values raise and change nothing."""
         settings = DedupSettings(**{**self._settings.model_dump(), **config})
+        region = region_policy(settings)  # validated whole before anything changes
         self.policy.hamming_threshold = settings.hamming_threshold
         self.policy.active_fps = settings.active_fps
         self.policy.idle_fps = settings.idle_fps
+        self.policy.region.update(region)  # the samplers share this object
         self.streams.max_streams = settings.max_streams
         self.streams.idle_ttl_s = settings.stream_idle_ttl_s
         self._settings = settings
@@ -85,26 +102,38 @@ class DedupService:
             return self._observed(sampler, self.streams.record(sampler, throttled))
         return Pending(sampler, ts, frame)
 
-    def hash(self, frames: list[np.ndarray]) -> np.ndarray:
+    def signals(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list[Thumb | None]]:
+        """pHash and (region signal on) region thumbnail of every frame, batched per frame size."""
         options: dict[str, Any] = {"threads": self.hash_threads}
         if self.device is not None:
             options = {"backend": "torch", "device": self.device}
-        return hash_frames(frames, **options)
+        region = self.policy.region
+        hashes, cells = frame_signals(frames, cell=region.cell if region.enabled else None, **options)
+        thumbs = [
+            None if c is None else Thumb(c, f.shape[0], f.shape[1], region.tile)
+            for f, c in zip(frames, cells, strict=True)
+        ]
+        return hashes, thumbs
 
     async def decide_batch(self, items: list[Pending]) -> list[Decision]:
-        hashes = await asyncio.to_thread(self.hash, [item.frame for item in items])
+        hashes, thumbs = await asyncio.to_thread(self.signals, [item.frame for item in items])
         self.batches += 1
         self.batched_frames += len(items)
         return [
-            self._observed(it.sampler, self.streams.record(it.sampler, it.sampler.decide(it.ts, int(h))))
-            for it, h in zip(items, hashes, strict=True)
+            self._observed(it.sampler, self.streams.record(it.sampler, it.sampler.decide(it.ts, int(h), th)))
+            for it, h, th in zip(items, hashes, thumbs, strict=True)
         ]
 
     def _observed(self, sampler: FrameSampler, decision: Decision) -> Decision:
         """Count the decision in the metrics (the sampler already knows the stream's tenant)."""
         if self.metrics is not None:
             tenant = sampler.stream.tenant_id
-            self.metrics.inc("supportgraph_frames", tenant=tenant, verdict=decision.verdict.value)
+            self.metrics.inc(
+                "supportgraph_frames",
+                tenant=tenant,
+                verdict=decision.verdict.value,
+                reason=decision.reason.value,
+            )
         return decision
 
     async def offer(
