@@ -12,15 +12,9 @@ from typing import ClassVar
 import pytest
 from PIL import Image as PILImage
 
+from serve_app.routing.confidence_line import ConfidenceLineFilter, strip_confidence
 from serve_app.routing.providers import create_provider
-from serve_app.routing.providers.base import (
-    ConfidenceLineFilter,
-    Image,
-    Message,
-    Prompt,
-    ProviderError,
-    strip_confidence,
-)
+from serve_app.routing.providers.base import Image, Message, Prompt, ProviderError
 from serve_app.routing.providers.extractive import NOT_FOUND, ExtractiveResponder
 from tests.wire import QuietHandler, read_json, reply_json, reply_sse, serving
 

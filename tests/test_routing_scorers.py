@@ -14,6 +14,7 @@ from serve_app.costs.pricing import PricingTable, default_pricing, estimate_toke
 from serve_app.routing.confidence import (
     FEATURES,
     CalculationScorer,
+    ConfidenceScorer,
     GroundingScorer,
     LearnedScorer,
     SelfReportedScorer,
@@ -160,7 +161,6 @@ def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0 and (tmp_path / "curve.png").stat().st_size > 10_000
     # the saved scorer plugs into the router's live policy
     from serve_app.routing.providers.base import Message, Prompt
-    from serve_app.routing.router import ConfidenceScorer
     from serve_app.settings import RoutingPolicySettings
 
     policy = RoutingPolicySettings(scorer_weights={"learned": 1.0}, learned_scorer=tmp_path / "learned.json")

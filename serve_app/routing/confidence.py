@@ -1,13 +1,16 @@
 """Confidence scorers: how likely an answer is right, from the prompt, the answer and its context.
 
 Each scorer is one small class with `score(prompt, response, context="") -> float in [0, 1]`:
-- SelfReportedScorer: a confidence the model states ("confidence: 0.8", {"confidence": 0.8}).
+- SelfReportedScorer: a confidence the model states ("confidence: 0.8", {"confidence": 0.8}), read by
+  `confidence_line`.
 - GroundingScorer: share of the answer's figures and content words found in the prompt, the context or
   the answer's own worked steps.
 - ShapeScorer: response shape: a final answer present, not truncated, no hedging.
 - CalculationScorer: inline calculations ("9 * 2 = 18", "<<9*2=18>>") re-done exactly.
 - LearnedScorer: logistic regression over all of the above features, fitted on labelled answers
   (FrugalGPT-style), saved as JSON.
+
+`ConfidenceScorer` combines them for the router: a weighted mean, weights from the live policy.
 """
 
 from __future__ import annotations
@@ -19,14 +22,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from serve_app.routing.confidence_line import self_reported
+
+if TYPE_CHECKING:
+    from serve_app.routing.providers.base import Prompt
+    from serve_app.settings import RoutingPolicySettings
 
 NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?%?"
 _NUM_RE = re.compile(NUMBER)
 _CALC_RE = re.compile(rf"(?:<<)?\s*({NUMBER}(?:\s*[-+*/x×÷]\s*{NUMBER})+)\s*=\s*({NUMBER})(?:>>)?")
-_SELF_RE = re.compile(r"confidence[\"']?\s*[:=]\s*\"?(\d*\.?\d+)\s*(%?)", re.I)
 _FINAL_RE = re.compile(r"(####\s*\S+|the (final )?answer is|answer:\s*\S+|\\boxed\{)", re.I)
 _HEDGES = (
     "not sure",
@@ -128,14 +136,6 @@ def calculations(response: str) -> tuple[int, int]:
         if abs(float(value - stated)) > max(1e-6, 0.005 * abs(float(stated))):
             wrong += 1
     return found, wrong
-
-
-def self_reported(response: str) -> float | None:
-    match = _SELF_RE.search(response)
-    if not match:
-        return None
-    value = float(match.group(1)) / (100 if match.group(2) or float(match.group(1)) > 1 else 1)
-    return min(max(value, 0.0), 1.0)
 
 
 def grounding(prompt: str, response: str, context: str = "") -> float:
@@ -413,3 +413,31 @@ HEURISTIC_SCORERS: tuple[Scorer, ...] = (
     ShapeScorer(),
     CalculationScorer(),
 )
+
+
+class ConfidenceScorer:
+    """Weighted mean of the configured scorers (weights from the live policy)."""
+
+    def __init__(self, weights: dict[str, float], learned: LearnedScorer | None = None):
+        available: dict[str, Scorer] = {
+            "self_reported": SelfReportedScorer(),
+            "grounding": GroundingScorer(),
+            "shape": ShapeScorer(require_final=False),
+            "calculation": CalculationScorer(),
+        }
+        if learned is not None:
+            available["learned"] = learned
+        self.parts = [(available[name], w) for name, w in weights.items() if w > 0 and name in available]
+        if not self.parts:
+            raise ValueError("no usable confidence scorer in the weights")
+
+    def score(self, prompt: Prompt, text: str) -> float:
+        asked = "\n".join(m.content for m in prompt.messages)
+        context = prompt.context_text()
+        total = sum(w for _, w in self.parts)
+        return sum(w * s.score(asked, text, context) for s, w in self.parts) / total
+
+    @classmethod
+    def from_policy(cls, policy: RoutingPolicySettings) -> ConfidenceScorer:
+        learned = LearnedScorer.load(policy.learned_scorer) if policy.learned_scorer else None
+        return cls(dict(policy.scorer_weights), learned)

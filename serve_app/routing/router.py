@@ -23,20 +23,9 @@ from typing import Any, TypeVar
 
 from serve_app.costs.ledger import CostEvent
 from serve_app.costs.pricing import ModelPrice
-from serve_app.routing.confidence import (
-    CalculationScorer,
-    GroundingScorer,
-    LearnedScorer,
-    SelfReportedScorer,
-    ShapeScorer,
-)
-from serve_app.routing.providers.base import (
-    Completion,
-    ConfidenceLineFilter,
-    LLMProvider,
-    Prompt,
-    ProviderError,
-)
+from serve_app.routing.confidence import ConfidenceScorer
+from serve_app.routing.confidence_line import ConfidenceLineFilter
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
 from serve_app.settings import RoutingPolicySettings
 
 log = logging.getLogger(__name__)
@@ -85,34 +74,6 @@ class CircuitBreaker:
     @property
     def state(self) -> str:
         return "closed" if self.opened_at is None else ("half-open" if self._trial else "open")
-
-
-class ConfidenceScorer:
-    """Weighted mean of the configured scorers (weights from the live policy)."""
-
-    def __init__(self, weights: dict[str, float], learned: LearnedScorer | None = None):
-        available = {
-            "self_reported": SelfReportedScorer(),
-            "grounding": GroundingScorer(),
-            "shape": ShapeScorer(require_final=False),
-            "calculation": CalculationScorer(),
-        }
-        if learned is not None:
-            available["learned"] = learned
-        self.parts = [(available[name], w) for name, w in weights.items() if w > 0 and name in available]
-        if not self.parts:
-            raise ValueError("no usable confidence scorer in the weights")
-
-    def score(self, prompt: Prompt, text: str) -> float:
-        asked = "\n".join(m.content for m in prompt.messages)
-        context = prompt.context_text()
-        total = sum(w for _, w in self.parts)
-        return sum(w * s.score(asked, text, context) for s, w in self.parts) / total
-
-    @classmethod
-    def from_policy(cls, policy: RoutingPolicySettings) -> ConfidenceScorer:
-        learned = LearnedScorer.load(policy.learned_scorer) if policy.learned_scorer else None
-        return cls(dict(policy.scorer_weights), learned)
 
 
 @dataclass

@@ -7,23 +7,17 @@ router's retry and circuit-breaker policy; nothing else about a backend leaks in
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from serve_app.costs.pricing import estimate_tokens
+from serve_app.routing.confidence_line import CONFIDENCE_INSTRUCTION, strip_confidence
 
 Role = Literal["user", "assistant"]
 # internal: the backend raised something that is no API or transport failure (a bug); not retried
 FailureKind = Literal["timeout", "rate_limit", "server", "connection", "client", "internal"]
-
-CONFIDENCE_INSTRUCTION = (
-    "End your reply with one last line of the form 'Confidence: X' where X between 0 and 1 says how sure "
-    "you are that the answer is correct and supported by the context."
-)
-_CONFIDENCE_LINE = re.compile(r"^\s*\**\s*confidence\s*\**\s*[:=]\s*\**\s*\d*\.?\d+\s*%?\s*\**\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -114,49 +108,6 @@ def failure_kind(status: int | None) -> FailureKind:
     if status == 429:
         return "rate_limit"
     return "server" if status >= 500 else "client"
-
-
-def strip_confidence(text: str) -> str:
-    lines = text.rstrip().split("\n")
-    while lines and _CONFIDENCE_LINE.match(lines[-1]):
-        lines.pop()
-    return "\n".join(lines).rstrip()
-
-
-_CONFIDENCE_PREFIX = re.compile(r"^confidence\s*\**\s*[:=]?\s*\**\s*\d*\.?\d*\s*%?\s*\**\s*$")
-
-
-def _may_become_confidence(line: str) -> bool:
-    text = line.lstrip(" *").lower()
-    return "confidence".startswith(text) or bool(_CONFIDENCE_PREFIX.match(text))
-
-
-@dataclass
-class ConfidenceLineFilter:
-    """Streams text through; only a line that may still turn out to be 'Confidence: X' is held back
-    (and dropped if it is one)."""
-
-    _held: str = field(default="")
-    _passing: bool = field(default=False)  # the current line is known not to be a confidence line
-
-    def feed(self, delta: str) -> str:
-        out: list[str] = []
-        text, self._held = self._held + delta, ""
-        *lines, partial = text.split("\n")
-        for line in lines:
-            if self._passing or not _CONFIDENCE_LINE.match(line):
-                out.append(line + "\n")
-            self._passing = False
-        if self._passing or not _may_become_confidence(partial):
-            out.append(partial)
-            self._passing = self._passing or bool(partial)
-        else:
-            self._held = partial
-        return "".join(out)
-
-    def finish(self) -> str:
-        held, self._held = self._held, ""
-        return "" if _CONFIDENCE_LINE.match(held) else held
 
 
 class LLMProvider(ABC):
