@@ -7,14 +7,14 @@ same prompt: the same passages and the same deduplicated frames. The last attemp
 whatever its confidence. When the tiers an answer escalated to all fail (or their breakers are open),
 the request still succeeds: the most confident answer obtained is returned, marked `degraded`, with the
 failed attempts and their errors; only a request that no tier answered is `NoTierAvailable`. Every
-attempt, failed ones included, is handed to `record` (the cost ledger).
+attempt, failed ones included, is handed to `record` (the cost ledger). Retries, backoff and breakers
+are `resilience`'s; scoring is `confidence`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +26,7 @@ from serve_app.costs.pricing import ModelPrice
 from serve_app.routing.confidence import ConfidenceScorer
 from serve_app.routing.confidence_line import ConfidenceLineFilter
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
+from serve_app.routing.resilience import CircuitBreaker, RetryPolicy, Sleep, retried, retried_stream
 from serve_app.settings import RoutingPolicySettings
 
 log = logging.getLogger(__name__)
@@ -42,38 +43,6 @@ class Tier:
     provider: LLMProvider
     price: ModelPrice
     timeout_s: float = 30.0
-
-
-@dataclass
-class CircuitBreaker:
-    """Opens after `failures` consecutive failures; after `reset_s` lets one trial call through."""
-
-    failures: int = 5
-    reset_s: float = 30.0
-    clock: Callable[[], float] = time.monotonic
-    consecutive: int = 0
-    opened_at: float | None = None
-    _trial: bool = False
-
-    def allow(self) -> bool:
-        if self.opened_at is None:
-            return True
-        if self.clock() - self.opened_at >= self.reset_s and not self._trial:
-            self._trial = True  # half-open: this call decides
-            return True
-        return False
-
-    def succeeded(self) -> None:
-        self.consecutive, self.opened_at, self._trial = 0, None, False
-
-    def failed(self) -> None:
-        self.consecutive += 1
-        if self._trial or self.consecutive >= self.failures:
-            self.opened_at, self._trial = self.clock(), False
-
-    @property
-    def state(self) -> str:
-        return "closed" if self.opened_at is None else ("half-open" if self._trial else "open")
 
 
 @dataclass
@@ -164,6 +133,24 @@ def _broken(tier: Tier, exc: Exception) -> ProviderError:
     return ProviderError(tier.provider.provider, "internal", f"{type(exc).__name__}: {exc}"[:300])
 
 
+async def _complete(tier: Tier, prompt: Prompt) -> Completion:
+    return await _within(tier, tier.provider.complete(prompt, tier.timeout_s))
+
+
+async def _pieces(tier: Tier, prompt: Prompt) -> AsyncIterator[str | Completion]:
+    """The provider's stream, each piece within the tier's timeout (a stalled stream fails)."""
+    stream = tier.provider.stream(prompt, tier.timeout_s)
+    try:
+        while True:
+            try:
+                piece = await _within(tier, anext(stream))
+            except StopAsyncIteration:
+                return
+            yield piece
+    finally:
+        await stream.aclose()
+
+
 class EscalatingRouter:
     def __init__(
         self,
@@ -171,7 +158,7 @@ class EscalatingRouter:
         policy: RoutingPolicySettings,
         record: Recorder | None = None,
         ladders: dict[str, list[str]] | None = None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
         if not tiers:
@@ -187,6 +174,7 @@ class EscalatingRouter:
     def configure(self, policy: RoutingPolicySettings) -> None:
         """Apply a new policy (thresholds, weights, retries, breaker) to the next requests."""
         self.scorer = ConfidenceScorer.from_policy(policy)
+        self.retry = RetryPolicy.from_settings(policy)
         self.policy = policy
         for name in self.order:
             breaker = self.breakers.setdefault(name, CircuitBreaker(clock=self._clock))
@@ -208,23 +196,7 @@ class EscalatingRouter:
 
     async def _call(self, tier: Tier, prompt: Prompt, attempt: Attempt) -> Completion:
         """One tier, with retries of retryable failures, counted on the attempt (failed ones too)."""
-        while True:
-            try:
-                return await self._complete(tier, prompt)
-            except ProviderError as exc:
-                if not exc.retryable or attempt.retries >= self.policy.retries:
-                    raise
-                attempt.retries += 1
-                await self._sleep(self._backoff(attempt.retries, exc.retry_after_s))
-
-    @staticmethod
-    async def _complete(tier: Tier, prompt: Prompt) -> Completion:
-        return await _within(tier, tier.provider.complete(prompt, tier.timeout_s))
-
-    def _backoff(self, retry: int, retry_after: float | None) -> float:
-        delay = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (retry - 1))
-        delay *= 0.5 + random.random() / 2  # jitter: replicas do not retry in step
-        return max(delay, min(retry_after or 0.0, self.policy.backoff_max_s))
+        return await retried(lambda: _complete(tier, prompt), self.retry, attempt, self._sleep)
 
     def _attempt(self, n: int, tier: Tier, prompt: Prompt, outcome: str) -> Attempt:
         return Attempt(
@@ -398,36 +370,9 @@ class EscalatingRouter:
             degraded,
         )
 
-    async def _stream_call(
-        self, tier: Tier, prompt: Prompt, attempt: Attempt
-    ) -> AsyncIterator[str | Completion]:
+    def _stream_call(self, tier: Tier, prompt: Prompt, attempt: Attempt) -> AsyncIterator[str | Completion]:
         """The provider's stream; failures before the first delta are retried and counted like `_call`."""
-        while True:
-            sent = False
-            try:
-                async for piece in self._pieces(tier, prompt):
-                    sent = sent or isinstance(piece, str)
-                    yield piece
-                return
-            except ProviderError as exc:
-                if sent or not exc.retryable or attempt.retries >= self.policy.retries:
-                    raise
-                attempt.retries += 1
-                await self._sleep(self._backoff(attempt.retries, exc.retry_after_s))
-
-    @staticmethod
-    async def _pieces(tier: Tier, prompt: Prompt) -> AsyncIterator[str | Completion]:
-        """The provider's stream, each piece within the tier's timeout (a stalled stream fails)."""
-        stream = tier.provider.stream(prompt, tier.timeout_s)
-        try:
-            while True:
-                try:
-                    piece = await _within(tier, anext(stream))
-                except StopAsyncIteration:
-                    return
-                yield piece
-        finally:
-            await stream.aclose()
+        return retried_stream(lambda: _pieces(tier, prompt), self.retry, attempt, self._sleep)
 
     def status(self) -> dict[str, Any]:
         return {

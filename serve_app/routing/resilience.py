@@ -1,0 +1,124 @@
+"""What the router does when a tier's call fails: retries with backoff, and circuit breakers.
+
+`RetryPolicy` is the one options object for retrying a tier (how many retries, the backoff and its
+cap), built from the live routing policy and passed to `retried` (one call) and `retried_stream` (a
+stream, retried only before its first text delta). Only retryable `ProviderError`s are retried; each
+retry is counted on the attempt, failed attempts included. A `CircuitBreaker` per tier switches a tier
+that keeps failing off for a while, then lets one trial call through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from serve_app.routing.providers.base import Completion, ProviderError
+
+if TYPE_CHECKING:
+    from serve_app.settings import RoutingPolicySettings
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+class Retried(Protocol):
+    """What counts the retries of one attempt (the router's `Attempt`)."""
+
+    retries: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a tier's retryable failures are retried: up to `retries` times, after jittered exponential
+    backoff from `backoff_s` capped at `backoff_max_s`, honouring a provider's Retry-After up to the cap."""
+
+    retries: int
+    backoff_s: float
+    backoff_max_s: float
+
+    @classmethod
+    def from_settings(cls, policy: RoutingPolicySettings) -> RetryPolicy:
+        return cls(policy.retries, policy.backoff_s, policy.backoff_max_s)
+
+    def delay(self, retry: int, retry_after_s: float | None) -> float:
+        """Seconds to wait before retry number `retry` (1, 2, ...)."""
+        delay = min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1))
+        delay *= 0.5 + random.random() / 2  # jitter: replicas do not retry in step
+        return max(delay, min(retry_after_s or 0.0, self.backoff_max_s))
+
+    async def backed_off(self, failure: ProviderError, attempt: Retried, sleep: Sleep) -> bool:
+        """Count a retry on `attempt` and wait for it; False (nothing counted) when `failure` is not
+        retryable or the attempt's retries are spent."""
+        if not failure.retryable or attempt.retries >= self.retries:
+            return False
+        attempt.retries += 1
+        await sleep(self.delay(attempt.retries, failure.retry_after_s))
+        return True
+
+
+async def retried(
+    call: Callable[[], Awaitable[T]], policy: RetryPolicy, attempt: Retried, sleep: Sleep = asyncio.sleep
+) -> T:
+    """`call()`, made again after each retryable failure the policy allows."""
+    while True:
+        try:
+            return await call()
+        except ProviderError as failure:
+            if not await policy.backed_off(failure, attempt, sleep):
+                raise
+
+
+async def retried_stream(
+    stream: Callable[[], AsyncIterator[str | Completion]],
+    policy: RetryPolicy,
+    attempt: Retried,
+    sleep: Sleep = asyncio.sleep,
+) -> AsyncIterator[str | Completion]:
+    """The pieces of `stream()`, opened again after a retryable failure that came before its first text
+    delta (text already sent cannot be taken back, so a later failure is final)."""
+    while True:
+        sent = False
+        try:
+            async for piece in stream():
+                sent = sent or isinstance(piece, str)
+                yield piece
+            return
+        except ProviderError as failure:
+            if sent or not await policy.backed_off(failure, attempt, sleep):
+                raise
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after `failures` consecutive failures; after `reset_s` lets one trial call through."""
+
+    failures: int = 5
+    reset_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    consecutive: int = 0
+    opened_at: float | None = None
+    _trial: bool = False
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if self.clock() - self.opened_at >= self.reset_s and not self._trial:
+            self._trial = True  # half-open: this call decides
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self.consecutive, self.opened_at, self._trial = 0, None, False
+
+    def failed(self) -> None:
+        self.consecutive += 1
+        if self._trial or self.consecutive >= self.failures:
+            self.opened_at, self._trial = self.clock(), False
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.opened_at is None else ("half-open" if self._trial else "open")
