@@ -206,8 +206,20 @@ def test_policy_changes_apply_to_the_next_request() -> None:
 
 def test_pinned_tier_answers_alone() -> None:
     lite, sonnet = Scripted("lite", UNSURE), Scripted("sonnet", SURE)
-    result = answer(ladder(lite, sonnet).pinned("t1"))
+    result = asyncio.run(ladder(lite, sonnet).answer(PROMPT, "acme", ladder=["t1"]))
     assert result.tier == "t1" and lite.prompts == [] and len(result.attempts) == 1
+
+
+def test_a_streamed_request_takes_the_ladder_override_too() -> None:
+    lite, flash = Scripted("lite", SURE), Scripted("flash", UNSURE)
+    router = ladder(lite, flash, Scripted("sonnet", SURE))
+
+    async def items() -> list:
+        return [item async for item in router.stream(PROMPT, "acme", ladder=["t1"])]
+
+    result = asyncio.run(items())[-1]
+    assert result.tier == "t1" and lite.prompts == [] and result.attempts[0].outcome == "final"
+    assert result.baseline_usd == pytest.approx(PRICES["gemini-2.5-flash"].cost(1000, 100, 2))
 
 
 def test_streaming_scores_escalating_attempts_whole_and_streams_the_last() -> None:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -180,15 +180,10 @@ class EscalatingRouter:
             breaker = self.breakers.setdefault(name, CircuitBreaker(clock=self._clock))
             breaker.failures, breaker.reset_s = policy.breaker_failures, policy.breaker_reset_s
 
-    def pinned(self, tier: str) -> EscalatingRouter:
-        """A router over one tier (no escalation) sharing this one's breakers, policy and recorder."""
-        one = EscalatingRouter.__new__(EscalatingRouter)
-        one.__dict__.update(self.__dict__)
-        one.order, one.ladders = [tier], {}
-        return one
-
-    def ladder(self, tenant_id: str) -> list[Tier]:
-        names = self.ladders.get(tenant_id, self.order)
+    def ladder(self, tenant_id: str, override: Sequence[str] | None = None) -> list[Tier]:
+        """The tiers a request climbs, cheapest first: `override` when the caller names them (one tier:
+        no escalation), else the tenant's ladder, else every tier; at most `max_attempts` of them."""
+        names = self.ladders.get(tenant_id, self.order) if override is None else override
         return [self.tiers[n] for n in names][: self.policy.max_attempts]
 
     def threshold(self, tier: str) -> float:
@@ -245,9 +240,12 @@ class EscalatingRouter:
         tenant_id: str,
         session_id: uuid.UUID | None = None,
         request_id: uuid.UUID | None = None,
+        *,
+        ladder: Sequence[str] | None = None,
     ) -> RoutedAnswer:
+        """The routed answer; `ladder` names the tiers to use instead of the tenant's (see `ladder()`)."""
         result: RoutedAnswer | None = None
-        async for item in self._route(prompt, tenant_id, session_id, request_id, stream_last=False):
+        async for item in self._route(prompt, tenant_id, session_id, request_id, ladder, stream_last=False):
             if isinstance(item, RoutedAnswer):
                 result = item
         assert result is not None
@@ -259,10 +257,12 @@ class EscalatingRouter:
         tenant_id: str,
         session_id: uuid.UUID | None = None,
         request_id: uuid.UUID | None = None,
+        *,
+        ladder: Sequence[str] | None = None,
     ) -> AsyncIterator[str | RoutedAnswer]:
         """Text deltas of the answer, then the RoutedAnswer. Attempts that may still escalate are scored
-        whole before anything is sent; the ladder's last attempt streams live."""
-        async for item in self._route(prompt, tenant_id, session_id, request_id, stream_last=True):
+        whole before anything is sent; the ladder's last attempt streams live. `ladder` as in `answer`."""
+        async for item in self._route(prompt, tenant_id, session_id, request_id, ladder, stream_last=True):
             yield item
 
     async def _route(
@@ -271,10 +271,11 @@ class EscalatingRouter:
         tenant_id: str,
         session_id: uuid.UUID | None,
         request_id: uuid.UUID | None,
+        override: Sequence[str] | None,
         stream_last: bool,
     ) -> AsyncIterator[str | RoutedAnswer]:
         request_id = request_id or uuid.uuid4()
-        ladder = self.ladder(tenant_id)
+        ladder = self.ladder(tenant_id, override)
         top = ladder[-1]
         attempts: list[Attempt] = []
         errors: list[str] = []

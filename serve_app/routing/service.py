@@ -118,18 +118,21 @@ class ChatService:
         )
         return prompt, passages
 
-    def _router_for(self, request: ChatRequest) -> EscalatingRouter:
+    def _ladder_for(self, request: ChatRequest) -> list[str] | None:
+        """The one tier the request pins (no escalation), or None: the tenant's ladder."""
         if request.tier is None:
-            return self.router
+            return None
         if request.tier not in self.router.tiers:
             raise ChatRequestError(f"unknown tier {request.tier!r}; tiers: {', '.join(self.router.order)}")
-        return self.router.pinned(request.tier)
+        return [request.tier]
 
     async def answer(self, request: ChatRequest) -> tuple[RoutedAnswer, list[str]]:
-        router, request_id = self._router_for(request), uuid.uuid4()
+        ladder, request_id = self._ladder_for(request), uuid.uuid4()
         prompt, passages = await self.prompt(request, request_id)
         started = time.perf_counter()
-        routed = await router.answer(prompt, request.tenant_id, request.session_id, request_id)
+        routed = await self.router.answer(
+            prompt, request.tenant_id, request.session_id, request_id, ladder=ladder
+        )
         self._answered(request.tenant_id, routed, started)
         return routed, passages
 
@@ -144,10 +147,11 @@ class ChatService:
             yield {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
-        router, request_id = self._router_for(request), uuid.uuid4()
+        ladder, request_id = self._ladder_for(request), uuid.uuid4()
         prompt, _ = await self.prompt(request, request_id)
         started = time.perf_counter()
-        async for item in router.stream(prompt, request.tenant_id, request.session_id, request_id):
+        items = self.router.stream(prompt, request.tenant_id, request.session_id, request_id, ladder=ladder)
+        async for item in items:
             if isinstance(item, RoutedAnswer):
                 self._answered(request.tenant_id, item, started)
             yield item
