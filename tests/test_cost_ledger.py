@@ -20,15 +20,15 @@ SONNET = default_pricing()["claude-sonnet-4-5"]
 
 def event(tenant: str, service: str = "llm", provider: str = "anthropic", attempt: int = 1) -> CostEvent:
     return CostEvent(
-        tenant,
-        service,
-        provider,
-        "claude-sonnet-4-5",
-        attempt,
-        1000,
-        200,
-        1,
-        SONNET.cost(1000, 200, 1),
+        tenant_id=tenant,
+        service=service,
+        provider=provider,
+        model="claude-sonnet-4-5",
+        attempt=attempt,
+        input_tokens=1000,
+        output_tokens=200,
+        images=1,
+        cost_usd=SONNET.cost(1000, 200, 1),
         latency_ms=12.5,
     )
 
@@ -142,9 +142,23 @@ def test_the_flusher_survives_a_failed_flush(live_db: LiveDB) -> None:
 def test_report_by_service_provider_and_window(live_db: LiveDB) -> None:
     async def scenario() -> tuple[object, object]:
         ledger = CostLedger(live_db.db)
-        ledger.record(CostEvent("ledger-d", "frames", "vision", images=11, cost_usd=0.022))
-        ledger.record(CostEvent("ledger-d", "llm", "google", "gemini-2.5-flash-lite", 1, 500, 100, 0, 0.0001))
-        ledger.record(CostEvent("ledger-d", "llm", "google", "gemini-2.5-flash-lite", 1, 500, 100, 0, 0.0001))
+        ledger.record(
+            CostEvent(tenant_id="ledger-d", service="frames", provider="vision", images=11, cost_usd=0.022)
+        )
+        for _ in range(2):
+            ledger.record(
+                CostEvent(
+                    tenant_id="ledger-d",
+                    service="llm",
+                    provider="google",
+                    model="gemini-2.5-flash-lite",
+                    attempt=1,
+                    input_tokens=500,
+                    output_tokens=100,
+                    images=0,
+                    cost_usd=0.0001,
+                )
+            )
         await ledger.close()
         now = datetime.now(UTC)
         return (
@@ -226,10 +240,10 @@ def test_report_reproduces_the_seed_table(live_db: LiveDB) -> None:
             for _ in range(count):
                 ledger.record(
                     CostEvent(
-                        "ledger-seed",
-                        "llm",
-                        provider,
-                        model,
+                        tenant_id="ledger-seed",
+                        service="llm",
+                        provider=provider,
+                        model=model,
                         cost_usd=usd,
                         request_id=uuid.uuid4(),
                         tier=tier,

@@ -50,10 +50,10 @@ class Usage:
     ) -> CostEvent:
         price = prices[self.model]
         return CostEvent(
-            tenant_id,
-            self.service,
-            price.provider,
-            self.model,
+            tenant_id=tenant_id,
+            service=self.service,
+            provider=price.provider,
+            model=self.model,
             input_tokens=self.input_tokens,
             cost_usd=price.cost(self.input_tokens, 0, searches=self.searches),
             request_id=request_id,
