@@ -16,7 +16,7 @@ from ray import serve
 
 from serve_app.costs.pricing import default_pricing
 from serve_app.frames.service import DedupService
-from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
+from serve_app.frames.synthetic import ClipSpec, EventClip, EventClipSpec, ScreenShareClip
 from serve_app.runtime import RunningGraph, load_builder
 from serve_app.settings import Settings
 from tests import images
@@ -63,6 +63,38 @@ def test_http_verdicts_equal_the_in_process_service(graph: RunningGraph) -> None
         stats = client.get(f"/v1/streams/{sid}/stats").json()
     assert stats["stream"]["total"] == len(clip)
     assert stats["stream"]["processed"] >= 1 and stats["stream"]["throttled"] > 0
+
+
+def test_region_changes_through_the_graph_say_why_and_where(graph: RunningGraph) -> None:
+    """An inline error and a banner that pHash does not see are sent by the region signal over HTTP, with
+    the changed box in frame pixels, exactly as the Ray-free service decides them."""
+    spec = EventClipSpec(seed=0, width=640, height=480, duration_s=6, kinds=("inline_error", "banner"))
+    clip = EventClip(spec)
+    local = DedupService()
+    sid = "tenant_http_region-1.screen"
+    sent = []
+    with httpx.Client(base_url=graph.base_url, timeout=30) as client:
+        for frame in clip.frames():
+            got = (
+                client.post(
+                    f"/v1/streams/{sid}/frames",
+                    params={"ts": frame.ts, "speaking": frame.is_speaking},
+                    content=frame.jpeg,
+                    headers={"content-type": "image/jpeg"},
+                )
+                .raise_for_status()
+                .json()
+            )
+            assert got == asyncio.run(local.offer(sid, frame.rgb, frame.is_speaking, frame.ts)).to_dict()
+            if got["send"]:
+                sent.append(got)
+    regions = [d for d in sent if d["reason"] == "region"]
+    assert sent[0]["reason"] == "first" and len(regions) >= 2
+    for d in regions:
+        x, y, w, h = d["box"]
+        assert 0 <= x < x + w <= 640 and 0 <= y < y + h <= 480 and d["distance"] <= 10
+    banner = next(e for e in clip.events if e.kind == "banner")
+    assert any(d["box"][2] == 640 and d["ts"] - banner.ts <= 0.5 for d in regions)  # full-width banner
 
 
 def test_bad_input_through_the_graph_is_4xx(graph: RunningGraph) -> None:
