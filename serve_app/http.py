@@ -14,8 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -23,9 +22,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from serve_app.auth import KeyVerifier, RateLimiter
+from serve_app.backends import ChatBackend, FrameBackend, KnowledgeBackend, Overloaded
 from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
-from serve_app.frames.sampler import Decision
-from serve_app.frames.service import DedupService
 from serve_app.inputs import InvalidText, UtcDateTime, check_text
 from serve_app.knowledge.retrieval import MAX_QUERY_CHARS, check_query
 from serve_app.metrics import Metrics
@@ -42,49 +40,6 @@ from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenan
 
 API_VERSION = "0.1.0"
 log = logging.getLogger(__name__)
-
-
-class Overloaded(Exception):
-    """The backend refused work (queue full): HTTP 503 with Retry-After."""
-
-
-class FrameBackend(Protocol):
-    async def offer(
-        self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None
-    ) -> dict[str, Any]: ...
-    async def stats(self, stream_id: str) -> dict[str, Any]: ...
-    async def close(self, stream_id: str) -> dict[str, Any]: ...
-
-
-class LocalFrameBackend:
-    """A `FrameBackend` over an in-process DedupService (no Ray)."""
-
-    def __init__(self, service: DedupService):
-        self.service = service
-
-    async def offer(self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None) -> dict[str, Any]:
-        decision: Decision = await self.service.offer(stream_id, frame, is_speaking, ts)
-        return decision.to_dict()
-
-    async def stats(self, stream_id: str) -> dict[str, Any]:
-        return self.service.stats(stream_id)
-
-    async def close(self, stream_id: str) -> dict[str, Any]:
-        return self.service.close(stream_id)
-
-
-class KnowledgeBackend(Protocol):
-    async def search(self, tenant_id: str, query: str, mode: str, top_k: int) -> dict[str, Any]: ...
-    async def stats(self) -> dict[str, Any]: ...
-
-
-class ChatBackend(Protocol):
-    async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
-    def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...
-    async def costs(
-        self, tenant_id: str, since: datetime | None, until: datetime | None
-    ) -> dict[str, Any]: ...
-    async def status(self) -> dict[str, Any]: ...
 
 
 class _CheckedRequest(Request):

@@ -17,9 +17,9 @@ from livekit.agents import AgentSession, function_tool
 from serve_app.agent.frames import FrameBuffer
 from serve_app.agent.llm import LocalChatBackend, RouterLLM
 from serve_app.agent.worker import Graph, RoomSession, SupportAgent, tenant_of_room
+from serve_app.backends import LocalFrameBackend
 from serve_app.cli import main, mint_token
 from serve_app.frames.service import DedupService
-from serve_app.http import LocalFrameBackend
 from serve_app.routing.service import ChatService
 from serve_app.settings import DedupSettings, load_settings
 from tests.wire import QuietHandler, read_json, reply_json, reply_sse, serving
