@@ -193,14 +193,16 @@ def test_a_killed_replica_costs_at_most_two_extra_frames(graph: RunningGraph) ->
 
 def test_knowledge_search_through_the_graph(graph: RunningGraph, graph_settings: Settings) -> None:
     """Ingest the sample help center, then ask through HTTP: cited passages from the right article."""
+    from serve_app import samples
     from serve_app.db.database import Database
     from serve_app.knowledge.factory import build_embedder
     from serve_app.knowledge.ingest import ingest_path
-    from serve_app.samples import HELP_CENTER
 
     async def ingest() -> None:
         async with Database(graph_settings) as db:
-            await ingest_path(db, build_embedder(graph_settings.knowledge.embedder), HELP_CENTER, "graph-kb")
+            await ingest_path(
+                db, build_embedder(graph_settings.knowledge.embedder), samples.HELP_CENTER, "graph-kb"
+            )
 
     asyncio.run(ingest())
     with httpx.Client(base_url=graph.base_url, timeout=60) as client:
@@ -225,18 +227,20 @@ def test_a_billed_rerankers_searches_reach_the_tenants_costs(
 ) -> None:
     """A tenant on the Cohere arm: each search's billed unit goes from the Reranker replica back to
     KnowledgeBase, into its cost ledger and the tenant's cost report; other tenants are not billed."""
+    from serve_app import samples
     from serve_app.db.database import Database
     from serve_app.knowledge.factory import build_embedder
     from serve_app.knowledge.ingest import ingest_path
     from serve_app.knowledge.rerankers import assign_arm
-    from serve_app.samples import HELP_CENTER
 
     tenant = "graph-billed-23"
     assert assign_arm(GRAPH_ARMS, tenant) == "cohere"
 
     async def ingest() -> None:
         async with Database(graph_settings) as db:
-            await ingest_path(db, build_embedder(graph_settings.knowledge.embedder), HELP_CENTER, tenant)
+            await ingest_path(
+                db, build_embedder(graph_settings.knowledge.embedder), samples.HELP_CENTER, tenant
+            )
 
     asyncio.run(ingest())
     searches_before = KnowledgeWire.searches_billed
