@@ -26,9 +26,10 @@ from pathlib import Path
 
 import httpx
 
-from serve_app.demo import SAMPLE_HELP_CENTER, demo_key, ingest_samples
+from serve_app.demo import demo_key
 from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import local_graph
+from serve_app.samples import HELP_CENTER, ingest_help_center
 from serve_app.settings import load_settings
 from serve_app.stats import percentile
 
@@ -143,7 +144,7 @@ def main() -> None:
     state = args.state_dir or Path(tempfile.mkdtemp(prefix="sg-load-"))
     settings = load_settings(None, state_dir=state)
     with local_graph(settings) as graph:
-        asyncio.run(ingest_samples(settings, TENANT))
+        asyncio.run(ingest_help_center(settings, TENANT))
         key = asyncio.run(demo_key(settings, TENANT))
         stats, wall = asyncio.run(drive(graph.base_url, key, args))
     rows = report(stats, wall)
@@ -156,11 +157,7 @@ def main() -> None:
             f"{name:26s} {r['requests']:8d} {r['per_s']:7.1f} {r['p50_ms'] or 0:8.1f} {r['p95_ms'] or 0:8.1f}"
             f" {r['p99_ms'] or 0:8.1f}  {other or '-'}"
         )
-    print(
-        json.dumps(
-            {"bench": "load", "seconds": round(wall, 1), "sample": str(SAMPLE_HELP_CENTER.name), **rows}
-        )
-    )
+    print(json.dumps({"bench": "load", "seconds": round(wall, 1), "sample": str(HELP_CENTER.name), **rows}))
     from serve_app.db.database import stop_embedded
 
     if args.state_dir is None:

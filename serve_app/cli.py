@@ -534,27 +534,6 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
-def mint_token(api_key: str, api_secret: str, tenant: str, room: str, identity: str, ttl_s: int) -> str:
-    """A LiveKit JWT that may join exactly the tenant's room `tenant_<tenant>_<room>`."""
-    from datetime import timedelta
-
-    from livekit import api
-
-    from serve_app.tenancy import room_name
-
-    if not identity.strip() or len(identity) > 128:
-        raise ValueError("identity must be 1-128 characters")
-    if not 60 <= ttl_s <= 86_400:
-        raise ValueError("--ttl must be between 60 and 86400 seconds")
-    return (
-        api.AccessToken(api_key, api_secret)
-        .with_identity(identity)
-        .with_ttl(timedelta(seconds=ttl_s))
-        .with_grants(api.VideoGrants(room_join=True, room=room_name(tenant, room)))
-        .to_jwt()
-    )
-
-
 def _cmd_keys(args: argparse.Namespace) -> int:
     from serve_app.auth import create_key, list_keys, revoke_key
     from serve_app.db.database import Database
@@ -585,6 +564,8 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
+    from serve_app.agent.tokens import mint_token
+
     key, secret = os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")
     if not key or not secret:
         raise ValueError("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET")

@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -36,6 +35,7 @@ from rich.table import Table
 
 from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import local_graph
+from serve_app.samples import ingest_help_center
 from serve_app.settings import Settings
 from serve_app.stats import percentile
 
@@ -97,7 +97,6 @@ class FrameReport:
 
 
 DEMO_TENANT = "demo"
-SAMPLE_HELP_CENTER = Path(__file__).resolve().parent / "samples" / "helpcenter"
 DEMO_QUESTIONS = (
     "I forgot my password, how do I reset it?",
     "Can I get my money back for the yearly plan?",
@@ -380,21 +379,6 @@ async def replay_frames(
     return FrameReport(specs[0], list(results), wall, max(batch_sizes, default=0.0), image_usd)
 
 
-async def ingest_samples(settings: Settings, tenant: str = DEMO_TENANT) -> tuple[int, int, float]:
-    """Ingest the sample help center for the demo tenant (idempotent); (documents, chunks, seconds)."""
-    from serve_app.db.database import Database
-    from serve_app.knowledge import store
-    from serve_app.knowledge.factory import build_embedder
-    from serve_app.knowledge.ingest import ingest_path
-
-    started = time.perf_counter()
-    async with Database(settings) as db:
-        await ingest_path(db, build_embedder(settings.knowledge.embedder), SAMPLE_HELP_CENTER, tenant)
-        async with db.tenant(tenant) as conn:
-            totals = await store.counts(conn)
-    return totals["documents"], totals["chunks"], time.perf_counter() - started
-
-
 def _auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -521,6 +505,6 @@ def run_demo(
 
 
 def _knowledge(settings: Settings, base_url: str, key: str | None) -> KnowledgeReport:
-    documents, chunks, ingest_s = asyncio.run(ingest_samples(settings))
+    documents, chunks, ingest_s = asyncio.run(ingest_help_center(settings, DEMO_TENANT))
     answers = asyncio.run(ask(base_url, DEMO_QUESTIONS, key=key))
     return KnowledgeReport(documents, chunks, ingest_s, answers)

@@ -15,13 +15,13 @@ from typing import Any
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.http import Overloaded
+from serve_app.backends import Overloaded
 from serve_app.routing.service import ChatRequest
 
 
 @contextmanager
 def _overload(what: str) -> Iterator[None]:
-    """Serve's backpressure (a full `max_queued_requests`) as the HTTP layer's 503."""
+    """Serve's backpressure (a full `max_queued_requests`) as `Overloaded` (the HTTP layer's 503)."""
     try:
         yield
     except BackPressureError as exc:

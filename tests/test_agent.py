@@ -16,10 +16,11 @@ from livekit.agents import AgentSession, function_tool
 
 from serve_app.agent.frames import FrameBuffer
 from serve_app.agent.llm import LocalChatBackend, RouterLLM
+from serve_app.agent.tokens import mint_token
 from serve_app.agent.worker import Graph, RoomSession, SupportAgent, tenant_of_room
-from serve_app.cli import main, mint_token
+from serve_app.backends import LocalFrameBackend
+from serve_app.cli import main
 from serve_app.frames.service import DedupService
-from serve_app.http import LocalFrameBackend
 from serve_app.routing.service import ChatService
 from serve_app.settings import DedupSettings, load_settings
 from tests.wire import QuietHandler, read_json, reply_json, reply_sse, serving
@@ -208,9 +209,9 @@ def test_frame_buffer_keeps_the_latest_jpegs() -> None:
 @pytest.mark.ray
 def test_the_agent_talks_to_the_running_graph_through_handles(graph, graph_settings) -> None:
     from serve_app.agent.worker import graph_from_handles
-    from serve_app.demo import ingest_samples
+    from serve_app.samples import ingest_help_center
 
-    asyncio.run(ingest_samples(graph_settings, "agent-t"))
+    asyncio.run(ingest_help_center(graph_settings, "agent-t"))
     backends = graph_from_handles(graph.app_name)
     room = RoomSession("tenant_agent-t_call-1", "agent-t", backends)
 

@@ -23,9 +23,10 @@ from serve_app.auth import (
     new_key,
     revoke_key,
 )
+from serve_app.backends import LocalFrameBackend
 from serve_app.cli import main
 from serve_app.frames.service import DedupService
-from serve_app.http import Access, LocalFrameBackend, create_app
+from serve_app.http import Access, create_app
 from tests.conftest import LiveDB
 
 

@@ -90,8 +90,9 @@ def test_a_failing_demo_part_is_reported_and_the_rest_still_runs(
     graph: RunningGraph, graph_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import serve_app.demo as demo
+    import serve_app.samples as samples
 
-    monkeypatch.setattr(demo, "SAMPLE_HELP_CENTER", tmp_path / "no-help-center")  # ingest fails
+    monkeypatch.setattr(samples, "HELP_CENTER", tmp_path / "no-help-center")  # ingest fails
     monkeypatch.setattr(demo, "ROUTER_QUESTIONS", demo.DEMO_QUESTIONS[:1])
     console = Console(record=True, width=140)
     report = run_demo(graph_settings, duration_s=1, streams=1, console=console, shutdown=False)
@@ -153,9 +154,9 @@ def cli_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
-    from serve_app.demo import SAMPLE_HELP_CENTER
+    from serve_app.samples import HELP_CENTER
 
-    assert main(["ingest", str(SAMPLE_HELP_CENTER), "--tenant", "cli-t"]) == 0
+    assert main(["ingest", str(HELP_CENTER), "--tenant", "cli-t"]) == 0
     ingested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (ingested["files"], ingested["written"], ingested["failed"]) == (7, 7, 0)
 
@@ -164,7 +165,7 @@ def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.Capture
     assert "export-and-import.md" in out.splitlines()[0] and json.loads(out.splitlines()[-1])["hits"] == 2
 
     dataset = cli_state / "mini"
-    shutil.copytree(SAMPLE_HELP_CENTER, dataset / "docs")
+    shutil.copytree(HELP_CENTER, dataset / "docs")
     (dataset / "qrels").mkdir()
     (dataset / "qrels" / "test.tsv").write_text(
         "query-id\tcorpus-id\tscore\nq1\tbilling-and-plans\t1\nq2\tsync-troubleshooting\t1\n"

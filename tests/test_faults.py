@@ -14,10 +14,10 @@ import pytest
 
 from serve_app.costs.ledger import CostLedger
 from serve_app.db.database import Database, stop_embedded
-from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge.ingest import ingest_path
 from serve_app.routing.providers.base import Message
 from serve_app.routing.service import ChatRequest, ChatService
+from serve_app.samples import HELP_CENTER
 from serve_app.settings import Settings, load_settings
 from tests.conftest import LiveDB
 from tests.wire import QuietHandler, read_json, reply_json, serving
@@ -112,7 +112,7 @@ def test_postgres_restarted_mid_ingest_then_the_rerun_completes_without_duplicat
 ) -> None:
     settings = load_settings(None, state_dir=tmp_path / "state")
     docs = tmp_path / "docs"
-    shutil.copytree(SAMPLE_HELP_CENTER, docs)
+    shutil.copytree(HELP_CENTER, docs)
 
     async def first_run() -> None:
         async with Database(settings) as db:

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from serve_app.auth import KeyVerifier, RateLimiter, key_hash, new_key
+from serve_app.backends import LocalFrameBackend
 from serve_app.frames.service import DedupService
-from serve_app.http import Access, LocalFrameBackend, create_app
+from serve_app.http import Access, create_app
 from tests.chat import LocalChat
 from tests.conftest import LiveDB
 

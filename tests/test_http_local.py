@@ -11,9 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from serve_app.backends import LocalFrameBackend
 from serve_app.frames.decode import FrameLimits
 from serve_app.frames.service import DedupService
-from serve_app.http import LocalFrameBackend, create_app
+from serve_app.http import create_app
 from tests import images
 
 URL = "/v1/streams/tenant_acme_s1.screen/frames"

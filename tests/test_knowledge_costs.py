@@ -9,12 +9,12 @@ from pydantic import ValidationError
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.costs.pricing import default_pricing
 from serve_app.costs.usage import TenantBill, Usage
-from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.embedders import create_embedder
 from serve_app.knowledge.ingest import ingest_path
 from serve_app.knowledge.rerankers import create_reranker
 from serve_app.knowledge.retrieval import Retriever
+from serve_app.samples import HELP_CENTER
 from serve_app.settings import load_settings
 from tests.conftest import LiveDB
 from tests.wire import KnowledgeWire, serving
@@ -95,9 +95,9 @@ def test_ingest_and_search_costs_reach_the_tenant_ledger(
         )
         bill = TenantBill(CostLedger(live_db.db), default_pricing(), tenant)
         tokens_before = KnowledgeWire.tokens_billed
-        await ingest_path(live_db.db, embedder, SAMPLE_HELP_CENTER, tenant, bill=bill)
+        await ingest_path(live_db.db, embedder, HELP_CENTER, tenant, bill=bill)
         ingest_tokens = KnowledgeWire.tokens_billed - tokens_before
-        again = await ingest_path(live_db.db, embedder, SAMPLE_HELP_CENTER, tenant, bill=bill)
+        again = await ingest_path(live_db.db, embedder, HELP_CENTER, tenant, bill=bill)
         assert again.unchanged == again.files and again.written == 0  # nothing re-embedded, nothing billed
         await bill.ledger.close()
         after_ingest = await cost_report(live_db.db, tenant)

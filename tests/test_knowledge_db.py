@@ -11,9 +11,9 @@ import asyncpg
 import numpy as np
 import pytest
 
+from serve_app import samples
 from serve_app.db.database import Database, ensure_tenant
 from serve_app.db.migrate import TENANT_TABLES, MigrationError, apply_migrations, check_app_role
-from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge import store
 from serve_app.knowledge.chunking import Chunk, Document
 from serve_app.knowledge.ingest import ingest_path
@@ -21,7 +21,7 @@ from serve_app.knowledge.retrieval import QueryError, Retriever
 from serve_app.tenancy import InvalidIdentifier
 from tests.conftest import LiveDB
 
-SAMPLES = SAMPLE_HELP_CENTER
+SAMPLES = samples.HELP_CENTER
 TABLES = list(TENANT_TABLES)
 
 

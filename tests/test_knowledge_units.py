@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.chunking import Document, chunk_document, load_document
 from serve_app.knowledge.evaluate import corpus_id, metrics_for
 from serve_app.knowledge.fusion import rrf
 from serve_app.knowledge.rerankers import NoReranker, assign_arm, create_reranker
+from serve_app.samples import HELP_CENTER
 from serve_app.settings import load_settings
 from tests.wire import reply_json, running, serving
 
-SAMPLES = SAMPLE_HELP_CENTER
+SAMPLES = HELP_CENTER
 
 
 def test_markdown_html_and_text_load_with_titles_and_clean_text() -> None:

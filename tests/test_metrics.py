@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from serve_app.backends import LocalFrameBackend
 from serve_app.frames.service import DedupService
-from serve_app.http import LocalFrameBackend, create_app
+from serve_app.http import create_app
 from serve_app.metrics import SPECS, Metrics, exported_names
 from serve_app.routing.providers.base import Message
 from serve_app.routing.service import ChatRequest, ChatService

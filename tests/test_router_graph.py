@@ -12,8 +12,8 @@ import openai
 import pytest
 from PIL import Image
 
-from serve_app.demo import ingest_samples
 from serve_app.runtime import RunningGraph
+from serve_app.samples import ingest_help_center
 from serve_app.settings import Settings
 
 pytestmark = pytest.mark.ray
@@ -22,7 +22,7 @@ TENANT = "chat-t"
 
 @pytest.fixture(scope="module")
 def client(graph: RunningGraph, graph_settings: Settings) -> openai.OpenAI:
-    asyncio.run(ingest_samples(graph_settings, TENANT))
+    asyncio.run(ingest_help_center(graph_settings, TENANT))
     return openai.OpenAI(
         base_url=f"{graph.base_url}/v1",
         api_key="unused",

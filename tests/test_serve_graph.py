@@ -225,15 +225,15 @@ def test_a_killed_replica_costs_at_most_two_extra_frames(graph: RunningGraph) ->
 
 def test_knowledge_search_through_the_graph(graph: RunningGraph, graph_settings: Settings) -> None:
     """Ingest the sample help center, then ask through HTTP: cited passages from the right article."""
+    from serve_app import samples
     from serve_app.db.database import Database
-    from serve_app.demo import SAMPLE_HELP_CENTER
     from serve_app.knowledge.factory import build_embedder
     from serve_app.knowledge.ingest import ingest_path
 
     async def ingest() -> None:
         async with Database(graph_settings) as db:
             await ingest_path(
-                db, build_embedder(graph_settings.knowledge.embedder), SAMPLE_HELP_CENTER, "graph-kb"
+                db, build_embedder(graph_settings.knowledge.embedder), samples.HELP_CENTER, "graph-kb"
             )
 
     asyncio.run(ingest())
@@ -259,8 +259,8 @@ def test_a_billed_rerankers_searches_reach_the_tenants_costs(
 ) -> None:
     """A tenant on the Cohere arm: each search's billed unit goes from the Reranker replica back to
     KnowledgeBase, into its cost ledger and the tenant's cost report; other tenants are not billed."""
+    from serve_app import samples
     from serve_app.db.database import Database
-    from serve_app.demo import SAMPLE_HELP_CENTER
     from serve_app.knowledge.factory import build_embedder
     from serve_app.knowledge.ingest import ingest_path
     from serve_app.knowledge.rerankers import assign_arm
@@ -271,7 +271,7 @@ def test_a_billed_rerankers_searches_reach_the_tenants_costs(
     async def ingest() -> None:
         async with Database(graph_settings) as db:
             await ingest_path(
-                db, build_embedder(graph_settings.knowledge.embedder), SAMPLE_HELP_CENTER, tenant
+                db, build_embedder(graph_settings.knowledge.embedder), samples.HELP_CENTER, tenant
             )
 
     asyncio.run(ingest())

@@ -1,0 +1,90 @@
+"""Who may call the API: API keys per tenant, rate limits, and the tenant a request may act for.
+
+`authenticate` is the router-level dependency of every area but health. `authorize` and
+`request_tenant` then check that a tenant the request names is the API key's own; `charge_tokens`
+bills a routed answer's tokens to the key's tenant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from serve_app.auth import KeyVerifier, RateLimiter
+from serve_app.routing.router import token_totals
+from serve_app.tenancy import InvalidIdentifier, validate_tenant_id
+
+
+@dataclass
+class Access:
+    """Who may call: `verifier` None means no API keys (local use); `limiter` None means no limits."""
+
+    verifier: KeyVerifier | None = None
+    limiter: RateLimiter | None = None
+
+
+def api_key(request: Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`, else of `X-API-Key`."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def authenticate(request: Request) -> None:
+    """Every route but health: a live API key (Bearer or X-API-Key), then the tenant's rate limit."""
+    access: Access = request.app.state.access
+    request.state.tenant = None
+    if access.verifier is None:
+        return
+    key = api_key(request)
+    if not key:
+        raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
+    tenant = await access.verifier.tenant_of(key)
+    if tenant is None:
+        raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    request.state.tenant = tenant
+    if access.limiter is not None:
+        _admit(request, access.limiter, tenant)
+
+
+def _admit(request: Request, limiter: RateLimiter, tenant: str) -> None:
+    """429 with Retry-After when the tenant is over its limit (chat also needs tokens, frames their own)."""
+    path = request.url.path
+    wait = limiter.admit(
+        tenant, needs_tokens=path.endswith("/chat/completions"), frame=path.endswith("/frames")
+    )
+    if wait is not None:
+        raise HTTPException(
+            429, f"rate limit of tenant {tenant!r} reached", headers={"Retry-After": str(math.ceil(wait))}
+        )
+
+
+def authorize(request: Request, tenant: str) -> None:
+    """403 unless the API key (if any) belongs to `tenant`."""
+    caller = getattr(request.state, "tenant", None)
+    if caller is not None and caller != tenant:
+        raise HTTPException(403, "this API key belongs to another tenant")
+
+
+def request_tenant(request: Request, *candidates: str | None) -> str:
+    """The request's tenant: named explicitly, else the API key's; it must be the key's tenant."""
+    tenant = next((c for c in candidates if c), None) or getattr(request.state, "tenant", None)
+    if tenant is None:
+        raise HTTPException(422, "say which tenant: the tenant_id field or the X-Tenant-Id header")
+    try:
+        validate_tenant_id(tenant)
+    except InvalidIdentifier as exc:
+        raise HTTPException(422, str(exc)) from None
+    authorize(request, tenant)
+    return tenant
+
+
+def charge_tokens(request: Request, routing: dict[str, Any]) -> None:
+    """Count a routed answer's tokens against the key's tenant (the token bucket of chat)."""
+    access: Access = request.app.state.access
+    if access.limiter is not None and request.state.tenant is not None:
+        access.limiter.charge_tokens(request.state.tenant, sum(token_totals(routing)))

@@ -1,0 +1,110 @@
+"""`/v1/streams/...`: offer screen-share frames to the dedup, read and close a stream's counters.
+
+The body is read under the frame byte limit and decoded here (JPEG, PNG or raw RGB24), off the
+event loop; the `FrameBackend` in `app.state.frames` decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel
+
+from serve_app.api.access import authenticate, authorize
+from serve_app.api.checked import CheckedRoute
+from serve_app.backends import FrameBackend
+from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
+from serve_app.tenancy import InvalidIdentifier, parse_stream_id
+
+router = APIRouter(
+    prefix="/v1/streams", tags=["frames"], dependencies=[Depends(authenticate)], route_class=CheckedRoute
+)
+
+STREAM_ID = Path(
+    ...,
+    max_length=300,
+    description="tenant_<tenant>_<room>[.<track>], e.g. tenant_acme_support-42.screen",
+)
+
+
+class FrameDecisionOut(BaseModel):
+    stream_id: str
+    verdict: str  # throttled | duplicate | processed
+    send: bool
+    ts: float
+    phash: str | None
+    distance: int | None
+    reason: str  # first | phash | region | throttled | duplicate
+    box: list[int] | None = None  # [x, y, width, height] of the changed region, frame pixels
+
+
+def frame_backend(request: Request) -> FrameBackend:
+    return request.app.state.frames
+
+
+def checked_stream(request: Request, stream_id: str) -> str:
+    """A well-formed stream id of the API key's tenant (400, 403 otherwise)."""
+    try:
+        tenant = parse_stream_id(stream_id).tenant_id
+    except InvalidIdentifier as exc:
+        raise HTTPException(400, str(exc)) from None
+    authorize(request, tenant)
+    return stream_id
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"frame is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"frame is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/{stream_id}/frames",
+    response_model=FrameDecisionOut,
+    summary="Offer one screen-share frame; says whether to send it on (processed) or skip it",
+    responses={
+        400: {"description": "bad stream id"},
+        413: {"description": "frame too large"},
+        415: {"description": "unsupported content type"},
+        422: {"description": "corrupt frame"},
+        503: {"description": "overloaded"},
+    },
+)
+async def submit_frame(
+    request: Request,
+    stream_id: str = STREAM_ID,
+    ts: float | None = Query(None, ge=0, le=1e12, allow_inf_nan=False, description="frame time, seconds"),
+    speaking: bool = Query(False, description="the user is speaking: sample at the active rate"),
+    width: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
+    height: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
+) -> dict[str, Any]:
+    checked_stream(request, stream_id)
+    limits: FrameLimits = request.app.state.limits
+    body = await read_body(request, limits.max_bytes)
+    try:
+        frame = await asyncio.to_thread(
+            decode_frame, body, request.headers.get("content-type"), limits, width, height
+        )
+    except FrameDecodeError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return await frame_backend(request).offer(stream_id, frame, speaking, ts)
+
+
+@router.get("/{stream_id}/stats", summary="Counters of a stream and its tenant")
+async def stream_stats(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
+    return await frame_backend(request).stats(checked_stream(request, stream_id))
+
+
+@router.delete("/{stream_id}", summary="End a stream; returns its final counters")
+async def close_stream(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
+    return await frame_backend(request).close(checked_stream(request, stream_id))

@@ -1,0 +1,60 @@
+"""What the HTTP API and the LiveKit agent call: the backend protocols, `Overloaded`, the in-process
+frame backend.
+
+No Ray and no FastAPI here: the ingress (`serve_app.http`) and the agent both reach the graph through
+these protocols, over deployment handles (`serve_app.handles`) or in-process services (tests, tools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from serve_app.frames.sampler import Decision
+    from serve_app.frames.service import DedupService
+    from serve_app.routing.service import ChatRequest
+
+
+class Overloaded(Exception):
+    """The backend refused work (queue full): HTTP 503 with Retry-After."""
+
+
+class FrameBackend(Protocol):
+    async def offer(
+        self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None
+    ) -> dict[str, Any]: ...
+    async def stats(self, stream_id: str) -> dict[str, Any]: ...
+    async def close(self, stream_id: str) -> dict[str, Any]: ...
+
+
+class KnowledgeBackend(Protocol):
+    async def search(self, tenant_id: str, query: str, mode: str, top_k: int) -> dict[str, Any]: ...
+    async def stats(self) -> dict[str, Any]: ...
+
+
+class ChatBackend(Protocol):
+    async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...
+    async def costs(
+        self, tenant_id: str, since: datetime | None, until: datetime | None
+    ) -> dict[str, Any]: ...
+    async def status(self) -> dict[str, Any]: ...
+
+
+class LocalFrameBackend:
+    """A `FrameBackend` over an in-process DedupService (no Ray)."""
+
+    def __init__(self, service: DedupService):
+        self.service = service
+
+    async def offer(self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None) -> dict[str, Any]:
+        decision: Decision = await self.service.offer(stream_id, frame, is_speaking, ts)
+        return decision.to_dict()
+
+    async def stats(self, stream_id: str) -> dict[str, Any]:
+        return self.service.stats(stream_id)
+
+    async def close(self, stream_id: str) -> dict[str, Any]:
+        return self.service.close(stream_id)
