@@ -111,16 +111,21 @@ static void cells_add_rows(Cells *cells, const uint8_t *restrict gray, const uin
     }
 }
 
-/* gray_row, and each pixel's colourfulness max(R, G, B) - min(R, G, B) into `chroma`, in one loop. */
+/* gray_row, and each pixel's colourfulness max(R, G, B) - min(R, G, B) into `chroma`. Two loops over the
+ * same (cache-resident) pixels: the luma one works in 32-bit lanes, the colourfulness one in 8-bit lanes,
+ * four times as many per vector instruction as one fused loop gets. */
 static void gray_chroma_row(const uint8_t *restrict rgb, int16_t *restrict out, uint8_t *restrict gray8,
                             uint8_t *restrict chroma, int n) {
     for (int i = 0; i < n; i++) {
-        const uint32_t r = rgb[3 * i], g = rgb[3 * i + 1], b = rgb[3 * i + 2];
-        const uint32_t v = (r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16;
+        const uint32_t v = ((uint32_t)rgb[3 * i] * 19595u + (uint32_t)rgb[3 * i + 1] * 38470u +
+                            (uint32_t)rgb[3 * i + 2] * 7471u + 0x8000u) >> 16;
         out[i] = (int16_t)v;
         gray8[i] = (uint8_t)v;
-        const uint32_t hi = r > g ? (r > b ? r : b) : (g > b ? g : b);
-        const uint32_t lo = r < g ? (r < b ? r : b) : (g < b ? g : b);
+    }
+    for (int i = 0; i < n; i++) {
+        const uint8_t r = rgb[3 * i], g = rgb[3 * i + 1], b = rgb[3 * i + 2];
+        const uint8_t hi1 = r > g ? r : g, lo1 = r < g ? r : g;
+        const uint8_t hi = hi1 > b ? hi1 : b, lo = lo1 < b ? lo1 : b;
         chroma[i] = (uint8_t)(hi - lo);
     }
 }
