@@ -125,7 +125,7 @@ async def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=Path("/tmp/sg-bench"))
     args = parser.parse_args()
     settings = load_settings(state_dir=args.state_dir, db={"hnsw_ef_search": args.ef_search})
-    db = await Database(settings).start()
+    db = await Database.of(settings).start()
     try:
         async with db.tenant(TENANT) as conn:
             await ensure_tenant(conn, TENANT)

@@ -73,7 +73,7 @@ class _RerankerHandle:
 class KnowledgeBase:
     def __init__(self, settings: Settings, embeddings: DeploymentHandle, reranker: DeploymentHandle):
         cfg = settings.knowledge
-        self.db = Database(settings)
+        self.db = Database.of(settings)
         self.retriever = Retriever(
             self.db,
             _EmbeddingsHandle(embeddings, cfg.embedder.model, cfg.embedder.dim),

@@ -89,7 +89,7 @@ class Router:
     ):
         self.settings = settings
         self.knowledge = knowledge
-        self.db = Database(settings)
+        self.db = Database.of(settings)
         self.ledger = CostLedger(self.db)
         providers = {
             t.name: HandleProvider(t.model, self_hosted[t.name])

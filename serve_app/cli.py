@@ -246,7 +246,7 @@ async def _with_knowledge(
     from serve_app.db.database import Database
     from serve_app.knowledge.factory import build_embedder
 
-    async with Database(settings) as db:
+    async with Database.of(settings) as db:
         bill = TenantBill(CostLedger(db), settings.pricing.load(), tenant)
         try:
             return await work(db, build_embedder(settings.knowledge.embedder), bill)
@@ -496,7 +496,7 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     validate_tenant_id(args.tenant)
 
     async def report() -> object:
-        async with Database(settings) as db:
+        async with Database.of(settings) as db:
             return await cost_report(db, args.tenant, args.since, args.until)
 
     result = asyncio.run(report())
@@ -565,7 +565,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         raise ValueError("revoke needs --prefix (see `supportgraph keys list`)")
 
     async def act() -> object:
-        async with Database(settings) as db:
+        async with Database.of(settings) as db:
             if args.action == "create":
                 return await create_key(db, args.tenant, args.name)
             if args.action == "revoke":

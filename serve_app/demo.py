@@ -388,7 +388,7 @@ async def ingest_samples(settings: Settings, tenant: str = DEMO_TENANT) -> tuple
     from serve_app.knowledge.ingest import ingest_path
 
     started = time.perf_counter()
-    async with Database(settings) as db:
+    async with Database.of(settings) as db:
         await ingest_path(db, build_embedder(settings.knowledge.embedder), SAMPLE_HELP_CENTER, tenant)
         async with db.tenant(tenant) as conn:
             totals = await store.counts(conn)
@@ -404,7 +404,7 @@ async def demo_key(settings: Settings, tenant: str = DEMO_TENANT) -> str:
     from serve_app.auth import create_key
     from serve_app.db.database import Database
 
-    async with Database(settings) as db:
+    async with Database.of(settings) as db:
         return await create_key(db, tenant, "demo")
 
 

@@ -119,7 +119,7 @@ def test_search_settings_hold_in_every_tenant_transaction(live_db: LiveDB) -> No
                 )
         return seen
 
-    expected = (str(live_db.db.settings.db.hnsw_ef_search), "relaxed_order", "cfg-t")
+    expected = (str(live_db.db.cfg.hnsw_ef_search), "relaxed_order", "cfg-t")
     assert live_db.run(settings()) == [expected] * 3
 
 
@@ -383,7 +383,7 @@ def test_a_failing_reranker_falls_back_to_the_fused_order(live_db: LiveDB, embed
 
 def test_ready_starts_the_pool_once_under_concurrent_first_use(kb_settings) -> None:
     async def scenario():
-        db = Database(kb_settings)
+        db = Database.of(kb_settings)
         starts = []
         start = db.start
 

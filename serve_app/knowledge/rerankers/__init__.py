@@ -14,8 +14,6 @@ from serve_app.stats import percentile
 if TYPE_CHECKING:
     from serve_app.costs.usage import Usage
 
-COHERE_DEFAULT_MODEL = "rerank-v3.5"
-
 
 class Reranker(Protocol):
     name: str

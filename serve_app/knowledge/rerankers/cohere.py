@@ -7,7 +7,7 @@ import math
 import os
 
 from serve_app.costs.usage import Usage
-from serve_app.knowledge.rerankers import COHERE_DEFAULT_MODEL
+from serve_app.settings import COHERE_DEFAULT_MODEL
 
 
 class CohereReranker:
