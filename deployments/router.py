@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
-from serve_app.knowledge.retrieval import MAX_QUERY_CHARS
+from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from serve_app.inputs import as_utc
-from serve_app.knowledge.retrieval import MODES
+from serve_app.knowledge.query import MODES
 from serve_app.settings import Settings, load_settings
 from serve_app.tenancy import validate_tenant_id
 

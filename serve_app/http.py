@@ -27,7 +27,7 @@ from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService
 from serve_app.inputs import InvalidText, UtcDateTime, check_text
-from serve_app.knowledge.retrieval import MAX_QUERY_CHARS, check_query
+from serve_app.knowledge.query import MAX_QUERY_CHARS, check_query
 from serve_app.metrics import Metrics
 from serve_app.routing.openai_format import (
     ChatCompletionIn,

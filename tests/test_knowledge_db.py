@@ -17,7 +17,8 @@ from serve_app.demo import SAMPLE_HELP_CENTER
 from serve_app.knowledge import store
 from serve_app.knowledge.chunking import Chunk, Document
 from serve_app.knowledge.ingest import ingest_path
-from serve_app.knowledge.retrieval import QueryError, Retriever
+from serve_app.knowledge.query import QueryError
+from serve_app.knowledge.retrieval import Retriever
 from serve_app.tenancy import InvalidIdentifier
 from tests.conftest import LiveDB
 

@@ -15,18 +15,11 @@ from serve_app.db.database import Database
 from serve_app.knowledge import store
 from serve_app.knowledge.embedders import Embedder, embed_billed
 from serve_app.knowledge.fusion import rrf
+from serve_app.knowledge.query import Mode, check_mode, check_query
 from serve_app.knowledge.rerankers import ArmStats, Reranker, assign_arm, rerank_billed
 from serve_app.knowledge.rerankers.learned import Evidence, evidence_for
 from serve_app.knowledge.store import Passage
 from serve_app.metrics import Metrics
-
-Mode = Literal["bm25", "dense", "hybrid", "hybrid_rerank"]
-MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "hybrid_rerank")
-MAX_QUERY_CHARS = 2000
-
-
-class QueryError(ValueError):
-    """A query that cannot be searched (empty, too long); maps to HTTP 422."""
 
 
 @dataclass(frozen=True)
@@ -93,17 +86,6 @@ class RetrievalResult:
     usage: list[Usage] = field(default_factory=list)  # billed calls made for it (API embedder, Cohere)
 
 
-def check_query(query: str) -> str:
-    text = (query or "").strip()
-    if not text:
-        raise QueryError("query is empty")
-    if len(text) > MAX_QUERY_CHARS:
-        raise QueryError(f"query is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
-    if "\x00" in text:
-        raise QueryError("query contains a NUL character")
-    return text
-
-
 class Retriever:
     def __init__(
         self,
@@ -135,8 +117,7 @@ class Retriever:
         top_k: int | None = None,
         request_id: str | None = None,
     ) -> RetrievalResult:
-        if mode not in MODES:
-            raise QueryError(f"unknown mode {mode!r} ({', '.join(MODES)})")
+        check_mode(mode)
         text = check_query(query)
         cfg, k = self.config, top_k or self.config.top_k
         timings: dict[str, float] = {}
