@@ -64,7 +64,14 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         **_options(settings.serve.knowledge, level)
     )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
-    kb = knowledge.bind(settings, embeddings.bind(settings), reranker.bind(settings))
+    kb = knowledge.bind(
+        settings.knowledge,
+        settings.db,
+        settings.state_dir,
+        settings.pricing,
+        embeddings.bind(settings.knowledge.embedder),
+        reranker.bind(settings.knowledge),
+    )
     self_hosted = {
         t.name: serve.deployment(SelfHostedLLM, name=self_hosted_name(t.name))
         .options(**_options(settings.serve.self_hosted_llm, level))
