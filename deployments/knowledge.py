@@ -1,4 +1,4 @@
-"""Knowledge deployments: Embeddings (batched, cached), Reranker (every configured backend, one per
+"""Knowledge deployments: Embeddings (batched, cached), RerankerArms (every configured backend, one per
 arm), KnowledgeBase (Postgres pool + hybrid retrieval, calling the other two through handles; what a
 billed embedder or reranker charged for a search goes to the tenant's cost ledger). Each is built from
 its own settings section; factory.build_retriever wires the KnowledgeBase's retriever."""
@@ -40,8 +40,8 @@ class Embeddings:
         return {"model": self.embedder.name, "dim": self.embedder.dim, **self.embedder.stats()}
 
 
-class Reranker:
-    """Every configured reranker, by arm name."""
+class RerankerArms:
+    """Every configured reranker, by arm name (its Serve deployment is named `Reranker`)."""
 
     def __init__(self, knowledge: KnowledgeSettings):
         self.rerankers = build_rerankers(knowledge)
@@ -63,10 +63,12 @@ class KnowledgeBase:
         state_dir: Path,
         pricing: PricingSettings,
         embeddings: DeploymentHandle,
-        reranker: DeploymentHandle,
+        reranker_arms: DeploymentHandle,
     ):
         self.db = Database(db, state_dir)
-        self.retriever = build_retriever(self.db, knowledge, embeddings=embeddings, reranker_arms=reranker)
+        self.retriever = build_retriever(
+            self.db, knowledge, embeddings=embeddings, reranker_arms=reranker_arms
+        )
         self.retriever.metrics = Metrics.ray()
         self.embeddings = embeddings
         self.prices = pricing.load()
