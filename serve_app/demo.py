@@ -389,7 +389,14 @@ async def ingest_samples(settings: Settings, tenant: str = DEMO_TENANT) -> tuple
 
     started = time.perf_counter()
     async with Database.of(settings) as db:
-        await ingest_path(db, build_embedder(settings.knowledge.embedder), SAMPLE_HELP_CENTER, tenant)
+        await ingest_path(
+            db,
+            build_embedder(settings.knowledge.embedder),
+            SAMPLE_HELP_CENTER,
+            tenant,
+            max_words=settings.knowledge.chunk_words,
+            overlap=settings.knowledge.chunk_overlap,
+        )
         async with db.tenant(tenant) as conn:
             totals = await store.counts(conn)
     return totals["documents"], totals["chunks"], time.perf_counter() - started
