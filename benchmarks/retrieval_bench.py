@@ -25,7 +25,7 @@ import numpy as np
 
 from serve_app.db.database import Database, ensure_tenant
 from serve_app.knowledge import store
-from serve_app.knowledge.retrieval import Retriever
+from serve_app.knowledge.factory import build_retriever
 from serve_app.settings import load_settings
 from serve_app.stats import percentile
 
@@ -41,8 +41,8 @@ class FixedEmbedder:
     def __init__(self) -> None:
         self.vectors: dict[str, np.ndarray] = {}
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self.vectors[t] for t in texts])
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, None]:
+        return np.stack([self.vectors[t] for t in texts]), None
 
 
 def corpus(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -125,7 +125,7 @@ async def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=Path("/tmp/sg-bench"))
     args = parser.parse_args()
     settings = load_settings(state_dir=args.state_dir, db={"hnsw_ef_search": args.ef_search})
-    db = await Database(settings).start()
+    db = await Database.of(settings).start()
     try:
         async with db.tenant(TENANT) as conn:
             await ensure_tenant(conn, TENANT)
@@ -142,7 +142,7 @@ async def main() -> None:
             ids = [r["id"] for r in await conn.fetch("SELECT id FROM knowledge_chunks ORDER BY ordinal")]
         rng = np.random.default_rng(1)
         embedder = FixedEmbedder()
-        retriever = Retriever(db, embedder)
+        retriever = build_retriever(db, settings.knowledge, embedder, rerank=False)
         picks = rng.integers(0, args.chunks, args.queries)
         timings: dict[str, list[float]] = {}
         recalls = []

@@ -15,7 +15,7 @@ from ray.serve.config import RequestRouterConfig
 
 from deployments.frame_dedup import FrameDedup
 from deployments.ingress import Ingress
-from deployments.knowledge import Embeddings, KnowledgeBase, Reranker
+from deployments.knowledge import Embeddings, KnowledgeBase, RerankerArms
 from deployments.router import Router, SelfHostedLLM
 from deployments.stream_affinity import StreamAffinityRouter
 from serve_app.settings import DeploymentResources, Settings, load_settings
@@ -59,12 +59,21 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     embeddings = serve.deployment(Embeddings, name="Embeddings").options(
         **_options(settings.serve.embeddings, level)
     )
-    reranker = serve.deployment(Reranker, name="Reranker").options(**_options(settings.serve.reranker, level))
+    reranker_arms = serve.deployment(RerankerArms, name="Reranker").options(
+        **_options(settings.serve.reranker, level)
+    )
     knowledge = serve.deployment(KnowledgeBase, name="KnowledgeBase").options(
         **_options(settings.serve.knowledge, level)
     )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
-    kb = knowledge.bind(settings, embeddings.bind(settings), reranker.bind(settings))
+    kb = knowledge.bind(
+        settings.knowledge,
+        settings.db,
+        settings.state_dir,
+        settings.pricing,
+        embeddings.bind(settings.knowledge.embedder),
+        reranker_arms.bind(settings.knowledge),
+    )
     self_hosted = {
         t.name: serve.deployment(SelfHostedLLM, name=self_hosted_name(t.name))
         .options(**_options(settings.serve.self_hosted_llm, level))

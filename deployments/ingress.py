@@ -39,9 +39,7 @@ class Ingress:
         self.access = Access()
         auth = settings.auth
         if auth.mode == "keys":
-            self.db = Database(
-                settings.model_copy(update={"db": settings.db.model_copy(update={"pool_max_size": 4})})
-            )
+            self.db = Database(settings.db.model_copy(update={"pool_max_size": 4}), settings.state_dir)
             self._db_lookup = db_lookup(self.db)
             share = settings.serve.ingress.num_replicas
             self.access = Access(

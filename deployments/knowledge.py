@@ -1,11 +1,13 @@
-"""Knowledge deployments: Embeddings (batched, cached), Reranker (every configured backend, one per arm),
-KnowledgeBase (Postgres pool + hybrid retrieval, calling the other two through handles; what a billed
-embedder or reranker charged for a search goes to the tenant's cost ledger)."""
+"""Knowledge deployments: Embeddings (batched, cached), RerankerArms (every configured backend, one per
+arm), KnowledgeBase (Postgres pool + hybrid retrieval, calling the other two through handles; what a
+billed embedder or reranker charged for a search goes to the tenant's cost ledger). Each is built from
+its own settings section; factory.build_retriever wires the KnowledgeBase's retriever."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -14,19 +16,18 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.costs.ledger import CostLedger
 from serve_app.costs.usage import Usage
 from serve_app.db.database import Database
-from serve_app.knowledge.factory import build_embedder, build_rerankers, retrieval_config
-from serve_app.knowledge.rerankers import create_reranker, rerank_billed
-from serve_app.knowledge.retrieval import Retriever
+from serve_app.knowledge.factory import build_embedder, build_rerankers, build_retriever
+from serve_app.knowledge.rerankers import Candidate, Ranking
 from serve_app.metrics import Metrics
-from serve_app.settings import Settings
+from serve_app.settings import DatabaseSettings, EmbedderSettings, KnowledgeSettings, PricingSettings
 
 
 class Embeddings:
     """Query embeddings: concurrent requests are embedded in one batch; an LRU serves repeats. Each
     request gets its vector and its share of what an API embedder billed for the batch."""
 
-    def __init__(self, settings: Settings):
-        self.embedder = build_embedder(settings.knowledge.embedder)
+    def __init__(self, embedder: EmbedderSettings):
+        self.embedder = build_embedder(embedder)
         self.embedder.metrics = Metrics.ray()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
@@ -39,57 +40,38 @@ class Embeddings:
         return {"model": self.embedder.name, "dim": self.embedder.dim, **self.embedder.stats()}
 
 
-class Reranker:
-    def __init__(self, settings: Settings):
-        self.rerankers = build_rerankers(settings.knowledge)
+class RerankerArms:
+    """Every configured reranker, by arm name (its Serve deployment is named `Reranker`)."""
+
+    def __init__(self, knowledge: KnowledgeSettings):
+        self.rerankers = build_rerankers(knowledge)
 
     async def rerank(
-        self, arm: str, query: str, documents: list[str], top_n: int
-    ) -> tuple[list[tuple[int, float]], Usage | None]:
+        self, arm: str, query: str, candidates: list[Candidate], top_n: int
+    ) -> tuple[Ranking, Usage | None]:
         """The ranking, and what the backend billed for it (None for self-hosted ones)."""
         if arm not in self.rerankers:
             raise ValueError(f"unknown reranker arm {arm!r}")
-        return await asyncio.to_thread(rerank_billed, self.rerankers[arm], query, documents, top_n)
-
-
-class _EmbeddingsHandle:
-    def __init__(self, handle: DeploymentHandle, name: str, dim: int):
-        self.handle, self.name, self.dim = handle, name, dim
-
-    async def aembed_billed(self, text: str) -> tuple[list[float], Usage | None]:
-        return await self.handle.embed.remote(text)
-
-
-class _RerankerHandle:
-    def __init__(self, handle: DeploymentHandle, arm: str):
-        self.handle, self.arm, self.name = handle, arm, f"arm:{arm}"
-
-    async def arerank(
-        self, query: str, documents: list[str], top_n: int
-    ) -> tuple[list[tuple[int, float]], Usage | None]:
-        return await self.handle.rerank.remote(self.arm, query, documents, top_n)
+        return await asyncio.to_thread(self.rerankers[arm].rerank, query, candidates, top_n)
 
 
 class KnowledgeBase:
-    def __init__(self, settings: Settings, embeddings: DeploymentHandle, reranker: DeploymentHandle):
-        cfg = settings.knowledge
-        self.db = Database(settings)
-        self.retriever = Retriever(
-            self.db,
-            _EmbeddingsHandle(embeddings, cfg.embedder.model, cfg.embedder.dim),
-            {  # evidence rerankers are a few multiplications: local, not a round trip
-                arm: create_reranker(r.backend, **r.options())
-                if r.backend == "learned"
-                else _RerankerHandle(reranker, arm)
-                for arm, r in cfg.rerankers.items()
-            },
-            cfg.ab_weights,
-            cfg.ab_split_by,
-            retrieval_config(cfg),
+    def __init__(
+        self,
+        knowledge: KnowledgeSettings,
+        db: DatabaseSettings,
+        state_dir: Path,
+        pricing: PricingSettings,
+        embeddings: DeploymentHandle,
+        reranker_arms: DeploymentHandle,
+    ):
+        self.db = Database(db, state_dir)
+        self.retriever = build_retriever(
+            self.db, knowledge, embeddings=embeddings, reranker_arms=reranker_arms
         )
         self.retriever.metrics = Metrics.ray()
         self.embeddings = embeddings
-        self.prices = settings.pricing.load()
+        self.prices = pricing.load()
         self.ledger = CostLedger(self.db)
 
     async def _ready(self) -> None:

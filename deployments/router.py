@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
-from serve_app.knowledge.retrieval import MAX_QUERY_CHARS
+from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
@@ -89,7 +89,7 @@ class Router:
     ):
         self.settings = settings
         self.knowledge = knowledge
-        self.db = Database(settings)
+        self.db = Database.of(settings)
         self.ledger = CostLedger(self.db)
         providers = {
             t.name: HandleProvider(t.model, self_hosted[t.name])

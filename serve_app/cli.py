@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from serve_app.inputs import as_utc
-from serve_app.knowledge.retrieval import MODES
+from serve_app.knowledge.query import MODES
 from serve_app.settings import Settings, load_settings
 from serve_app.tenancy import validate_tenant_id
 
@@ -246,7 +246,7 @@ async def _with_knowledge(
     from serve_app.db.database import Database
     from serve_app.knowledge.factory import build_embedder
 
-    async with Database(settings) as db:
+    async with Database.of(settings) as db:
         bill = TenantBill(CostLedger(db), settings.pricing.load(), tenant)
         try:
             return await work(db, build_embedder(settings.knowledge.embedder), bill)
@@ -392,16 +392,15 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 def _cmd_fit_reranker(args: argparse.Namespace) -> int:
     from serve_app.knowledge.evaluate import judged_candidates, leave_one_out, load_qrels, load_queries
-    from serve_app.knowledge.factory import retrieval_config
+    from serve_app.knowledge.factory import build_retriever
     from serve_app.knowledge.rerankers.learned import FEATURES, fit_pairwise, save_weights
-    from serve_app.knowledge.retrieval import Retriever
 
     settings = load_settings(args.config)
     queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> list:
         await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant, bill)
-        retriever = Retriever(db, embedder, config=retrieval_config(settings.knowledge))  # fused order only
+        retriever = build_retriever(db, settings.knowledge, embedder, rerank=False)  # fused order only
         return await judged_candidates(retriever, args.tenant, queries, qrels, bill)
 
     data = asyncio.run(_with_knowledge(settings, args.tenant, work))
@@ -434,7 +433,7 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         from serve_app.knowledge.factory import build_embedder
 
         embedder = build_embedder(load_settings(args.config).knowledge.embedder)
-        embed, embedder_name = embedder.embed, embedder.name
+        embed, embedder_name = (lambda texts: embedder.embed(texts)[0]), embedder.name
     learned = fit_learned(fit, embed, embedder_name)
     results = run(fit, test, args.quality, learned=learned)
     bar = args.quality * strong_accuracy(test)
@@ -496,7 +495,7 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     validate_tenant_id(args.tenant)
 
     async def report() -> object:
-        async with Database(settings) as db:
+        async with Database.of(settings) as db:
             return await cost_report(db, args.tenant, args.since, args.until)
 
     result = asyncio.run(report())
@@ -544,7 +543,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         raise ValueError("revoke needs --prefix (see `supportgraph keys list`)")
 
     async def act() -> object:
-        async with Database(settings) as db:
+        async with Database.of(settings) as db:
             if args.action == "create":
                 return await create_key(db, args.tenant, args.name)
             if args.action == "revoke":

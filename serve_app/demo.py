@@ -388,7 +388,7 @@ async def demo_key(settings: Settings, tenant: str = DEMO_TENANT) -> str:
     from serve_app.auth import create_key
     from serve_app.db.database import Database
 
-    async with Database(settings) as db:
+    async with Database.of(settings) as db:
         return await create_key(db, tenant, "demo")
 
 

@@ -20,9 +20,9 @@ from pydantic_settings import (
 )
 
 from serve_app.costs.pricing import PricingTable, default_pricing
-from serve_app.knowledge.rerankers import COHERE_DEFAULT_MODEL
 
 CONFIG_ENV = "SUPPORTGRAPH_CONFIG"
+COHERE_DEFAULT_MODEL = "rerank-v3.5"  # a Cohere arm without `model` (priced like any billed model)
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("supportgraph_yaml", default=None)
 
 

@@ -100,7 +100,7 @@ class LiveDB:
 @pytest.fixture()
 def live_db(kb_settings: Settings) -> Iterator[LiveDB]:
     loop = asyncio.new_event_loop()
-    live = LiveDB(loop.run_until_complete(Database(kb_settings).start()), loop)
+    live = LiveDB(loop.run_until_complete(Database.of(kb_settings).start()), loop)
     yield live
     loop.run_until_complete(live.db.close())
     loop.close()

@@ -55,7 +55,7 @@ def test_no_event_is_lost_and_tenants_see_only_their_own(live_db: LiveDB) -> Non
 
 def test_a_failed_flush_keeps_the_events(kb_settings) -> None:
     async def scenario() -> int:
-        ledger = CostLedger(Database(kb_settings))  # never started: every write fails
+        ledger = CostLedger(Database.of(kb_settings))  # never started: every write fails
         ledger.record(event("ledger-c"))
         ledger.record(event("ledger-c"))
         with pytest.raises(RuntimeError):
@@ -67,7 +67,7 @@ def test_a_failed_flush_keeps_the_events(kb_settings) -> None:
 
 def test_a_failed_flush_keeps_every_tenants_events_in_order(kb_settings) -> None:
     async def scenario() -> list[str]:
-        ledger = CostLedger(Database(kb_settings))  # never started: the first tenant's write fails
+        ledger = CostLedger(Database.of(kb_settings))  # never started: the first tenant's write fails
         for tenant in ("ledger-c", "ledger-d", "ledger-c", "ledger-f"):
             ledger.record(event(tenant))
         with pytest.raises(RuntimeError):
@@ -191,7 +191,7 @@ def test_costs_command(
     monkeypatch.setenv("SUPPORTGRAPH_STATE_DIR", str(tmp_path / "state"))
 
     async def seed() -> None:
-        async with Database(load_settings()) as db:
+        async with Database.of(load_settings()) as db:
             ledger = CostLedger(db)
             for _ in range(3):
                 ledger.record(event("cli-costs"))

@@ -115,13 +115,13 @@ def test_postgres_restarted_mid_ingest_then_the_rerun_completes_without_duplicat
     shutil.copytree(HELP_CENTER, docs)
 
     async def first_run() -> None:
-        async with Database(settings) as db:
+        async with Database.of(settings) as db:
             await ingest_path(
                 db, StopsPostgres(embedder, settings.state_dir / "pgdata"), docs, "fault-i", batch_chunks=4
             )
 
     async def second_run():
-        async with Database(settings) as db:  # the server comes back
+        async with Database.of(settings) as db:  # the server comes back
             report = await ingest_path(db, embedder, docs, "fault-i", batch_chunks=4)
             async with db.tenant("fault-i") as conn:
                 sources = await conn.fetch(
@@ -197,7 +197,7 @@ def test_router_replica_shutdown_flushes_its_ledger(kb_settings: Settings) -> No
             await router.chat(request)
         pending = router.ledger.pending
         await router.__del__()
-        async with Database(settings) as db, db.tenant("fault-r") as conn:
+        async with Database.of(settings) as db, db.tenant("fault-r") as conn:
             rows = await conn.fetchval("SELECT count(*) FROM cost_events WHERE service = 'llm'")
         return pending, rows, router.service.answered
 

@@ -165,9 +165,11 @@ HOSTILE = [
 
 @pytest.mark.parametrize("query", HOSTILE)
 def test_hostile_queries_reach_postgres_harmlessly(live_db: LiveDB, embedder, query: str) -> None:
-    from serve_app.knowledge.retrieval import QueryError, Retriever
+    from serve_app.knowledge.adapters import ThreadedEmbedder
+    from serve_app.knowledge.query import QueryError
+    from serve_app.knowledge.retrieval import Retriever
 
-    retriever = Retriever(live_db.db, embedder)
+    retriever = Retriever(live_db.db, ThreadedEmbedder(embedder))
 
     async def scenario():
         try:

@@ -11,11 +11,11 @@ from serve_app.costs.pricing import default_pricing
 from serve_app.costs.usage import TenantBill, Usage
 from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.embedders import create_embedder
+from serve_app.knowledge.factory import build_retriever
 from serve_app.knowledge.ingest import ingest_path
-from serve_app.knowledge.rerankers import create_reranker
-from serve_app.knowledge.retrieval import Retriever
+from serve_app.knowledge.rerankers import Candidate, create_reranker
 from serve_app.samples import HELP_CENTER
-from serve_app.settings import load_settings
+from serve_app.settings import KnowledgeSettings, RerankerSettings, load_settings
 from tests.conftest import LiveDB
 from tests.wire import KnowledgeWire, serving
 
@@ -72,8 +72,8 @@ def test_wire_usage_is_read_and_cache_hits_cost_nothing(monkeypatch: pytest.Monk
         _, each = cached.embed_each(["reset my password", "export notes", "reset my password", "a b c d"])
         billed_now = KnowledgeWire.tokens_billed - before
         _, again = cached.embed_each(["export notes", "new words here"])
-        order, rerank_usage = create_reranker("cohere", base_url=url).rerank_billed(
-            "export notes", ["billing", "export your notes", "notes"], 2
+        order, rerank_usage = create_reranker("cohere", base_url=url).rerank(
+            "export notes", [Candidate("billing"), Candidate("export your notes"), Candidate("notes")], 2
         )
     assert billed_now == 9  # three distinct texts: 3 + 2 + 4 words
     assert each[2] is None and sum(u.input_tokens for u in each if u) == billed_now  # a repeat is free
@@ -101,7 +101,9 @@ def test_ingest_and_search_costs_reach_the_tenant_ledger(
         assert again.unchanged == again.files and again.written == 0  # nothing re-embedded, nothing billed
         await bill.ledger.close()
         after_ingest = await cost_report(live_db.db, tenant)
-        retriever = Retriever(live_db.db, embedder, {"cohere": create_reranker("cohere", base_url=url)})
+        cohere = RerankerSettings(backend="cohere", base_url=url)
+        knowledge = KnowledgeSettings(rerankers={"cohere": cohere}, ab_weights={"cohere": 1.0})
+        retriever = build_retriever(live_db.db, knowledge, embedder)
         result = await retriever.search(tenant, "How do I export my notes?")
         for usage in result.usage:
             bill(usage)

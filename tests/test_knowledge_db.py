@@ -15,9 +15,12 @@ from serve_app import samples
 from serve_app.db.database import Database, ensure_tenant
 from serve_app.db.migrate import TENANT_TABLES, MigrationError, apply_migrations, check_app_role
 from serve_app.knowledge import store
+from serve_app.knowledge.adapters import InlineReranker, ThreadedEmbedder, ThreadedReranker
 from serve_app.knowledge.chunking import Chunk, Document
 from serve_app.knowledge.ingest import ingest_path
-from serve_app.knowledge.retrieval import QueryError, Retriever
+from serve_app.knowledge.query import QueryError
+from serve_app.knowledge.rerankers import Candidate, Ranking
+from serve_app.knowledge.retrieval import Retriever
 from serve_app.tenancy import InvalidIdentifier
 from tests.conftest import LiveDB
 
@@ -119,7 +122,7 @@ def test_search_settings_hold_in_every_tenant_transaction(live_db: LiveDB) -> No
                 )
         return seen
 
-    expected = (str(live_db.db.settings.db.hnsw_ef_search), "relaxed_order", "cfg-t")
+    expected = (str(live_db.db.cfg.hnsw_ef_search), "relaxed_order", "cfg-t")
     assert live_db.run(settings()) == [expected] * 3
 
 
@@ -190,7 +193,7 @@ class FailingEmbedder:
         self.inner, self.fail_on, self.calls = inner, fail_on, 0
         self.name, self.dim = inner.name, inner.dim
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, None]:
         self.calls += 1
         if self.calls == self.fail_on:
             raise ConnectionError("embedding backend went away")
@@ -225,7 +228,7 @@ def test_ingest_goes_past_the_query_cache(live_db: LiveDB, embedder) -> None:
 @pytest.fixture()
 def retriever(live_db: LiveDB, embedder) -> Retriever:
     live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "lumen"))
-    return Retriever(live_db.db, embedder)
+    return Retriever(live_db.db, ThreadedEmbedder(embedder))
 
 
 @pytest.mark.parametrize(
@@ -329,7 +332,7 @@ def test_bm25_ranks_rare_terms_above_common_ones(live_db: LiveDB, embedder) -> N
 class BrokenReranker:
     name = "broken"
 
-    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> tuple[Ranking, None]:
         raise TimeoutError("rerank backend timed out")
 
 
@@ -338,8 +341,8 @@ class ReversingReranker:
 
     name = "reverse"
 
-    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
-        return [(i, float(i)) for i in reversed(range(len(documents)))][:top_n]
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> tuple[Ranking, None]:
+        return [(i, float(i)) for i in reversed(range(len(candidates)))][:top_n], None
 
 
 def test_ab_arms_split_requests_and_keep_per_arm_metrics(live_db: LiveDB, embedder) -> None:
@@ -348,8 +351,8 @@ def test_ab_arms_split_requests_and_keep_per_arm_metrics(live_db: LiveDB, embedd
     live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "ab-t"))
     retriever = Retriever(
         live_db.db,
-        embedder,
-        {"none": NoReranker(), "reverse": ReversingReranker()},
+        ThreadedEmbedder(embedder),
+        {"none": ThreadedReranker(NoReranker()), "reverse": ThreadedReranker(ReversingReranker())},
         {"none": 1.0, "reverse": 1.0},
         split_by="request",
     )
@@ -373,8 +376,8 @@ def test_ab_arms_split_requests_and_keep_per_arm_metrics(live_db: LiveDB, embedd
 
 def test_a_failing_reranker_falls_back_to_the_fused_order(live_db: LiveDB, embedder) -> None:
     live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "ab-t"))
-    broken = Retriever(live_db.db, embedder, {"broken": BrokenReranker()})
-    plain = Retriever(live_db.db, embedder)
+    broken = Retriever(live_db.db, ThreadedEmbedder(embedder), {"broken": ThreadedReranker(BrokenReranker())})
+    plain = Retriever(live_db.db, ThreadedEmbedder(embedder))
     got = live_db.run(broken.search("ab-t", "reset two-factor", mode="hybrid_rerank"))
     fused = live_db.run(plain.search("ab-t", "reset two-factor", mode="hybrid"))
     assert [h.passage.chunk_id for h in got.hits] == [h.passage.chunk_id for h in fused.hits]
@@ -383,7 +386,7 @@ def test_a_failing_reranker_falls_back_to_the_fused_order(live_db: LiveDB, embed
 
 def test_ready_starts_the_pool_once_under_concurrent_first_use(kb_settings) -> None:
     async def scenario():
-        db = Database(kb_settings)
+        db = Database.of(kb_settings)
         starts = []
         start = db.start
 
@@ -407,7 +410,8 @@ def test_the_learned_arm_reorders_fused_candidates_by_their_evidence(live_db: Li
     from serve_app.knowledge.rerankers.learned import LearnedFusionReranker
 
     live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "ab-t"))
-    dense_only = Retriever(live_db.db, embedder, {"learned": LearnedFusionReranker(weights=[0, 1, 0, 0])})
+    learned = InlineReranker(LearnedFusionReranker(weights=[0, 1, 0, 0]))
+    dense_only = Retriever(live_db.db, ThreadedEmbedder(embedder), {"learned": learned})
     query = "how do I export my data"
     got = live_db.run(dense_only.search("ab-t", query, mode="hybrid_rerank", top_k=5))
     dense = live_db.run(dense_only.search("ab-t", query, mode="dense", top_k=50))

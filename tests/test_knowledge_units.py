@@ -19,12 +19,16 @@ from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.chunking import Document, chunk_document, load_document
 from serve_app.knowledge.evaluate import corpus_id, metrics_for
 from serve_app.knowledge.fusion import rrf
-from serve_app.knowledge.rerankers import NoReranker, assign_arm, create_reranker
+from serve_app.knowledge.rerankers import Candidate, NoReranker, assign_arm, create_reranker
 from serve_app.samples import HELP_CENTER
 from serve_app.settings import load_settings
 from tests.wire import reply_json, running, serving
 
 SAMPLES = HELP_CENTER
+
+
+def candidates(*texts: str) -> list[Candidate]:
+    return [Candidate(t) for t in texts]
 
 
 def test_markdown_html_and_text_load_with_titles_and_clean_text() -> None:
@@ -78,9 +82,9 @@ class CountingEmbedder:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, None]:
         self.seen += texts
-        return np.array([[len(t), 1, 0, 0] for t in texts], np.float32)
+        return np.array([[len(t), 1, 0, 0] for t in texts], np.float32), None
 
 
 def test_query_cache_hits_and_evicts() -> None:
@@ -88,7 +92,7 @@ def test_query_cache_hits_and_evicts() -> None:
     cache = CachedEmbedder(inner, maxsize=2)
     cache.embed(["a", "bb", "a"])
     assert inner.seen == ["a", "bb"] and (cache.hits, cache.misses) == (0, 3)
-    np.testing.assert_array_equal(cache.embed(["bb"])[0], [2, 1, 0, 0])
+    np.testing.assert_array_equal(cache.embed(["bb"])[0][0], [2, 1, 0, 0])
     assert cache.hits == 1 and cache.hit_rate == pytest.approx(0.25)
     cache.embed(["ccc"])  # evicts "a", the least recently used
     cache.embed(["a"])
@@ -118,7 +122,7 @@ def test_metrics_for_a_ranking() -> None:
 
 
 def test_no_reranker_keeps_order() -> None:
-    assert [i for i, _ in NoReranker().rerank("q", ["a", "b", "c"], 2)] == [0, 1]
+    assert [i for i, _ in NoReranker().rerank("q", candidates("a", "b", "c"), 2)[0]] == [0, 1]
 
 
 class CohereWire(BaseHTTPRequestHandler):
@@ -147,8 +151,8 @@ def test_cohere_reranker_speaks_the_v2_wire_format(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CO_API_KEY", "test-key")
     with serving(CohereWire) as url:
         reranker = create_reranker("cohere", model="rerank-v3.5", base_url=url)
-        order = reranker.rerank(
-            "refund annual plan", ["mobile app crash", "annual plan refund rules", "refund"], 2
+        order, _ = reranker.rerank(
+            "refund annual plan", candidates("mobile app crash", "annual plan refund rules", "refund"), 2
         )
     assert [i for i, _ in order] == [1, 2]
     sent = CohereWire.requests[-1]
@@ -210,12 +214,12 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_cross_encoder_reranker_loads_a_local_model(tiny_cross_encoder: str) -> None:
     reranker = create_reranker("cross-encoder", model=tiny_cross_encoder)
-    docs = ["refund rules", "mobile app crash", "sync password reset", "annual plan"]
-    order = reranker.rerank("refund annual plan", docs, 3)
+    docs = candidates("refund rules", "mobile app crash", "sync password reset", "annual plan")
+    order, _ = reranker.rerank("refund annual plan", docs, 3)
     assert len(order) == 3 and len({i for i, _ in order}) == 3
     scores = [s for _, s in order]
     assert scores == sorted(scores, reverse=True)
-    assert order == reranker.rerank("refund annual plan", docs, 3)  # deterministic
+    assert order == reranker.rerank("refund annual plan", docs, 3)[0]  # deterministic
 
 
 class OpenAIEmbeddingsWire(BaseHTTPRequestHandler):
@@ -243,7 +247,7 @@ def test_openai_compatible_embedder_over_the_wire(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OPENAI_API_KEY", "k")
     with serving(OpenAIEmbeddingsWire) as url:
         embedder = create_embedder("openai-compatible", model="embed-small", dim=3, base_url=f"{url}/v1")
-        vectors = embedder.embed(["a", "abcd"])
+        vectors, _ = embedder.embed(["a", "abcd"])
         wrong = create_embedder("openai-compatible", model="m", dim=5, base_url=f"{url}/v1")
         with pytest.raises(ValueError, match="shape"):
             wrong.embed(["a"])
@@ -298,7 +302,7 @@ def test_learned_reranker_weights_load_and_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="finite"):
         LearnedFusionReranker(weights=[1.0, float("nan"), 0.0, 0.0])
     with pytest.raises(TypeError, match="evidence"):
-        bundled.rerank("q", ["d"], 1)
+        bundled.rerank("q", candidates("d"), 1)
     assert load_settings(None).knowledge.ab_weights == {"learned": 1.0}  # the default arm
 
 
@@ -318,8 +322,8 @@ def test_redis_cache_is_shared_between_replicas(redis_url: str) -> None:
     first = CachedEmbedder(first_inner, 100, RedisVectors(redis_url, "count", 4, ttl_s=60))
     second = CachedEmbedder(second_inner, 100, RedisVectors(redis_url, "count", 4, ttl_s=60))
     other_model = CachedEmbedder(CountingEmbedder(), 100, RedisVectors(redis_url, "other", 4))
-    a = first.embed(["reset password", "export notes"])
-    b = second.embed(["export notes", "reset password", "new one"])  # another replica: two from Redis
+    a, _ = first.embed(["reset password", "export notes"])
+    b, _ = second.embed(["export notes", "reset password", "new one"])  # another replica: two from Redis
     np.testing.assert_array_equal(b[:2], a[::-1])
     assert first_inner.seen == ["reset password", "export notes"] and second_inner.seen == ["new one"]
     assert (second.hits, second.shared_hits, second.misses) == (2, 2, 1)
@@ -344,7 +348,7 @@ def test_redis_cache_failures_degrade_to_embedding(redis_url: str) -> None:
         closed = s.getsockname()[1]  # nothing listens here once the socket closes
     dead = RedisVectors(f"redis://127.0.0.1:{closed}/0", "count", 4, pause_s=60)
     down = CachedEmbedder(CountingEmbedder(), 100, dead)
-    np.testing.assert_array_equal(down.embed(["x", "yy"]), [[1, 1, 0, 0], [2, 1, 0, 0]])
+    np.testing.assert_array_equal(down.embed(["x", "yy"])[0], [[1, 1, 0, 0], [2, 1, 0, 0]])
     down.embed(["zzz"])
     # the failed read pauses Redis: the write after it and the next batch do not wait on it again
     assert dead.errors == 1 and dead.paused and down.stats()["redis_errors"] == 1 and down.misses == 3

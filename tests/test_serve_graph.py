@@ -231,7 +231,7 @@ def test_knowledge_search_through_the_graph(graph: RunningGraph, graph_settings:
     from serve_app.knowledge.ingest import ingest_path
 
     async def ingest() -> None:
-        async with Database(graph_settings) as db:
+        async with Database.of(graph_settings) as db:
             await ingest_path(
                 db, build_embedder(graph_settings.knowledge.embedder), samples.HELP_CENTER, "graph-kb"
             )
@@ -269,7 +269,7 @@ def test_a_billed_rerankers_searches_reach_the_tenants_costs(
     assert assign_arm(GRAPH_ARMS, tenant) == "cohere"
 
     async def ingest() -> None:
-        async with Database(graph_settings) as db:
+        async with Database.of(graph_settings) as db:
             await ingest_path(
                 db, build_embedder(graph_settings.knowledge.embedder), samples.HELP_CENTER, tenant
             )
@@ -310,7 +310,7 @@ def test_a_billed_rerankers_searches_reach_the_tenants_costs(
     request_id = uuid.UUID(turn["supportgraph"]["request_id"])
 
     async def services_of_request() -> set[str]:
-        async with Database(graph_settings) as db, db.tenant(tenant) as conn:
+        async with Database.of(graph_settings) as db, db.tenant(tenant) as conn:
             rows = await conn.fetch(
                 "SELECT DISTINCT service FROM cost_events WHERE request_id = $1", request_id
             )

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from serve_app.api.access import authenticate, authorize
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import KnowledgeBackend
-from serve_app.knowledge.retrieval import MAX_QUERY_CHARS, check_query
+from serve_app.knowledge.query import MAX_QUERY_CHARS, check_query
 from serve_app.tenancy import validate_tenant_id
 
 router = APIRouter(

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from serve_app.costs.ledger import CostEvent, CostLedger
+from serve_app.costs.events import CostEvent
 from serve_app.costs.pricing import PricingTable
+
+if TYPE_CHECKING:
+    from serve_app.costs.ledger import CostLedger
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,16 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from pgvector.asyncpg import register_vector
 
 from serve_app.db.migrate import apply_migrations, check_app_role
-from serve_app.settings import Settings
 from serve_app.tenancy import validate_tenant_id
+
+if TYPE_CHECKING:
+    from serve_app.settings import DatabaseSettings, Settings
 
 
 def start_embedded(pgdata: Path) -> str:
@@ -72,12 +74,19 @@ def role_dsn(admin_dsn: str, role: str) -> str:
 
 
 class Database:
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    """Built from its own settings section; `state_dir` holds the embedded server's data (no `db.dsn`)."""
+
+    def __init__(self, cfg: DatabaseSettings, state_dir: Path):
+        self.cfg, self.state_dir = cfg, state_dir
         self.pool: asyncpg.Pool | None = None
         self.admin_dsn: str | None = None
         self.app_dsn: str | None = None
         self._starting = asyncio.Lock()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Database:
+        """The database that `settings` describe (its `db` section and `state_dir`)."""
+        return cls(settings.db, settings.state_dir)
 
     async def ready(self) -> Database:
         """Start once, on first use (a replica makes its pool on its own event loop); later calls return
@@ -88,9 +97,9 @@ class Database:
         return self
 
     async def start(self, migrate: bool = True) -> Database:
-        db = self.settings.db
+        db = self.cfg
         if db.dsn is None:
-            self.admin_dsn = start_embedded(self.settings.state_dir / "pgdata")
+            self.admin_dsn = start_embedded(self.state_dir / "pgdata")
             self.app_dsn = role_dsn(self.admin_dsn, db.app_role)
         else:
             self.admin_dsn, self.app_dsn = db.admin_dsn, db.dsn
@@ -104,7 +113,7 @@ class Database:
         return self
 
     async def __aenter__(self) -> Database:
-        """`async with Database(settings) as db:` starts it, and closes the pool on the way out."""
+        """`async with Database.of(settings) as db:` starts it, and closes the pool on the way out."""
         return await self.start()
 
     async def __aexit__(self, *_: object) -> None:
@@ -144,6 +153,6 @@ class Database:
                 " set_config('hnsw.ef_search', $2, true),"
                 " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
                 tenant_id,
-                str(self.settings.db.hnsw_ef_search),
+                str(self.cfg.hnsw_ef_search),
             )
             yield conn

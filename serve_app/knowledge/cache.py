@@ -12,7 +12,7 @@ import numpy as np
 
 from serve_app.costs.pricing import estimate_tokens
 from serve_app.costs.usage import Usage
-from serve_app.knowledge.embedders import Embedder, embed_billed
+from serve_app.knowledge.embedders import Embedder
 from serve_app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ class CachedEmbedder:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return self._lookup(texts)[0]
-
-    def embed_billed(self, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
         """Vectors, and what the inner embedder billed for the cache misses (None: nothing billed)."""
         out, usage, _ = self._lookup(texts)
         return out, usage
@@ -156,7 +153,7 @@ class CachedEmbedder:
             self.metrics.inc("supportgraph_embedding_lookups", len(texts), model=self.name)
             self.metrics.inc("supportgraph_embedding_cache_hits", hits, model=self.name)
         if missing:
-            fresh, usage = embed_billed(self.inner, list(missing))
+            fresh, usage = self.inner.embed(list(missing))
             for (text, rows), vector in zip(missing.items(), fresh, strict=True):
                 out[rows] = vector
                 self._remember(text, vector)

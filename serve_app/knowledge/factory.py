@@ -1,13 +1,30 @@
-"""Settings -> embedder, rerankers, retriever: the one place knowledge components are wired."""
+"""Settings -> embedder, rerankers, retriever: the one place knowledge components are wired, and the one
+place a Retriever is built (for the CLI and for the KnowledgeBase deployment alike)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from serve_app.db.database import Database
+from serve_app.knowledge.adapters import (
+    AsyncEmbedder,
+    AsyncReranker,
+    HandleEmbedder,
+    HandleReranker,
+    InlineReranker,
+    ThreadedEmbedder,
+    ThreadedReranker,
+)
 from serve_app.knowledge.cache import CachedEmbedder, RedisVectors
-from serve_app.knowledge.embedders import create_embedder
+from serve_app.knowledge.embedders import Embedder, create_embedder
 from serve_app.knowledge.rerankers import Reranker, create_reranker
-from serve_app.knowledge.retrieval import RetrievalConfig, Retriever
-from serve_app.settings import EmbedderSettings, KnowledgeSettings
+from serve_app.knowledge.retrieval import Retriever
+from serve_app.settings import EmbedderSettings, KnowledgeSettings, RerankerSettings
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
+
+INLINE_BACKENDS = frozenset({"learned"})  # cheaper than a thread hop or a round trip: run in the caller
 
 
 def build_embedder(cfg: EmbedderSettings) -> CachedEmbedder:
@@ -27,32 +44,41 @@ def build_embedder(cfg: EmbedderSettings) -> CachedEmbedder:
     return CachedEmbedder(inner, cfg.cache_size, shared)
 
 
+def build_reranker(cfg: RerankerSettings) -> Reranker:
+    return create_reranker(cfg.backend, **cfg.options())
+
+
 def build_rerankers(cfg: KnowledgeSettings) -> dict[str, Reranker]:
-    return {name: create_reranker(r.backend, **r.options()) for name, r in cfg.rerankers.items()}
-
-
-def retrieval_config(cfg: KnowledgeSettings) -> RetrievalConfig:
-    return RetrievalConfig(
-        dense_k=cfg.dense_k,
-        lexical_k=cfg.lexical_k,
-        rrf_k=cfg.rrf_k,
-        dense_weight=cfg.dense_weight,
-        lexical_weight=cfg.lexical_weight,
-        fuse_by=cfg.fuse_by,
-        lexical_postings_cap=cfg.lexical_postings_cap,
-        rerank_candidates=cfg.rerank_candidates,
-        top_k=cfg.top_k,
-    )
+    return {name: build_reranker(r) for name, r in cfg.rerankers.items()}
 
 
 def build_retriever(
-    db: Database, cfg: KnowledgeSettings, embedder: CachedEmbedder | None = None
+    db: Database,
+    cfg: KnowledgeSettings,
+    embedder: Embedder | None = None,
+    *,
+    embeddings: DeploymentHandle | None = None,
+    reranker_arms: DeploymentHandle | None = None,
+    rerank: bool = True,
 ) -> Retriever:
-    return Retriever(
-        db,
-        embedder or build_embedder(cfg.embedder),
-        build_rerankers(cfg),
-        cfg.ab_weights,
-        cfg.ab_split_by,
-        retrieval_config(cfg),
+    """The Retriever that `cfg` describes, with its A/B arms.
+
+    Queries are embedded by the `Embeddings` deployment when its handle `embeddings` is given, else by
+    `embedder` (default: the configured one) in a worker thread. Text rerankers run in the `RerankerArms`
+    deployment when its handle `reranker_arms` is given, else in a worker thread; the learned reranker
+    runs inline either way. `rerank=False`: no arms, the fused order (what fit-reranker learns from)."""
+    query_embedder: AsyncEmbedder = (
+        HandleEmbedder(embeddings, cfg.embedder.model, cfg.embedder.dim)
+        if embeddings is not None
+        else ThreadedEmbedder(embedder or build_embedder(cfg.embedder))
     )
+    arms: dict[str, AsyncReranker] = {}
+    for arm, r in (cfg.rerankers if rerank else {}).items():
+        if r.backend in INLINE_BACKENDS:
+            arms[arm] = InlineReranker(build_reranker(r))
+        elif reranker_arms is not None:
+            arms[arm] = HandleReranker(reranker_arms, arm)
+        else:
+            arms[arm] = ThreadedReranker(build_reranker(r))
+    weights = cfg.ab_weights if rerank else {}
+    return Retriever(db, query_embedder, arms, weights, cfg.ab_split_by, cfg)

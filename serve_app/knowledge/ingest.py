@@ -15,7 +15,7 @@ from serve_app.db.database import Database, ensure_tenant
 from serve_app.knowledge import store
 from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.chunking import Document, chunk_document, iter_files, load_document
-from serve_app.knowledge.embedders import Embedder, embed_billed
+from serve_app.knowledge.embedders import Embedder
 
 
 @dataclass
@@ -60,7 +60,7 @@ async def ingest_path(
 
     async def flush() -> None:
         texts = [c.text_for_embedding for _, chunks in pending for c in chunks]
-        vectors, usage = embed_billed(model, texts)
+        vectors, usage = model.embed(texts)
         if usage is not None and bill is not None:
             bill(usage)
         at = 0

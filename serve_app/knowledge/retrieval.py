@@ -1,45 +1,28 @@
 """Hybrid retrieval: HNSW cosine top-k + full-text top-k, fused by Reciprocal Rank Fusion, then reranked
-by the A/B arm the request falls in. Per-stage latencies and per-arm metrics are kept."""
+by the A/B arm the request falls in. Per-stage latencies and per-arm metrics are kept. The embedder and
+the rerankers arrive as adapters (knowledge/adapters.py), built by knowledge/factory.py."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from serve_app.costs.usage import Usage
 from serve_app.db.database import Database
 from serve_app.knowledge import store
-from serve_app.knowledge.embedders import Embedder, embed_billed
 from serve_app.knowledge.fusion import rrf
-from serve_app.knowledge.rerankers import ArmStats, Reranker, assign_arm, rerank_billed
+from serve_app.knowledge.query import Mode, check_mode, check_query
+from serve_app.knowledge.rerankers import ArmStats, Candidate, assign_arm
 from serve_app.knowledge.rerankers.learned import Evidence, evidence_for
 from serve_app.knowledge.store import Passage
 from serve_app.metrics import Metrics
+from serve_app.settings import KnowledgeSettings
 
-Mode = Literal["bm25", "dense", "hybrid", "hybrid_rerank"]
-MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "hybrid_rerank")
-MAX_QUERY_CHARS = 2000
-
-
-class QueryError(ValueError):
-    """A query that cannot be searched (empty, too long); maps to HTTP 422."""
-
-
-@dataclass(frozen=True)
-class RetrievalConfig:
-    dense_k: int = 50
-    lexical_k: int = 50
-    rrf_k: int = 10
-    dense_weight: float = 1.0
-    lexical_weight: float = 2.0
-    fuse_by: Literal["document", "chunk"] = "document"
-    lexical_postings_cap: int = 3000
-    rerank_candidates: int = 30
-    top_k: int = 5
+if TYPE_CHECKING:
+    from serve_app.knowledge.adapters import AsyncEmbedder, AsyncReranker
 
 
 def best_per_document(passages: list[Passage]) -> list[Passage]:
@@ -49,7 +32,7 @@ def best_per_document(passages: list[Passage]) -> list[Passage]:
 
 
 def fuse(
-    dense: list[Passage], lexical: list[Passage], cfg: RetrievalConfig
+    dense: list[Passage], lexical: list[Passage], cfg: KnowledgeSettings
 ) -> list[tuple[Passage, float, Evidence]]:
     """RRF of the two rankings, over chunks or over documents, with each fused unit's evidence (ranks and
     relative scores in each list) for evidence rerankers. Document fusion ranks each document by its
@@ -93,27 +76,18 @@ class RetrievalResult:
     usage: list[Usage] = field(default_factory=list)  # billed calls made for it (API embedder, Cohere)
 
 
-def check_query(query: str) -> str:
-    text = (query or "").strip()
-    if not text:
-        raise QueryError("query is empty")
-    if len(text) > MAX_QUERY_CHARS:
-        raise QueryError(f"query is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
-    if "\x00" in text:
-        raise QueryError("query contains a NUL character")
-    return text
-
-
 class Retriever:
     def __init__(
         self,
         db: Database,
-        embedder: Embedder,
-        rerankers: dict[str, Reranker] | None = None,
+        embedder: AsyncEmbedder,
+        rerankers: dict[str, AsyncReranker] | None = None,
         arms: dict[str, float] | None = None,
         split_by: Literal["tenant", "request"] = "tenant",
-        config: RetrievalConfig = RetrievalConfig(),
+        config: KnowledgeSettings | None = None,
     ):
+        """`config`: the knowledge settings' depths, fusion and top_k (their embedder and arms are
+        what factory.build_retriever makes `embedder`, `rerankers` and `arms` of)."""
         self.db = db
         self.embedder = embedder
         self.rerankers = rerankers or {}
@@ -122,7 +96,7 @@ class Retriever:
         if unknown:
             raise ValueError(f"A/B arms name unknown rerankers: {sorted(unknown)}")
         self.split_by = split_by
-        self.config = config
+        self.config = config or KnowledgeSettings()
         self.arm_stats: dict[str, ArmStats] = {name: ArmStats() for name in self.arms}
         self.metrics: Metrics | None = None
 
@@ -135,8 +109,7 @@ class Retriever:
         top_k: int | None = None,
         request_id: str | None = None,
     ) -> RetrievalResult:
-        if mode not in MODES:
-            raise QueryError(f"unknown mode {mode!r} ({', '.join(MODES)})")
+        check_mode(mode)
         text = check_query(query)
         cfg, k = self.config, top_k or self.config.top_k
         timings: dict[str, float] = {}
@@ -177,17 +150,11 @@ class Retriever:
         return RetrievalResult(text, mode, arm, ranked[:k], timings, usage)
 
     async def _embed(self, text: str, usage: list[Usage]) -> np.ndarray:
-        """Deployment handles (`aembed_billed`) are awaited; plain embedders run in a thread. What an
-        API embedder charged for the query goes to `usage`."""
-        if hasattr(self.embedder, "aembed_billed"):
-            vector, billed = await self.embedder.aembed_billed(text)
-            if billed is not None:
-                usage.append(billed)
-            return np.asarray(vector, np.float32)
-        vectors, billed = await asyncio.to_thread(embed_billed, self.embedder, [text])
+        """The query's vector; what an API embedder charged for it goes to `usage`."""
+        vectors, billed = await self.embedder.embed([text])
         if billed is not None:
             usage.append(billed)
-        return vectors[0]
+        return np.asarray(vectors[0], np.float32)
 
     async def _rerank(
         self,
@@ -202,17 +169,13 @@ class Retriever:
         stats.requests += 1
         start = time.perf_counter()
         try:
-            reranker = self.rerankers[arm]
-            if getattr(reranker, "uses_evidence", False):  # in process: a few multiplications
-                order = reranker.rerank_evidence([h.evidence for h in candidates], k)
-            else:
-                docs = [f"{h.passage.heading}\n{h.passage.content}" for h in candidates]
-                if hasattr(reranker, "arerank"):  # a deployment handle
-                    order, billed = await reranker.arerank(query, docs, k)
-                else:
-                    order, billed = await asyncio.to_thread(rerank_billed, reranker, query, docs, k)
-                if billed is not None:
-                    usage.append(billed)
+            order, billed = await self.rerankers[arm].rerank(
+                query,
+                [Candidate(f"{h.passage.heading}\n{h.passage.content}", h.evidence) for h in candidates],
+                k,
+            )
+            if billed is not None:
+                usage.append(billed)
         except Exception:  # a failing reranker degrades to the fused order, counted per arm
             stats.failures += 1
             return candidates

@@ -392,7 +392,7 @@ class LearnedScorer:
             from serve_app.settings import EmbedderSettings
 
             embedder = build_embedder(EmbedderSettings())
-            embed, embedder_name = embedder.embed, embedder.name
+            embed, embedder_name = (lambda texts: embedder.embed(texts)[0]), embedder.name
         if projections and embedder_name != data.get("embedder"):
             raise ValueError(
                 f"{path}: fitted with embedder {data.get('embedder')!r}, given {embedder_name!r}"

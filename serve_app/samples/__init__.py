@@ -24,8 +24,15 @@ async def ingest_help_center(settings: Settings, tenant: str) -> tuple[int, int,
     from serve_app.knowledge.ingest import ingest_path
 
     started = time.perf_counter()
-    async with Database(settings) as db:
-        await ingest_path(db, build_embedder(settings.knowledge.embedder), HELP_CENTER, tenant)
+    async with Database.of(settings) as db:
+        await ingest_path(
+            db,
+            build_embedder(settings.knowledge.embedder),
+            HELP_CENTER,
+            tenant,
+            max_words=settings.knowledge.chunk_words,
+            overlap=settings.knowledge.chunk_overlap,
+        )
         async with db.tenant(tenant) as conn:
             totals = await store.counts(conn)
     return totals["documents"], totals["chunks"], time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""Embedders: one small protocol, one module per backend, a registry from config names to classes."""
+"""Embedders: one small protocol (`embed(texts) -> (vectors, Usage | None)`), one module per backend, a
+registry from config names to classes."""
 
 from __future__ import annotations
 
@@ -11,19 +12,16 @@ if TYPE_CHECKING:
 
 
 class Embedder(Protocol):
+    """A text embedding backend. Its one method runs where it is called (blocking); the Retriever reaches
+    it through an adapter (a worker thread, or a deployment handle): see knowledge/adapters.py."""
+
     name: str  # model identity, part of cache keys
     dim: int
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """float32 [len(texts), dim], L2-normalised rows."""
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
+        """float32 [len(texts), dim], L2-normalised rows, and what the call was billed (an API's tokens;
+        None when nothing was billed: a self-hosted model, nothing to embed)."""
         ...
-
-
-def embed_billed(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
-    """Vectors, and what the call was billed when the embedder bills (an API: `embed_billed`)."""
-    if hasattr(embedder, "embed_billed"):
-        return embedder.embed_billed(texts)
-    return embedder.embed(texts), None
 
 
 def create_embedder(backend: str, **options: Any) -> Embedder:

@@ -33,10 +33,7 @@ class OpenAICompatibleEmbedder:
         self.name = f"api:{base_url}:{model}"
         self.dim = dim
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return self.embed_billed(texts)[0]
-
-    def embed_billed(self, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
         """The vectors and the input tokens the API billed for them (its `usage`; estimated from the
         text when a server reports none)."""
         if not texts:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serve_app.costs.usage import Usage
 
 
 def quiet_transformers() -> None:
@@ -41,9 +45,10 @@ class SentenceTransformerEmbedder:
         self.dim = int(self.model.get_embedding_dimension())
         self.batch_size = batch_size
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, Usage | None]:
+        """The vectors; a self-hosted model bills nothing."""
         if not texts:
-            return np.empty((0, self.dim), np.float32)
+            return np.empty((0, self.dim), np.float32), None
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -51,4 +56,4 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return vectors.astype(np.float32, copy=False)
+        return vectors.astype(np.float32, copy=False), None

@@ -1,7 +1,8 @@
-"""Rerankers: one protocol, one module per backend (none, learned, cross-encoder, Cohere), a registry,
-and the A/B split that assigns a request to an arm by tenant or by request hash. Text rerankers score
-(query, passage) pairs; evidence rerankers (`uses_evidence`, the learned one) score what the retrievers
-said about each candidate and run in the Retriever's process."""
+"""Rerankers: one protocol (`rerank(query, candidates, top_n) -> (ranking, Usage | None)`), one module
+per backend (none, learned, cross-encoder, Cohere), a registry, and the A/B split that assigns a request
+to an arm by tenant or by request hash. Each candidate carries its text and its retrieval evidence: text
+rerankers score (query, text) pairs, the learned one scores what the retrievers said about it.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +14,29 @@ from serve_app.stats import percentile
 
 if TYPE_CHECKING:
     from serve_app.costs.usage import Usage
+    from serve_app.knowledge.rerankers.learned import Evidence
 
-COHERE_DEFAULT_MODEL = "rerank-v3.5"
+
+@dataclass(frozen=True)
+class Candidate:
+    """One fused hit to rerank: its text (heading and content), and what the two retrievers said about
+    it (None outside fusion)."""
+
+    text: str
+    evidence: Evidence | None = None
+
+
+Ranking = list[tuple[int, float]]  # (index into the candidates, relevance), best first
 
 
 class Reranker(Protocol):
+    """A rerank backend. Its one method runs where it is called (blocking); the Retriever reaches it
+    through an adapter (inline, a worker thread, or a deployment handle): see knowledge/adapters.py."""
+
     name: str
 
-    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
-        """(index into documents, relevance) for the best `top_n`, best first."""
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> tuple[Ranking, Usage | None]:
+        """The best `top_n` candidates, and what the call was billed (an API's searches; else None)."""
         ...
 
 
@@ -30,17 +45,8 @@ class NoReranker:
 
     name = "none"
 
-    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
-        return [(i, 1.0 / (1 + i)) for i in range(min(top_n, len(documents)))]
-
-
-def rerank_billed(
-    reranker: Reranker, query: str, documents: list[str], top_n: int
-) -> tuple[list[tuple[int, float]], Usage | None]:
-    """The ranking, and what it was billed when the backend bills (an API: `rerank_billed`)."""
-    if hasattr(reranker, "rerank_billed"):
-        return reranker.rerank_billed(query, documents, top_n)
-    return reranker.rerank(query, documents, top_n), None
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> tuple[Ranking, Usage | None]:
+        return [(i, 1.0 / (1 + i)) for i in range(min(top_n, len(candidates)))], None
 
 
 def create_reranker(backend: str, **options: Any) -> Reranker:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 from serve_app.costs.usage import Usage
-from serve_app.knowledge.rerankers import COHERE_DEFAULT_MODEL
+from serve_app.settings import COHERE_DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from serve_app.knowledge.rerankers import Candidate, Ranking
 
 
 class CohereReranker:
@@ -27,14 +31,10 @@ class CohereReranker:
         self.model = model
         self.name = f"cohere:{model}"
 
-    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
-        return self.rerank_billed(query, documents, top_n)[0]
-
-    def rerank_billed(
-        self, query: str, documents: list[str], top_n: int
-    ) -> tuple[list[tuple[int, float]], Usage | None]:
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> tuple[Ranking, Usage | None]:
         """The ranking and the search units Cohere billed for it (from the response's meta; when a
         server leaves them out, one unit per 100 documents, Cohere's own rule)."""
+        documents = [c.text for c in candidates]
         if not documents:
             return [], None
         response = self.client.rerank(

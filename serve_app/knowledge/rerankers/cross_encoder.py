@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from serve_app.costs.usage import Usage
+    from serve_app.knowledge.rerankers import Candidate, Ranking
 
 
 class CrossEncoderReranker:
@@ -22,9 +28,11 @@ class CrossEncoderReranker:
         self.name = f"cross-encoder:{model}"
         self.batch_size = batch_size
 
-    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> tuple[Ranking, Usage | None]:
+        """The ranking; a self-hosted model bills nothing."""
+        documents = [c.text for c in candidates]
         if not documents:
-            return []
+            return [], None
         scores = np.asarray(
             self.model.predict(
                 [(query, d) for d in documents], batch_size=self.batch_size, show_progress_bar=False
@@ -32,4 +40,4 @@ class CrossEncoderReranker:
             dtype=np.float64,
         ).reshape(len(documents), -1)[:, -1]
         order = np.argsort(-scores, kind="stable")[:top_n]
-        return [(int(i), float(scores[i])) for i in order]
+        return [(int(i), float(scores[i])) for i in order], None

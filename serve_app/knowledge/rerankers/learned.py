@@ -14,8 +14,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serve_app.costs.usage import Usage
+    from serve_app.knowledge.rerankers import Candidate, Ranking
 
 FEATURES = ("lexical_rank", "dense_rank", "lexical_share", "dense_share")
 BUNDLED = Path(__file__).with_name("learned_fusion.json")
@@ -61,10 +66,7 @@ def evidence_for(
 
 
 class LearnedFusionReranker:
-    """Ranks candidates by `weights . Evidence.features()`; `uses_evidence` tells the Retriever to pass
-    the candidates' evidence instead of their texts."""
-
-    uses_evidence = True
+    """Ranks candidates by `weights . Evidence.features()` (their evidence; their texts are not read)."""
 
     def __init__(self, path: str | Path | None = None, weights: list[float] | None = None):
         if weights is None:
@@ -81,14 +83,18 @@ class LearnedFusionReranker:
         self.weights = np.asarray(weights, dtype=float)
 
     def rerank_evidence(self, evidence: list[Evidence], top_n: int) -> list[tuple[int, float]]:
+        """(index, score) of the best `top_n`, best first: the model itself, for fitting and evaluation."""
         if not evidence:
             return []
         scores = np.asarray([e.features() for e in evidence]) @ self.weights
         order = np.argsort(-scores, kind="stable")[:top_n]
         return [(int(i), float(scores[i])) for i in order]
 
-    def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
-        raise TypeError("the learned reranker ranks retrieval evidence, not texts: use rerank_evidence")
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> tuple[Ranking, Usage | None]:
+        evidence = [c.evidence for c in candidates]
+        if any(e is None for e in evidence):
+            raise TypeError("the learned reranker ranks retrieval evidence: a candidate has none")
+        return self.rerank_evidence(evidence, top_n), None
 
 
 def fit_pairwise(
