@@ -16,7 +16,7 @@ from ray import serve
 
 from serve_app.costs.pricing import default_pricing
 from serve_app.frames.service import DedupService
-from serve_app.frames.synthetic import ClipSpec, EventClip, EventClipSpec, ScreenShareClip
+from serve_app.frames.synthetic import ClipFrame, ClipSpec, EventClip, EventClipSpec, ScreenShareClip
 from serve_app.runtime import RunningGraph, load_builder
 from serve_app.settings import Settings
 from tests import images
@@ -41,6 +41,22 @@ def test_health_and_docs(graph: RunningGraph) -> None:
     assert httpx.get(f"{graph.base_url}/docs").status_code == 200
 
 
+def offer_jpeg(client: httpx.Client, sid: str, frame: ClipFrame, local: DedupService) -> dict:
+    """Post one generated frame as JPEG; its decision must equal the Ray-free service's."""
+    got = (
+        client.post(
+            f"/v1/streams/{sid}/frames",
+            params={"ts": frame.ts, "speaking": frame.is_speaking},
+            content=frame.jpeg,
+            headers={"content-type": "image/jpeg"},
+        )
+        .raise_for_status()
+        .json()
+    )
+    assert got == asyncio.run(local.offer(sid, frame.rgb, frame.is_speaking, frame.ts)).to_dict()
+    return got
+
+
 def test_http_verdicts_equal_the_in_process_service(graph: RunningGraph) -> None:
     """A generated screen share over HTTP gets exactly the verdicts the Ray-free service gives."""
     clip = list(ScreenShareClip(ClipSpec(seed=3, width=640, height=360, duration_s=6)).frames())
@@ -48,18 +64,7 @@ def test_http_verdicts_equal_the_in_process_service(graph: RunningGraph) -> None
     sid = "tenant_http_eq-1.screen"
     with httpx.Client(base_url=graph.base_url, timeout=30) as client:
         for frame in clip:
-            got = (
-                client.post(
-                    f"/v1/streams/{sid}/frames",
-                    params={"ts": frame.ts, "speaking": frame.is_speaking},
-                    content=frame.jpeg,
-                    headers={"content-type": "image/jpeg"},
-                )
-                .raise_for_status()
-                .json()
-            )
-            expected = asyncio.run(local.offer(sid, frame.rgb, frame.is_speaking, frame.ts)).to_dict()
-            assert got == expected
+            offer_jpeg(client, sid, frame, local)
         stats = client.get(f"/v1/streams/{sid}/stats").json()
     assert stats["stream"]["total"] == len(clip)
     assert stats["stream"]["processed"] >= 1 and stats["stream"]["throttled"] > 0
@@ -75,18 +80,7 @@ def test_region_changes_through_the_graph_say_why_and_where(graph: RunningGraph)
     sent = []
     with httpx.Client(base_url=graph.base_url, timeout=30) as client:
         for frame in clip.frames():
-            got = (
-                client.post(
-                    f"/v1/streams/{sid}/frames",
-                    params={"ts": frame.ts, "speaking": frame.is_speaking},
-                    content=frame.jpeg,
-                    headers={"content-type": "image/jpeg"},
-                )
-                .raise_for_status()
-                .json()
-            )
-            assert got == asyncio.run(local.offer(sid, frame.rgb, frame.is_speaking, frame.ts)).to_dict()
-            if got["send"]:
+            if (got := offer_jpeg(client, sid, frame, local))["send"]:
                 sent.append(got)
     regions = [d for d in sent if d["reason"] == "region"]
     assert sent[0]["reason"] == "first" and len(regions) >= 2
