@@ -14,7 +14,8 @@ soon as the last is answered) for `--seconds`:
 - `http-raw` / `http-jpeg` / `http-png`: `POST /v1/streams/{id}/frames` with one frame (batch 1), or
   `POST /v1/streams/{id}/frames/batch` with B frames of one stream per request (batch B).
 
-Frames are consecutive 5-fps frames of a generated screen share (`EventClip`), cycled, with timestamps
+With many streams the batch shrinks so that at most `--max-in-flight` frames are in flight (64 streams:
+4 frames per request), which bounds memory. Frames are consecutive 5-fps frames of a generated screen share (`EventClip`), cycled, with timestamps
 1/30 s apart while speaking, so none is throttled and every one is hashed and decided. Each row reports
 frames/s, per-decision latency (p50/p95: request sent to its answer), the CPU cores the client (this
 process) and the graph (every Ray process) used, and the ratio to the reference measured in this process
@@ -281,8 +282,9 @@ async def run_paths(args: argparse.Namespace, pool: Pool, base_url: str, app_nam
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
         for path in args.paths:
             send = handle_sender(handle, pool) if path == "handle" else http_sender(client, pool, path)
-            for batch in args.batch:
+            for wanted in args.batch:
                 for streams in args.streams:
+                    batch = max(1, min(wanted, args.max_in_flight // streams))
                     row = await measure(send, path, streams, batch, args.seconds, meter)
                     rows.append(row)
                     print(
@@ -303,6 +305,9 @@ def main() -> None:
     )
     parser.add_argument("--paths", default="handle,http-raw,http-jpeg,http-png")
     parser.add_argument("--size", default="1280x720")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=256, help="frames in flight at most: batch <= this / streams"
+    )
     parser.add_argument("--replicas", type=int, default=1, help="FrameDedup replicas")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
