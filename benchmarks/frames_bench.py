@@ -15,8 +15,9 @@ soon as the last is answered) for `--seconds`:
   `POST /v1/streams/{id}/frames/batch` with B frames of one stream per request (batch B).
 
 With many streams the batch shrinks so that at most `--max-in-flight` frames are in flight (64 streams:
-4 frames per request), which bounds memory. Frames are consecutive 5-fps frames of a generated screen share (`EventClip`), cycled, with timestamps
-1/30 s apart while speaking, so none is throttled and every one is hashed and decided. Each row reports
+4 frames per request), which bounds memory. Frames are consecutive 5-fps frames of a generated screen
+share (`EventClip`), cycled, with timestamps 1/30 s apart while speaking, so none is throttled and every
+one is hashed and decided. Each row reports
 frames/s, per-decision latency (p50/p95: request sent to its answer), the CPU cores the client (this
 process) and the graph (every Ray process) used, and the ratio to the reference measured in this process
 in the same run: for `handle`, the kernel (`signals_batch` over batches of 64: pHash and the region
@@ -309,12 +310,19 @@ def main() -> None:
         "--max-in-flight", type=int, default=256, help="frames in flight at most: batch <= this / streams"
     )
     parser.add_argument("--replicas", type=int, default=1, help="FrameDedup replicas")
+    parser.add_argument(
+        "--throughput-optimized",
+        action="store_true",
+        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's lower-overhead request path)",
+    )
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
     args.streams = [int(s) for s in args.streams.split(",")]
     args.batch = [int(b) for b in args.batch.split(",")]
     args.paths = args.paths.split(",")
     width, height = (int(v) for v in args.size.split("x"))
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # read when Serve is imported, inherited by Ray
 
     from serve_app.db.database import stop_embedded
     from serve_app.runtime import local_graph
@@ -403,6 +411,8 @@ def report(
         "decode_kernel_fps": {k: round(refs[k], 1) for k in ("raw", "jpeg", "png")},
         "service_fps": round(refs["service"], 1),
         "size": f"{width}x{height}",
+        "replicas": args.replicas,
+        "throughput_optimized": args.throughput_optimized,
         "rows": out,
     }
     if args.json:
