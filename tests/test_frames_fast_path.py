@@ -19,9 +19,11 @@ from serve_app.auth import RateLimiter
 from serve_app.backends import LocalFrameBackend
 from serve_app.frames.decode import FrameLimits
 from serve_app.frames.phash import frame_signals, stacked
+from serve_app.frames.sampler import FrameSampler
 from serve_app.frames.service import DedupService
 from serve_app.frames.synthetic import EventClip, EventClipSpec
 from serve_app.http import create_app
+from serve_app.tenancy import parse_stream_id
 
 SIZES = [(1280, 720), (640, 480)]
 
@@ -83,6 +85,10 @@ def batched(
 def test_offer_many_decides_exactly_as_one_at_a_time(width: int, height: int) -> None:
     frames, ts, speaking = clip_frames(width, height)
     expected = one_at_a_time(frames, ts, speaking)
+    sampler = FrameSampler(parse_stream_id("tenant_fast_s.screen"), DedupService().policy)
+    assert expected == [  # the sampler alone, in this thread: what the service does in its worker thread
+        sampler.offer(f, s, t).to_dict() for f, s, t in zip(frames, speaking, ts, strict=True)
+    ]
     reasons = {d["reason"] for d in expected}
     assert {"first", "duplicate", "throttled"} <= reasons and reasons & {"phash", "region"}
     for sizes, as_list in (([16], False), ([1, 5, 2, 31], False), ([7, 3], True)):

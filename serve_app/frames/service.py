@@ -10,6 +10,7 @@ one call (one `[B, H, W, 3]` array is hashed where it lies, without a copy).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class DedupService:
         self.hash_threads = settings.hash_threads
         self.batches = 0
         self.batched_frames = 0
+        self._deciding = threading.Lock()
         self._settings = settings
         self.reconfigure({})
 
@@ -138,14 +140,25 @@ class DedupService:
         ]
         return hashes, thumbs
 
+    def _decide_all(self, items: list[Pending]) -> list[Decision]:
+        """Signals and dedup decisions of a batch, in order (a worker thread: the region detector's numpy
+        work then leaves the event loop free). One batch at a time: a stream's region state is read and
+        written by its decisions only, in order; counting is left to the event loop."""
+        with self._deciding:
+            hashes, thumbs = self.signals([item.frame for item in items])
+            return [
+                it.sampler.decide(it.ts, int(h), th, count=False)
+                for it, h, th in zip(items, hashes, thumbs, strict=True)
+            ]
+
     async def decide_batch(self, items: list[Pending]) -> list[Decision]:
-        hashes, thumbs = await asyncio.to_thread(self.signals, [item.frame for item in items])
+        decisions = await asyncio.to_thread(self._decide_all, items)
         self.batches += 1
         self.batched_frames += len(items)
-        return [
-            self._observed(it.sampler, self.streams.record(it.sampler, it.sampler.decide(it.ts, int(h), th)))
-            for it, h, th in zip(items, hashes, thumbs, strict=True)
-        ]
+        for it, decision in zip(items, decisions, strict=True):
+            it.sampler.counters.add(decision.verdict, decision.reason)
+            self._observed(it.sampler, self.streams.record(it.sampler, decision))
+        return decisions
 
     def _observed(self, sampler: FrameSampler, decision: Decision) -> Decision:
         """Count the decision in the metrics (the sampler already knows the stream's tenant)."""
