@@ -335,7 +335,11 @@ def main() -> None:
         state_dir=state,
         http={"port": free_port()},
         auth={"mode": "off"},
-        serve={"metrics_port": free_port(), "frame_dedup": {"num_replicas": args.replicas}},
+        serve={
+            "metrics_port": free_port(),
+            # the graph's other deployments fill the rest of 2 CPUs: replicas share FrameDedup's half
+            "frame_dedup": {"num_replicas": args.replicas, "num_cpus": 0.5 / args.replicas},
+        },
     )
     started = time.perf_counter()
     try:
