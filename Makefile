@@ -13,7 +13,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(strip $(shell nproc 2>/dev/null || echo 2
 # than -march=native (one build runs on AMD and Intel alike, no AMX kernels): a quarter less compiling.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: demo test bench lint serve clean
+.PHONY: demo test bench bench-frames lint serve clean
 
 $(STAMP): pyproject.toml setup.py serve_app/frames/_phash_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/phash_bench.py
+
+bench-frames: $(STAMP)
+	$(BIN)/python benchmarks/frames_bench.py --batch 1,16
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -2,20 +2,25 @@
 pinned by routing.
 
 Call through a handle with keywords so the router sees the stream:
-`await handle.offer.remote(stream_id=..., frame=rgb_uint8_hwc, is_speaking=..., ts=...)`.
+`await handle.offer.remote(stream_id=..., frame=rgb_uint8_hwc, is_speaking=..., ts=...)`, or, for
+several frames of one stream in one request (the fast path: one call's overhead for all of them),
+`await handle.offer_many.remote(stream_id=..., frames=rgb_uint8_bhwc, is_speaking=..., ts=[...])`.
+Both go through the same `@serve.batch` queue (an item is the admitted frames of one call), so frames
+of many streams are hashed together and one stream's frames are decided in the order they arrived.
 Live settings (pHash threshold, region signal, fps, batch size) arrive as `user_config` and apply without a
 redeploy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from serve_app.frames.sampler import Decision
-from serve_app.frames.service import DedupService, Pending
+from serve_app.frames.service import DedupService, Pending, complete
 from serve_app.metrics import Metrics
 from serve_app.settings import DedupSettings
 
@@ -41,12 +46,29 @@ class FrameDedup:
         self, stream_id: str, frame: np.ndarray, is_speaking: bool = False, ts: float | None = None
     ) -> dict[str, Any]:
         admitted = self.service.admit(stream_id, frame, is_speaking, ts)
-        decision = admitted if isinstance(admitted, Decision) else await self._decide(admitted)
+        decision = admitted if isinstance(admitted, Decision) else (await self._decide([admitted]))[0]
         return decision.to_dict()
 
+    async def offer_many(
+        self,
+        stream_id: str,
+        frames: np.ndarray | list[np.ndarray],
+        is_speaking: bool | Sequence[bool] = False,
+        ts: Sequence[float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Several frames of one stream ([B, H, W, 3] or a list of [H, W, 3]): their decisions, in order."""
+        admitted = self.service.admit_many(stream_id, frames, is_speaking, ts)
+        return [d.to_dict() for d in await complete(admitted, self._decide)]
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _decide(self, items: list[Pending]) -> list[Decision]:
-        return await self.service.decide_batch(items)
+    async def _decide(self, groups: list[list[Pending]]) -> list[list[Decision]]:
+        """Each item is one call's admitted frames: all of them are hashed in one pass."""
+        decisions = await self.service.decide_batch([p for group in groups for p in group])
+        out, at = [], 0
+        for group in groups:
+            out.append(decisions[at : at + len(group)])
+            at += len(group)
+        return out
 
     async def stats(self, stream_id: str) -> dict[str, Any]:
         return {**self.service.stats(stream_id), "replica": self._replica()}

@@ -167,6 +167,10 @@ class RateLimiter:
         bucket.level -= 1
         return None
 
+    def charge_frames(self, tenant: str, frames: int) -> None:
+        """Charge frames beyond the one `admit` took (a batch upload; may go below zero)."""
+        self._bucket(self._frames, tenant, self.frames_per_min).level -= frames
+
     def charge_tokens(self, tenant: str, tokens: int) -> None:
         """Charge an answer's tokens (the bucket may go below zero: later requests wait it out)."""
         bucket = self._bucket(self._tokens, tenant, self._limits(tenant)[1])

@@ -7,7 +7,7 @@ these protocols, over deployment handles (`serve_app.handles`) or in-process ser
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +25,9 @@ class FrameBackend(Protocol):
     async def offer(
         self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None
     ) -> dict[str, Any]: ...
+    async def offer_many(
+        self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
+    ) -> list[dict[str, Any]]: ...
     async def stats(self, stream_id: str) -> dict[str, Any]: ...
     async def close(self, stream_id: str) -> dict[str, Any]: ...
 
@@ -52,6 +55,11 @@ class LocalFrameBackend:
     async def offer(self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None) -> dict[str, Any]:
         decision: Decision = await self.service.offer(stream_id, frame, is_speaking, ts)
         return decision.to_dict()
+
+    async def offer_many(
+        self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
+    ) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in await self.service.offer_many(stream_id, frames, is_speaking, ts)]
 
     async def stats(self, stream_id: str) -> dict[str, Any]:
         return self.service.stats(stream_id)

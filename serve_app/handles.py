@@ -7,7 +7,7 @@ the FrameDedup request router sees the stream id.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,15 @@ class HandleFrameBackend:
         with _overload("frame dedup"):
             return await self.frame_dedup.offer.remote(
                 stream_id=stream_id, frame=frame, is_speaking=is_speaking, ts=ts
+            )
+
+    async def offer_many(
+        self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
+    ) -> list[dict[str, Any]]:
+        """Several frames of one stream in one request (a [B, H, W, 3] array travels as one buffer)."""
+        with _overload("frame dedup"):
+            return await self.frame_dedup.offer_many.remote(
+                stream_id=stream_id, frames=frames, is_speaking=is_speaking, ts=ts
             )
 
     async def stats(self, stream_id: str) -> dict[str, Any]:

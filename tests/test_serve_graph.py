@@ -91,6 +91,58 @@ def test_region_changes_through_the_graph_say_why_and_where(graph: RunningGraph)
     assert any(d["box"][2] == 640 and d["ts"] - banner.ts <= 0.5 for d in regions)  # full-width banner
 
 
+def test_batched_frames_through_the_graph_decide_as_one_at_a_time(graph: RunningGraph) -> None:
+    """The fast path: `offer_many` through the handle (one [B, H, W, 3] array per call, concurrent calls of
+    several streams) and `/frames/batch` over HTTP give exactly the Ray-free service's decisions, one
+    frame at a time, regions and boxes included."""
+    spec = EventClipSpec(seed=0, width=640, height=480, duration_s=6, kinds=("inline_error", "banner"))
+    clip = EventClip(spec)
+    frames = list(clip.frames())
+    rgb = np.stack([f.rgb for f in frames])
+    ts = [f.ts for f in frames]
+    speaking = [f.is_speaking for f in frames]
+    local = DedupService()
+    expected = [
+        asyncio.run(local.offer("tenant_fast_x", f.rgb, f.is_speaking, f.ts)).to_dict() for f in frames
+    ]
+    assert any(d["reason"] == "region" for d in expected)
+    handle = dedup_handle(graph)
+
+    async def one_stream(sid: str, step: int) -> list[dict]:
+        out = []
+        for lo in range(0, len(frames), step):
+            out += await handle.offer_many.remote(
+                stream_id=sid,
+                frames=rgb[lo : lo + step],
+                is_speaking=speaking[lo : lo + step],
+                ts=ts[lo : lo + step],
+            )
+        return out
+
+    async def streams() -> list[list[dict]]:
+        return await asyncio.gather(*(one_stream(f"tenant_fast_g{n}", 8 + 5 * n) for n in range(3)))
+
+    for n, got in enumerate(asyncio.run(streams())):
+        assert got == [{**d, "stream_id": f"tenant_fast_g{n}"} for d in expected]
+    sid = "tenant_fast_http.screen"
+    got = []
+    with httpx.Client(base_url=graph.base_url, timeout=60) as client:
+        for lo in range(0, len(frames), 16):
+            part = frames[lo : lo + 16]
+            r = client.post(
+                f"/v1/streams/{sid}/frames/batch",
+                params={
+                    "ts": ts[lo : lo + 16],
+                    "speaking": speaking[lo : lo + 16],
+                    "sizes": [len(f.jpeg) for f in part],
+                },
+                content=b"".join(f.jpeg for f in part),
+                headers={"content-type": "image/jpeg"},
+            )
+            got += r.raise_for_status().json()["decisions"]
+    assert got == [{**d, "stream_id": sid} for d in expected]
+
+
 def test_bad_input_through_the_graph_is_4xx(graph: RunningGraph) -> None:
     with httpx.Client(base_url=graph.base_url) as client:
         bad_id = client.post(

@@ -1,18 +1,25 @@
 """Video into the dedup deployment, and the latest sent-on frames out to the next LLM turn.
 
 `VideoForwarder` reads a track's `rtc.VideoStream`, throttles locally to the active/idle rate (so the
-agent never ships frames the deployment would throttle anyway), offers each sampled frame to the
+agent never ships frames the deployment would throttle anyway), offers the sampled frames to the
 FrameDedup backend, and keeps the frames it says to send on (JPEG) in a `FrameBuffer`. The LLM attaches
 the buffer's latest frames to the turn; every escalation attempt then gets the same frames.
+
+Frames go out with `offer_many` (the fast path), one call in flight per track: a frame sampled while the
+dedup is idle goes at once, alone; frames sampled while a call is in flight wait and go together in the
+next call (one `[B, H, W, 3]` array), so batches grow only under load and add no latency when idle. The
+dedup decides a batch exactly as it would the same frames one at a time. At most `max_pending` frames
+wait; past that the oldest are dropped (counted in `dropped`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +35,9 @@ class FrameSink(Protocol):
     async def offer(
         self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None
     ) -> dict[str, Any]: ...
+    async def offer_many(
+        self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
+    ) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -64,6 +74,14 @@ def rgb_of(frame: Any) -> np.ndarray:
     return np.frombuffer(rgba.data, dtype=np.uint8).reshape(rgba.height, rgba.width, 4)[..., :3].copy()
 
 
+def as_batch(frames: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Frames of one size as one contiguous `[B, H, W, 3]` array (one buffer on the wire, hashed where it
+    lies); a list when the size changed mid-batch."""
+    if len({f.shape for f in frames}) == 1:
+        return np.stack(frames)
+    return frames
+
+
 @dataclass
 class VideoForwarder:
     sink: FrameSink
@@ -72,28 +90,65 @@ class VideoForwarder:
     speaking: Callable[[], bool] = lambda: False
     active_fps: float = 30.0
     idle_fps: float = 5.0
+    max_batch: int = 32
+    max_pending: int = 64
     offered: int = 0
     sent: int = 0
+    dropped: int = 0
+    calls: int = 0
     _last_ts: float | None = None
+    _pending: deque = field(default_factory=deque)  # (rgb, is_speaking, ts) sampled, not yet offered
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _done: bool = False
 
     def _due(self, ts: float) -> bool:
         fps = self.active_fps if self.speaking() else self.idle_fps
         return self._last_ts is None or ts - self._last_ts >= 0.75 / fps
 
     async def run(self, events: AsyncIterable[Any]) -> None:
-        """Consume `rtc.VideoStream` events (frame, timestamp_us) until the stream ends."""
-        async for event in events:
-            ts = event.timestamp_us / 1e6
-            if not self._due(ts):
+        """Consume `rtc.VideoStream` events (frame, timestamp_us) until the stream ends; returns once
+        every sampled frame has been offered."""
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            async for event in events:
+                ts = event.timestamp_us / 1e6
+                if not self._due(ts):
+                    continue
+                self._last_ts = ts
+                self._pending.append((rgb_of(event.frame), self.speaking(), ts))
+                while len(self._pending) > self.max_pending:
+                    self._pending.popleft()
+                    self.dropped += 1
+                self._wake.set()
+        finally:
+            self._done = True
+            self._wake.set()
+            await sender
+
+    async def _send_loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._done:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            self._last_ts = ts
-            rgb = rgb_of(event.frame)
-            try:
-                decision = await self.sink.offer(self.stream_id, rgb, self.speaking(), ts)
-            except Exception:  # a full queue or a restarting replica: drop this frame, keep the stream
-                log.warning("frame of %s not offered", self.stream_id, exc_info=True)
-                continue
-            self.offered += 1
+            batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+            await self._offer(batch)
+
+    async def _offer(self, batch: list[tuple[np.ndarray, bool, float]]) -> None:
+        frames = [b[0] for b in batch]
+        speaking = [b[1] for b in batch]
+        try:
+            self.calls += 1
+            decisions = await self.sink.offer_many(
+                self.stream_id, as_batch(frames), speaking, [b[2] for b in batch]
+            )
+        except Exception:  # a full queue or a restarting replica: drop these frames, keep the stream
+            log.warning("%d frames of %s not offered", len(batch), self.stream_id, exc_info=True)
+            return
+        self.offered += len(batch)
+        for rgb, decision in zip(frames, decisions, strict=True):
             if decision.get("send"):
                 self.sent += 1
                 self.buffer.add(rgb)

@@ -55,12 +55,23 @@ def _admit(request: Request, limiter: RateLimiter, tenant: str) -> None:
     """429 with Retry-After when the tenant is over its limit (chat also needs tokens, frames their own)."""
     path = request.url.path
     wait = limiter.admit(
-        tenant, needs_tokens=path.endswith("/chat/completions"), frame=path.endswith("/frames")
+        tenant,
+        needs_tokens=path.endswith("/chat/completions"),
+        frame=path.endswith(("/frames", "/frames/batch")),
     )
     if wait is not None:
         raise HTTPException(
             429, f"rate limit of tenant {tenant!r} reached", headers={"Retry-After": str(math.ceil(wait))}
         )
+
+
+def charge_frames(request: Request, frames: int) -> None:
+    """Charge the frames of a batch upload beyond the one its request was admitted for (the bucket may
+    go below zero: later uploads wait it out)."""
+    access: Access = request.app.state.access
+    tenant = getattr(request.state, "tenant", None)
+    if access.limiter is not None and tenant is not None and frames > 0:
+        access.limiter.charge_frames(tenant, frames)
 
 
 def authorize(request: Request, tenant: str) -> None:

@@ -1,7 +1,9 @@
 """`/v1/streams/...`: offer screen-share frames to the dedup, read and close a stream's counters.
 
 The body is read under the frame byte limit and decoded here (JPEG, PNG or raw RGB24), off the
-event loop; the `FrameBackend` in `app.state.frames` decides.
+event loop; the `FrameBackend` in `app.state.frames` decides. `/frames/batch` takes several frames of one
+stream in one request (the fast path): one request's overhead and one call to the dedup for all of them;
+raw RGB24 frames go on as one array, without a copy; JPEG/PNG frames are decoded in parallel threads.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 
-from serve_app.api.access import authenticate, authorize
+from serve_app.api.access import authenticate, authorize, charge_frames
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import FrameBackend
-from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame
+from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame, split_batch
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id
 
 router = APIRouter(
@@ -38,6 +40,10 @@ class FrameDecisionOut(BaseModel):
     distance: int | None
     reason: str  # first | phash | region | throttled | duplicate
     box: list[int] | None = None  # [x, y, width, height] of the changed region, frame pixels
+
+
+class FrameBatchOut(BaseModel):
+    decisions: list[FrameDecisionOut]  # one per frame, in the order of the body
 
 
 def frame_backend(request: Request) -> FrameBackend:
@@ -98,6 +104,55 @@ async def submit_frame(
     except FrameDecodeError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return await frame_backend(request).offer(stream_id, frame, speaking, ts)
+
+
+@router.post(
+    "/{stream_id}/frames/batch",
+    response_model=FrameBatchOut,
+    summary="Offer several frames of one stream in one request (the fast path); one decision per frame",
+    responses={
+        400: {"description": "bad stream id"},
+        413: {"description": "batch or a frame too large, or too many frames"},
+        415: {"description": "unsupported content type"},
+        422: {"description": "corrupt frame, or sizes / ts that do not match the body"},
+        503: {"description": "overloaded"},
+    },
+)
+async def submit_frames(
+    request: Request,
+    stream_id: str = STREAM_ID,
+    ts: list[float] | None = Query(None, description="each frame's time, seconds: one per frame, or none"),
+    speaking: list[bool] = Query([False], description="one value for every frame, or one per frame"),
+    sizes: list[int] | None = Query(None, description="bytes of each frame in the body (JPEG/PNG)"),
+    width: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
+    height: int | None = Query(None, ge=1, le=16384, description="raw RGB24 only"),
+) -> dict[str, Any]:
+    checked_stream(request, stream_id)
+    limits: FrameLimits = request.app.state.limits
+    if ts is not None and not all(0 <= t <= 1e12 for t in ts):  # NaN fails both
+        raise HTTPException(422, "every ts must be a number of seconds in [0, 1e12]")
+    body = await read_body(request, limits.max_batch_bytes)
+    ctype = request.headers.get("content-type")
+    count = None if ts is None else len(ts)
+    try:
+        split = split_batch(body, ctype, limits, count=count, sizes=sizes, width=width, height=height)
+        n = len(split)
+        if len(speaking) not in (1, n):
+            raise FrameDecodeError(f"speaking has {len(speaking)} values for {n} frames")
+        if isinstance(split, list):  # JPEG / PNG: decoded in parallel, off the event loop
+            frames: Any = list(
+                await asyncio.gather(
+                    *(asyncio.to_thread(decode_frame, part, ctype, limits) for part in split)
+                )
+            )
+        else:
+            frames = split
+    except FrameDecodeError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    charge_frames(request, n - 1)  # the route was charged one frame on the way in
+    flags: Any = speaking[0] if len(speaking) == 1 else speaking
+    decisions = await frame_backend(request).offer_many(stream_id, frames, flags, ts)
+    return {"decisions": decisions}
 
 
 @router.get("/{stream_id}/stats", summary="Counters of a stream and its tenant")

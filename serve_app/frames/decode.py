@@ -3,6 +3,9 @@
 Checks happen before pixels are decoded: byte size, format from the file signature, declared dimensions
 against a pixel budget (so a tiny PNG claiming 100k x 100k never allocates), then a full decode that
 reports truncated or corrupt data.
+
+A batch upload (`split_batch`) is several frames of one stream back to back: raw RGB24 frames of one size
+(one `[B, H, W, 3]` view of the body, no copy), or JPEG/PNG files whose byte sizes the client lists.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class FrameDecodeError(ValueError):
 class FrameLimits:
     max_bytes: int = 8 * 1024 * 1024
     max_pixels: int = 3840 * 2160
+    max_batch_frames: int = 64  # frames per batch upload
+    max_batch_bytes: int = 192 * 1024 * 1024  # a batch upload's body (64 raw 720p frames: 169 MiB)
 
 
 def _check_dims(width: int, height: int, limits: FrameLimits) -> None:
@@ -92,3 +97,64 @@ def decode_frame(
         "(raw RGB24 with width and height)",
         415,
     )
+
+
+def split_batch(
+    data: bytes,
+    content_type: str | None,
+    limits: FrameLimits,
+    *,
+    count: int | None,
+    sizes: list[int] | None,
+    width: int | None = None,
+    height: int | None = None,
+) -> np.ndarray | list[bytes]:
+    """A batch body: raw RGB24 as one uint8 `[B, H, W, 3]` array (a view of `data`), or JPEG/PNG as one
+    bytes object per frame (cut at `sizes`, to decode with `decode_frame`). `count`: the number of
+    frames the other parameters say (None: from `sizes`, or for raw from the body size)."""
+    if len(data) > limits.max_batch_bytes:
+        raise FrameDecodeError(f"batch is {len(data)} bytes; the limit is {limits.max_batch_bytes}", 413)
+    if not data:
+        raise FrameDecodeError("empty body: send JPEG, PNG or raw RGB24 frames back to back")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media not in FORMATS and media not in RAW_TYPES:
+        raise FrameDecodeError(
+            f"unsupported content type {content_type!r}: use image/jpeg, image/png or "
+            "application/octet-stream (raw RGB24 with width and height)",
+            415,
+        )
+    if sizes is not None:
+        if count is not None and len(sizes) != count:
+            raise FrameDecodeError(f"sizes has {len(sizes)} values for {count} frames")
+        count = len(sizes)
+        if any(n < 1 for n in sizes) or sum(sizes) != len(data):
+            raise FrameDecodeError(f"sizes must be positive and add up to the body's {len(data)} bytes")
+    if media in RAW_TYPES:
+        if width is None or height is None:
+            raise FrameDecodeError("raw RGB24 frames need the width and height query parameters")
+        _check_dims(width, height, limits)
+        frame_bytes = width * height * 3
+        if count is None:
+            count = len(data) // frame_bytes
+        if count < 1 or len(data) != count * frame_bytes or (sizes and set(sizes) != {frame_bytes}):
+            raise FrameDecodeError(
+                f"raw RGB24 {width}x{height} frames are {frame_bytes} bytes each; got {len(data)} bytes"
+                + (f" for {count} frames" if count else "")
+            )
+        _check_count(count, limits)
+        return np.frombuffer(data, dtype=np.uint8).reshape(count, height, width, 3)
+    if sizes is None:
+        raise FrameDecodeError("JPEG and PNG batches need the sizes query parameter (bytes of each frame)")
+    _check_count(count, limits)
+    parts, at = [], 0
+    for n in sizes:
+        if n > limits.max_bytes:
+            raise FrameDecodeError(f"a frame is {n} bytes; the limit is {limits.max_bytes}", 413)
+        parts.append(data[at : at + n])
+        at += n
+    return parts
+
+
+def _check_count(count: int, limits: FrameLimits) -> None:
+    if not 1 <= count <= limits.max_batch_frames:
+        raise FrameDecodeError(f"send 1 to {limits.max_batch_frames} frames per batch, got {count}", 413)

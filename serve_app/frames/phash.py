@@ -301,6 +301,20 @@ def phash_batch(
     return signals_batch(frames, backend=backend, device=device, threads=threads).hashes
 
 
+def stacked(frames: list[np.ndarray]) -> np.ndarray:
+    """Frames of one shape as one `[n, H, W, 3]` array: a view when they lie back to back in one
+    buffer (the rows of one batch array, as `offer_many` receives them), else a copy (`np.stack`)."""
+    first = frames[0]
+    base, size = first.base, first.nbytes
+    if base is not None and all(f.base is base and f.flags.c_contiguous for f in frames):
+        start = first.__array_interface__["data"][0]
+        if all(f.__array_interface__["data"][0] == start + i * size for i, f in enumerate(frames)):
+            return np.lib.stride_tricks.as_strided(
+                first, shape=(len(frames), *first.shape), strides=(size, *first.strides), writeable=False
+            )
+    return np.stack(frames)
+
+
 def frame_signals(
     frames: list[np.ndarray], cell: Cell | None = None, **options: Any
 ) -> tuple[np.ndarray, list[np.ndarray | None]]:
@@ -312,7 +326,7 @@ def frame_signals(
     for i, frame in enumerate(frames):
         by_shape.setdefault(tuple(frame.shape), []).append(i)
     for indices in by_shape.values():
-        got = signals_batch(np.stack([frames[i] for i in indices]), cell=cell, **options)
+        got = signals_batch(stacked([frames[i] for i in indices]), cell=cell, **options)
         hashes[indices] = got.hashes
         if got.cells is not None:
             for i, frame_cells in zip(indices, got.cells, strict=True):

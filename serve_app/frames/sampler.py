@@ -168,9 +168,11 @@ class FrameSampler:
         self.anchor = due if ts < due + period else ts  # off the grid after a gap: restart it here
         return None
 
-    def decide(self, ts: float, phash: int, thumb: Thumb | None = None) -> Decision:
+    def decide(self, ts: float, phash: int, thumb: Thumb | None = None, count: bool = True) -> Decision:
         """Dedup gate for an admitted frame with its pHash and, when the region signal is on, its
-        region thumbnail."""
+        region thumbnail. `count=False` leaves the counters to the caller (`counters.add(verdict,
+        reason)`): the replica decides in a worker thread and counts on its event loop, where `admit`
+        counts too."""
         phash = int(phash)
         region = self._region(ts, thumb)
         distance = None
@@ -183,12 +185,14 @@ class FrameSampler:
             elif region is not None:
                 reason = Reason.REGION
             else:
-                self.counters.add(Verdict.DUPLICATE, Reason.DUPLICATE)
+                if count:
+                    self.counters.add(Verdict.DUPLICATE, Reason.DUPLICATE)
                 return Decision(str(self.stream), Verdict.DUPLICATE, ts, phash, distance, Reason.DUPLICATE)
         self.last_processed_hash = phash
         if self.region is not None:
             self.region.commit()
-        self.counters.add(Verdict.PROCESSED, reason)
+        if count:
+            self.counters.add(Verdict.PROCESSED, reason)
         return Decision(str(self.stream), Verdict.PROCESSED, ts, phash, distance, reason, region)
 
     def _region(self, ts: float, thumb: Thumb | None) -> RegionChange | None:

@@ -3,13 +3,16 @@
 `admit` applies the throttle gate at once; frames that pass are `Pending` and go through `decide_batch`
 together (the Ray deployment feeds it from `@serve.batch`; `offer` does a batch of one): one pass of the
 kernel per frame size gives every frame's pHash and region thumbnail. Decisions for one stream are made
-in the order the frames were admitted.
+in the order the frames were admitted. `admit_many` / `offer_many` take several frames of one stream in
+one call (one `[B, H, W, 3]` array is hashed where it lies, without a copy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +69,7 @@ class DedupService:
         self.hash_threads = settings.hash_threads
         self.batches = 0
         self.batched_frames = 0
+        self._deciding = threading.Lock()
         self._settings = settings
         self.reconfigure({})
 
@@ -102,6 +106,27 @@ class DedupService:
             return self._observed(sampler, self.streams.record(sampler, throttled))
         return Pending(sampler, ts, frame)
 
+    def admit_many(
+        self,
+        stream_id: str,
+        frames: Any,
+        is_speaking: bool | Sequence[bool] = False,
+        ts: Sequence[float] | None = None,
+    ) -> list[Decision | Pending]:
+        """`admit` for several frames of one stream, in order: a uint8 `[B, H, W, 3]` array or a list of
+        `[H, W, 3]` arrays, with one `ts` (or none) and one `is_speaking` (or one for all) per frame.
+        Everything is checked before any frame is admitted, so a bad call changes no state."""
+        parse_stream_id(stream_id)
+        items = split_frames(frames)
+        stamps = per_frame("ts", ts, len(items))
+        speaking = per_frame("is_speaking", is_speaking, len(items))
+        for frame in items:
+            check_frames(frame[None])
+        for t in stamps:
+            if t is not None and not np.isfinite(float(t)):
+                raise ValueError(f"ts must be a finite number of seconds, got {t}")
+        return [self.admit(stream_id, f, s, t) for f, s, t in zip(items, speaking, stamps, strict=True)]
+
     def signals(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list[Thumb | None]]:
         """pHash and (region signal on) region thumbnail of every frame, batched per frame size."""
         options: dict[str, Any] = {"threads": self.hash_threads}
@@ -115,14 +140,25 @@ class DedupService:
         ]
         return hashes, thumbs
 
+    def _decide_all(self, items: list[Pending]) -> list[Decision]:
+        """Signals and dedup decisions of a batch, in order (a worker thread: the region detector's numpy
+        work then leaves the event loop free). One batch at a time: a stream's region state is read and
+        written by its decisions only, in order; counting is left to the event loop."""
+        with self._deciding:
+            hashes, thumbs = self.signals([item.frame for item in items])
+            return [
+                it.sampler.decide(it.ts, int(h), th, count=False)
+                for it, h, th in zip(items, hashes, thumbs, strict=True)
+            ]
+
     async def decide_batch(self, items: list[Pending]) -> list[Decision]:
-        hashes, thumbs = await asyncio.to_thread(self.signals, [item.frame for item in items])
+        decisions = await asyncio.to_thread(self._decide_all, items)
         self.batches += 1
         self.batched_frames += len(items)
-        return [
-            self._observed(it.sampler, self.streams.record(it.sampler, it.sampler.decide(it.ts, int(h), th)))
-            for it, h, th in zip(items, hashes, thumbs, strict=True)
-        ]
+        for it, decision in zip(items, decisions, strict=True):
+            it.sampler.counters.add(decision.verdict, decision.reason)
+            self._observed(it.sampler, self.streams.record(it.sampler, decision))
+        return decisions
 
     def _observed(self, sampler: FrameSampler, decision: Decision) -> Decision:
         """Count the decision in the metrics (the sampler already knows the stream's tenant)."""
@@ -144,6 +180,16 @@ class DedupService:
             return admitted
         return (await self.decide_batch([admitted]))[0]
 
+    async def offer_many(
+        self,
+        stream_id: str,
+        frames: Any,
+        is_speaking: bool | Sequence[bool] = False,
+        ts: Sequence[float] | None = None,
+    ) -> list[Decision]:
+        admitted = self.admit_many(stream_id, frames, is_speaking, ts)
+        return await complete(admitted, self.decide_batch)
+
     def stats(self, stream_id: str) -> dict[str, Any]:
         stream = parse_stream_id(stream_id)
         counters = self.streams.stream_counters(stream_id)
@@ -164,3 +210,36 @@ class DedupService:
             "closed": counters is not None,
             "stream": counters and counters.to_dict(),
         }
+
+
+MAX_FRAMES_PER_CALL = 256  # offer_many: frames of one stream per call
+
+
+def split_frames(frames: Any) -> list[np.ndarray]:
+    """A `[B, H, W, 3]` array (kept as views of it) or a sequence of `[H, W, 3]` arrays, as a list."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 4:
+        items = list(frames)
+    elif isinstance(frames, list | tuple):
+        items = [np.asarray(f) for f in frames]
+    else:
+        raise ValueError("frames must be a uint8 [B, H, W, 3] array or a list of [H, W, 3] arrays")
+    if not 1 <= len(items) <= MAX_FRAMES_PER_CALL:
+        raise ValueError(f"send 1 to {MAX_FRAMES_PER_CALL} frames per call, got {len(items)}")
+    return items
+
+
+def per_frame(name: str, value: Any, n: int) -> list[Any]:
+    """One value per frame: a sequence of exactly `n`, or one value (None for `ts`) for all."""
+    if isinstance(value, list | tuple | np.ndarray):
+        if len(value) != n:
+            raise ValueError(f"{name} has {len(value)} values for {n} frames")
+        return list(value)
+    return [value] * n
+
+
+async def complete(admitted: list[Decision | Pending], decide: Any) -> list[Decision]:
+    """The decisions of `admit_many`'s result in order: throttled ones as they are, the pending ones
+    from one `decide(pending)` call."""
+    pending = [a for a in admitted if isinstance(a, Pending)]
+    decided = iter(await decide(pending) if pending else [])
+    return [a if isinstance(a, Decision) else next(decided) for a in admitted]
