@@ -1,5 +1,5 @@
 """Thresholds with a guarantee: the bounds against scipy's own, Learn then Test on synthetic data whose
-true risk is known."""
+true risk is known, per-tenant online calibration from replayed outcomes, and the router applying it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from serve_app.routing.calibration import Outcome, TenantCalibrator
 from serve_app.routing.risk import (
     binomial_pvalue,
     binomial_ucb,
@@ -17,6 +18,8 @@ from serve_app.routing.risk import (
     fixed_sequence,
     hoeffding_bentkus_pvalue,
 )
+from serve_app.settings import RoutingPolicySettings
+from tests.test_router_policy import SURE, UNSURE, Scripted, answer, ladder
 
 
 def test_clopper_pearson_matches_scipy() -> None:
@@ -73,3 +76,42 @@ def test_learn_then_test_holds_in_at_least_one_minus_delta_of_draws() -> None:
         chosen.append(result.threshold)
     assert violations / draws <= delta
     assert t_star < np.median(chosen) < t_star + 0.15  # valid without escalating everything
+
+
+def outcomes(tenant: str, n: int, wrong_rate_at_low: float, seed: int) -> list[Outcome]:
+    """A tier whose answers are wrong with probability wrong_rate_at_low x (1 - confidence)."""
+    rng = np.random.default_rng(seed)
+    conf = rng.random(n)
+    wrong = rng.random(n) < wrong_rate_at_low * (1 - conf)
+    return [Outcome(tenant, "t0", float(c), not w) for c, w in zip(conf, wrong, strict=True)]
+
+
+def test_replayed_outcomes_give_a_worse_tenant_a_stricter_threshold() -> None:
+    calibrator = TenantCalibrator(max_accepted_wrong=0.05, delta=0.1, min_outcomes=100)
+    calibrator.add(outcomes("good", 800, 0.3, 1))
+    calibrator.add(outcomes("bad", 800, 0.9, 2))
+    calibrator.add(outcomes("new", 60, 0.9, 3))  # too few: the global threshold
+    thresholds = calibrator.thresholds()
+    assert set(thresholds) == {"good", "bad"} and calibrator.calibrated("new", "t0") is None
+    assert thresholds["bad"]["t0"] > thresholds["good"]["t0"] + 0.1
+    # the bound holds on what was replayed: the accepted-wrong rate's upper bound is <= 5%
+    for tenant in ("good", "bad"):
+        chosen = calibrator.calibrated(tenant, "t0")
+        assert chosen is not None and chosen.ucb <= 0.05
+    pooled = calibrator.pooled("t0")
+    assert pooled is not None and thresholds["good"]["t0"] < pooled.threshold < thresholds["bad"]["t0"]
+    policy = calibrator.user_config({"threshold": 0.6})
+    assert RoutingPolicySettings(**policy).tenant_thresholds == thresholds
+    with pytest.raises(ValueError):
+        calibrator.add([Outcome("good", "t0", 1.5, True)])
+
+
+def test_the_router_applies_a_tenants_calibrated_threshold() -> None:
+    lite, sonnet = Scripted("lite", UNSURE), Scripted("sonnet", SURE)
+    router = ladder(lite, sonnet, threshold=0.99)
+    assert answer(router, "acme").tier == "t1"
+    router.configure(RoutingPolicySettings(threshold=0.99, tenant_thresholds={"acme": {"t0": 0.1}}))
+    assert answer(router, "acme").tier == "t0"  # its calibrated threshold
+    assert answer(router, "other").tier == "t1"  # too little data: the global one
+    with pytest.raises(ValueError, match="tenant_thresholds"):
+        RoutingPolicySettings(tenant_thresholds={"acme": {"t0": 1.5}})
