@@ -128,6 +128,24 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument(
         "--no-embeddings", action="store_true", help="learned scorer on the text features only (no MiniLM)"
     )
+    er.add_argument(
+        "--delta",
+        type=float,
+        default=0.1,
+        help="risk level of the guaranteed threshold: the bar holds with probability >= 1 - delta (0.1)",
+    )
+    er.add_argument(
+        "--resplits",
+        type=int,
+        default=200,
+        help="random fit/test resplits of both files to measure how often the guaranteed bar holds (200)",
+    )
+    er.add_argument(
+        "--bound",
+        choices=["binomial", "hoeffding_bentkus"],
+        default="binomial",
+        help="upper confidence bound of the wrong-answer rate (exact binomial)",
+    )
 
     _eval_dedup_arguments(sub)
 
@@ -421,10 +439,19 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from serve_app.routing.evaluate import fit_learned, load_logged, plot, run, strong_accuracy
+    from serve_app.routing.evaluate import (
+        cached_embed,
+        fit_learned,
+        load_logged,
+        plot,
+        run,
+        strong_accuracy,
+    )
 
     if not 0 < args.quality <= 1:
         raise ValueError("--quality must be in (0, 1]")
+    if not 0 < args.delta < 1 or args.resplits < 0:
+        raise ValueError("--delta must be in (0, 1) and --resplits >= 0")
     prices = load_settings(args.config).pricing.load()
     fit = load_logged(args.fit, prices, args.weak_model, args.strong_model)
     test = load_logged(args.test, prices, args.weak_model, args.strong_model)
@@ -433,35 +460,66 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         from serve_app.knowledge.factory import build_embedder
 
         embedder = build_embedder(load_settings(args.config).knowledge.embedder)
-        embed, embedder_name = (lambda texts: embedder.embed(texts)[0]), embedder.name
+        embed, embedder_name = cached_embed(lambda texts: embedder.embed(texts)[0], fit + test), embedder.name
     learned = fit_learned(fit, embed, embedder_name)
-    results = run(fit, test, args.quality, learned=learned)
+    results = run(
+        fit,
+        test,
+        args.quality,
+        learned=learned,
+        delta=args.delta,
+        resplit_times=args.resplits,
+        embed=embed,
+        embedder_name=embedder_name,
+        bound=args.bound,
+    )
     bar = args.quality * strong_accuracy(test)
     table = Table(
         title=f"Escalation {args.weak_model} -> {args.strong_model} on {args.test.name} "
         f"(bar: accuracy >= {bar:.3f})"
     )
-    for col in ("scorer", "escalated", "accuracy", "saved", "best saved at bar"):
+    columns = ("scorer", "escalated", "accuracy", "saved", "best saved at bar")
+    guaranteed_columns = ("g. threshold", "g. expected", "g. saved", "g. accuracy", "held", "resplits held")
+    for col in columns + guaranteed_columns:
         table.add_column(col, justify="left" if col == "scorer" else "right")
 
     rows = []
     for r in results:
-        at, best = r.test_at_fit_threshold, r.test_best
+        at, best, g = r.test_at_fit_threshold, r.test_best, r.guaranteed
+        gs = g.summary() if g else None
+        gcells = ("-",) * len(guaranteed_columns)
+        if g and gs:
+            gcells = (
+                "all" if gs["threshold"] is None else f"{gs['threshold']:.3f}",  # escalate everything
+                f"{g.expected.saved:.1%}",
+                f"{g.test.saved:.1%}",
+                f"{g.test.accuracy:.3f}",
+                "yes" if g.held else "NO",
+                "-" if g.resplit_hold_rate is None else f"{g.resplit_hold_rate:.0%}",
+            )
         table.add_row(
             r.scorer,
             f"{at.escalated:.1%}" if at else "-",
             f"{at.accuracy:.3f}" if at else "-",
             f"{at.saved:.1%}" if at else "-",
             f"{best.saved:.1%}" if best else "-",
+            *gcells,
         )
         rows.append(
             {
                 "scorer": r.scorer,
                 "test_at_fit_threshold": at and at.summary(),
                 "test_best_at_bar": best and best.summary(),
+                "guaranteed": gs,
             }
         )
-    Console(width=120).print(table)
+    Console(width=160).print(table)
+    print(
+        f"guaranteed (g.): the cheapest threshold whose wrong-answer rate's {1 - args.delta:.0%} upper "
+        f"bound on --fit ({args.bound}) is <= 1 - {args.quality} x the strong model's accuracy there; "
+        f"held: the bar on --test; resplits held: share of {args.resplits} random resplits of both files "
+        f"where it held (the guarantee: >= {1 - args.delta:.0%})"
+    )
     if args.plot:
         plot(results, test, args.plot, args.quality)
         print(f"plot: {args.plot}")
@@ -477,6 +535,8 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
                 "test": str(args.test),
                 "strong_accuracy_test": round(strong_accuracy(test), 4),
                 "quality": args.quality,
+                "delta": args.delta,
+                "resplits": args.resplits,
                 "results": rows,
             }
         )

@@ -216,6 +216,11 @@ class RoutingPolicySettings(_Section):
 
     threshold: float = Field(0.6, ge=0, le=1, description="accept an answer at this confidence or more")
     tier_thresholds: dict[str, float] = Field(default_factory=dict, description="per-tier override")
+    tenant_thresholds: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="tenant -> tier -> threshold, calibrated online from outcomes (routing/calibration.py); "
+        "a tenant or tier not listed uses tier_thresholds / threshold",
+    )
     max_attempts: int = Field(3, ge=1, le=10)
     scorer_weights: dict[Literal["self_reported", "grounding", "shape", "calculation", "learned"], float] = (
         Field(default_factory=lambda: {"self_reported": 0.5, "grounding": 0.3, "shape": 0.2})
@@ -239,6 +244,8 @@ class RoutingPolicySettings(_Section):
             raise ValueError("routing.policy.scorer_weights.learned needs routing.policy.learned_scorer")
         if any(not 0 <= v <= 1 for v in self.tier_thresholds.values()):
             raise ValueError("routing.policy.tier_thresholds are confidences in [0, 1]")
+        if any(not 0 <= v <= 1 for tiers in self.tenant_thresholds.values() for v in tiers.values()):
+            raise ValueError("routing.policy.tenant_thresholds are confidences in [0, 1]")
         return self
 
 
@@ -272,6 +279,9 @@ class RoutingSettings(_Section):
         unknown = set(self.policy.tier_thresholds) - set(names)
         if unknown:
             raise ValueError(f"routing.policy.tier_thresholds names unknown tiers {sorted(unknown)}")
+        unknown = set().union(*self.policy.tenant_thresholds.values()) - set(names)
+        if unknown:
+            raise ValueError(f"routing.policy.tenant_thresholds names unknown tiers {sorted(unknown)}")
         return self
 
     def ladder(self, tenant_id: str) -> list[TierSettings]:

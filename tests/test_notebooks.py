@@ -28,4 +28,5 @@ def test_notebook_executes(name: str, tmp_path: Path) -> None:
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "best saved on the test curve" in text
+    assert "guaranteed threshold" in text and "resplits" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plots were drawn

@@ -156,6 +156,8 @@ def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             str(tmp_path / "curve.png"),
             "--save-scorer",
             str(tmp_path / "learned.json"),
+            "--resplits",
+            "5",
         ]
     )
     assert code == 0 and (tmp_path / "curve.png").stat().st_size > 10_000
@@ -175,6 +177,13 @@ def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert by["learned"]["test_at_fit_threshold"]["saved"] == pytest.approx(
         by["oracle"]["test_best_at_bar"]["saved"]
     )
+    # each scorer's guaranteed threshold, reported on the test file and over resplits
+    for r in report["results"]:
+        assert {"threshold", "saved", "accuracy", "held", "resplit_hold_rate"} <= set(r["guaranteed"])
+        assert 0 <= r["guaranteed"]["resplit_hold_rate"] <= 1
+    assert report["delta"] == 0.1 and report["resplits"] == 5
+    assert by["oracle"]["guaranteed"]["held"] and by["oracle"]["guaranteed"]["saved"] > 0.3
+    assert by["self_reported"]["guaranteed"]["threshold"] is None  # no signal: escalate everything
 
 
 def test_eval_router_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -186,8 +186,10 @@ class EscalatingRouter:
         names = self.ladders.get(tenant_id, self.order) if override is None else override
         return [self.tiers[n] for n in names][: self.policy.max_attempts]
 
-    def threshold(self, tier: str) -> float:
-        return self.policy.tier_thresholds.get(tier, self.policy.threshold)
+    def threshold(self, tier: str, tenant_id: str | None = None) -> float:
+        """The tenant's calibrated threshold for the tier, else the tier's, else the global one."""
+        calibrated = self.policy.tenant_thresholds.get(tenant_id, {}) if tenant_id else {}
+        return calibrated.get(tier, self.policy.tier_thresholds.get(tier, self.policy.threshold))
 
     async def _call(self, tier: Tier, prompt: Prompt, attempt: Attempt) -> Completion:
         """One tier, with retries of retryable failures, counted on the attempt (failed ones too)."""
@@ -319,7 +321,7 @@ class EscalatingRouter:
             breaker.succeeded()
             self._priced(attempt, tier, completion, started)
             attempt.confidence = self.scorer.score(prompt, completion.text)
-            accepted = attempt.confidence >= self.threshold(tier.name)
+            accepted = attempt.confidence >= self.threshold(tier.name, tenant_id)
             if not (accepted or last):
                 attempt.outcome = "escalated"
                 self._emit(tenant_id, session_id, request_id, attempt)
