@@ -85,7 +85,16 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         **_options(settings.serve.router, level),
         user_config=settings.routing.policy.model_dump(mode="json"),
     )
-    return ingress.bind(frame_dedup.bind(dedup_init), kb, router.bind(settings, kb, self_hosted), settings)
+    return ingress.bind(
+        frame_dedup.bind(dedup_init),
+        kb,
+        router.bind(settings, kb, self_hosted),
+        settings.http,
+        settings.auth,
+        settings.db,
+        settings.state_dir,
+        settings.serve.ingress.num_replicas,
+    )
 
 
 def self_hosted_name(tier: str) -> str:

@@ -7,6 +7,7 @@ per-tenant rate limits, divided among the configured ingress replicas (buckets a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -18,7 +19,7 @@ from serve_app.frames.decode import FrameLimits
 from serve_app.handles import HandleChatBackend, HandleFrameBackend, HandleKnowledgeBackend
 from serve_app.http import Access, create_app
 from serve_app.metrics import Metrics
-from serve_app.settings import Settings
+from serve_app.settings import AuthSettings, DatabaseSettings, HttpSettings
 
 
 @serve.ingress()
@@ -28,20 +29,22 @@ class Ingress:
         frame_dedup: DeploymentHandle,
         knowledge: DeploymentHandle,
         router: DeploymentHandle,
-        settings: Settings,
+        http: HttpSettings,
+        auth: AuthSettings,
+        db: DatabaseSettings,
+        state_dir: Path,
+        replicas: int = 1,
     ):
-        self.limits = FrameLimits(
-            max_bytes=settings.http.max_frame_bytes, max_pixels=settings.http.max_frame_pixels
-        )
+        """`replicas`: how many Ingress replicas share the rate limits (each keeps its own buckets)."""
+        self.limits = FrameLimits(max_bytes=http.max_frame_bytes, max_pixels=http.max_frame_pixels)
         self.frames = HandleFrameBackend(frame_dedup)
         self.knowledge = HandleKnowledgeBackend(knowledge)
         self.chat = HandleChatBackend(router)
         self.access = Access()
-        auth = settings.auth
         if auth.mode == "keys":
-            self.db = Database(settings.db.model_copy(update={"pool_max_size": 4}), settings.state_dir)
+            self.db = Database(db.model_copy(update={"pool_max_size": 4}), state_dir)
             self._db_lookup = db_lookup(self.db)
-            share = settings.serve.ingress.num_replicas
+            share = replicas
             self.access = Access(
                 KeyVerifier(self._lookup, auth.cache_ttl_s),
                 RateLimiter(
