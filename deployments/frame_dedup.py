@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
+from deployments.screen_reader import ScreenHandOff
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService, Pending
 from serve_app.metrics import Metrics
@@ -21,10 +23,12 @@ from serve_app.settings import DedupSettings
 
 
 class FrameDedup:
-    def __init__(self, dedup: dict[str, Any] | None = None):
+    def __init__(self, dedup: dict[str, Any] | None = None, screen_reader: DeploymentHandle | None = None):
         self.service = DedupService(DedupSettings(**(dedup or {})))
         self.service.metrics = Metrics.ray()
         self._apply_batching()
+        # processed frames go on to OCR without being waited for (deployments/screen_reader.py)
+        self.screen = ScreenHandOff(screen_reader) if screen_reader is not None else None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.service.reconfigure(user_config)
@@ -42,7 +46,10 @@ class FrameDedup:
     ) -> dict[str, Any]:
         admitted = self.service.admit(stream_id, frame, is_speaking, ts)
         decision = admitted if isinstance(admitted, Decision) else await self._decide(admitted)
-        return decision.to_dict()
+        out = decision.to_dict()
+        if self.screen is not None:
+            self.screen.offer(stream_id, frame, out)
+        return out
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _decide(self, items: list[Pending]) -> list[Decision]:

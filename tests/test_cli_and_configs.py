@@ -50,7 +50,7 @@ def test_demo_replays_streams_and_reports(graph: RunningGraph, graph_settings: S
     assert summary["cost_usd"] == pytest.approx(summary["processed"] * 0.002)
     text = console.export_text()
     assert "every frame (30 fps)" in text and "naive 1 fps sample" in text
-    assert summary["kb_documents"] == 7 and summary["kb_questions"] == 5
+    assert summary["kb_documents"] == 16 and summary["kb_questions"] == 5
     cited = {a.question: a.citation for a in report.knowledge.answers}
     assert "account-and-login.md" in cited["I forgot my password, how do I reset it?"]
     assert "billing-and-plans.md" in cited["Can I get my money back for the yearly plan?"]
@@ -121,6 +121,7 @@ def test_local_serve_config_is_valid_and_matches_the_code() -> None:
         "Reranker",
         "KnowledgeBase",
         "Router",
+        "ScreenReader",
         *self_hosted,
     }
     live = DedupSettings(**deployments["FrameDedup"]["user_config"]).live_config()

@@ -40,6 +40,8 @@ class ReaderLimits:
 class ReadRequest:
     frame: Any  # RGB uint8 HxWx3 (anything else is an error reading)
     box: Box | None = None  # the changed region; None: the whole frame
+    origin: tuple[int, int] = (0, 0)  # `frame` is a crop whose top-left is here in the stream's frame
+    whole_frame: bool | None = None  # what the reading reports; None: `box is None`
     stream_id: str = ""
     ts: float | None = None
     reason: str = ""
@@ -129,8 +131,9 @@ class ScreenReader:
         h, w = frame.shape[:2]
         if h * w > lim.max_pixels:
             return None, (0, 0, w, h), 1.0, f"frame of {w}x{h} is over {lim.max_pixels} pixels"
-        region = crop_box(frame.shape, request.box, lim.margin)
-        x, y, cw, ch = region
+        x, y, cw, ch = crop_box(frame.shape, request.box, lim.margin)
+        ox, oy = (int(v) for v in request.origin)
+        region = (x + ox, y + oy, cw, ch)
         if min(cw, ch) < lim.min_side:
             return None, region, 1.0, None
         crop = frame[y : y + ch, x : x + cw]
@@ -149,7 +152,12 @@ class ScreenReader:
     def read_batch(self, requests: list[ReadRequest]) -> list[Reading]:
         started = time.perf_counter()
         readings = [
-            Reading(stream_id=r.stream_id, ts=r.ts, reason=r.reason, whole_frame=r.box is None)
+            Reading(
+                stream_id=r.stream_id,
+                ts=r.ts,
+                reason=r.reason,
+                whole_frame=r.box is None if r.whole_frame is None else r.whole_frame,
+            )
             for r in requests
         ]
         todo: list[tuple[int, np.ndarray, Box, float]] = []

@@ -30,6 +30,8 @@ class ScreenContext:
     reads: int = 0
     pending: int = 0  # reads still running when the turn stopped waiting
     waited_ms: float = 0.0
+    # reads landed since the last turn, for the cost ledger: (latency ms, characters, failed, whole frame)
+    usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class ScreenContext:
             "reads": self.reads,
             "pending": self.pending,
             "waited_ms": round(self.waited_ms, 1),
+            "usage": [list(u) for u in self.usage],
         }
 
     @classmethod
@@ -49,6 +52,7 @@ class ScreenContext:
             int(data.get("reads", 0)),
             int(data.get("pending", 0)),
             float(data.get("waited_ms", 0.0)),
+            [(float(u[0]), int(u[1]), bool(u[2]), bool(u[3])) for u in data.get("usage", [])],
         )
 
     def __bool__(self) -> bool:
@@ -60,6 +64,8 @@ class _Stream:
     lines: list[ScreenLine] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)  # texts on screen at the last turn
     appeared: list[str] = field(default_factory=list)  # since the last turn, in order
+    usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)  # unbilled reads
+    digests: set[str] = field(default_factory=set)  # chat images already read for this key
     reads: int = 0
     pending: list[float] = field(default_factory=list)  # when each running read started (monotonic)
     changed: asyncio.Event | None = None
@@ -93,6 +99,11 @@ class ScreenStore:
         if started and state.pending:
             state.pending.pop(0)
         state.reads += 1
+        state.usage = [
+            *state.usage,
+            (reading.ms, reading.chars, reading.error is not None, reading.whole_frame),
+        ]
+        state.usage = state.usage[-1000:]
         if reading.region is not None and reading.error is None:
             if reading.whole_frame:
                 state.lines = []
@@ -135,9 +146,18 @@ class ScreenStore:
                 break
         context = self.peek(stream_id)
         context.waited_ms = (time.perf_counter() - started) * 1000
+        context.usage, state.usage = state.usage, []
         state.seen = set(context.current)
         state.appeared = []
         return context
+
+    def first_sight(self, stream_id: str, digest: str) -> bool:
+        """True the first time `digest` (a chat image) is seen for `stream_id`."""
+        state = self._get(stream_id)
+        if digest in state.digests:
+            return False
+        state.digests.add(digest)
+        return True
 
     def __len__(self) -> int:
         return len(self._streams)
