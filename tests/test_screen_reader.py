@@ -158,3 +158,18 @@ def test_a_turn_waits_at_most_wait_s_for_a_running_read() -> None:
     slow_ms, fast_ms, appeared = asyncio.run(scenario())
     assert 40 <= slow_ms < 1000
     assert fast_ms < 2000 and appeared == ["Error 0x1234abcd"]
+
+
+def test_eval_screen_path_scores_the_grounded_query(reader: ScreenReader) -> None:
+    """eval-screen's loop on one case, with a stand-in ranker: the screen's error code finds the article."""
+    from serve_app.screen import evaluate
+
+    async def rank(query: str) -> list[str]:
+        return ["error-storage-full", "billing"] if "E-2207" in query else ["billing", "error-storage-full"]
+
+    cases = evaluate.cases([ERRORS[3]], per_error=1, seed=5)
+    result = asyncio.run(evaluate.evaluate_screen(rank, reader, cases))
+    assert result["with_screen"] == {"R@1": 1.0, "R@5": 1.0, "MRR@10": 1.0}
+    assert result["question_only"] == {"R@1": 0.0, "R@5": 1.0, "MRR@10": 0.5}
+    assert result["ocr_char_accuracy"] > 0.9
+    assert evaluate.levenshtein("Syncfailed", "Sync failed") == 1

@@ -52,18 +52,28 @@ def screen_block(appeared: list[str], current: list[str], max_chars: int = 1500)
     return f"{SCREEN_NOTE}\n<screen>\n" + "\n".join(parts) + "\n</screen>"
 
 
+def _alert_score(line: str) -> int:
+    return 3 * len(_ALERT_CODE.findall(line)) + len(_ALERT.findall(line))
+
+
 def query_lines(context: ScreenContext, max_chars: int = 300) -> list[str]:
-    """The screen lines worth searching for: what appeared since the last turn (else what is on screen),
-    alert-like lines (errors, codes) first, with the line after each (its detail)."""
+    """The screen lines worth searching for: of what appeared since the last turn (else of what is on
+    screen), the alert-like ones (error codes, then alert words; short lines first, as an error's title
+    is), within `max_chars`, in screen order; all of them when none is alert-like."""
     pool = context.appeared or context.current
     if max_chars <= 0 or not pool:
         return []
-    flagged = [i for i, x in enumerate(pool) if _ALERT.search(x) or _ALERT_CODE.search(x)]
-    order: list[int] = []
+    scored = [(i, _alert_score(x)) for i, x in enumerate(pool)]
+    flagged = sorted((i for i, sc in scored if sc), key=lambda i: (-scored[i][1], len(pool[i]), i))
+    if not flagged:
+        return _fit(pool, max_chars)
+    chosen, used = [], 0
     for i in flagged:
-        order += [j for j in (i, i + 1) if j < len(pool) and j not in order]
-    order += [i for i in range(len(pool)) if i not in order] if not flagged else []
-    return _fit([pool[i] for i in sorted(order)], max_chars)
+        if used + len(pool[i]) > max_chars:
+            continue
+        chosen.append(i)
+        used += len(pool[i]) + 1
+    return [pool[i] for i in sorted(chosen)]
 
 
 def grounded_query(question: str, lines: list[str]) -> str:

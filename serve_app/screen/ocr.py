@@ -36,6 +36,18 @@ class OcrLine:
     confidence: float
 
 
+def reading_order(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Rows top to bottom (boxes whose centres lie within half a line height), each left to right."""
+    rows: list[list[tuple[int, int, int, int]]] = []
+    for box in sorted(boxes, key=lambda b: b[1] + b[3] / 2):
+        centre = box[1] + box[3] / 2
+        if rows and abs(centre - (rows[-1][0][1] + rows[-1][0][3] / 2)) <= rows[-1][0][3] / 2:
+            rows[-1].append(box)
+        else:
+            rows.append([box])
+    return [b for row in rows for b in sorted(row, key=lambda b: b[0])]
+
+
 def model_dir() -> Path:
     """The folder of the ONNX weights in the installed `rapidocr-onnxruntime` wheel (not imported)."""
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
@@ -61,7 +73,7 @@ class OcrEngine:
         self,
         device: str = "auto",
         threads: int | None = None,
-        det_scale: float = 2.0,
+        det_scale: float = 1.5,
         det_max_side: int = 1600,
         det_threshold: float = 0.3,
         box_threshold: float = 0.5,
@@ -124,8 +136,7 @@ class OcrEngine:
             y1 = min(h, math.ceil((ys.stop + grow) * sy))
             if x1 - x0 >= 4 and y1 - y0 >= 4:
                 boxes.append((x0, y0, x1 - x0, y1 - y0))
-        boxes.sort(key=lambda b: (b[1] + b[3] // 2, b[0]))
-        return boxes
+        return reading_order(boxes)
 
     # recognition -----------------------------------------------------------------------------------
 

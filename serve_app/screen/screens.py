@@ -42,7 +42,7 @@ ERRORS = (
     ),
     ErrorMessage("error-integration-token", "Slack disconnected", "Integration token revoked (INT-4011)"),
     ErrorMessage("error-seat-limit", "Cannot invite member", "Seat limit reached for your plan (SEAT-409)"),
-    ErrorMessage("error-rate-limit", "Too many requests", "Please wait 60 seconds and retry (API-429)"),
+    ErrorMessage("error-rate-limit", "Too many requests", "Please wait 60 seconds and retry (LIM-429)"),
     ErrorMessage("sync-troubleshooting", "Sync failed", "Server refused the connection (S-403)"),
 )
 
