@@ -56,6 +56,10 @@ def test_demo_replays_streams_and_reports(graph: RunningGraph, graph_settings: S
     assert "billing-and-plans.md" in cited["Can I get my money back for the yearly plan?"]
     routed = report.router
     assert summary["router_questions"] == 7 and routed.answers[0].images == 1  # a deduplicated frame
+    # the error toast's clip: read, and the vague question answered from the error's article, cited
+    assert any("0x80070005" in line for line in summary["screen_read"]), summary["screen_read"]
+    assert summary["screen_answer_tier"] == "extractive" and summary["screen_answer_cites"]
+    assert "notes folder" in report.screen.answer
     assert summary["router_answered_by"].get("extractive", 0) >= 3
     welcome = routed.answers[-1]
     assert [a["tier"] for a in welcome.attempts] == ["extractive", "smollm2"] and welcome.answer.strip()
