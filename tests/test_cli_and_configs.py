@@ -163,7 +163,7 @@ def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.Capture
 
     assert main(["ingest", str(HELP_CENTER), "--tenant", "cli-t"]) == 0
     ingested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (ingested["files"], ingested["written"], ingested["failed"]) == (7, 7, 0)
+    assert (ingested["files"], ingested["written"], ingested["failed"]) == (16, 16, 0)
 
     assert main(["search", "how do I export my notes", "--tenant", "cli-t", "-k", "2"]) == 0
     out = capsys.readouterr().out
