@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
+from deployments.screen_reader import ScreenHandOff
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService, Pending, complete
 from serve_app.metrics import Metrics
@@ -26,10 +28,12 @@ from serve_app.settings import DedupSettings
 
 
 class FrameDedup:
-    def __init__(self, dedup: dict[str, Any] | None = None):
+    def __init__(self, dedup: dict[str, Any] | None = None, screen_reader: DeploymentHandle | None = None):
         self.service = DedupService(DedupSettings(**(dedup or {})))
         self.service.metrics = Metrics.ray()
         self._apply_batching()
+        # processed frames go on to OCR without being waited for (deployments/screen_reader.py)
+        self.screen = ScreenHandOff(screen_reader) if screen_reader is not None else None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.service.reconfigure(user_config)
@@ -47,7 +51,7 @@ class FrameDedup:
     ) -> dict[str, Any]:
         admitted = self.service.admit(stream_id, frame, is_speaking, ts)
         decision = admitted if isinstance(admitted, Decision) else (await self._decide([admitted]))[0]
-        return decision.to_dict()
+        return self._handed_on(stream_id, frame, decision)
 
     async def offer_many(
         self,
@@ -58,7 +62,15 @@ class FrameDedup:
     ) -> list[dict[str, Any]]:
         """Several frames of one stream ([B, H, W, 3] or a list of [H, W, 3]): their decisions, in order."""
         admitted = self.service.admit_many(stream_id, frames, is_speaking, ts)
-        return [d.to_dict() for d in await complete(admitted, self._decide)]
+        decisions = await complete(admitted, self._decide)
+        return [self._handed_on(stream_id, f, d) for f, d in zip(frames, decisions, strict=True)]
+
+    def _handed_on(self, stream_id: str, frame: np.ndarray, decision: Decision) -> dict[str, Any]:
+        """The decision as sent back; a processed frame also goes on to the ScreenReader (not awaited)."""
+        out = decision.to_dict()
+        if self.screen is not None:
+            self.screen.offer(stream_id, frame, out)
+        return out
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _decide(self, groups: list[list[Pending]]) -> list[list[Decision]]:

@@ -17,6 +17,7 @@ from deployments.frame_dedup import FrameDedup
 from deployments.ingress import Ingress
 from deployments.knowledge import Embeddings, KnowledgeBase, RerankerArms
 from deployments.router import Router, SelfHostedLLM
+from deployments.screen_reader import ScreenReaderDeployment
 from deployments.stream_affinity import StreamAffinityRouter
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
@@ -85,10 +86,29 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         **_options(settings.serve.router, level),
         user_config=settings.routing.policy.model_dump(mode="json"),
     )
+    screen = (
+        serve.deployment(ScreenReaderDeployment, name="ScreenReader")
+        .options(
+            **_options(settings.serve.screen_reader, level),
+            request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
+        )
+        .bind(settings.screen)
+        if settings.screen.enabled
+        else None
+    )
     return ingress.bind(
-        frame_dedup.bind(dedup_init),
+        frame_dedup.bind(dedup_init, screen),
         kb,
-        router.bind(settings, kb, self_hosted),
+        router.bind(
+            settings.routing,
+            settings.screen,
+            settings.pricing,
+            settings.db,
+            settings.state_dir,
+            kb,
+            self_hosted,
+            screen,
+        ),
         settings.http,
         settings.auth,
         settings.db,

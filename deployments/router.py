@@ -7,10 +7,12 @@ next request without a redeploy. A clean replica shutdown flushes the ledger (`_
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ray.exceptions import RayActorError
@@ -25,7 +27,14 @@ from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
 from serve_app.routing.providers.errors import call_errors
 from serve_app.routing.service import ChatRequest, ChatService
-from serve_app.settings import Settings, TierSettings
+from serve_app.screen.state import ScreenContext
+from serve_app.settings import (
+    DatabaseSettings,
+    PricingSettings,
+    RoutingSettings,
+    ScreenSettings,
+    TierSettings,
+)
 
 log = logging.getLogger("ray.serve")
 
@@ -83,21 +92,29 @@ class HandleProvider(LLMProvider):
 class Router:
     def __init__(
         self,
-        settings: Settings,
+        routing: RoutingSettings,
+        screen: ScreenSettings,
+        pricing: PricingSettings,
+        db: DatabaseSettings,
+        state_dir: Path,
         knowledge: DeploymentHandle | None = None,
         self_hosted: dict[str, DeploymentHandle] | None = None,
+        screen_reader: DeploymentHandle | None = None,
     ):
-        self.settings = settings
+        self.routing = routing
+        self.screen_reader = screen_reader
         self.knowledge = knowledge
-        self.db = Database.of(settings)
+        self.db = Database(db, state_dir)
         self.ledger = CostLedger(self.db)
         providers = {
             t.name: HandleProvider(t.model, self_hosted[t.name])
-            for t in settings.routing.tiers
+            for t in routing.tiers
             if self_hosted and t.name in self_hosted
         }
-        self.service = ChatService.create(settings, self._retrieve, self.ledger, providers)
+        self.service = ChatService.of(routing, screen, pricing, self._retrieve, self.ledger, providers)
         self.service.metrics = Metrics.ray()
+        if screen_reader is not None:
+            self.service.screen = self._screen
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.service.reconfigure(user_config)
@@ -124,6 +141,20 @@ class Router:
             )
             return []
         return [f"## {p['heading'] or p['title']}\n{p['content']}" for p in found["passages"]]
+
+    async def _screen(self, request: ChatRequest, wait_s: float) -> ScreenContext:
+        """The screen text of the request's stream, or of its images (read once each, under a key of
+        the session, or of the first image when there is no session)."""
+        assert self.screen_reader is not None
+        key = request.stream_id
+        if key is None:
+            anchor = str(request.session_id) if request.session_id else hashlib.sha256(request.images[0].data)
+            anchor = anchor if isinstance(anchor, str) else anchor.hexdigest()[:32]
+            key = f"chat:{request.tenant_id}:{anchor}"
+            await self.screen_reader.read_images.remote(
+                stream_id=key, images=[i.data for i in request.images[-self.routing.max_images :]]
+            )
+        return ScreenContext.from_dict(await self.screen_reader.turn.remote(stream_id=key, wait_s=wait_s))
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         await self._ready()

@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _eval_dedup_arguments(sub)
+    _eval_screen_arguments(sub)
 
     costs = sub.add_parser("costs", help="a tenant's recorded costs by service and provider")
     costs.add_argument("--tenant", required=True)
@@ -201,6 +202,76 @@ def _eval_dedup_arguments(sub: argparse._SubParsersAction) -> None:
     ed.add_argument("--seeds", default=REPORT_SEEDS, help=f"e.g. 100-105 or 1,2,7 ({REPORT_SEEDS})")
     ed.add_argument("--resolution", nargs="+", default=["1280x720", "640x480"], metavar="WxH", help="(both)")
     ed.add_argument("--duration", type=float, default=30.0, metavar="S", help="seconds per clip (30)")
+
+
+def _eval_screen_arguments(sub: argparse._SubParsersAction) -> None:
+    from serve_app.samples import HELP_CENTER
+
+    es = sub.add_parser(
+        "eval-screen",
+        help="OCR accuracy and screen-grounded retrieval on generated screens showing error messages",
+        description="Generated desktops before and after an error message of the help center shows (toast, "
+        "banner, dialog), with vague questions: the dedup decides the frames, the screen reader reads the "
+        "changed region, and retrieval ranks the articles for the question alone and with the screen text "
+        "(no Ray). The last line is JSON.",
+    )
+    es.add_argument("--help-center", type=Path, default=HELP_CENTER, help="help center to ingest (sample)")
+    es.add_argument(
+        "--errors", type=Path, help="JSONL of the help center's error messages: doc, title, text (sample's)"
+    )
+    es.add_argument("--per-error", type=int, default=2, help="cases (questions, screens) per error (2)")
+    es.add_argument("--seed", type=int, default=1000, help="first screen seed (1000)")
+    es.add_argument("--tenant", default="eval-screen", help="tenant the help center is ingested for")
+
+
+def _cmd_eval_screen(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from serve_app.knowledge.factory import build_retriever
+    from serve_app.knowledge.ingest import ingest_path
+    from serve_app.screen import evaluate, screens
+    from serve_app.screen.normalize import Vocabulary
+    from serve_app.screen.ocr import OcrEngine
+    from serve_app.screen.reader import ReaderLimits, ScreenReader
+    from serve_app.screen.vocabulary import vocabulary_texts
+
+    settings = load_settings(args.config)
+    cfg = settings.screen
+    errors = screens.load_errors(args.errors) if args.errors else list(screens.ERRORS)
+    reader = ScreenReader(
+        vocabulary=Vocabulary().add(vocabulary_texts([args.help_center, *cfg.vocabulary])),
+        limits=ReaderLimits(margin=cfg.margin, max_side=cfg.max_side),
+        engine_factory=lambda: OcrEngine(device=cfg.device, threads=cfg.threads),
+    )
+    all_cases = evaluate.cases(errors, args.per_error, args.seed)
+
+    async def work(db: Database, embedder: Embedder, bill: TenantBill) -> dict:
+        await ingest_path(db, embedder, args.help_center, args.tenant, bill=bill)
+        retriever = build_retriever(db, settings.knowledge, embedder)
+        rank = evaluate.ranker(retriever.search, args.tenant)
+        return await evaluate.evaluate_screen(rank, reader, all_cases, query_chars=cfg.query_chars)
+
+    result = asyncio.run(_with_knowledge(settings, args.tenant, work))
+    table = Table(title=f"eval-screen: {result['cases']} cases on {args.help_center.name}")
+    for col in ("query", "R@1", "R@5", "MRR@10"):
+        table.add_column(col, justify="left" if col == "query" else "right")
+    for name in ("question_only", "with_screen"):
+        table.add_row(name, *(f"{result[name][k]:.3f}" for k in ("R@1", "R@5", "MRR@10")))
+    console = Console(width=120)
+    console.print(table)
+    stages = Table(title=f"per stage latency (OCR character accuracy {result['ocr_char_accuracy']:.4f})")
+    for col in ("stage", "n", "p50 ms", "p95 ms"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, lat in result["latency_ms"].items():
+        stages.add_row(stage, str(lat["n"]), f"{lat['p50']:.1f}", f"{lat['p95']:.1f}")
+    console.print(stages)
+    for row in result["rows"]:
+        if row["top_grounded"] != [row["doc"]]:
+            console.print(f"miss: {row['doc']} ({row['surface']}, {row['reason']}): read {row['read']}")
+    keys = ("ocr_char_accuracy", "with_screen", "question_only", "ocr_p95_ms")
+    print(json.dumps({"eval": "screen", **{k: result[k] for k in keys}}))
+    return 0
 
 
 def _cmd_eval_dedup(args: argparse.Namespace) -> int:
@@ -658,6 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fit-reranker": _cmd_fit_reranker,
         "eval-router": _cmd_eval_router,
         "eval-dedup": _cmd_eval_dedup,
+        "eval-screen": _cmd_eval_screen,
         "costs": _cmd_costs,
         "token": _cmd_token,
         "keys": _cmd_keys,

@@ -36,6 +36,7 @@ from rich.table import Table
 from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import local_graph
 from serve_app.samples import ingest_help_center
+from serve_app.screen.demo import ScreenDemo, screen_demo
 from serve_app.settings import Settings
 from serve_app.stats import percentile
 
@@ -198,6 +199,7 @@ class DemoReport:
     frames: FrameReport | None = None
     knowledge: KnowledgeReport | None = None
     router: RouterReport | None = None
+    screen: ScreenDemo | None = None
     failures: list[PartFailure] = field(default_factory=list)
 
     @property
@@ -215,7 +217,7 @@ class DemoReport:
 
     def to_json(self) -> str:
         head: dict[str, Any] = {"demo": "supportgraph", "ok": self.ok, "startup_s": round(self.startup_s, 2)}
-        for part in (self.frames, self.knowledge, self.router):
+        for part in (self.frames, self.knowledge, self.router, self.screen):
             head |= part.summary() if part else {}
         head["failed"] = {f.part: f.reason for f in self.failures}
         return json.dumps(head)
@@ -227,6 +229,8 @@ class DemoReport:
             self._render_knowledge(console, self.knowledge)
         if self.router:
             self._render_router(console, self.router)
+        if self.screen:
+            self.screen.render(console)
         if self.failures:
             console.rule("[bold red]parts that failed")
             failed = Table()
@@ -494,6 +498,12 @@ def run_demo(
             frame = next((st.last_sent for st in frames if st.last_sent), None)
             report.router = report.run_part(
                 "router", lambda: asyncio.run(ask_router(graph.base_url, ROUTER_QUESTIONS, frame, key=key))
+            )
+        with console.status("an error toast on a screen share, read, then a vague question..."):
+            headers = {"X-Tenant-Id": DEMO_TENANT, **_auth(key)}
+            report.screen = report.run_part(
+                "screen reading",
+                lambda: asyncio.run(screen_demo(graph.base_url, graph.app_name, DEMO_TENANT, headers)),
             )
         if report.router and report.router.failed:
             n = len(report.router.failed)

@@ -81,6 +81,19 @@ SPECS = {
             ("tenant", "tier", "model"),
             tuple(LATENCY_MS),
         ),
+        Spec(
+            "supportgraph_screen_reads",
+            "counter",
+            "screen reads (OCR of sent frames and chat images), by outcome (text, empty, error)",
+            ("tenant", "outcome"),
+        ),
+        Spec(
+            "supportgraph_screen_read_latency_ms",
+            "histogram",
+            "screen read latency (batch), by scope (region, frame)",
+            ("scope",),
+            tuple(LATENCY_MS),
+        ),
     )
 }
 

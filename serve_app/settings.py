@@ -103,6 +103,8 @@ class ServeSettings(_Section):
     self_hosted_llm: DeploymentResources = DeploymentResources(
         num_cpus=0.25, max_ongoing_requests=8, max_queued_requests=64
     )
+    # OCR runs in a thread of the replica; the share only books Ray's accounting (the graph fits 2 cores)
+    screen_reader: DeploymentResources = DeploymentResources(num_cpus=0.1, max_queued_requests=256)
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
     metrics_port: int = Field(8080, ge=1, le=65535, description="local Ray's Prometheus export port")
 
@@ -289,6 +291,25 @@ class RoutingSettings(_Section):
         return [by_name[n] for n in self.tenant_tiers.get(tenant_id, [t.name for t in self.tiers])]
 
 
+class ScreenSettings(_Section):
+    """Offline screen reading (OCR of the frames the dedup sends; `serve_app/screen/`)."""
+
+    enabled: bool = Field(True, description="read processed frames; turns of a stream get the screen text")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="onnxruntime's CUDA provider if there")
+    threads: int | None = Field(None, ge=1, le=64, description="onnxruntime threads (default: up to 4)")
+    margin: int = Field(12, ge=0, le=200, description="pixels read around a changed region")
+    max_side: int = Field(1600, ge=64, le=8192, description="longer sides are scaled down to this")
+    max_batch_size: int = Field(8, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=1)
+    turn_wait_s: float = Field(0.3, ge=0, le=5, description="a turn waits this long for a running read")
+    prompt_chars: int = Field(1500, ge=0, le=20000, description="screen text quoted in a prompt")
+    query_chars: int = Field(300, ge=0, le=2000, description="screen text added to the retrieval query")
+    vocabulary: list[Path] = Field(
+        default_factory=list, description="help-center files or folders whose words restore OCR spacing"
+    )
+    max_streams: int = Field(10000, ge=1)
+
+
 class PricingSettings(_Section):
     table: Path | None = Field(None, description="pricing YAML (default: serve_app/costs/pricing.yaml)")
 
@@ -309,6 +330,7 @@ class Settings(BaseSettings):
     db: DatabaseSettings = DatabaseSettings()
     knowledge: KnowledgeSettings = KnowledgeSettings()
     routing: RoutingSettings = RoutingSettings()
+    screen: ScreenSettings = ScreenSettings()
 
     @field_validator("state_dir")
     @classmethod

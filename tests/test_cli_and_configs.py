@@ -50,12 +50,16 @@ def test_demo_replays_streams_and_reports(graph: RunningGraph, graph_settings: S
     assert summary["cost_usd"] == pytest.approx(summary["processed"] * 0.002)
     text = console.export_text()
     assert "every frame (30 fps)" in text and "naive 1 fps sample" in text
-    assert summary["kb_documents"] == 7 and summary["kb_questions"] == 5
+    assert summary["kb_documents"] == 16 and summary["kb_questions"] == 5
     cited = {a.question: a.citation for a in report.knowledge.answers}
     assert "account-and-login.md" in cited["I forgot my password, how do I reset it?"]
     assert "billing-and-plans.md" in cited["Can I get my money back for the yearly plan?"]
     routed = report.router
     assert summary["router_questions"] == 7 and routed.answers[0].images == 1  # a deduplicated frame
+    # the error toast's clip: read, and the vague question answered from the error's article, cited
+    assert any("0x80070005" in line for line in summary["screen_read"]), summary["screen_read"]
+    assert summary["screen_answer_tier"] == "extractive" and summary["screen_answer_cites"]
+    assert "notes folder" in report.screen.answer
     assert summary["router_answered_by"].get("extractive", 0) >= 3
     welcome = routed.answers[-1]
     assert [a["tier"] for a in welcome.attempts] == ["extractive", "smollm2"] and welcome.answer.strip()
@@ -121,6 +125,7 @@ def test_local_serve_config_is_valid_and_matches_the_code() -> None:
         "Reranker",
         "KnowledgeBase",
         "Router",
+        "ScreenReader",
         *self_hosted,
     }
     live = DedupSettings(**deployments["FrameDedup"]["user_config"]).live_config()
@@ -158,7 +163,7 @@ def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.Capture
 
     assert main(["ingest", str(HELP_CENTER), "--tenant", "cli-t"]) == 0
     ingested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (ingested["files"], ingested["written"], ingested["failed"]) == (7, 7, 0)
+    assert (ingested["files"], ingested["written"], ingested["failed"]) == (16, 16, 0)
 
     assert main(["search", "how do I export my notes", "--tenant", "cli-t", "-k", "2"]) == 0
     out = capsys.readouterr().out

@@ -119,7 +119,7 @@ def test_serve_config_matches_the_code(serve_config: dict[str, Any], monkeypatch
     assert app["import_path"] == "deployments.graph:build_app"
     settings = Settings(**app["args"])
     deployments = {d["name"]: d for d in app["deployments"]}
-    expected = {"FrameDedup", "Ingress", "Embeddings", "Reranker", "KnowledgeBase", "Router"}
+    expected = {"FrameDedup", "Ingress", "Embeddings", "Reranker", "KnowledgeBase", "Router", "ScreenReader"}
     expected |= {self_hosted_name(t.name) for t in settings.routing.tiers if t.backend == "gguf"}
     assert set(deployments) == expected
     local = yaml.safe_load((ROOT / "configs/local.yaml").read_text())

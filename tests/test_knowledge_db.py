@@ -164,14 +164,14 @@ def test_ingest_is_idempotent_incremental_and_prunes(live_db: LiveDB, embedder, 
     shutil.copytree(SAMPLES, corpus)
     first = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t"))
     assert (first.files, first.written, first.unchanged, first.failed, first.maintained) == (
-        7,
-        7,
+        16,
+        16,
         0,
         {},
         True,
     )
     again = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t"))
-    assert (again.written, again.unchanged, again.chunks) == (0, 7, 0)
+    assert (again.written, again.unchanged, again.chunks) == (0, 16, 0)
 
     async def totals() -> dict[str, int]:
         async with live_db.db.tenant("ingest-t") as conn:
@@ -181,7 +181,7 @@ def test_ingest_is_idempotent_incremental_and_prunes(live_db: LiveDB, embedder, 
     (corpus / "billing-and-plans.md").write_text("# Billing\n\nEverything is free now.\n")
     (corpus / "mobile-app.txt").unlink()
     changed = live_db.run(ingest_path(live_db.db, embedder, corpus, "ingest-t", prune=True))
-    assert (changed.written, changed.unchanged, changed.removed) == (1, 5, 1)
+    assert (changed.written, changed.unchanged, changed.removed) == (1, 14, 1)
     after = live_db.run(totals())
     assert after["documents"] == before["documents"] - 1 and after["chunks"] < before["chunks"]
 
@@ -205,7 +205,7 @@ def test_interrupted_ingest_resumes_without_duplicates(live_db: LiveDB, embedder
     with pytest.raises(ConnectionError):
         live_db.run(ingest_path(live_db.db, flaky, SAMPLES, "resume-t", batch_chunks=1))
     resumed = live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "resume-t", batch_chunks=1))
-    assert resumed.unchanged == 2 and resumed.written == 5
+    assert resumed.unchanged == 2 and resumed.written == 14
     live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "fresh-t"))
 
     async def chunks(tenant: str) -> list[tuple[str, int]]:

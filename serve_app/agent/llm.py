@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from livekit.agents import APIConnectionError, llm
@@ -51,6 +51,7 @@ def to_request(
     frames: FrameBuffer | None,
     tools: list[Any],
     max_images: int,
+    stream_id: str | None = None,
 ) -> ChatRequest:
     system: list[str] = []
     messages: list[Message] = []
@@ -73,6 +74,7 @@ def to_request(
         images=frames.latest(max_images) if frames else (),
         session_id=session_id,
         system="\n\n".join(s for s in system if s) or None,
+        stream_id=stream_id,
     )
 
 
@@ -85,8 +87,10 @@ class RouterLLM(llm.LLM):
         frames: FrameBuffer | None = None,
         session_id: uuid.UUID | None = None,
         max_images: int = 2,
+        stream: Callable[[], str | None] | None = None,
     ):
         super().__init__()
+        self.stream = stream  # the turn's screen-share stream id (its screen text rides with the turn)
         self.backend, self.tenant_id, self.frames = backend, tenant_id, frames
         self.session_id = session_id or uuid.uuid4()
         self.max_images = max_images
@@ -122,7 +126,13 @@ class RouterLLMStream(llm.LLMStream):
         owner = self._router_llm
         function_tools = [t for t in self._tools if isinstance(t, llm.FunctionTool)]
         request = to_request(
-            self._chat_ctx, owner.tenant_id, owner.session_id, owner.frames, function_tools, owner.max_images
+            self._chat_ctx,
+            owner.tenant_id,
+            owner.session_id,
+            owner.frames,
+            function_tools,
+            owner.max_images,
+            owner.stream() if owner.stream else None,
         )
         owner.requests.append(request)
         chunk_id = f"turn-{uuid.uuid4()}"

@@ -99,7 +99,20 @@ class RoomSession:
     tasks: set[asyncio.Task] = field(default_factory=set)
 
     def llm(self) -> RouterLLM:
-        return RouterLLM(self.graph.chat, self.tenant_id, frames=self.frames, session_id=self.session_id)
+        return RouterLLM(
+            self.graph.chat,
+            self.tenant_id,
+            frames=self.frames,
+            session_id=self.session_id,
+            stream=self.screen_stream,
+        )
+
+    def screen_stream(self) -> str | None:
+        """The stream whose screen text a turn gets: the track named `screen`, else the last one watched."""
+        if not self.forwarders:
+            return None
+        track = "screen" if "screen" in self.forwarders else list(self.forwarders)[-1]
+        return f"{self.room_name}.{track}"
 
     def watch(self, track_name: str, video_stream: Any) -> VideoForwarder:
         """Forward a video track (an `rtc.VideoStream`) to the dedup deployment as stream

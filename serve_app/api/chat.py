@@ -94,7 +94,8 @@ async def _complete(request: Request, backend: ChatBackend, chat: ChatRequest) -
     "/chat/completions",
     summary="OpenAI-compatible chat completions through the escalating router (stream: SSE)",
     responses={
-        422: {"description": "bad tenant, message, image or tier"},
+        403: {"description": "a stream_id of another tenant"},
+        422: {"description": "bad tenant, message, image, stream_id or tier"},
         503: {"description": "overloaded, or every tier failed"},
     },
 )
@@ -104,6 +105,8 @@ async def chat_completions(
     x_tenant_id: str | None = Header(None, max_length=63),
 ) -> Any:
     tenant = request_tenant(request, body.tenant_id, x_tenant_id)
+    if body.stream_id is not None and not body.stream_id.startswith(f"tenant_{tenant}_"):
+        raise HTTPException(403, "stream_id names a stream of another tenant")
     backend = chat_backend(request)
     limits: FrameLimits = request.app.state.limits
     try:

@@ -63,6 +63,8 @@ class ChatCompletionIn(BaseModel):
     tenant_id: str | None = Field(None, max_length=63)
     session_id: uuid.UUID | None = None
     retrieve: bool = True
+    # the caller's screen share (tenant_<tenant>_<room>[.<track>]): its screen text rides with the turn
+    stream_id: str | None = Field(None, max_length=200)
 
 
 def _image(url: str, max_bytes: int) -> Image:
@@ -118,6 +120,7 @@ def to_request(body: ChatCompletionIn, tenant_id: str, max_image_bytes: int) -> 
         temperature=body.temperature,
         retrieve=body.retrieve,
         system="\n\n".join(s for s in system if s) or None,
+        stream_id=body.stream_id,
     )
     return request, request.system or ""
 

@@ -8,6 +8,7 @@ provider that calls their deployment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -15,13 +16,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve_app.costs.ledger import CostLedger
+from serve_app.costs.ledger import CostEvent, CostLedger
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
 from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
-from serve_app.settings import RoutingPolicySettings, Settings
-from serve_app.tenancy import validate_tenant_id
+from serve_app.screen.context import grounded_query, query_lines, screen_block
+from serve_app.screen.state import ScreenContext
+from serve_app.settings import (
+    PricingSettings,
+    RoutingPolicySettings,
+    RoutingSettings,
+    ScreenSettings,
+    Settings,
+)
+from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,9 @@ class ChatRequestError(ValueError):
 # (tenant, question, k, the routed request's id) -> passages; the id joins what retrieval cost (billed
 # embeddings, rerank searches) to the request's LLM attempts in the cost ledger
 Retrieve = Callable[[str, str, int, uuid.UUID], Awaitable[list[str]]]
+# the screen text of a request's stream (or of its images), waiting at most the given seconds for reads
+ScreenSource = Callable[["ChatRequest", float], Awaitable[ScreenContext]]
+OCR_MODEL = "pp-ocrv4-onnx"
 
 
 @dataclass(frozen=True)
@@ -46,20 +58,30 @@ class ChatRequest:
     temperature: float = 0.2
     retrieve: bool = True
     system: str | None = None  # the caller's instructions, added to the support assistant's
+    stream_id: str | None = None  # the screen share whose text the turn gets (the tenant's own)
 
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
+        if self.stream_id is not None:
+            try:
+                owner = parse_stream_id(self.stream_id).tenant_id
+            except InvalidIdentifier as exc:
+                raise ValueError(str(exc)) from None
+            if owner != self.tenant_id:
+                raise ValueError("stream_id names a stream of another tenant")
         if not self.messages or self.messages[-1].role != "user":
             raise ValueError("messages must end with a user message")
         if not self.messages[-1].content.strip():
             raise ValueError("the last user message is empty")
 
 
-def build_tiers(settings: Settings, providers: Mapping[str, LLMProvider] | None = None) -> list[Tier]:
+def build_tiers(
+    routing: RoutingSettings, pricing: PricingSettings, providers: Mapping[str, LLMProvider] | None = None
+) -> list[Tier]:
     """Tiers from settings; `providers` may supply ready providers by tier name (deployment handles)."""
-    prices = settings.pricing.load()
+    prices = pricing.load()
     tiers = []
-    for t in settings.routing.tiers:
+    for t in routing.tiers:
         provider = (providers or {}).get(t.name) or tier_provider(t)
         tiers.append(Tier(t.name, provider, prices[t.model], t.timeout_s))
     return tiers
@@ -67,12 +89,14 @@ def build_tiers(settings: Settings, providers: Mapping[str, LLMProvider] | None 
 
 @dataclass
 class ChatService:
-    settings: Settings
+    routing: RoutingSettings
+    shown: ScreenSettings  # how much screen text a turn carries, and how long it waits for it
     router: EscalatingRouter
     retrieve: Retrieve | None = None
     ledger: CostLedger | None = None
     answered: int = 0
     metrics: Metrics | None = None
+    screen: ScreenSource | None = None
     _system: str = field(default="You are a concise, accurate customer-support assistant.")
 
     @classmethod
@@ -83,14 +107,26 @@ class ChatService:
         ledger: CostLedger | None = None,
         providers: Mapping[str, LLMProvider] | None = None,
     ) -> ChatService:
-        cfg = settings.routing
+        """From a whole Settings (the CLI and tests); `of` takes just the sections the service reads."""
+        return cls.of(settings.routing, settings.screen, settings.pricing, retrieve, ledger, providers)
+
+    @classmethod
+    def of(
+        cls,
+        routing: RoutingSettings,
+        screen: ScreenSettings,
+        pricing: PricingSettings,
+        retrieve: Retrieve | None = None,
+        ledger: CostLedger | None = None,
+        providers: Mapping[str, LLMProvider] | None = None,
+    ) -> ChatService:
         router = EscalatingRouter(
-            build_tiers(settings, providers),
-            cfg.policy,
+            build_tiers(routing, pricing, providers),
+            routing.policy,
             record=ledger.record if ledger else None,
-            ladders=cfg.tenant_tiers,
+            ladders=routing.tenant_tiers,
         )
-        return cls(settings, router, retrieve, ledger)
+        return cls(routing, screen, router, retrieve, ledger)
 
     def reconfigure(self, policy: dict[str, Any]) -> None:
         self.router.configure(RoutingPolicySettings(**policy))
@@ -98,14 +134,17 @@ class ChatService:
     async def prompt(
         self, request: ChatRequest, request_id: uuid.UUID | None = None
     ) -> tuple[Prompt, list[str]]:
-        cfg = self.settings.routing
+        cfg, shown = self.routing, self.shown
+        request_id = request_id or uuid.uuid4()
+        screen = await self._screen(request, request_id)
+        lines = query_lines(screen, shown.query_chars)
         passages: list[str] = []
         if request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve is not None:
             passages = await self.retrieve(
                 request.tenant_id,
-                request.messages[-1].content,
+                grounded_query(request.messages[-1].content, lines),  # screen-grounded retrieval
                 cfg.context_passages,
-                request_id or uuid.uuid4(),
+                request_id,
             )
         images = request.images[-cfg.max_images :] if cfg.max_images else ()
         prompt = Prompt(
@@ -115,8 +154,39 @@ class ChatService:
             images=tuple(images),
             max_tokens=min(request.max_tokens or cfg.max_tokens, cfg.max_tokens),
             temperature=request.temperature,
+            screen=screen_block(screen.appeared, screen.current, shown.prompt_chars),
+            screen_lines=tuple(lines),
         )
         return prompt, passages
+
+    async def _screen(self, request: ChatRequest, request_id: uuid.UUID) -> ScreenContext:
+        """The turn's screen text; empty when there is none or it could not be had in time (a turn never
+        fails for its screen). Each read that landed since the last turn is a `vision` cost event."""
+        cfg = self.shown
+        if self.screen is None or not cfg.enabled or not (request.stream_id or request.images):
+            return ScreenContext()
+        try:
+            context = await asyncio.wait_for(self.screen(request, cfg.turn_wait_s), cfg.turn_wait_s + 0.5)
+        except Exception:
+            log.warning("screen text for tenant %s unavailable", request.tenant_id, exc_info=True)
+            return ScreenContext()
+        if self.ledger is not None:
+            for ms, chars, failed, _whole in context.usage:
+                self.ledger.record(
+                    CostEvent(
+                        tenant_id=request.tenant_id,
+                        service="vision",
+                        provider="self-hosted",
+                        model=OCR_MODEL,
+                        images=1,
+                        output_tokens=chars,  # vision rows: characters read
+                        latency_ms=ms,
+                        session_id=request.session_id,
+                        request_id=request_id,
+                        outcome="error" if failed else "read",
+                    )
+                )
+        return context
 
     def _ladder_for(self, request: ChatRequest) -> list[str] | None:
         """The one tier the request pins (no escalation), or None: the tenant's ladder."""

@@ -42,6 +42,10 @@ class Prompt:
     images: tuple[Image, ...] = ()
     max_tokens: int = 512
     temperature: float = 0.2
+    # text read from the user's screen (serve_app/screen): the quoted, untrusted block every tier gets,
+    # and its lines that ground retrieval and the extractive tier
+    screen: str = ""
+    screen_lines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.messages or self.messages[-1].role != "user":
@@ -62,6 +66,8 @@ class Prompt:
                 "Answer from these help-center passages and cite them like [1]. If they do not answer "
                 "the question, say so.\n\n" + self.context_text()
             )
+        if self.screen:
+            parts.append(self.screen)
         if self.images:
             parts.append(f"The user's screen is attached ({len(self.images)} frame(s)).")
         parts.append(CONFIDENCE_INSTRUCTION)

@@ -115,7 +115,8 @@ class ExtractiveResponder(LLMProvider):
         return " ".join(picked)
 
     def answer(self, prompt: Prompt) -> tuple[str, float]:
-        question = set(terms(prompt.question))
+        # a vague question ("what does this error mean?") is about what its screen shows
+        question = set(terms(" ".join([prompt.question, *prompt.screen_lines])))
         found = sections(prompt.context)
         if not question or not found:
             return NOT_FOUND, 0.0

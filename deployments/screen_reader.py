@@ -1,0 +1,150 @@
+"""ScreenReader deployment: OCR of the frames FrameDedup sends on, and each stream's screen text.
+
+FrameDedup hands each processed frame off without waiting (`ScreenHandOff`): the changed region (plus a
+margin) for a `region` decision, the whole frame for `first` / `phash`, so the reader's cost follows the
+dedup, not the frame rate. Reads are batched across streams (`@serve.batch`) and run in a thread, so a
+turn's `turn()` call is answered while OCR runs; it waits at most `screen.turn_wait_s` for a read of its
+stream still running. Calls name `stream_id` so the stream-affinity router keeps a stream on one replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.metrics import Metrics
+from serve_app.screen.normalize import Vocabulary
+from serve_app.screen.ocr import OcrEngine
+from serve_app.screen.reader import ReaderLimits, Reading, ReadRequest, ScreenReader, crop_box
+from serve_app.screen.state import ScreenStore
+from serve_app.screen.vocabulary import vocabulary_texts
+from serve_app.settings import ScreenSettings
+from serve_app.tenancy import parse_stream_id
+
+log = logging.getLogger("ray.serve")
+MAX_CHAT_IMAGE_PIXELS = 3840 * 2160
+
+
+class ScreenReaderDeployment:
+    def __init__(self, cfg: ScreenSettings):
+        self.cfg = cfg
+        vocab = Vocabulary().add(vocabulary_texts(cfg.vocabulary))
+        self.reader = ScreenReader(
+            vocabulary=vocab,
+            limits=ReaderLimits(margin=cfg.margin, max_side=cfg.max_side),
+            engine_factory=lambda: OcrEngine(device=cfg.device, threads=cfg.threads),
+        )
+        self.store = ScreenStore(max_streams=cfg.max_streams)
+        self.metrics = Metrics.ray()
+        self._read_batch.set_max_batch_size(cfg.max_batch_size)
+        self._read_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    async def read(
+        self,
+        stream_id: str,
+        frame: np.ndarray,
+        origin: tuple[int, int] = (0, 0),
+        whole_frame: bool = True,
+        reason: str = "",
+        ts: float | None = None,
+    ) -> dict[str, Any]:
+        """Read one frame (or the crop of one at `origin`) of a stream into its screen state."""
+        self.store.started(stream_id)
+        request = ReadRequest(
+            frame, None, tuple(origin), whole_frame, stream_id=stream_id, ts=ts, reason=reason
+        )
+        try:
+            reading = await self._read_batch(request)
+        except Exception as exc:  # the stream's state must hear of every read it waits for
+            reading = Reading(stream_id=stream_id, error=f"{type(exc).__name__}: {exc}"[:300])
+        self.store.landed(reading)
+        self._count(reading)
+        return {"lines": len(reading.lines), "chars": reading.chars, "ms": reading.ms, "error": reading.error}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _read_batch(self, requests: list[ReadRequest]) -> list[Reading]:
+        return await asyncio.to_thread(self.reader.read_batch, requests)
+
+    def _count(self, reading: Reading) -> None:
+        try:
+            tenant = parse_stream_id(reading.stream_id).tenant_id
+        except Exception:
+            tenant = "chat"
+        outcome = "error" if reading.error else ("text" if reading.lines else "empty")
+        self.metrics.inc("supportgraph_screen_reads", tenant=tenant, outcome=outcome)
+        scope = "frame" if reading.whole_frame else "region"
+        self.metrics.observe("supportgraph_screen_read_latency_ms", reading.ms, scope=scope)
+
+    async def read_images(self, stream_id: str, images: list[bytes]) -> int:
+        """Chat images (encoded) read as whole frames under `stream_id`, each once; returns how many
+        new reads started (they run on; `turn` waits a little for them)."""
+        started = 0
+        for data in images:
+            if not self.store.first_sight(stream_id, hashlib.sha256(data).hexdigest()):
+                continue
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    if img.width * img.height > MAX_CHAT_IMAGE_PIXELS:
+                        raise ValueError(f"image of {img.width}x{img.height} is too large to read")
+                    frame = np.asarray(img.convert("RGB"))
+            except Exception as exc:
+                reading = Reading(stream_id=stream_id, error=f"{type(exc).__name__}: {exc}"[:300])
+                self.store.landed(reading, started=False)
+                self._count(reading)
+                continue
+            asyncio.get_running_loop().create_task(self.read(stream_id, frame, reason="image"))
+            started += 1
+        return started
+
+    async def turn(self, stream_id: str, wait_s: float | None = None) -> dict[str, Any]:
+        """The stream's screen context for a turn (current text, what appeared since the last turn)."""
+        wait = self.cfg.turn_wait_s if wait_s is None else wait_s
+        return (await self.store.turn(stream_id, wait)).to_dict()
+
+    async def peek(self, stream_id: str) -> dict[str, Any]:
+        return self.store.peek(stream_id).to_dict()
+
+    async def stats(self) -> dict[str, Any]:
+        return {**self.reader.stats(), "streams": len(self.store)}
+
+
+class ScreenHandOff:
+    """FrameDedup's side: each processed frame goes to the ScreenReader without being waited for."""
+
+    def __init__(self, handle: DeploymentHandle, margin: int = 12):
+        self.handle, self.margin = handle, margin
+        self._tasks: set[asyncio.Task] = set()
+        self.failed = 0
+
+    def offer(self, stream_id: str, frame: np.ndarray, decision: dict[str, Any]) -> None:
+        if not decision.get("send"):
+            return
+        box = decision.get("box") if decision.get("reason") == "region" else None
+        x, y, w, h = crop_box(frame.shape, box, self.margin)
+        crop = np.ascontiguousarray(frame[y : y + h, x : x + w])
+        call = self.handle.read.remote(
+            stream_id=stream_id,
+            frame=crop,
+            origin=(x, y),
+            whole_frame=box is None,
+            reason=str(decision.get("reason") or ""),
+            ts=decision.get("ts"),
+        )
+        task = asyncio.get_running_loop().create_task(self._wait(call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait(self, call: Any) -> None:
+        try:
+            await call
+        except Exception:  # a lost read costs the screen text of one change, never a frame decision
+            self.failed += 1
+            log.warning("screen read hand-off failed", exc_info=True)

@@ -1,0 +1,163 @@
+"""Per-stream screen state: the text on screen now, and what appeared since the last turn.
+
+A whole-frame reading replaces a stream's lines; a region reading replaces the lines that overlapped
+the region it read. `turn()` returns the screen context for a turn (current text, text that appeared
+since the previous turn) and starts a new "since"; it waits at most `wait_s` for reads of the stream
+still running, then answers with what has landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from serve_app.screen.reader import Box, Reading, ScreenLine
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+@dataclass
+class ScreenContext:
+    """What a turn gets: the screen's text now and the lines that appeared since the last turn."""
+
+    current: list[str] = field(default_factory=list)
+    appeared: list[str] = field(default_factory=list)
+    reads: int = 0
+    pending: int = 0  # reads still running when the turn stopped waiting
+    waited_ms: float = 0.0
+    # reads landed since the last turn, for the cost ledger: (latency ms, characters, failed, whole frame)
+    usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "appeared": self.appeared,
+            "reads": self.reads,
+            "pending": self.pending,
+            "waited_ms": round(self.waited_ms, 1),
+            "usage": [list(u) for u in self.usage],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ScreenContext:
+        data = data or {}
+        return cls(
+            [str(x) for x in data.get("current", [])],
+            [str(x) for x in data.get("appeared", [])],
+            int(data.get("reads", 0)),
+            int(data.get("pending", 0)),
+            float(data.get("waited_ms", 0.0)),
+            [(float(u[0]), int(u[1]), bool(u[2]), bool(u[3])) for u in data.get("usage", [])],
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.current or self.appeared)
+
+
+@dataclass
+class _Stream:
+    lines: list[ScreenLine] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # texts on screen at the last turn
+    appeared: list[str] = field(default_factory=list)  # since the last turn, in order
+    usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)  # unbilled reads
+    digests: set[str] = field(default_factory=set)  # chat images already read for this key
+    reads: int = 0
+    pending: list[float] = field(default_factory=list)  # when each running read started (monotonic)
+    changed: asyncio.Event | None = None
+    touched: float = field(default_factory=time.monotonic)
+
+
+class ScreenStore:
+    """Screen state of many streams (least recently used dropped past `max_streams`)."""
+
+    def __init__(self, max_streams: int = 10_000, max_lines: int = 200, stale_s: float = 30.0):
+        self.max_streams, self.max_lines, self.stale_s = max_streams, max_lines, stale_s
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+
+    def _get(self, stream_id: str) -> _Stream:
+        state = self._streams.get(stream_id)
+        if state is None:
+            state = self._streams[stream_id] = _Stream()
+            while len(self._streams) > self.max_streams:
+                self._streams.popitem(last=False)
+        self._streams.move_to_end(stream_id)
+        state.touched = time.monotonic()
+        return state
+
+    def started(self, stream_id: str) -> None:
+        """A read of the stream was handed off; `turn` waits for it (a little)."""
+        self._get(stream_id).pending.append(time.monotonic())
+
+    def landed(self, reading: Reading, started: bool = True) -> None:
+        """A reading arrived (`started`: it was announced with `started`)."""
+        state = self._get(reading.stream_id)
+        if started and state.pending:
+            state.pending.pop(0)
+        state.reads += 1
+        state.usage = [
+            *state.usage,
+            (reading.ms, reading.chars, reading.error is not None, reading.whole_frame),
+        ]
+        state.usage = state.usage[-1000:]
+        if reading.region is not None and reading.error is None:
+            if reading.whole_frame:
+                state.lines = []
+            else:
+                state.lines = [ln for ln in state.lines if not _overlaps(ln.box, reading.region)]
+            state.lines = [*state.lines, *reading.lines][-self.max_lines :]
+            state.lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
+            for line in reading.lines:
+                if line.text not in state.seen and line.text not in state.appeared:
+                    state.appeared.append(line.text)
+            state.appeared = state.appeared[-self.max_lines :]
+        if state.changed is not None:
+            state.changed.set()
+
+    def forget(self, stream_id: str) -> None:
+        self._streams.pop(stream_id, None)
+
+    def peek(self, stream_id: str) -> ScreenContext:
+        state = self._streams.get(stream_id)
+        if state is None:
+            return ScreenContext()
+        # what appeared stays even if it has gone since (a toast that closed before the question)
+        return ScreenContext(
+            [ln.text for ln in state.lines], list(state.appeared), state.reads, len(state.pending)
+        )
+
+    async def turn(self, stream_id: str, wait_s: float = 0.3) -> ScreenContext:
+        """The turn's screen context; waits up to `wait_s` for reads still running."""
+        started = time.perf_counter()
+        state = self._get(stream_id)
+        deadline = started + max(0.0, wait_s)
+        stale = time.monotonic() - self.stale_s  # a read lost with its replica is not waited for
+        state.pending = [t for t in state.pending if t > stale]
+        while state.pending and (left := deadline - time.perf_counter()) > 0:
+            state.changed = state.changed or asyncio.Event()
+            state.changed.clear()
+            try:
+                await asyncio.wait_for(state.changed.wait(), left)
+            except TimeoutError:
+                break
+        context = self.peek(stream_id)
+        context.waited_ms = (time.perf_counter() - started) * 1000
+        context.usage, state.usage = state.usage, []
+        state.seen = set(context.current)
+        state.appeared = []
+        return context
+
+    def first_sight(self, stream_id: str, digest: str) -> bool:
+        """True the first time `digest` (a chat image) is seen for `stream_id`."""
+        state = self._get(stream_id)
+        if digest in state.digests:
+            return False
+        state.digests.add(digest)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._streams)

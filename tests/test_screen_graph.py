@@ -1,0 +1,72 @@
+"""Screen reading through the running graph: an error toast sent over HTTP is read (FrameDedup hands the
+processed frame to the ScreenReader), and a vague question naming the stream gets the article about it,
+with the reads in the tenant's costs as `vision` events."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import httpx
+import pytest
+from PIL import Image
+from ray import serve
+
+from serve_app.runtime import RunningGraph
+from serve_app.screen.screens import ERRORS, error_screen
+from serve_app.settings import Settings
+
+pytestmark = pytest.mark.ray
+TENANT = "screen-t"
+STREAM = f"tenant_{TENANT}_desk-1.screen"
+
+
+def _png(rgb) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_error_toast_is_read_and_grounds_the_answer(graph: RunningGraph, graph_settings: Settings) -> None:
+    from serve_app import samples
+
+    asyncio.run(samples.ingest_help_center(graph_settings, TENANT))
+    shot = error_screen(ERRORS[0], seed=11, surface="toast")
+    reader = serve.get_deployment_handle("ScreenReader", app_name=graph.app_name)
+    with httpx.Client(base_url=graph.base_url, timeout=120) as client:
+        url = f"/v1/streams/{STREAM}/frames"
+        png = {"content-type": "image/png"}
+        first = client.post(url, params={"ts": 0}, content=_png(shot.before), headers=png).json()
+        toast = client.post(url, params={"ts": 1}, content=_png(shot.after), headers=png).json()
+        assert first["reason"] == "first" and toast["send"], toast
+        deadline, seen = time.monotonic() + 240, {}
+        while time.monotonic() < deadline:
+            seen = reader.peek.remote(stream_id=STREAM).result()
+            if any("0x80070005" in line for line in seen["appeared"]) and not seen["pending"]:
+                break
+            time.sleep(1)
+        assert any("Error 0x80070005: access denied" in line for line in seen["appeared"]), seen
+        body = {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "what does this error mean?"}],
+            "stream_id": STREAM,
+        }
+        reply = client.post("/v1/chat/completions", json=body, headers={"X-Tenant-Id": TENANT})
+        assert reply.status_code == 200, reply.text
+        answer = reply.json()
+        other = client.post(
+            "/v1/chat/completions",
+            json={**body, "stream_id": "tenant_someone-else_desk-1.screen"},
+            headers={"X-Tenant-Id": TENANT},
+        )
+        deadline, vision = time.monotonic() + 30, None
+        while time.monotonic() < deadline and vision is None:
+            costs = client.get("/v1/costs", params={"tenant_id": TENANT}).json()
+            vision = next((r for r in costs["by_service_provider"] if r["service"] == "vision"), None)
+            time.sleep(0.5)
+    text = answer["choices"][0]["message"]["content"]
+    assert "notes folder" in text and "[1]" in text, text  # the article on 0x80070005, cited
+    assert answer["supportgraph"]["tier"] == "extractive"
+    assert other.status_code == 403
+    assert vision is not None and vision["cost_usd"] == 0 and vision["attempts"] >= 2  # both reads
