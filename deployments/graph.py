@@ -18,6 +18,7 @@ from deployments.ingress import Ingress
 from deployments.knowledge import Embeddings, KnowledgeBase, RerankerArms
 from deployments.router import Router, SelfHostedLLM
 from deployments.stream_affinity import StreamAffinityRouter
+from serve_app.experiments.config import live_config
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
 QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
@@ -63,7 +64,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         **_options(settings.serve.reranker, level)
     )
     knowledge = serve.deployment(KnowledgeBase, name="KnowledgeBase").options(
-        **_options(settings.serve.knowledge, level)
+        **_options(settings.serve.knowledge, level), user_config=live_config(settings.experiments)
     )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
     kb = knowledge.bind(
@@ -83,7 +84,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     }
     router = serve.deployment(Router, name="Router").options(
         **_options(settings.serve.router, level),
-        user_config=settings.routing.policy.model_dump(mode="json"),
+        user_config={**settings.routing.policy.model_dump(mode="json"), **live_config(settings.experiments)},
     )
     return ingress.bind(frame_dedup.bind(dedup_init), kb, router.bind(settings, kb, self_hosted), settings)
 

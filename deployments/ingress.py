@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.auth import KeyVerifier, RateLimiter, db_lookup
 from serve_app.db.database import Database
+from serve_app.experiments.backend import HandleExperiments
 from serve_app.frames.decode import FrameLimits
 from serve_app.handles import HandleChatBackend, HandleFrameBackend, HandleKnowledgeBackend
 from serve_app.http import Access, create_app
@@ -36,6 +37,7 @@ class Ingress:
         self.frames = HandleFrameBackend(frame_dedup)
         self.knowledge = HandleKnowledgeBackend(knowledge)
         self.chat = HandleChatBackend(router)
+        self.experiments = HandleExperiments(router)
         self.access = Access()
         auth = settings.auth
         if auth.mode == "keys":
@@ -64,4 +66,5 @@ class Ingress:
         app.state.frames = self.frames
         app.state.knowledge = self.knowledge
         app.state.chat = self.chat
+        app.state.experiments = self.experiments
         return app

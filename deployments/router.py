@@ -7,7 +7,9 @@ next request without a redeploy. A clean replica shutdown flushes the ledger (`_
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,6 +21,8 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
+from serve_app.experiments.backend import DbExperiments
+from serve_app.experiments.store import ImplicitOutcome, record_request
 from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
@@ -28,6 +32,8 @@ from serve_app.routing.service import ChatRequest, ChatService
 from serve_app.settings import Settings, TierSettings
 
 log = logging.getLogger("ray.serve")
+# the session of the request a replica task is answering: experiments split by session need it in _retrieve
+_SESSION: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("session", default=None)
 
 
 class SelfHostedLLM:
@@ -98,9 +104,15 @@ class Router:
         }
         self.service = ChatService.create(settings, self._retrieve, self.ledger, providers)
         self.service.metrics = Metrics.ray()
+        self.experiments = settings.experiment_set()
+        self.experiment_api = DbExperiments(self.db, self.experiments)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.service.reconfigure(user_config)
+        config = dict(user_config)
+        experiments = config.pop("experiments", None)  # serve_app.experiments; the rest is the policy
+        if experiments is not None:
+            self.experiments.configure(experiments)
+        self.service.reconfigure(config)
 
     async def _ready(self) -> None:
         await self.db.ready()
@@ -110,6 +122,7 @@ class Router:
         """Passages for the question; a failed retrieval is logged and the turn goes on without them."""
         if self.knowledge is None:
             return []
+        assigned = self.experiments.assign(tenant_id, _SESSION.get(), request_id)
         try:
             found = await self.knowledge.search.remote(
                 tenant_id=tenant_id,
@@ -117,6 +130,7 @@ class Router:
                 mode="hybrid_rerank",
                 top_k=k,
                 request_id=str(request_id),  # the search's billed calls join the request's attempts
+                arm=self.experiments.reranker_arm(assigned),
             )
         except Exception:
             log.warning(
@@ -127,13 +141,44 @@ class Router:
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         await self._ready()
-        return await self.service.reply(request)
+        _SESSION.set(request.session_id)  # this request's task (and context) only
+        started = time.perf_counter()
+        result = await self.service.reply(request)
+        await self._record(request, result["routing"], started)
+        return result
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         """{"delta": text} events, then {"routing": ...}."""
         await self._ready()
+        _SESSION.set(request.session_id)
+        started = time.perf_counter()
         async for event in self.service.events(request):
+            if "routing" in event:  # recorded before the caller learns the request id it may rate
+                await self._record(request, event["routing"], started)
             yield event
+
+    async def _record(self, request: ChatRequest, routing: dict[str, Any], started: float) -> None:
+        """The request's experiment arms and implicit outcome; a failed write is logged, not raised."""
+        request_id = uuid.UUID(routing["request_id"])
+        try:
+            await record_request(
+                self.db,
+                request.tenant_id,
+                request_id,
+                request.session_id,
+                self.experiments.assign(request.tenant_id, request.session_id, request_id),
+                ImplicitOutcome.of_routing(routing, (time.perf_counter() - started) * 1e3),
+            )
+        except Exception:
+            log.warning("recording request %s for experiments failed", request_id, exc_info=True)
+
+    async def feedback(
+        self, tenant_id: str, request_id: str, resolved: bool, rating: int | None, comment: str | None
+    ) -> dict[str, Any] | None:
+        return await self.experiment_api.feedback(tenant_id, request_id, resolved, rating, comment)
+
+    async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
+        return await self.experiment_api.experiment_report(tenant_id, name)
 
     async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         await self._ready()

@@ -136,6 +136,16 @@ def _parser() -> argparse.ArgumentParser:
     costs.add_argument("--since", type=_timestamp, help="ISO date or time, inclusive")
     costs.add_argument("--until", type=_timestamp, help="ISO date or time, exclusive")
 
+    ab = sub.add_parser(
+        "ab-report",
+        help="an experiment's arms: resolution, rating, escalation, cost, latency; vs control; SRM",
+        description="Per arm, with 95%% intervals, the difference to the control arm (fixed-horizon and "
+        "always-valid sequential p-values) and a sample-ratio-mismatch check. Without --tenant: every "
+        "tenant's requests (the admin connection must bypass row-level security). The last line is JSON.",
+    )
+    ab.add_argument("name", help="experiment name (settings `experiments`, or `reranker`: ab_weights)")
+    ab.add_argument("--tenant", help="one tenant's requests only (under row-level security)")
+
     keys = sub.add_parser("keys", help="a tenant's HTTP API keys: create (shown once), list, revoke")
     keys.add_argument("action", choices=["create", "list", "revoke"])
     keys.add_argument("--tenant", required=True)
@@ -580,6 +590,27 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ab_report(args: argparse.Namespace) -> int:
+    from serve_app.db.database import Database
+    from serve_app.experiments.backend import DbExperiments
+    from serve_app.experiments.report import format_report
+
+    settings = load_settings(args.config)
+    if args.tenant:
+        validate_tenant_id(args.tenant)
+
+    async def report() -> dict[str, object] | None:
+        async with Database.of(settings) as db:
+            experiments = DbExperiments(db, settings.experiment_set())
+            return await experiments.experiment_report(args.tenant, args.name)
+
+    result = asyncio.run(report())
+    if result is None:
+        raise ValueError(f"no experiment {args.name!r} in the settings or the data")
+    print(format_report(result))
+    return 0
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from serve_app.agent.worker import run_worker
 
@@ -599,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval-router": _cmd_eval_router,
         "eval-dedup": _cmd_eval_dedup,
         "costs": _cmd_costs,
+        "ab-report": _cmd_ab_report,
         "token": _cmd_token,
         "keys": _cmd_keys,
         "agent": _cmd_agent,
