@@ -5,6 +5,7 @@ difference to control, sequential test and sample-ratio check, over HTTP and fro
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -214,3 +215,50 @@ def test_ab_report_command(
     every = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sum(a["requests"] for a in every["arms"].values()) >= 60 and every["tenant_id"] is None
     assert main(["ab-report", "nope"]) == 2
+
+
+def test_paired_bootstrap_sees_a_shift_and_not_noise() -> None:
+    from serve_app.experiments.offline import paired_bootstrap
+
+    rng = np.random.default_rng(5)
+    base = rng.random(200)
+    same = paired_bootstrap(base, base)
+    assert same == {"estimate": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+    shifted = paired_bootstrap(base, base + 0.1 + rng.normal(0, 0.05, 200))
+    assert shifted["low"] < 0.1 < shifted["high"] and shifted["low"] > 0 and shifted["p_value"] < 0.01
+    noise = paired_bootstrap(base, base + rng.normal(0, 0.05, 200))
+    assert noise["low"] < 0 < noise["high"]
+    # pairing: the shared per-query spread cancels, so the paired interval is far narrower than unpaired
+    se_unpaired = math.sqrt(2 * base.var() / 200)
+    assert shifted["high"] - shifted["low"] < se_unpaired
+
+
+def test_evaluate_arms_scores_every_arm_on_the_same_queries() -> None:
+    from types import SimpleNamespace
+
+    from serve_app.experiments.offline import evaluate_arms
+    from serve_app.knowledge.evaluate import Query
+
+    class Fake:
+        def __init__(self) -> None:
+            self.rerankers = {"learned": None, "none": None}
+            self.calls: list[tuple[str, str]] = []
+
+        async def search(self, tenant, text, *, mode, top_k, arm):
+            self.calls.append((text, arm))
+            order = ["good", "bad"] if arm == "learned" or text == "q0" else ["bad", "good"]
+            hits = [SimpleNamespace(passage=SimpleNamespace(source=f"{d}.md")) for d in order]
+            return SimpleNamespace(hits=hits, usage=[])
+
+    queries = [Query(f"q{i}", f"q{i}") for i in range(10)]
+    qrels = {f"q{i}": {"good"} for i in range(10)}
+    fake = Fake()
+    import asyncio
+
+    got = asyncio.run(evaluate_arms(fake, "t", queries, qrels, ["none", "learned"], draws=500))
+    assert got["arms"]["learned"]["MRR@10"] == 1.0 and got["arms"]["none"]["MRR@10"] == 0.55
+    assert got["vs_control"]["learned"]["MRR@10"]["estimate"] == pytest.approx(0.45)
+    assert got["vs_control"]["learned"]["R@5"]["estimate"] == 0.0  # both found it in the top 5
+    assert sorted(fake.calls) == sorted((f"q{i}", a) for i in range(10) for a in ("none", "learned"))
+    with pytest.raises(ValueError, match="unknown"):
+        asyncio.run(evaluate_arms(fake, "t", queries, qrels, ["none", "cohere"]))
