@@ -29,3 +29,20 @@ def test_notebook_executes(name: str, tmp_path: Path) -> None:
     text = "".join(o.get("text", "") for o in outputs)
     assert "best saved on the test curve" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plots were drawn
+
+
+def test_reranker_ab_notebook_executes() -> None:
+    """Simulated logged outcomes, read daily: needs no dataset."""
+    notebook = nbformat.read(ROOT / "notebooks" / "reranker_ab.ipynb", as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "learned vs none: resolution +" in text and "A/A false positives" in text
+    assert "A/B (+10 pts): sequential test significant from 2026-" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)
