@@ -177,6 +177,11 @@ class Router:
     ) -> dict[str, Any] | None:
         return await self.experiment_api.feedback(tenant_id, request_id, resolved, rating, comment)
 
+    async def session_feedback(
+        self, tenant_id: str, session_id: str, resolved: bool, rating: int | None = None
+    ) -> int:
+        return await self.experiment_api.session_feedback(tenant_id, session_id, resolved, rating)
+
     async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
         return await self.experiment_api.experiment_report(tenant_id, name)
 

@@ -107,9 +107,8 @@ def test_feedback_is_idempotent_and_tenant_isolated(live_db: LiveDB) -> None:
 
     async def go():
         db = live_db.db
-        await record_request(
-            db, "fb-a", rid, sid, assigned, ImplicitOutcome(True, "smollm2", 0.4, 0.002, 120)
-        )
+        implicit = ImplicitOutcome(True, "smollm2", 0.4, 0.002, 120)
+        await record_request(db, "fb-a", rid, sid, assigned, implicit)
         await record_request(db, "fb-a", rid, sid, assigned, None)  # a repeat changes nothing
         first = await record_feedback(db, "fb-a", rid, True, 4, "thanks")
         again = await record_feedback(db, "fb-a", rid, True, 4, "thanks")
@@ -124,6 +123,10 @@ def test_feedback_is_idempotent_and_tenant_isolated(live_db: LiveDB) -> None:
             )
         changed = await record_feedback(db, "fb-a", rid, False, 2)
         session = await record_session_feedback(db, "fb-a", sid, True)  # has feedback already: untouched
+        later = uuid.uuid4()  # a second turn of the session, no feedback: the session's outcome applies
+        await record_request(db, "fb-a", later, sid, assigned, implicit)
+        session += 10 * await record_session_feedback(db, "fb-a", sid, True, 5)
+        session += 100 * await record_session_feedback(db, "fb-b", sid, True, 5)  # RLS: not b's session
         return first, again, other, unknown, seen_by_b, row, arms, changed, session
 
     first, again, other, unknown, seen_by_b, row, arms, changed, session = live_db.run(go())
@@ -135,7 +138,7 @@ def test_feedback_is_idempotent_and_tenant_isolated(live_db: LiveDB) -> None:
     assert row["escalated"] and row["final_tier"] == "smollm2" and float(row["cost_usd"]) == 0.002
     assert [tuple(a) for a in arms] == [("rr", "learned", str(sid))]
     assert changed["resolved"] is False and changed["rating"] == 2 and changed["comment"] is None
-    assert session == 0
+    assert session == 10
 
 
 def test_report_finds_an_injected_difference_and_flags_no_srm(live_db: LiveDB) -> None:

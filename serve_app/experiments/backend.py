@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from serve_app.db.database import Database
 from serve_app.experiments.config import Experiments
 from serve_app.experiments.report import build_report
-from serve_app.experiments.store import record_feedback, report_rows
+from serve_app.experiments.store import record_feedback, record_session_feedback, report_rows
 
 
 class ExperimentBackend(Protocol):
@@ -32,6 +32,13 @@ class DbExperiments:
     ) -> dict[str, Any] | None:
         await self.db.ready()
         return await record_feedback(self.db, tenant_id, uuid.UUID(request_id), resolved, rating, comment)
+
+    async def session_feedback(
+        self, tenant_id: str, session_id: str, resolved: bool, rating: int | None = None
+    ) -> int:
+        """A session's outcome on its requests without feedback yet (the agent, at session end)."""
+        await self.db.ready()
+        return await record_session_feedback(self.db, tenant_id, uuid.UUID(session_id), resolved, rating)
 
     async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
         """The report (one tenant's requests; None: every tenant's), or None for an experiment neither
@@ -56,6 +63,11 @@ class HandleExperiments:
         self, tenant_id: str, request_id: str, resolved: bool, rating: int | None, comment: str | None
     ) -> dict[str, Any] | None:
         return await self.router.feedback.remote(tenant_id, request_id, resolved, rating, comment)
+
+    async def session_feedback(
+        self, tenant_id: str, session_id: str, resolved: bool, rating: int | None = None
+    ) -> int:
+        return await self.router.session_feedback.remote(tenant_id, session_id, resolved, rating)
 
     async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
         return await self.router.experiment_report.remote(tenant_id, name)
