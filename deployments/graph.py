@@ -19,6 +19,7 @@ from deployments.knowledge import Embeddings, KnowledgeBase, RerankerArms
 from deployments.router import Router, SelfHostedLLM
 from deployments.screen_reader import ScreenReaderDeployment
 from deployments.stream_affinity import StreamAffinityRouter
+from serve_app.experiments.config import live_config
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
 QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
@@ -64,7 +65,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         **_options(settings.serve.reranker, level)
     )
     knowledge = serve.deployment(KnowledgeBase, name="KnowledgeBase").options(
-        **_options(settings.serve.knowledge, level)
+        **_options(settings.serve.knowledge, level), user_config=live_config(settings.experiments)
     )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
     kb = knowledge.bind(
@@ -84,7 +85,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     }
     router = serve.deployment(Router, name="Router").options(
         **_options(settings.serve.router, level),
-        user_config=settings.routing.policy.model_dump(mode="json"),
+        user_config={**settings.routing.policy.model_dump(mode="json"), **live_config(settings.experiments)},
     )
     screen = (
         serve.deployment(ScreenReaderDeployment, name="ScreenReader")
@@ -108,6 +109,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
             kb,
             self_hosted,
             screen,
+            settings.experiment_set(),
         ),
         settings.http,
         settings.auth,

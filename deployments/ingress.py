@@ -15,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.auth import KeyVerifier, RateLimiter, db_lookup
 from serve_app.db.database import Database
+from serve_app.experiments.backend import HandleExperiments
 from serve_app.frames.decode import FrameLimits
 from serve_app.handles import HandleChatBackend, HandleFrameBackend, HandleKnowledgeBackend
 from serve_app.http import Access, create_app
@@ -40,6 +41,7 @@ class Ingress:
         self.frames = HandleFrameBackend(frame_dedup)
         self.knowledge = HandleKnowledgeBackend(knowledge)
         self.chat = HandleChatBackend(router)
+        self.experiments = HandleExperiments(router)
         self.access = Access()
         if auth.mode == "keys":
             self.db = Database(db.model_copy(update={"pool_max_size": 4}), state_dir)
@@ -67,4 +69,5 @@ class Ingress:
         app.state.frames = self.frames
         app.state.knowledge = self.knowledge
         app.state.chat = self.chat
+        app.state.experiments = self.experiments
         return app

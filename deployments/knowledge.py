@@ -16,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.costs.ledger import CostLedger
 from serve_app.costs.usage import Usage
 from serve_app.db.database import Database
+from serve_app.experiments.config import Experiments, default_reranker_experiment
 from serve_app.knowledge.factory import build_embedder, build_rerankers, build_retriever
 from serve_app.knowledge.rerankers import Candidate, Ranking
 from serve_app.metrics import Metrics
@@ -73,6 +74,12 @@ class KnowledgeBase:
         self.embeddings = embeddings
         self.prices = pricing.load()
         self.ledger = CostLedger(self.db)
+        default = default_reranker_experiment(knowledge.ab_weights, knowledge.ab_split_by)
+        self.experiments = Experiments((), knowledge.rerankers, default)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """`{"experiments": [...]}` (serve_app.experiments): which reranker arm a request gets."""
+        self.experiments.configure(user_config.get("experiments", ()))
 
     async def _ready(self) -> None:
         await self.db.ready()
@@ -85,9 +92,17 @@ class KnowledgeBase:
         mode: str = "hybrid_rerank",
         top_k: int | None = None,
         request_id: str | None = None,
+        arm: str | None = None,
     ) -> dict[str, Any]:
+        """`arm`: the reranker arm the caller's experiment assignment chose; else a configured reranker
+        experiment's arm for this tenant or request, else the `ab_weights` split."""
         await self._ready()
-        result = await self.retriever.search(tenant_id, query, mode=mode, top_k=top_k, request_id=request_id)
+        if arm is None and self.experiments.items:
+            unit = request_id or str(uuid.uuid4())
+            arm = self.experiments.reranker_arm(self.experiments.assign(tenant_id, None, unit))
+        result = await self.retriever.search(
+            tenant_id, query, mode=mode, top_k=top_k, request_id=request_id, arm=arm
+        )
         billed_for = _request_uuid(request_id)
         for usage in result.usage:
             self.ledger.record(usage.event(tenant_id, self.prices, request_id=billed_for))

@@ -7,8 +7,10 @@ next request without a redeploy. A clean replica shutdown flushes the ledger (`_
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -21,6 +23,9 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
+from serve_app.experiments.backend import DbExperiments
+from serve_app.experiments.config import Experiments
+from serve_app.experiments.store import ImplicitOutcome, record_request
 from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
@@ -37,6 +42,8 @@ from serve_app.settings import (
 )
 
 log = logging.getLogger("ray.serve")
+# the session of the request a replica task is answering: experiments split by session need it in _retrieve
+_SESSION: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("session", default=None)
 
 
 class SelfHostedLLM:
@@ -100,7 +107,10 @@ class Router:
         knowledge: DeploymentHandle | None = None,
         self_hosted: dict[str, DeploymentHandle] | None = None,
         screen_reader: DeploymentHandle | None = None,
+        experiments: Experiments | None = None,
     ):
+        """`experiments`: the A/B experiments (`Settings.experiment_set()`), replaced live by the
+        `experiments` key of the user_config."""
         self.routing = routing
         self.screen_reader = screen_reader
         self.knowledge = knowledge
@@ -115,9 +125,15 @@ class Router:
         self.service.metrics = Metrics.ray()
         if screen_reader is not None:
             self.service.screen = self._screen
+        self.experiments = experiments or Experiments()
+        self.experiment_api = DbExperiments(self.db, self.experiments)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.service.reconfigure(user_config)
+        config = dict(user_config)
+        experiments = config.pop("experiments", None)  # serve_app.experiments; the rest is the policy
+        if experiments is not None:
+            self.experiments.configure(experiments)
+        self.service.reconfigure(config)
 
     async def _ready(self) -> None:
         await self.db.ready()
@@ -127,6 +143,7 @@ class Router:
         """Passages for the question; a failed retrieval is logged and the turn goes on without them."""
         if self.knowledge is None:
             return []
+        assigned = self.experiments.assign(tenant_id, _SESSION.get(), request_id)
         try:
             found = await self.knowledge.search.remote(
                 tenant_id=tenant_id,
@@ -134,6 +151,7 @@ class Router:
                 mode="hybrid_rerank",
                 top_k=k,
                 request_id=str(request_id),  # the search's billed calls join the request's attempts
+                arm=self.experiments.reranker_arm(assigned),
             )
         except Exception:
             log.warning(
@@ -158,13 +176,49 @@ class Router:
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         await self._ready()
-        return await self.service.reply(request)
+        _SESSION.set(request.session_id)  # this request's task (and context) only
+        started = time.perf_counter()
+        result = await self.service.reply(request)
+        await self._record(request, result["routing"], started)
+        return result
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         """{"delta": text} events, then {"routing": ...}."""
         await self._ready()
+        _SESSION.set(request.session_id)
+        started = time.perf_counter()
         async for event in self.service.events(request):
+            if "routing" in event:  # recorded before the caller learns the request id it may rate
+                await self._record(request, event["routing"], started)
             yield event
+
+    async def _record(self, request: ChatRequest, routing: dict[str, Any], started: float) -> None:
+        """The request's experiment arms and implicit outcome; a failed write is logged, not raised."""
+        request_id = uuid.UUID(routing["request_id"])
+        try:
+            await record_request(
+                self.db,
+                request.tenant_id,
+                request_id,
+                request.session_id,
+                self.experiments.assign(request.tenant_id, request.session_id, request_id),
+                ImplicitOutcome.of_routing(routing, (time.perf_counter() - started) * 1e3),
+            )
+        except Exception:
+            log.warning("recording request %s for experiments failed", request_id, exc_info=True)
+
+    async def feedback(
+        self, tenant_id: str, request_id: str, resolved: bool, rating: int | None, comment: str | None
+    ) -> dict[str, Any] | None:
+        return await self.experiment_api.feedback(tenant_id, request_id, resolved, rating, comment)
+
+    async def session_feedback(
+        self, tenant_id: str, session_id: str, resolved: bool, rating: int | None = None
+    ) -> int:
+        return await self.experiment_api.session_feedback(tenant_id, session_id, resolved, rating)
+
+    async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
+        return await self.experiment_api.experiment_report(tenant_id, name)
 
     async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         await self._ready()

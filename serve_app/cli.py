@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _judged_dataset_arguments(ev)
     ev.add_argument("--mode", choices=MODES, action="append", help="repeatable; default: all four")
+    ev.add_argument(
+        "--arms",
+        help="offline A/B: reranker arms (comma-separated, the first is control) on the same queries, "
+        "with paired bootstrap intervals of the differences (R@5, MRR@10, nDCG@10)",
+    )
 
     fr = sub.add_parser(
         "fit-reranker",
@@ -154,6 +159,16 @@ def _parser() -> argparse.ArgumentParser:
     costs.add_argument("--tenant", required=True)
     costs.add_argument("--since", type=_timestamp, help="ISO date or time, inclusive")
     costs.add_argument("--until", type=_timestamp, help="ISO date or time, exclusive")
+
+    ab = sub.add_parser(
+        "ab-report",
+        help="an experiment's arms: resolution, rating, escalation, cost, latency; vs control; SRM",
+        description="Per arm, with 95%% intervals, the difference to the control arm (fixed-horizon and "
+        "always-valid sequential p-values) and a sample-ratio-mismatch check. Without --tenant: every "
+        "tenant's requests (the admin connection must bypass row-level security). The last line is JSON.",
+    )
+    ab.add_argument("name", help="experiment name (settings `experiments`, or `reranker`: ab_weights)")
+    ab.add_argument("--tenant", help="one tenant's requests only (under row-level security)")
 
     keys = sub.add_parser("keys", help="a tenant's HTTP API keys: create (shown once), list, revoke")
     keys.add_argument("action", choices=["create", "list", "revoke"])
@@ -449,6 +464,10 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
     modes = args.mode or list(MODES)
+    if args.arms:
+        return _eval_arms(
+            args, settings, queries, qrels, [a.strip() for a in args.arms.split(",") if a.strip()]
+        )
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> list[dict[str, object]]:
         await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant, bill)
@@ -474,6 +493,44 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
                 "queries": str(args.queries),
                 "results": results,
             }
+        )
+    )
+    return 0
+
+
+def _eval_arms(
+    args: argparse.Namespace, settings: Settings, queries: list, qrels: dict, arms: list[str]
+) -> int:
+    """eval-retrieval --arms: every arm on the same queries, paired bootstrap differences to the first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from serve_app.experiments.offline import COMPARED, evaluate_arms
+    from serve_app.knowledge.factory import build_retriever
+
+    async def work(db: Database, embedder: Embedder, bill: TenantBill) -> dict[str, object]:
+        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant, bill)
+        retriever = build_retriever(db, settings.knowledge, embedder)
+        return await evaluate_arms(retriever, args.tenant, queries, qrels, arms, bill=bill)
+
+    result = asyncio.run(_with_knowledge(settings, args.tenant, work))
+    table = Table(
+        title=f"Reranker arms on {args.dataset.name} ({args.queries.name}, {result['queries']} queries)"
+    )
+    names = ["R@1", "R@5", "R@10", "MRR@10", "nDCG@10"]
+    for col in ["arm", *names, *(f"{n} vs {arms[0]} (95% CI)" for n in COMPARED)]:
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for arm, scores in result["arms"].items():
+        diffs = result["vs_control"].get(arm, {})
+        cells = [
+            f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if (d := diffs.get(n)) else "-"
+            for n in COMPARED
+        ]
+        table.add_row(arm, *(f"{scores[n]:.3f}" for n in names), *cells)
+    Console(width=160).print(table)
+    print(
+        json.dumps(
+            {"eval": "retrieval-arms", "dataset": str(args.dataset), "queries": str(args.queries), **result}
         )
     )
     return 0
@@ -711,6 +768,27 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ab_report(args: argparse.Namespace) -> int:
+    from serve_app.db.database import Database
+    from serve_app.experiments.backend import DbExperiments
+    from serve_app.experiments.report import format_report
+
+    settings = load_settings(args.config)
+    if args.tenant:
+        validate_tenant_id(args.tenant)
+
+    async def report() -> dict[str, object] | None:
+        async with Database.of(settings) as db:
+            experiments = DbExperiments(db, settings.experiment_set())
+            return await experiments.experiment_report(args.tenant, args.name)
+
+    result = asyncio.run(report())
+    if result is None:
+        raise ValueError(f"no experiment {args.name!r} in the settings or the data")
+    print(format_report(result))
+    return 0
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from serve_app.agent.worker import run_worker
 
@@ -731,6 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval-dedup": _cmd_eval_dedup,
         "eval-screen": _cmd_eval_screen,
         "costs": _cmd_costs,
+        "ab-report": _cmd_ab_report,
         "token": _cmd_token,
         "keys": _cmd_keys,
         "agent": _cmd_agent,

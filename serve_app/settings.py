@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from serve_app.costs.pricing import PricingTable, default_pricing
+from serve_app.experiments.config import Experiments, ExperimentSettings, default_reranker_experiment
 
 CONFIG_ENV = "SUPPORTGRAPH_CONFIG"
 COHERE_DEFAULT_MODEL = "rerank-v3.5"  # a Cohere arm without `model` (priced like any billed model)
@@ -331,6 +332,9 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     routing: RoutingSettings = RoutingSettings()
     screen: ScreenSettings = ScreenSettings()
+    experiments: list[ExperimentSettings] = Field(
+        default_factory=list, description="A/B experiments (serve_app.experiments; live user_config)"
+    )
 
     @field_validator("state_dir")
     @classmethod
@@ -358,6 +362,18 @@ class Settings(BaseSettings):
                 " (add a row, at 0 for a self-hosted server)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _experiments_unique(self) -> Settings:
+        self.experiment_set()  # unique names
+        return self
+
+    def experiment_set(self) -> Experiments:
+        """The experiments, knowing the reranker arms, with `knowledge.ab_weights` as the default one."""
+        k = self.knowledge
+        return Experiments(
+            self.experiments, k.rerankers, default_reranker_experiment(k.ab_weights, k.ab_split_by)
+        )
 
     @model_validator(mode="after")
     def _gpu_needs_cuda(self) -> Settings:

@@ -227,3 +227,23 @@ def test_the_agent_talks_to_the_running_graph_through_handles(graph, graph_setti
     events = [row for row in report["llm_by_tier"] if row["tier"] == "extractive"]
     assert events and events[0]["attempts"] >= 1
     assert json.dumps(report)  # plain data over the handle
+
+
+def test_a_session_end_records_the_customers_outcome() -> None:
+    from serve_app.agent.worker import session_outcome
+
+    class Outcomes:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        async def session_feedback(self, tenant, session, resolved, rating=None) -> int:
+            self.calls.append((tenant, session, resolved, rating))
+            return 3
+
+    outcomes = Outcomes()
+    room = RoomSession("tenant_acme_call-8", "acme", Graph(None, None, outcomes=outcomes))
+    said = {"supportgraph.resolved": "true", "supportgraph.rating": "4"}
+    assert asyncio.run(room.end(said)) == 3
+    assert outcomes.calls == [("acme", str(room.session_id), True, 4)]
+    assert asyncio.run(room.end({})) == 0 and len(outcomes.calls) == 1  # no signal: nothing recorded
+    assert session_outcome({"supportgraph.resolved": "FALSE", "supportgraph.rating": "9"}) == (False, None)

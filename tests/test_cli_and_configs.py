@@ -203,6 +203,11 @@ def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.Capture
     assert set(by_mode) == {"bm25", "hybrid"} and by_mode["hybrid"]["queries"] == 2
     assert by_mode["hybrid"]["R@1"] == 1.0 and by_mode["hybrid"]["MRR@10"] == 1.0
     assert {"total", "lexical"} <= set(by_mode["hybrid"]["latency_ms"])
+    args = ["eval-retrieval", "--dataset", str(dataset), "--queries", str(queries), "--tenant", "mini"]
+    assert main([*args, "--arms", "none,learned"]) == 0
+    arms = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(arms["arms"]) == {"none", "learned"} and arms["queries"] == 2 and arms["control"] == "none"
+    assert set(arms["vs_control"]["learned"]) == {"R@5", "MRR@10", "nDCG@10"}
 
 
 def test_cli_rejects_bad_tenants_and_paths(cli_state: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,16 @@ class KnowledgeDouble:
         return {"arms": {}}
 
 
+class ExperimentsDouble:
+    """The experiments backend's contract without Postgres: no request is known, one experiment is."""
+
+    async def feedback(self, tenant_id, request_id, resolved, rating, comment) -> dict[str, Any] | None:
+        return None
+
+    async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
+        return {"experiment": name, "arms": {}} if name == "reranker" else None
+
+
 def build_app():
     async def lookup(tenant: str, digest: bytes) -> bool:
         return digest == key_hash(KEY)
@@ -45,6 +55,7 @@ def build_app():
     app.state.frames = LocalFrameBackend(DedupService())
     app.state.knowledge = KnowledgeDouble()
     app.state.chat = LocalChat()
+    app.state.experiments = ExperimentsDouble()
     return app
 
 

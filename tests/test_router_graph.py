@@ -269,3 +269,21 @@ def test_the_escalation_replica_killed_mid_request_degrades_to_the_answer_in_han
         ("smollm2", "failed"),
     ]
     assert answer.to_dict()["failures"][0]["error"]
+
+
+def test_a_routed_request_keeps_its_arm_and_takes_feedback(
+    client: openai.OpenAI, graph: RunningGraph
+) -> None:
+    reply = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "How do I reset a forgotten password?"}]
+    )
+    request_id = reply.model_extra["supportgraph"]["request_id"]
+    body = {"request_id": request_id, "resolved": True, "rating": 5}
+    url, headers = graph.base_url, {"X-Tenant-Id": TENANT}
+    saved = httpx.post(f"{url}/v1/feedback", json=body, headers=headers, timeout=30)
+    assert saved.status_code == 200 and saved.json()["resolved"] is True
+    other = httpx.post(f"{url}/v1/feedback", json=body, headers={"X-Tenant-Id": "someone-else"}, timeout=30)
+    assert other.status_code == 404
+    report = httpx.get(f"{url}/v1/experiments/reranker", headers=headers, timeout=30).json()
+    (arm,) = [a for a in report["arms"].values() if a["requests"]]  # the tenant's one arm (unit: tenant)
+    assert arm["resolved"] >= 1 and arm["escalation_rate"]["estimate"] is not None

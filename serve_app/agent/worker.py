@@ -68,6 +68,7 @@ class Graph:
     frames: FrameSink
     active_fps: float = 30.0
     idle_fps: float = 5.0
+    outcomes: Any = None  # session_feedback(tenant, session, resolved, rating): serve_app.experiments.backend
 
 
 def graph_from_handles(app_name: str = "supportgraph") -> Graph:
@@ -75,13 +76,16 @@ def graph_from_handles(app_name: str = "supportgraph") -> Graph:
     import ray
     from ray import serve
 
+    from serve_app.experiments.backend import HandleExperiments
     from serve_app.handles import HandleChatBackend, HandleFrameBackend
 
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False, logging_level="WARNING")
+    router = serve.get_deployment_handle("Router", app_name=app_name)
     return Graph(
-        HandleChatBackend(serve.get_deployment_handle("Router", app_name=app_name)),
+        HandleChatBackend(router),
         HandleFrameBackend(serve.get_deployment_handle("FrameDedup", app_name=app_name)),
+        outcomes=HandleExperiments(router),
     )
 
 
@@ -131,6 +135,29 @@ class RoomSession:
         task.add_done_callback(self.tasks.discard)
         return forwarder
 
+    async def end(self, attributes: dict[str, str] | None = None) -> int:
+        """At session end, record the customer's outcome on the session's requests that have none yet:
+        `supportgraph.resolved` ("true"/"false") and optional `supportgraph.rating` (1-5), participant
+        attributes the client sets (e.g. a thumbs up at hang-up). No signal: nothing is recorded beyond
+        the implicit outcomes of each request. Returns how many requests got the outcome."""
+        resolved, rating = session_outcome(attributes or {})
+        if self.graph.outcomes is None or resolved is None:
+            return 0
+        try:
+            return await self.graph.outcomes.session_feedback(
+                self.tenant_id, str(self.session_id), resolved, rating
+            )
+        except Exception:
+            log.warning("recording the outcome of session %s failed", self.session_id, exc_info=True)
+            return 0
+
+
+def session_outcome(attributes: dict[str, str]) -> tuple[bool | None, int | None]:
+    """(resolved, rating) from a participant's attributes; unknown or malformed values are None."""
+    resolved = {"true": True, "false": False}.get(attributes.get("supportgraph.resolved", "").lower())
+    rating = attributes.get("supportgraph.rating", "")
+    return resolved, int(rating) if rating.isdigit() and 1 <= int(rating) <= 5 else None
+
 
 async def entrypoint(ctx: Any) -> None:  # livekit.agents.JobContext
     from livekit import rtc
@@ -156,6 +183,16 @@ async def entrypoint(ctx: Any) -> None:  # livekit.agents.JobContext
             name = TRACK_NAMES.get(rtc.TrackSource.Name(publication.source), "video")
             room.watch(name, rtc.VideoStream(track))
 
+    outcome: dict[str, str] = {}  # the customer's last supportgraph.* attributes (kept past their leaving)
+
+    @ctx.room.on("participant_attributes_changed")
+    def _attributes(changed: dict[str, str], participant: Any) -> None:
+        outcome.update({k: v for k, v in participant.attributes.items() if k.startswith("supportgraph.")})
+
+    async def _record_outcome(*_: Any) -> None:
+        await room.end(outcome)
+
+    ctx.add_shutdown_callback(_record_outcome)
     await session.start(agent=SupportAgent(), room=ctx.room)
 
 

@@ -28,6 +28,8 @@ TENANT_TABLES = (
     "messages",
     "cost_events",
     "api_keys",
+    "request_arms",
+    "outcomes",
 )
 MIGRATION_LOCK = 0x5EED_6A  # pg_advisory_lock key held while migrating (released with the connection)
 

@@ -108,6 +108,7 @@ class Retriever:
         mode: Mode = "hybrid_rerank",
         top_k: int | None = None,
         request_id: str | None = None,
+        arm: str | None = None,
     ) -> RetrievalResult:
         check_mode(mode)
         text = check_query(query)
@@ -137,9 +138,10 @@ class Retriever:
         else:
             ranked = [Hit(p, s, e) for p, s, e in fuse(dense, lexical, cfg)]
         timings["fuse"] = (time.perf_counter() - t3) * 1e3
-        arm = None
-        if mode == "hybrid_rerank" and self.arms:
-            arm = assign_arm(self.arms, tenant_id if self.split_by == "tenant" else (request_id or text))
+        chosen, arm = arm, None  # an experiment's arm (serve_app.experiments), else the ab_weights split
+        if mode == "hybrid_rerank" and (chosen in self.rerankers or self.arms):
+            unit = tenant_id if self.split_by == "tenant" else (request_id or text)
+            arm = chosen if chosen in self.rerankers else assign_arm(self.arms, unit)
             ranked = await self._rerank(arm, text, ranked[: cfg.rerank_candidates], k, timings, usage)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         if self.metrics is not None:
@@ -165,7 +167,7 @@ class Retriever:
         timings: dict[str, float],
         usage: list[Usage],
     ) -> list[Hit]:
-        stats = self.arm_stats[arm]
+        stats = self.arm_stats.setdefault(arm, ArmStats())
         stats.requests += 1
         start = time.perf_counter()
         try:
