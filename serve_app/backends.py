@@ -21,13 +21,18 @@ class Overloaded(Exception):
     """The backend refused work (queue full): HTTP 503 with Retry-After."""
 
 
-class FrameBackend(Protocol):
+class FrameSink(Protocol):
+    """Where frames are offered: the agent's forwarder needs only this much of a frame backend."""
+
     async def offer(
         self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None
     ) -> dict[str, Any]: ...
     async def offer_many(
         self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
     ) -> list[dict[str, Any]]: ...
+
+
+class FrameBackend(FrameSink, Protocol):
     async def stats(self, stream_id: str) -> dict[str, Any]: ...
     async def close(self, stream_id: str) -> dict[str, Any]: ...
 

@@ -19,25 +19,17 @@ import io
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
 
+from serve_app.backends import FrameSink
 from serve_app.routing.providers.base import Image
 
 log = logging.getLogger(__name__)
-
-
-class FrameSink(Protocol):
-    async def offer(
-        self, stream_id: str, frame: Any, is_speaking: bool, ts: float | None
-    ) -> dict[str, Any]: ...
-    async def offer_many(
-        self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
-    ) -> list[dict[str, Any]]: ...
 
 
 @dataclass

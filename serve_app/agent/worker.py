@@ -18,8 +18,9 @@ from typing import Any
 
 from livekit.agents import Agent, llm
 
-from serve_app.agent.frames import FrameBuffer, FrameSink, VideoForwarder
+from serve_app.agent.frames import FrameBuffer, VideoForwarder
 from serve_app.agent.llm import ChatStreamBackend, RouterLLM
+from serve_app.backends import FrameSink
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id
 
 log = logging.getLogger("supportgraph.agent")
