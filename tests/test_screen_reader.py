@@ -25,6 +25,10 @@ def test_spacing_restored_codes_and_case_kept() -> None:
     assert normalize_line("Syncfailed", vocab) == "Sync failed"
     assert normalize_line("Error0x80070005:accessdenied", vocab) == "Error 0x80070005: access denied"
     assert normalize_line("Storagefull(E-2207)", vocab) == "Storage full (E-2207)"
+    # a hex code with a word glued on, the colon lost: the word's hex letters (a, c, e) are given back
+    assert normalize_line("Error0x80070005accessdenied", vocab) == "Error 0x80070005 access denied"
+    assert normalize_line("Error0x8007000Adenied", vocab) == "Error 0x8007000A denied"
+    assert normalize_line("0xDEADBEEF", vocab) == "0xDEADBEEF"
     assert normalize_line("Yoursessionexpired.Signinagain", vocab) == "Your session expired. Sign in again"
     assert normalize_line("Scheduled maintenance 22:00-23:00 UTC.", vocab) == (
         "Scheduled maintenance 22:00-23:00 UTC."

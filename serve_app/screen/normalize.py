@@ -126,17 +126,19 @@ def _token(token: str, vocab: Vocabulary) -> str:
     """One whitespace-free token: codes kept, letter runs segmented, spaces after `:` / `,` restored."""
     out: list[str] = []
     pos = 0
-    for m in CODE.finditer(token):
+    while m := CODE.search(token, pos):
+        end = _code_end(token, m, vocab)
         out.extend(_plain(token[pos : m.start()], vocab))
-        out.append(m.group())
-        pos = m.end()
+        out.append(token[m.start() : end])
+        pos = end
     out.extend(_plain(token[pos:], vocab))
-    text = ""
+    text, last = "", ""
     for piece in out:
         if not piece:
             continue
         if text and (
             (re.search(r"[A-Za-z]{2,}$", text) and (piece[0].isalnum() or piece[0] == "#"))
+            or (piece[0].isalpha() and CODE.fullmatch(last) is not None)
             or (text[-1] in ":,;" and (piece[0].isalpha() or not text[-2:-1].isdigit()))
             or (text[-1] in ".!?" and piece[0].isupper() and text[-2:-1].isalpha())
             or (text[-1].isalnum() and piece[0] == "(")
@@ -144,7 +146,27 @@ def _token(token: str, vocab: Vocabulary) -> str:
         ):
             text += " "
         text += piece
+        last = piece
     return text
+
+
+def _code_end(token: str, m: re.Match[str], vocab: Vocabulary) -> int:
+    """Where a code found at `m` ends. A hex code with letters glued after it may have taken the first
+    letters of a word as hex digits ("0x80070005accessdenied"): the longest code whose leftover letters
+    are all vocabulary words wins; with none, the whole match."""
+    if not m.group().lower().startswith("0x"):
+        return m.end()
+    glued = re.match(r"[A-Za-z]*", token[m.end() :])
+    rest = glued.group() if glued else ""
+    for end in range(m.end(), m.start() + 6 - 1, -1):  # keep at least 4 hex digits
+        tail = token[end : m.end()] + rest
+        if not tail:
+            return end
+        if tail.isalpha() and all(p.lower() in vocab for p in vocab.segment(tail)):
+            return end
+        if not token[end - 1].isalpha():
+            break  # only hex letters can be given back
+    return m.end()
 
 
 def _plain(part: str, vocab: Vocabulary) -> list[str]:
