@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class ReadRequest:
     stream_id: str = ""
     ts: float | None = None
     reason: str = ""
+    seq: int = 0  # the order reads of a stream were submitted in (0: unordered)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Reading:
     stream_id: str = ""
     ts: float | None = None
     reason: str = ""
+    seq: int = 0
+    skipped: str | None = None  # "stale": not read, a newer whole frame of the stream superseded it
 
     @property
     def text(self) -> str:
@@ -135,6 +139,7 @@ class ScreenReader:
         self._cache: OrderedDict[bytes, list[OcrLine]] = OrderedDict()
         self.cache_size = cache_size
         self.cache_hits = 0
+        self._lock = threading.RLock()
         self.vocabulary = vocabulary or Vocabulary()
         self.limits = limits
         self.reads = 0
@@ -143,9 +148,10 @@ class ScreenReader:
 
     @property
     def engine(self) -> OcrEngine:
-        if self._engine is None:
-            self._engine = self._factory()
-        return self._engine
+        with self._lock:  # region and whole-frame reads run in threads of their own
+            if self._engine is None:
+                self._engine = self._factory()
+            return self._engine
 
     def _prepare(self, request: ReadRequest) -> _Prepared:
         """The crop to read (None: nothing to read), its region in frame pixels, its scale, error."""
@@ -195,6 +201,7 @@ class ScreenReader:
                 ts=r.ts,
                 reason=r.reason,
                 whole_frame=r.box is None if r.whole_frame is None else r.whole_frame,
+                seq=r.seq,
             )
             for r in requests
         ]
@@ -208,9 +215,11 @@ class ScreenReader:
             if prepared.crop is None:
                 continue
             key = prepared.key()
-            if (cached := self._cache.get(key)) is not None:
-                self._cache.move_to_end(key)
-                self.cache_hits += 1
+            with self._lock:
+                if (cached := self._cache.get(key)) is not None:
+                    self._cache.move_to_end(key)
+                    self.cache_hits += 1
+            if cached is not None:
                 readings[n].lines = self._lines(cached, prepared.region, prepared.scale)
             else:
                 todo.append((n, prepared, key))
@@ -225,15 +234,17 @@ class ScreenReader:
             for (n, prepared, key), lines in zip(todo, found or [[] for _ in todo], strict=True):
                 readings[n].lines = self._lines(lines, prepared.region, prepared.scale)
                 if found is not None and self.cache_size > 0:
-                    self._cache[key] = lines
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+                    with self._lock:
+                        self._cache[key] = lines
+                        while len(self._cache) > self.cache_size:
+                            self._cache.popitem(last=False)
         elapsed = (time.perf_counter() - started) * 1000
-        for reading in readings:
-            reading.ms = round(elapsed, 2)
-            self.reads += 1
-            self.errors += reading.error is not None
-            self.empty += not reading.lines
+        with self._lock:
+            for reading in readings:
+                reading.ms = round(elapsed, 2)
+                self.reads += 1
+                self.errors += reading.error is not None
+                self.empty += not reading.lines
         return readings
 
     def _lines(self, lines: list[OcrLine], region: Box, scale: float) -> list[ScreenLine]:

@@ -1,7 +1,10 @@
 """Per-stream screen state: the text on screen now, and what appeared since the last turn.
 
 A whole-frame reading replaces a stream's lines; a region reading replaces the lines that overlapped
-the region it read. `turn()` returns the screen context for a turn (current text, text that appeared
+the region it read. Readings may land out of order (region reads go before whole frames): by the order
+they were submitted in (`seq`), a whole frame keeps the lines of newer region reads that already landed,
+and a region reading older than the last whole frame adds to what appeared, not to the current text.
+`turn()` returns the screen context for a turn (current text, text that appeared
 since the previous turn) and starts a new "since"; it waits at most `wait_s` for reads of the stream
 still running, then answers with what has landed.
 """
@@ -67,6 +70,8 @@ class _Stream:
     usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)  # unbilled reads
     digests: set[str] = field(default_factory=set)  # chat images already read for this key
     reads: int = 0
+    frame_seq: int = 0  # seq of the newest whole-frame reading that landed
+    regions: list[tuple[int, Box]] = field(default_factory=list)  # (seq, region) of recent region readings
     pending: list[float] = field(default_factory=list)  # when each running read started (monotonic)
     changed: asyncio.Event | None = None
     touched: float = field(default_factory=time.monotonic)
@@ -98,6 +103,10 @@ class ScreenStore:
         state = self._get(reading.stream_id)
         if started and state.pending:
             state.pending.pop(0)
+        if reading.skipped:  # not read: nothing landed, nothing to bill
+            if state.changed is not None:
+                state.changed.set()
+            return
         state.reads += 1
         state.usage = [
             *state.usage,
@@ -105,18 +114,34 @@ class ScreenStore:
         ]
         state.usage = state.usage[-1000:]
         if reading.region is not None and reading.error is None:
-            if reading.whole_frame:
-                state.lines = []
-            else:
-                state.lines = [ln for ln in state.lines if not _overlaps(ln.box, reading.region)]
-            state.lines = [*state.lines, *reading.lines][-self.max_lines :]
-            state.lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
+            self._place(state, reading)
             for line in reading.lines:
                 if line.text not in state.seen and line.text not in state.appeared:
                     state.appeared.append(line.text)
             state.appeared = state.appeared[-self.max_lines :]
         if state.changed is not None:
             state.changed.set()
+
+    def _place(self, state: _Stream, reading: Reading) -> None:
+        """The reading's lines into the stream's current text, by the order reads were submitted in."""
+        assert reading.region is not None
+        seq = reading.seq
+        if reading.whole_frame:
+            if seq and seq < state.frame_seq:
+                return  # a newer whole frame already landed
+            newer = [r for q, r in state.regions if seq and q > seq]  # region reads submitted after it
+            kept = [ln for ln in state.lines if any(_overlaps(ln.box, r) for r in newer)]
+            lines = [ln for ln in reading.lines if not any(_overlaps(ln.box, r) for r in newer)]
+            state.lines = [*kept, *lines]
+            state.frame_seq = max(state.frame_seq, seq)
+        else:
+            if seq and seq < state.frame_seq:
+                return  # older than the whole frame on show: it appeared, it is not on screen now
+            state.regions = [*state.regions, (seq, reading.region)][-50:]
+            state.lines = [ln for ln in state.lines if not _overlaps(ln.box, reading.region)]
+            state.lines = [*state.lines, *reading.lines]
+        state.lines = state.lines[-self.max_lines :]
+        state.lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
 
     def forget(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
