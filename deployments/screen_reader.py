@@ -17,30 +17,59 @@ import hashlib
 import io
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.db.database import Database
 from serve_app.metrics import Metrics
 from serve_app.screen.normalize import Vocabulary
 from serve_app.screen.ocr import OcrEngine
 from serve_app.screen.queues import ReadQueues
 from serve_app.screen.reader import ReaderLimits, Reading, ReadRequest, ScreenReader, crop_box
 from serve_app.screen.state import ScreenStore
+from serve_app.screen.tenant_vocabulary import TenantVocabularies
 from serve_app.screen.vocabulary import vocabulary_texts
-from serve_app.settings import ScreenSettings
-from serve_app.tenancy import parse_stream_id
+from serve_app.settings import DatabaseSettings, ScreenSettings
+from serve_app.tenancy import parse_stream_id, validate_tenant_id
 
 log = logging.getLogger("ray.serve")
 MAX_CHAT_IMAGE_PIXELS = 3840 * 2160
 
 
+def tenant_of(key: str) -> str | None:
+    """The tenant of a stream id (`tenant_<t>_<room>...`) or of a chat key (`chat:<t>:<anchor>`)."""
+    if key.startswith("chat:"):
+        tenant = key.split(":")[1]
+        try:
+            return validate_tenant_id(tenant)
+        except Exception:
+            return None
+    try:
+        return parse_stream_id(key).tenant_id
+    except Exception:
+        return None
+
+
 class ScreenReaderDeployment:
-    def __init__(self, cfg: ScreenSettings, engine_factory: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        cfg: ScreenSettings,
+        db: DatabaseSettings | None = None,
+        state_dir: Path | None = None,
+        engine_factory: Callable[[], Any] | None = None,
+    ):
         self.cfg = cfg
         vocab = Vocabulary().add(vocabulary_texts(cfg.vocabulary))
+        # each tenant's ingested help center adds its words (read under RLS, cached, rebuilt on ingest)
+        self.vocabularies = TenantVocabularies(
+            Database(db, state_dir or Path(".supportgraph")) if db is not None else None,
+            vocab,
+            refresh_s=cfg.vocabulary_refresh_s,
+        )
         self.reader = ScreenReader(
             vocabulary=vocab,
             limits=ReaderLimits(margin=cfg.margin, max_side=cfg.max_side),
@@ -70,6 +99,7 @@ class ScreenReaderDeployment:
         `frame`'s pixels, is the changed region of a region read (lines outside it are not read)."""
         self.store.started(stream_id)
         seq = self.queues.next_seq()
+        vocabulary = await self.vocabularies.get(tenant_of(stream_id))
         request = ReadRequest(
             frame,
             None if box is None else tuple(box),
@@ -79,6 +109,7 @@ class ScreenReaderDeployment:
             ts=ts,
             reason=reason,
             seq=seq,
+            vocabulary=vocabulary,
         )
         try:
             reading = await self.queues.read(request)
@@ -95,10 +126,7 @@ class ScreenReaderDeployment:
         }
 
     def _count(self, reading: Reading) -> None:
-        try:
-            tenant = parse_stream_id(reading.stream_id).tenant_id
-        except Exception:
-            tenant = "chat"
+        tenant = tenant_of(reading.stream_id) or "chat"
         outcome = reading.skipped or ("error" if reading.error else ("text" if reading.lines else "empty"))
         self.metrics.inc("supportgraph_screen_reads", tenant=tenant, outcome=outcome)
         if reading.skipped:
@@ -134,6 +162,11 @@ class ScreenReaderDeployment:
 
     async def peek(self, stream_id: str) -> dict[str, Any]:
         return self.store.peek(stream_id).to_dict()
+
+    async def close(self) -> None:
+        await self.queues.close()
+        if self.vocabularies.db is not None:
+            await self.vocabularies.db.close()
 
     async def stats(self) -> dict[str, Any]:
         return {**self.reader.stats(), "stale": self.queues.stale, "streams": len(self.store)}

@@ -310,6 +310,9 @@ class ScreenSettings(_Section):
     vocabulary: list[Path] = Field(
         default_factory=list, description="help-center files or folders whose words restore OCR spacing"
     )
+    vocabulary_refresh_s: float = Field(
+        10.0, ge=0, le=3600, description="how often a tenant's help-center words are checked for an ingest"
+    )
     max_streams: int = Field(10000, ge=1)
 
 

@@ -66,6 +66,7 @@ def test_region_reads_go_first_and_superseded_whole_frames_are_dropped() -> None
         context = await dep.turn(stream, 0.3)
         waited = time.perf_counter() - started
         results = {name: await task for name, task in tasks.items()}
+        await dep.close()
         return results, finished, context, waited
 
     results, finished, context, waited = asyncio.run(scenario())

@@ -55,6 +55,13 @@ class _Lane:
         if self.worker is None or self.worker.done():
             self.worker = asyncio.get_running_loop().create_task(self._work())
 
+    async def close(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
     async def _batch(self) -> list[Item]:
         assert self.queue is not None
         batch = [await self.queue.get()]
@@ -131,6 +138,11 @@ class ReadQueues:
         else:
             self.regions.put((request, future))
         return await future
+
+    async def close(self) -> None:
+        """Stops both workers (a read still queued is cancelled)."""
+        await self.regions.close()
+        await self.frames.close()
 
     def _read_frames(self, requests: list[ReadRequest]) -> list[Reading]:
         """(In the frame thread.) Whole frames a newer one of their stream superseded are not read."""

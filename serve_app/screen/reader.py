@@ -49,6 +49,7 @@ class ReadRequest:
     ts: float | None = None
     reason: str = ""
     seq: int = 0  # the order reads of a stream were submitted in (0: unordered)
+    vocabulary: Vocabulary | None = None  # restores spacing (the tenant's); None: the reader's own
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class ScreenReader:
                     self._cache.move_to_end(key)
                     self.cache_hits += 1
             if cached is not None:
-                readings[n].lines = self._lines(cached, prepared.region, prepared.scale)
+                readings[n].lines = self._lines(cached, prepared.region, prepared.scale, request.vocabulary)
             else:
                 todo.append((n, prepared, key))
         if todo:
@@ -232,7 +233,9 @@ class ScreenReader:
                 for n, *_ in todo:
                     readings[n].error = f"ocr: {type(exc).__name__}: {exc}"[:300]
             for (n, prepared, key), lines in zip(todo, found or [[] for _ in todo], strict=True):
-                readings[n].lines = self._lines(lines, prepared.region, prepared.scale)
+                readings[n].lines = self._lines(
+                    lines, prepared.region, prepared.scale, requests[n].vocabulary
+                )
                 if found is not None and self.cache_size > 0:
                     with self._lock:
                         self._cache[key] = lines
@@ -247,12 +250,14 @@ class ScreenReader:
                 self.empty += not reading.lines
         return readings
 
-    def _lines(self, lines: list[OcrLine], region: Box, scale: float) -> list[ScreenLine]:
+    def _lines(
+        self, lines: list[OcrLine], region: Box, scale: float, vocabulary: Vocabulary | None = None
+    ) -> list[ScreenLine]:
         out = []
         for line in lines:
             if line.confidence < self.limits.min_confidence:
                 continue
-            text = normalize_line(line.text, self.vocabulary)
+            text = normalize_line(line.text, vocabulary or self.vocabulary)
             if not text:
                 continue
             x, y, w, h = line.box
