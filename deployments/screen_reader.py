@@ -131,6 +131,7 @@ class ScreenReaderDeployment:
         self.metrics.inc("supportgraph_screen_reads", tenant=tenant, outcome=outcome)
         if reading.skipped:
             return
+        self.metrics.inc("supportgraph_screen_characters", reading.chars, tenant=tenant)
         scope = "frame" if reading.whole_frame else "region"
         self.metrics.observe("supportgraph_screen_read_latency_ms", reading.ms, scope=scope)
 

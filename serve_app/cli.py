@@ -691,7 +691,7 @@ def _cmd_costs(args: argparse.Namespace) -> int:
 
     result = asyncio.run(report())
     table = Table(title=f"Costs of tenant {args.tenant}")
-    for col in ("service", "provider", "attempts", "input tokens", "output tokens", "images", "USD"):
+    for col in ("service", "provider", "attempts", "input tokens", "output tokens", "images", "chars", "USD"):
         table.add_column(col, justify="left" if col in ("service", "provider") else "right")
     for row in result.rows:
         table.add_row(
@@ -701,6 +701,7 @@ def _cmd_costs(args: argparse.Namespace) -> int:
             str(row["input_tokens"]),
             str(row["output_tokens"]),
             str(row["images"]),
+            str(row["characters"]),
             f"{row['cost_usd']:.4f}",
         )
     console = Console(width=120)

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from deployments.screen_reader import ScreenReaderDeployment
+from serve_app.metrics import Metrics
 from serve_app.screen.ocr import OcrLine
 from serve_app.settings import ScreenSettings
 
@@ -42,10 +43,12 @@ def _frame(value: int, width: int) -> np.ndarray:
 
 def test_region_reads_go_first_and_superseded_whole_frames_are_dropped() -> None:
     engine = _SlowEngine()
+    metrics = Metrics.prometheus()
     stream, other = "tenant_t_desk-1.screen", "tenant_t_desk-2.screen"
 
     async def scenario() -> tuple[dict, list[str], dict, float]:
         dep = ScreenReaderDeployment(ScreenSettings(warm=False), engine_factory=lambda: engine)
+        dep.metrics = metrics
         finished: list[str] = []
 
         def start(name: str, coro) -> asyncio.Task:
@@ -77,6 +80,13 @@ def test_region_reads_go_first_and_superseded_whole_frames_are_dropped() -> None
     assert results["frame2"]["skipped"] == results["frame3"]["skipped"] == "stale"
     assert results["frame4"]["lines"] == 1 and results["first"]["lines"] == 1
     assert engine.read_values == [5, 1, 4]
+    counted = {
+        o: metrics.registry.get_sample_value("supportgraph_screen_reads_total", {"tenant": "t", "outcome": o})
+        for o in ("text", "stale")
+    }
+    assert counted == {"text": 3.0, "stale": 2.0}
+    chars = metrics.registry.get_sample_value("supportgraph_screen_characters_total", {"tenant": "t"})
+    assert chars == 3 * len("frame 5")
     # the turn waited at most its 0.3 s for the whole frames still running, and had the region's text
     assert waited < 0.3 + 0.2 and context["waited_ms"] <= 300 + 100
     assert "frame 5" in context["current"] and context["pending"] >= 1
