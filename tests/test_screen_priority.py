@@ -117,3 +117,37 @@ def test_a_whole_frame_landing_after_a_newer_region_keeps_the_region_text() -> N
     )
     context = asyncio.run(store.turn("s", 0))
     assert context.current == ["Notes"] and context.appeared == ["Saved"]
+
+
+class _Exploding:
+    def read(self, images: list[np.ndarray], areas: list | None = None) -> list:
+        raise RuntimeError("onnxruntime fell over")
+
+
+def test_bad_frames_and_ocr_failures_give_empty_readings_counted_as_errors() -> None:
+    stream = "tenant_t_desk-9.screen"
+    metrics = Metrics.prometheus()
+
+    async def scenario() -> tuple[list[dict], dict, int]:
+        dep = ScreenReaderDeployment(ScreenSettings(warm=False), engine_factory=_Exploding)
+        dep.metrics = metrics
+        results = [
+            await dep.read(stream, np.full((720, 1280, 3), 250, np.uint8)),  # blank: nothing to read
+            await dep.read(stream, np.zeros((2200, 3900, 3), np.uint8)),  # huge: refused
+            await dep.read(stream, np.zeros((10, 10), np.float32)),  # not an RGB frame
+            await dep.read(stream, _frame(7, 200), whole_frame=False, box=(0, 0, 50, 50)),  # OCR raises
+            await dep.read_images(stream, [b"\x89PNG not really"]),  # an image that does not decode
+        ]
+        context = await dep.turn(stream, 0.3)
+        await dep.close()
+        return results[:4], context, results[4]
+
+    results, context, started = asyncio.run(scenario())
+    assert [r["lines"] for r in results] == [0, 0, 0, 0]
+    assert [r["error"] is not None for r in results] == [False, True, True, True]
+    assert "onnxruntime fell over" in results[3]["error"] and started == 0
+    errors = metrics.registry.get_sample_value(
+        "supportgraph_screen_reads_total", {"tenant": "t", "outcome": "error"}
+    )
+    assert errors == 4.0  # huge, not RGB, OCR failure, the image that does not decode
+    assert context["current"] == [] and context["pending"] == 0 and len(context["usage"]) == 5
