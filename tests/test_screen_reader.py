@@ -231,3 +231,15 @@ def test_warming_runs_detection_and_recognition(reader: ScreenReader) -> None:
     fresh = ScreenReader(engine=reader.engine)
     assert fresh.warm() > 0
     assert reader.engine.stages["det_infer"] > 0 and reader.engine.stages["rec_infer"] > 0
+
+
+def test_execution_providers_fall_back_to_the_cpu() -> None:
+    import onnxruntime as ort
+
+    from serve_app.screen.ocr import default_threads, providers_for
+
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    assert providers_for("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert providers_for("auto")[0] == ("CUDAExecutionProvider" if has_cuda else "CPUExecutionProvider")
+    assert 1 <= default_threads() <= 4

@@ -2,8 +2,11 @@
 
 `ScreenReader.read_batch(requests)` crops each frame to its changed box plus a margin (the whole frame
 for `first` / `phash` decisions), limits its size (huge frames are scaled down, empty or blank ones are
-not read), runs OCR on the batch and normalizes each line (spacing restored against the vocabulary,
-codes intact). Boxes come back in frame pixels. Nothing raises: a frame that cannot be read (corrupt,
+not read), runs OCR on the batch and normalizes each line (spacing restored against the request's
+vocabulary, the tenant's, or the reader's own; codes intact). Of a region read only the lines centred
+in the changed box are read (the margin's are the page around it), and a crop whose pixels were read
+lately (a toast that shows again) is not read again (`cache_size` readings kept by content hash).
+Boxes come back in frame pixels. Nothing raises: a frame that cannot be read (corrupt,
 wrong shape, an OCR failure) gives an empty reading with `error` set, and is counted.
 """
 
