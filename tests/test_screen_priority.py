@@ -151,3 +151,33 @@ def test_bad_frames_and_ocr_failures_give_empty_readings_counted_as_errors() -> 
     )
     assert errors == 4.0  # huge, not RGB, OCR failure, the image that does not decode
     assert context["current"] == [] and context["pending"] == 0 and len(context["usage"]) == 5
+
+
+def test_the_hand_off_sends_the_changed_box_with_its_margin_and_the_box_within_it() -> None:
+    from deployments.screen_reader import ScreenHandOff
+
+    sent: list[dict] = []
+
+    class _Method:
+        def remote(self, **kwargs):
+            sent.append(kwargs)
+            return asyncio.sleep(0)
+
+    class _Handle:
+        read = _Method()
+
+    async def scenario() -> None:
+        handoff = ScreenHandOff(_Handle(), margin=12)  # type: ignore[arg-type]
+        frame = _frame(3, 1280).repeat(6, axis=0)  # 720 x 1280
+        handoff.offer("s", frame, {"send": True, "reason": "region", "box": [1000, 600, 200, 100], "ts": 1.0})
+        handoff.offer("s", frame, {"send": True, "reason": "region", "box": [0, 0, 100, 20], "ts": 2.0})
+        handoff.offer("s", frame, {"send": True, "reason": "phash", "box": None, "ts": 3.0})
+        handoff.offer("s", frame, {"send": False, "reason": "duplicate"})
+        await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert [(s["origin"], s["frame"].shape[:2], s["box"], s["whole_frame"]) for s in sent] == [
+        ((988, 588), (124, 224), (12, 12, 200, 100), False),
+        ((0, 0), (32, 112), (0, 0, 100, 20), False),
+        ((0, 0), (720, 1280), None, True),
+    ]
