@@ -117,6 +117,13 @@ def test_a_whole_frame_landing_after_a_newer_region_keeps_the_region_text() -> N
     )
     context = asyncio.run(store.turn("s", 0))
     assert context.current == ["Notes"] and context.appeared == ["Saved"]
+    # frame timestamps order them where known: a whole frame of an earlier frame that arrived later
+    store.landed(Reading([toast], region=(880, 480, 200, 80), stream_id="t", ts=2.0, seq=5), False)
+    store.landed(
+        Reading([page, old_toast], region=(0, 0, 1280, 720), whole_frame=True, stream_id="t", ts=1.0, seq=6),
+        False,
+    )
+    assert asyncio.run(store.turn("t", 0)).current == ["Notes", "Sync failed"]
 
 
 class _Exploding:

@@ -4,7 +4,8 @@ A region read (a changed box: what a turn is likely waiting for) takes a fractio
 frame takes seconds on a CPU. In one queue a region read would wait behind whole frames. Here each kind
 has its own queue, its own batching (up to `max_batch` reads gathered for `wait_s`) and its own thread,
 so a region read starts as soon as the region thread is free; the whole-frame thread runs at a lower
-CPU priority (Linux: `nice` +10 for that thread alone). A whole-frame read of a stream that a newer
+CPU priority (Linux: `nice` +5 for that thread alone: about a third of a region thread's share of a
+busy core, so whole frames yield without starving). A whole-frame read of a stream that a newer
 whole frame of the same stream has superseded before its batch began is not read: its reading comes
 back `skipped="stale"` (the newer one replaces the stream's lines anyway). No Ray: the ScreenReader
 deployment holds one of these.
@@ -26,7 +27,7 @@ from serve_app.screen.reader import Reading, ReadRequest, ScreenReader
 Item = tuple[ReadRequest, asyncio.Future]
 
 
-def lower_thread_priority(niceness: int = 10) -> None:
+def lower_thread_priority(niceness: int = 5) -> None:
     """The calling thread (on Linux a task of its own) yields the cores to the other threads."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: equal priority
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
