@@ -38,6 +38,7 @@ from serve_app.tenancy import parse_stream_id, validate_tenant_id
 
 log = logging.getLogger("ray.serve")
 MAX_CHAT_IMAGE_PIXELS = 3840 * 2160
+VOCABULARY_WAIT_S = 0.1  # a read waits this long for its tenant's vocabulary (then the last one built)
 
 
 def tenant_of(key: str) -> str | None:
@@ -99,19 +100,19 @@ class ScreenReaderDeployment:
         `frame`'s pixels, is the changed region of a region read (lines outside it are not read)."""
         self.store.started(stream_id)
         seq = self.queues.next_seq()
-        vocabulary = await self.vocabularies.get(tenant_of(stream_id))
-        request = ReadRequest(
-            frame,
-            None if box is None else tuple(box),
-            tuple(origin),
-            whole_frame,
-            stream_id=stream_id,
-            ts=ts,
-            reason=reason,
-            seq=seq,
-            vocabulary=vocabulary,
-        )
         try:
+            vocabulary = await self.vocabularies.get(tenant_of(stream_id), VOCABULARY_WAIT_S)
+            request = ReadRequest(
+                frame,
+                None if box is None else tuple(box),
+                tuple(origin),
+                whole_frame,
+                stream_id=stream_id,
+                ts=ts,
+                reason=reason,
+                seq=seq,
+                vocabulary=vocabulary,
+            )
             reading = await self.queues.read(request)
         except Exception as exc:  # the stream's state must hear of every read it waits for
             reading = Reading(stream_id=stream_id, error=f"{type(exc).__name__}: {exc}"[:300], seq=seq)

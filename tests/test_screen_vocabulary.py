@@ -60,6 +60,7 @@ def test_a_tenants_product_word_splits_only_with_its_own_help_center(
         dep = ScreenReaderDeployment(
             ScreenSettings(warm=False), kb_settings.db, kb_settings.state_dir, engine_factory=_Glued
         )
+        await dep.vocabularies.get("vocab-acme")  # built (a read waits for it only 0.1 s)
         frame = np.random.default_rng(1).integers(0, 255, (40, 200, 3), dtype=np.uint8)
         for stream in ("tenant_vocab-acme_desk.screen", "tenant_vocab-nobody_desk.screen"):
             await dep.read(stream, frame)

@@ -4,9 +4,10 @@ Spacing is restored by segmenting glued runs into known words (`normalize.Vocabu
 that only one tenant's help center uses ("Quuxboard") is a word for that tenant alone. The words come
 from the tenant's knowledge chunks, read through a connection that row-level security scopes to the
 tenant (`Database.tenant`), so a tenant's vocabulary never holds another tenant's words. Built on first
-use and cached (least recently used tenants dropped); at most every `refresh_s` a read checks the
-tenant's documents (how many, when last written) and rebuilds after an ingest changed them. A database
-that cannot be reached gives the last vocabulary built, or the base one: a read never fails for it.
+use (a read waits for it at most `wait_s`) and cached (least recently used tenants dropped); at most
+every `refresh_s` a read checks the tenant's documents (how many, when last written) and rebuilds
+after an ingest changed them. A database that cannot be reached gives the last vocabulary built, or
+the base one: a read never fails for it.
 """
 
 from __future__ import annotations
@@ -46,36 +47,45 @@ class TenantVocabularies:
         self.db, self.base = db, base
         self.refresh_s, self.max_tenants, self.max_chunks = refresh_s, max_tenants, max_chunks
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: dict[str, asyncio.Task] = {}  # builds or checks under way
         self.builds = 0
 
     def cached(self, tenant_id: str) -> Vocabulary:
         entry = self._cache.get(tenant_id)
         return entry.vocabulary if entry else self.base
 
-    async def get(self, tenant_id: str | None) -> Vocabulary:
-        """The tenant's vocabulary (the base one for no tenant, no database, or a database error)."""
+    async def get(self, tenant_id: str | None, wait_s: float | None = None) -> Vocabulary:
+        """The tenant's vocabulary (the base one for no tenant, no database, or a database error).
+
+        A build or check that is due runs as a task of its own; `wait_s` bounds how long this call waits
+        for it (a read is not held up by a database that is starting): past it, the last vocabulary
+        built, or the base one, and the task carries on for the next read."""
         if self.db is None or not tenant_id:
             return self.base
         entry = self._cache.get(tenant_id)
         if entry is not None and time.monotonic() - entry.checked < self.refresh_s:
             self._cache.move_to_end(tenant_id)
             return entry.vocabulary
-        lock = self._locks.setdefault(tenant_id, asyncio.Lock())
-        async with lock:
-            entry = self._cache.get(tenant_id)
-            if entry is not None and time.monotonic() - entry.checked < self.refresh_s:
-                return entry.vocabulary
-            try:
-                entry = await self._load(tenant_id, entry)
-            except Exception:
-                log.warning("vocabulary of tenant %s unavailable", tenant_id, exc_info=True)
-                return self.cached(tenant_id)
+        task = self._tasks.get(tenant_id)
+        if task is None or task.done():
+            task = self._tasks[tenant_id] = asyncio.get_running_loop().create_task(self._refresh(tenant_id))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait_s)
+        except TimeoutError:
+            return self.cached(tenant_id)
+
+    async def _refresh(self, tenant_id: str) -> Vocabulary:
+        try:
+            entry = await self._load(tenant_id, self._cache.get(tenant_id))
+        except Exception:
+            log.warning("vocabulary of tenant %s unavailable", tenant_id, exc_info=True)
+            return self.cached(tenant_id)
+        finally:
+            self._tasks.pop(tenant_id, None)
         self._cache[tenant_id] = entry
         self._cache.move_to_end(tenant_id)
         while len(self._cache) > self.max_tenants:
-            dropped, _ = self._cache.popitem(last=False)
-            self._locks.pop(dropped, None)
+            self._cache.popitem(last=False)
         return entry.vocabulary
 
     async def _load(self, tenant_id: str, entry: _Entry | None) -> _Entry:
