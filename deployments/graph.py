@@ -93,7 +93,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
             **_options(settings.serve.screen_reader, level),
             request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
         )
-        .bind(settings.screen)
+        .bind(settings.screen, settings.db, settings.state_dir)
         if settings.screen.enabled
         else None
     )

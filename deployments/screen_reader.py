@@ -2,9 +2,12 @@
 
 FrameDedup hands each processed frame off without waiting (`ScreenHandOff`): the changed region (plus a
 margin) for a `region` decision, the whole frame for `first` / `phash`, so the reader's cost follows the
-dedup, not the frame rate. Reads are batched across streams (`@serve.batch`) and run in a thread, so a
-turn's `turn()` call is answered while OCR runs; it waits at most `screen.turn_wait_s` for a read of its
-stream still running. Calls name `stream_id` so the stream-affinity router keeps a stream on one replica.
+dedup, not the frame rate. Region reads and whole-frame reads have a batch queue each and a thread each
+(`serve_app.screen.queues`), so a region read (what a turn waits for) never queues behind a whole-frame
+read of seconds; the whole-frame thread runs at a lower CPU priority, and a whole-frame read of a stream
+that a newer whole frame of the stream superseded before it started is dropped (`stale`). A turn's
+`turn()` call is answered while OCR runs; it waits at most `screen.turn_wait_s` for a read of its stream
+still running. Calls name `stream_id` so the stream-affinity router keeps a stream on one replica.
 """
 
 from __future__ import annotations
@@ -13,39 +16,75 @@ import asyncio
 import hashlib
 import io
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.db.database import Database
 from serve_app.metrics import Metrics
 from serve_app.screen.normalize import Vocabulary
 from serve_app.screen.ocr import OcrEngine
+from serve_app.screen.queues import ReadQueues
 from serve_app.screen.reader import ReaderLimits, Reading, ReadRequest, ScreenReader, crop_box
 from serve_app.screen.state import ScreenStore
+from serve_app.screen.tenant_vocabulary import TenantVocabularies
 from serve_app.screen.vocabulary import vocabulary_texts
-from serve_app.settings import ScreenSettings
-from serve_app.tenancy import parse_stream_id
+from serve_app.settings import DatabaseSettings, ScreenSettings
+from serve_app.tenancy import parse_stream_id, validate_tenant_id
 
 log = logging.getLogger("ray.serve")
 MAX_CHAT_IMAGE_PIXELS = 3840 * 2160
+VOCABULARY_WAIT_S = 0.1  # a read waits this long for its tenant's vocabulary (then the last one built)
+
+
+def tenant_of(key: str) -> str | None:
+    """The tenant of a stream id (`tenant_<t>_<room>...`) or of a chat key (`chat:<t>:<anchor>`)."""
+    if key.startswith("chat:"):
+        tenant = key.split(":")[1]
+        try:
+            return validate_tenant_id(tenant)
+        except Exception:
+            return None
+    try:
+        return parse_stream_id(key).tenant_id
+    except Exception:
+        return None
 
 
 class ScreenReaderDeployment:
-    def __init__(self, cfg: ScreenSettings):
+    def __init__(
+        self,
+        cfg: ScreenSettings,
+        db: DatabaseSettings | None = None,
+        state_dir: Path | None = None,
+        engine_factory: Callable[[], Any] | None = None,
+    ):
         self.cfg = cfg
         vocab = Vocabulary().add(vocabulary_texts(cfg.vocabulary))
+        # each tenant's ingested help center adds its words (read under RLS, cached, rebuilt on ingest)
+        self.vocabularies = TenantVocabularies(
+            Database(db, state_dir or Path(".supportgraph")) if db is not None else None,
+            vocab,
+            refresh_s=cfg.vocabulary_refresh_s,
+        )
         self.reader = ScreenReader(
             vocabulary=vocab,
             limits=ReaderLimits(margin=cfg.margin, max_side=cfg.max_side),
-            engine_factory=lambda: OcrEngine(device=cfg.device, threads=cfg.threads),
+            engine_factory=engine_factory or (lambda: OcrEngine(device=cfg.device, threads=cfg.threads)),
         )
         self.store = ScreenStore(max_streams=cfg.max_streams)
         self.metrics = Metrics.ray()
-        self._read_batch.set_max_batch_size(cfg.max_batch_size)
-        self._read_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        # region reads and whole frames in queues (and threads) of their own: regions never wait behind
+        # a whole frame, and a whole frame superseded by a newer one of its stream is not read
+        self.queues = ReadQueues(
+            self.reader, cfg.max_batch_size, cfg.frame_batch_size, cfg.batch_wait_timeout_s, cfg.max_streams
+        )
+        if cfg.warm:
+            log.info("screen reader warmed in %.1f s", self.reader.warm())
 
     async def read(
         self,
@@ -55,31 +94,45 @@ class ScreenReaderDeployment:
         whole_frame: bool = True,
         reason: str = "",
         ts: float | None = None,
+        box: tuple[int, int, int, int] | None = None,
     ) -> dict[str, Any]:
-        """Read one frame (or the crop of one at `origin`) of a stream into its screen state."""
+        """Read one frame (or the crop of one at `origin`) of a stream into its screen state; `box`, in
+        `frame`'s pixels, is the changed region of a region read (lines outside it are not read)."""
         self.store.started(stream_id)
-        request = ReadRequest(
-            frame, None, tuple(origin), whole_frame, stream_id=stream_id, ts=ts, reason=reason
-        )
+        seq = self.queues.next_seq()
         try:
-            reading = await self._read_batch(request)
+            vocabulary = await self.vocabularies.get(tenant_of(stream_id), VOCABULARY_WAIT_S)
+            request = ReadRequest(
+                frame,
+                None if box is None else tuple(box),
+                tuple(origin),
+                whole_frame,
+                stream_id=stream_id,
+                ts=ts,
+                reason=reason,
+                seq=seq,
+                vocabulary=vocabulary,
+            )
+            reading = await self.queues.read(request)
         except Exception as exc:  # the stream's state must hear of every read it waits for
-            reading = Reading(stream_id=stream_id, error=f"{type(exc).__name__}: {exc}"[:300])
+            reading = Reading(stream_id=stream_id, error=f"{type(exc).__name__}: {exc}"[:300], seq=seq)
         self.store.landed(reading)
         self._count(reading)
-        return {"lines": len(reading.lines), "chars": reading.chars, "ms": reading.ms, "error": reading.error}
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _read_batch(self, requests: list[ReadRequest]) -> list[Reading]:
-        return await asyncio.to_thread(self.reader.read_batch, requests)
+        return {
+            "lines": len(reading.lines),
+            "chars": reading.chars,
+            "ms": reading.ms,
+            "error": reading.error,
+            "skipped": reading.skipped,
+        }
 
     def _count(self, reading: Reading) -> None:
-        try:
-            tenant = parse_stream_id(reading.stream_id).tenant_id
-        except Exception:
-            tenant = "chat"
-        outcome = "error" if reading.error else ("text" if reading.lines else "empty")
+        tenant = tenant_of(reading.stream_id) or "chat"
+        outcome = reading.skipped or ("error" if reading.error else ("text" if reading.lines else "empty"))
         self.metrics.inc("supportgraph_screen_reads", tenant=tenant, outcome=outcome)
+        if reading.skipped:
+            return
+        self.metrics.inc("supportgraph_screen_characters", reading.chars, tenant=tenant)
         scope = "frame" if reading.whole_frame else "region"
         self.metrics.observe("supportgraph_screen_read_latency_ms", reading.ms, scope=scope)
 
@@ -112,8 +165,13 @@ class ScreenReaderDeployment:
     async def peek(self, stream_id: str) -> dict[str, Any]:
         return self.store.peek(stream_id).to_dict()
 
+    async def close(self) -> None:
+        await self.queues.close()
+        if self.vocabularies.db is not None:
+            await self.vocabularies.db.close()
+
     async def stats(self) -> dict[str, Any]:
-        return {**self.reader.stats(), "streams": len(self.store)}
+        return {**self.reader.stats(), "stale": self.queues.stale, "streams": len(self.store)}
 
 
 class ScreenHandOff:
@@ -135,6 +193,7 @@ class ScreenHandOff:
             frame=crop,
             origin=(x, y),
             whole_frame=box is None,
+            box=None if box is None else (box[0] - x, box[1] - y, box[2], box[3]),
             reason=str(decision.get("reason") or ""),
             ts=decision.get("ts"),
         )

@@ -249,13 +249,13 @@ def _cmd_eval_screen(args: argparse.Namespace) -> int:
     from serve_app.screen.normalize import Vocabulary
     from serve_app.screen.ocr import OcrEngine
     from serve_app.screen.reader import ReaderLimits, ScreenReader
+    from serve_app.screen.tenant_vocabulary import TenantVocabularies
     from serve_app.screen.vocabulary import vocabulary_texts
 
     settings = load_settings(args.config)
     cfg = settings.screen
     errors = screens.load_errors(args.errors) if args.errors else list(screens.ERRORS)
     reader = ScreenReader(
-        vocabulary=Vocabulary().add(vocabulary_texts([args.help_center, *cfg.vocabulary])),
         limits=ReaderLimits(margin=cfg.margin, max_side=cfg.max_side),
         engine_factory=lambda: OcrEngine(device=cfg.device, threads=cfg.threads),
     )
@@ -263,6 +263,9 @@ def _cmd_eval_screen(args: argparse.Namespace) -> int:
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> dict:
         await ingest_path(db, embedder, args.help_center, args.tenant, bill=bill)
+        # spacing is restored with the tenant's ingested help center, as the ScreenReader replica does
+        base = Vocabulary().add(vocabulary_texts(cfg.vocabulary))
+        reader.vocabulary = await TenantVocabularies(db, base).get(args.tenant)
         retriever = build_retriever(db, settings.knowledge, embedder)
         rank = evaluate.ranker(retriever.search, args.tenant)
         return await evaluate.evaluate_screen(rank, reader, all_cases, query_chars=cfg.query_chars)
@@ -688,7 +691,7 @@ def _cmd_costs(args: argparse.Namespace) -> int:
 
     result = asyncio.run(report())
     table = Table(title=f"Costs of tenant {args.tenant}")
-    for col in ("service", "provider", "attempts", "input tokens", "output tokens", "images", "USD"):
+    for col in ("service", "provider", "attempts", "input tokens", "output tokens", "images", "chars", "USD"):
         table.add_column(col, justify="left" if col in ("service", "provider") else "right")
     for row in result.rows:
         table.add_row(
@@ -698,6 +701,7 @@ def _cmd_costs(args: argparse.Namespace) -> int:
             str(row["input_tokens"]),
             str(row["output_tokens"]),
             str(row["images"]),
+            str(row["characters"]),
             f"{row['cost_usd']:.4f}",
         )
     console = Console(width=120)

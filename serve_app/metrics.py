@@ -84,8 +84,14 @@ SPECS = {
         Spec(
             "supportgraph_screen_reads",
             "counter",
-            "screen reads (OCR of sent frames and chat images), by outcome (text, empty, error)",
+            "screen reads (OCR of sent frames and chat images), by outcome (text, empty, error, stale)",
             ("tenant", "outcome"),
+        ),
+        Spec(
+            "supportgraph_screen_characters",
+            "counter",
+            "characters read off screens (the vision rows' `characters` in the cost ledger)",
+            ("tenant",),
         ),
         Spec(
             "supportgraph_screen_read_latency_ms",

@@ -300,13 +300,18 @@ class ScreenSettings(_Section):
     threads: int | None = Field(None, ge=1, le=64, description="onnxruntime threads (default: up to 4)")
     margin: int = Field(12, ge=0, le=200, description="pixels read around a changed region")
     max_side: int = Field(1600, ge=64, le=8192, description="longer sides are scaled down to this")
-    max_batch_size: int = Field(8, ge=1, le=64)
+    max_batch_size: int = Field(8, ge=1, le=64, description="region reads per OCR call")
+    frame_batch_size: int = Field(2, ge=1, le=64, description="whole-frame reads per OCR call (own queue)")
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=1)
+    warm: bool = Field(True, description="run OCR once when a replica starts (the first run is slow)")
     turn_wait_s: float = Field(0.3, ge=0, le=5, description="a turn waits this long for a running read")
     prompt_chars: int = Field(1500, ge=0, le=20000, description="screen text quoted in a prompt")
     query_chars: int = Field(300, ge=0, le=2000, description="screen text added to the retrieval query")
     vocabulary: list[Path] = Field(
         default_factory=list, description="help-center files or folders whose words restore OCR spacing"
+    )
+    vocabulary_refresh_s: float = Field(
+        10.0, ge=0, le=3600, description="how often a tenant's help-center words are checked for an ingest"
     )
     max_streams: int = Field(10000, ge=1)
 

@@ -172,6 +172,30 @@ def test_report_by_service_provider_and_window(live_db: LiveDB) -> None:
     assert report.total_usd == pytest.approx(0.0222) and later.attempts == 0
 
 
+def test_screen_reads_count_characters_in_their_own_column(live_db: LiveDB) -> None:
+    async def scenario() -> dict:
+        ledger = CostLedger(live_db.db)
+        for chars in (42, 8):
+            ledger.record(
+                CostEvent(
+                    tenant_id="ledger-v", service="vision", provider="self-hosted", images=1, characters=chars
+                )
+            )
+        ledger.record(CostEvent(tenant_id="ledger-v", service="llm", provider="google", output_tokens=100))
+        await ledger.close()
+        return {r["service"]: r for r in (await cost_report(live_db.db, "ledger-v")).rows}
+
+    rows = live_db.run(scenario())
+    assert (rows["vision"]["characters"], rows["vision"]["output_tokens"], rows["vision"]["images"]) == (
+        50,
+        0,
+        2,
+    )
+    assert (rows["llm"]["characters"], rows["llm"]["output_tokens"]) == (0, 100)
+    with pytest.raises(ValueError):
+        CostEvent(tenant_id="ledger-v", service="vision", provider="self-hosted", characters=-1)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"tenant_id": "Bad"}, {"input_tokens": -1}, {"cost_usd": -0.1}, {"attempt": 0}],

@@ -43,7 +43,12 @@ def test_an_error_toast_is_read_and_grounds_the_answer(graph: RunningGraph, grap
         deadline, seen = time.monotonic() + 240, {}
         while time.monotonic() < deadline:
             seen = reader.peek.remote(stream_id=STREAM).result()
-            if any("0x80070005" in line for line in seen["appeared"]) and not seen["pending"]:
+            # both reads landed (the region read may land before the whole frame's call arrives)
+            if (
+                any("0x80070005" in line for line in seen["appeared"])
+                and seen["reads"] >= 2
+                and not seen["pending"]
+            ):
                 break
             time.sleep(1)
         assert any("Error 0x80070005: access denied" in line for line in seen["appeared"]), seen

@@ -66,7 +66,7 @@ def test_huge_frames_are_scaled_down_and_read(reader: ScreenReader) -> None:
 
 
 class _Exploding:
-    def read(self, images: list[np.ndarray]) -> list:
+    def read(self, images: list[np.ndarray], areas: list | None = None) -> list:
         raise RuntimeError("onnxruntime fell over")
 
 
@@ -88,7 +88,7 @@ def test_bad_input_gives_an_empty_reading_and_is_counted() -> None:
     )
     assert all(isinstance(r, Reading) and r.lines == [] for r in readings)
     assert [r.error is not None for r in readings] == [False, False, True, True, True, True]
-    assert reader.stats() == {"reads": 6, "errors": 4, "empty": 6}
+    assert reader.stats() == {"reads": 6, "errors": 4, "empty": 6, "cache_hits": 0}
     # OCR itself failing: empty readings, counted, nothing raised
     broken = ScreenReader(engine=_Exploding())  # type: ignore[arg-type]
     shot = error_screen(ERRORS[1], seed=1, surface="toast")
@@ -177,3 +177,69 @@ def test_eval_screen_path_scores_the_grounded_query(reader: ScreenReader) -> Non
     assert result["question_only"] == {"R@1": 0.0, "R@5": 1.0, "MRR@10": 0.5}
     assert result["ocr_char_accuracy"] > 0.9
     assert evaluate.levenshtein("Syncfailed", "Sync failed") == 1
+
+
+def test_recognition_groups_lines_of_like_width() -> None:
+    from serve_app.screen.ocr import width_groups
+
+    widths = [640, 64, 72, 600, 80, 320]
+    groups = width_groups(widths, max_batch=8, waste=0.15)
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    for group in groups:  # padding to the widest stays within 15% of the group's pixels
+        assert max(widths[i] for i in group) * len(group) <= 1.15 * sum(widths[i] for i in group)
+    assert [sorted(g) for g in groups] == [[1, 2, 4], [5], [0, 3]]
+    assert width_groups([100] * 10, max_batch=4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert width_groups([]) == []
+
+
+class _Counting:
+    """An engine that counts what it is asked to read."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.images = engine, 0
+
+    def read(self, images: list[np.ndarray], areas: list | None = None) -> list:
+        self.images += len(images)
+        return self.engine.read(images, areas)
+
+
+def test_lines_of_the_margin_are_not_read_and_a_crop_seen_before_is_not_read_again(
+    reader: ScreenReader,
+) -> None:
+    shot = error_screen(ERRORS[2], seed=11, surface="toast")
+    x, y, w, h = shot.box
+    # a changed box holding only the toast's second line: the title above lies in the margin
+    lines = reader.engine.read([shot.after[y : y + h, x : x + w]])[0]
+    assert [ln.text for ln in lines][:2] == ["Payment declined", "Card issuer refused the charge (P-402)"]
+    second = lines[1].box
+    box = (x + second[0], y + second[1], second[2], second[3])
+    counting = _Counting(reader.engine)
+    only = ScreenReader(engine=counting, limits=ReaderLimits(margin=second[1] + 2))  # type: ignore[arg-type]
+    reading = only.read(ReadRequest(shot.after, box))
+    assert reading.text == "Card issuer refused the charge (P-402)"
+    assert "Payment" in ScreenReader(engine=reader.engine).read(ReadRequest(shot.after, (x, y, w, h))).text
+    # the same pixels again (a toast that shows again): the reading comes from the cache
+    again = only.read(ReadRequest(shot.after.copy(), box, stream_id="other"))
+    assert again.text == reading.text and [ln.box for ln in again.lines] == [ln.box for ln in reading.lines]
+    assert counting.images == 1 and only.stats()["cache_hits"] == 1
+    moved = np.roll(shot.after, 3, axis=1)  # other pixels: read
+    only.read(ReadRequest(moved, box))
+    assert counting.images == 2
+
+
+def test_warming_runs_detection_and_recognition(reader: ScreenReader) -> None:
+    fresh = ScreenReader(engine=reader.engine)
+    assert fresh.warm() > 0
+    assert reader.engine.stages["det_infer"] > 0 and reader.engine.stages["rec_infer"] > 0
+
+
+def test_execution_providers_fall_back_to_the_cpu() -> None:
+    import onnxruntime as ort
+
+    from serve_app.screen.ocr import default_threads, providers_for
+
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    assert providers_for("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert providers_for("auto")[0] == ("CUDAExecutionProvider" if has_cuda else "CPUExecutionProvider")
+    assert 1 <= default_threads() <= 4

@@ -80,9 +80,9 @@ def test_screen_text_reaches_every_tier_and_the_retrieval_query() -> None:
         assert "Also on screen now:\n> Inbox" in text
     assert queries == ["what does this error mean? Sync failed Error 0x80070005: access denied"]
     vision = [e for e in ledger.events if e.service == "vision"]
-    assert [(e.output_tokens, e.latency_ms, e.outcome, e.cost_usd) for e in vision] == [
-        (42, 420.0, "read", 0.0),
-        (0, 9.0, "error", 0.0),
+    assert [(e.characters, e.output_tokens, e.latency_ms, e.outcome, e.cost_usd) for e in vision] == [
+        (42, 0, 420.0, "read", 0.0),
+        (0, 0, 9.0, "error", 0.0),
     ]
     assert {e.request_id for e in ledger.events} == {routed.request_id}
 

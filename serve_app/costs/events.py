@@ -19,6 +19,7 @@ class CostEvent:
     input_tokens: int = 0
     output_tokens: int = 0
     images: int = 0
+    characters: int = 0  # vision: characters read off the screen (not tokens)
     cost_usd: float = 0.0
     latency_ms: float | None = None
     session_id: uuid.UUID | None = None
@@ -31,7 +32,7 @@ class CostEvent:
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
         if (
-            min(self.input_tokens, self.output_tokens, self.images) < 0
+            min(self.input_tokens, self.output_tokens, self.images, self.characters) < 0
             or self.cost_usd < 0
             or self.attempt < 1
         ):

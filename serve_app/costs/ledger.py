@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 INSERT = """
 INSERT INTO cost_events (tenant_id, session_id, service, provider, model, attempt, input_tokens,
                          output_tokens, images, cost_usd, latency_ms, request_id, tier, outcome,
-                         confidence, baseline_usd)
-VALUES (current_tenant(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                         confidence, baseline_usd, characters)
+VALUES (current_tenant(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 
 
@@ -125,6 +125,7 @@ def _row(e: CostEvent) -> tuple[object, ...]:
         e.outcome,
         e.confidence,
         e.baseline_usd,
+        e.characters,
     )
 
 
@@ -178,6 +179,7 @@ async def cost_report(
         rows = await conn.fetch(
             "SELECT service, provider, count(*) AS attempts, sum(input_tokens)::bigint AS input_tokens,"
             " sum(output_tokens)::bigint AS output_tokens, sum(images)::bigint AS images,"
+            " sum(characters)::bigint AS characters,"
             " sum(cost_usd)::float8 AS cost_usd"
             f"  FROM cost_events WHERE {_WINDOW}"
             " GROUP BY service, provider ORDER BY cost_usd DESC, service, provider",

@@ -179,7 +179,7 @@ class ChatService:
                         provider="self-hosted",
                         model=OCR_MODEL,
                         images=1,
-                        output_tokens=chars,  # vision rows: characters read
+                        characters=chars,
                         latency_ms=ms,
                         session_id=request.session_id,
                         request_id=request_id,

@@ -23,7 +23,7 @@ from serve_app.frames.service import DedupService
 from serve_app.knowledge.evaluate import corpus_id
 from serve_app.screen.context import grounded_query, query_lines
 from serve_app.screen.reader import ReadRequest, ScreenReader
-from serve_app.screen.screens import QUESTIONS, ErrorMessage, error_screen
+from serve_app.screen.screens import QUESTIONS, Box, ErrorMessage, ErrorScreen, error_screen
 from serve_app.screen.state import ScreenStore
 from serve_app.settings import DedupSettings
 from serve_app.stats import percentile
@@ -85,6 +85,24 @@ def _latency(values: list[float]) -> dict[str, float]:
     }
 
 
+async def dedup_decision(
+    shot: ErrorScreen, stream: str, timings: list[float] | None = None
+) -> tuple[dict[str, Any], Box | None]:
+    """The dedup's decision on the screen after the error showed (it saw the one before first), and the
+    changed box it sends for a region decision (None: the whole frame is read)."""
+    dedup, decisions = DedupService(DedupSettings()), []
+    for ts, frame in ((0.0, shot.before), (1.0, shot.after)):
+        pending = dedup.admit(stream, frame, False, ts)
+        started = time.perf_counter()
+        (decision,) = await dedup.decide_batch([pending])
+        if timings is not None:
+            timings.append((time.perf_counter() - started) * 1000)
+        decisions.append(decision.to_dict())
+    sent = decisions[1]
+    box = tuple(sent["box"]) if sent["send"] and sent["reason"] == "region" and sent["box"] else None
+    return sent, box
+
+
 async def evaluate_screen(
     rank: Rank,
     reader: ScreenReader,
@@ -102,16 +120,8 @@ async def evaluate_screen(
     for n, case in enumerate(all_cases):
         shot = error_screen(case.error, case.seed, width, height)
         stream = f"tenant_eval-screen_case-{n}.screen"
-        dedup, store = DedupService(DedupSettings()), ScreenStore()
-        decisions = []
-        for ts, frame in ((0.0, shot.before), (1.0, shot.after)):
-            pending = dedup.admit(stream, frame, False, ts)
-            started = time.perf_counter()
-            (decision,) = await dedup.decide_batch([pending])
-            dedup_ms.append((time.perf_counter() - started) * 1000)
-            decisions.append(decision.to_dict())
-        sent = decisions[1]
-        box = tuple(sent["box"]) if sent["send"] and sent["reason"] == "region" and sent["box"] else None
+        store = ScreenStore()
+        sent, box = await dedup_decision(shot, stream, dedup_ms)
         reading = reader.read(ReadRequest(shot.after, box, stream_id=stream, reason=str(sent["reason"])))
         if box is not None and box[2] * box[3] <= quarter:
             ocr_region_ms.append(reading.ms)

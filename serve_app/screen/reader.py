@@ -2,15 +2,21 @@
 
 `ScreenReader.read_batch(requests)` crops each frame to its changed box plus a margin (the whole frame
 for `first` / `phash` decisions), limits its size (huge frames are scaled down, empty or blank ones are
-not read), runs OCR on the batch and normalizes each line (spacing restored against the vocabulary,
-codes intact). Boxes come back in frame pixels. Nothing raises: a frame that cannot be read (corrupt,
+not read), runs OCR on the batch and normalizes each line (spacing restored against the request's
+vocabulary, the tenant's, or the reader's own; codes intact). Of a region read only the lines centred
+in the changed box are read (the margin's are the page around it), and a crop whose pixels were read
+lately (a toast that shows again) is not read again (`cache_size` readings kept by content hash).
+Boxes come back in frame pixels. Nothing raises: a frame that cannot be read (corrupt,
 wrong shape, an OCR failure) gives an empty reading with `error` set, and is counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -45,6 +51,8 @@ class ReadRequest:
     stream_id: str = ""
     ts: float | None = None
     reason: str = ""
+    seq: int = 0  # the order reads of a stream were submitted in (0: unordered)
+    vocabulary: Vocabulary | None = None  # restores spacing (the tenant's); None: the reader's own
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class Reading:
     stream_id: str = ""
     ts: float | None = None
     reason: str = ""
+    seq: int = 0
+    skipped: str | None = None  # "stale": not read, a newer whole frame of the stream superseded it
 
     @property
     def text(self) -> str:
@@ -101,6 +111,22 @@ def _frame(frame: Any) -> np.ndarray:
     return array[:, :, :3]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    crop: np.ndarray | None
+    region: Box | None
+    scale: float = 1.0
+    area: Box | None = None
+    error: str | None = None
+
+    def key(self) -> bytes:
+        """The crop's content (and what of it is read): a reading of equal pixels is the same."""
+        assert self.crop is not None
+        digest = hashlib.blake2b(self.crop.tobytes(), digest_size=16)
+        digest.update(repr((self.crop.shape, self.area)).encode())
+        return digest.digest()
+
+
 class ScreenReader:
     """Reads frames in batches; `engine` is built lazily (first read) unless given."""
 
@@ -110,8 +136,14 @@ class ScreenReader:
         vocabulary: Vocabulary | None = None,
         limits: ReaderLimits = ReaderLimits(),
         engine_factory: Callable[[], OcrEngine] = OcrEngine,
+        cache_size: int = 256,
     ):
         self._engine, self._factory = engine, engine_factory
+        # readings of recent crops by content: a toast that shows again is not read again
+        self._cache: OrderedDict[bytes, list[OcrLine]] = OrderedDict()
+        self.cache_size = cache_size
+        self.cache_hits = 0
+        self._lock = threading.RLock()
         self.vocabulary = vocabulary or Vocabulary()
         self.limits = limits
         self.reads = 0
@@ -120,31 +152,47 @@ class ScreenReader:
 
     @property
     def engine(self) -> OcrEngine:
-        if self._engine is None:
-            self._engine = self._factory()
-        return self._engine
+        with self._lock:  # region and whole-frame reads run in threads of their own
+            if self._engine is None:
+                self._engine = self._factory()
+            return self._engine
 
-    def _prepare(self, request: ReadRequest) -> tuple[np.ndarray | None, Box, float, str | None]:
-        """(crop to read or None, region in frame pixels, scale crop/frame, error)."""
+    def _prepare(self, request: ReadRequest) -> _Prepared:
+        """The crop to read (None: nothing to read), its region in frame pixels, its scale, error."""
         lim = self.limits
         frame = _frame(request.frame)
         h, w = frame.shape[:2]
         if h * w > lim.max_pixels:
-            return None, (0, 0, w, h), 1.0, f"frame of {w}x{h} is over {lim.max_pixels} pixels"
+            return _Prepared(None, (0, 0, w, h), error=f"frame of {w}x{h} is over {lim.max_pixels} pixels")
         x, y, cw, ch = crop_box(frame.shape, request.box, lim.margin)
         ox, oy = (int(v) for v in request.origin)
         region = (x + ox, y + oy, cw, ch)
         if min(cw, ch) < lim.min_side:
-            return None, region, 1.0, None
+            return _Prepared(None, region)
         crop = frame[y : y + ch, x : x + cw]
         luma = crop[::2, ::2].astype(np.float32).mean(axis=2)
         if float(luma.std()) < lim.blank_std:
-            return None, region, 1.0, None  # blank: nothing to read
+            return _Prepared(None, region)  # blank: nothing to read
         scale = min(1.0, lim.max_side / max(cw, ch))
         if scale < 1.0:
             size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
             crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.BILINEAR))
-        return np.ascontiguousarray(crop), region, scale, None
+        area = None
+        if request.box is not None:  # the changed box in crop pixels: the margin's lines are not read
+            bx, by, bw, bh = (int(v) for v in request.box)
+            area = tuple(round(v * scale) for v in (bx - x, by - y, bw, bh))
+        return _Prepared(np.ascontiguousarray(crop), region, scale, area)
+
+    def warm(self) -> float:
+        """Builds the engine and runs detection and recognition once (onnxruntime's first run of a
+        session is many times slower than the next); returns the seconds it took."""
+        from PIL import ImageDraw
+
+        started = time.perf_counter()
+        image = Image.new("RGB", (360, 60), (250, 250, 250))
+        ImageDraw.Draw(image).text((12, 20), "Sync failed: Error 0x80070005", fill=(20, 20, 20))
+        self.engine.read([np.asarray(image)])
+        return time.perf_counter() - started
 
     def read(self, request: ReadRequest) -> Reading:
         return self.read_batch([request])[0]
@@ -157,42 +205,62 @@ class ScreenReader:
                 ts=r.ts,
                 reason=r.reason,
                 whole_frame=r.box is None if r.whole_frame is None else r.whole_frame,
+                seq=r.seq,
             )
             for r in requests
         ]
-        todo: list[tuple[int, np.ndarray, Box, float]] = []
+        todo: list[tuple[int, _Prepared, bytes]] = []
         for n, request in enumerate(requests):
             try:
-                crop, region, scale, error = self._prepare(request)
+                prepared = self._prepare(request)
             except Exception as exc:  # a corrupt frame is an empty reading, never a failed turn
-                crop, region, scale, error = None, None, 1.0, f"{type(exc).__name__}: {exc}"
-            readings[n].region, readings[n].error = region, error
-            if crop is not None:
-                todo.append((n, crop, region, scale))
+                prepared = _Prepared(None, None, error=f"{type(exc).__name__}: {exc}")
+            readings[n].region, readings[n].error = prepared.region, prepared.error
+            if prepared.crop is None:
+                continue
+            key = prepared.key()
+            with self._lock:
+                if (cached := self._cache.get(key)) is not None:
+                    self._cache.move_to_end(key)
+                    self.cache_hits += 1
+            if cached is not None:
+                readings[n].lines = self._lines(cached, prepared.region, prepared.scale, request.vocabulary)
+            else:
+                todo.append((n, prepared, key))
         if todo:
             try:
-                found = self.engine.read([crop for _, crop, _, _ in todo])
+                found = self.engine.read([p.crop for _, p, _ in todo], [p.area for _, p, _ in todo])
             except Exception as exc:
                 log.warning("OCR failed on a batch of %d", len(todo), exc_info=True)
-                found = [[] for _ in todo]
+                found = None
                 for n, *_ in todo:
                     readings[n].error = f"ocr: {type(exc).__name__}: {exc}"[:300]
-            for (n, _, region, scale), lines in zip(todo, found, strict=True):
-                readings[n].lines = self._lines(lines, region, scale)
+            for (n, prepared, key), lines in zip(todo, found or [[] for _ in todo], strict=True):
+                readings[n].lines = self._lines(
+                    lines, prepared.region, prepared.scale, requests[n].vocabulary
+                )
+                if found is not None and self.cache_size > 0:
+                    with self._lock:
+                        self._cache[key] = lines
+                        while len(self._cache) > self.cache_size:
+                            self._cache.popitem(last=False)
         elapsed = (time.perf_counter() - started) * 1000
-        for reading in readings:
-            reading.ms = round(elapsed, 2)
-            self.reads += 1
-            self.errors += reading.error is not None
-            self.empty += not reading.lines
+        with self._lock:
+            for reading in readings:
+                reading.ms = round(elapsed, 2)
+                self.reads += 1
+                self.errors += reading.error is not None
+                self.empty += not reading.lines
         return readings
 
-    def _lines(self, lines: list[OcrLine], region: Box, scale: float) -> list[ScreenLine]:
+    def _lines(
+        self, lines: list[OcrLine], region: Box, scale: float, vocabulary: Vocabulary | None = None
+    ) -> list[ScreenLine]:
         out = []
         for line in lines:
             if line.confidence < self.limits.min_confidence:
                 continue
-            text = normalize_line(line.text, self.vocabulary)
+            text = normalize_line(line.text, vocabulary or self.vocabulary)
             if not text:
                 continue
             x, y, w, h = line.box
@@ -206,4 +274,9 @@ class ScreenReader:
         return out
 
     def stats(self) -> dict[str, int]:
-        return {"reads": self.reads, "errors": self.errors, "empty": self.empty}
+        return {
+            "reads": self.reads,
+            "errors": self.errors,
+            "empty": self.empty,
+            "cache_hits": self.cache_hits,
+        }

@@ -1,7 +1,11 @@
 """Per-stream screen state: the text on screen now, and what appeared since the last turn.
 
 A whole-frame reading replaces a stream's lines; a region reading replaces the lines that overlapped
-the region it read. `turn()` returns the screen context for a turn (current text, text that appeared
+the region it read. Readings may land out of order (region reads go before whole frames): by the frames'
+timestamps (else the order reads were submitted in, `seq`), a whole frame keeps the lines of newer
+region reads that already landed, and a region reading older than the last whole frame adds to what
+appeared, not to the current text.
+`turn()` returns the screen context for a turn (current text, text that appeared
 since the previous turn) and starts a new "since"; it waits at most `wait_s` for reads of the stream
 still running, then answers with what has landed.
 """
@@ -59,6 +63,21 @@ class ScreenContext:
         return bool(self.current or self.appeared)
 
 
+_Order = tuple[float | None, int]
+
+
+def _order(reading: Reading) -> _Order:
+    return (reading.ts, reading.seq)
+
+
+def _before(a: _Order, b: _Order) -> bool:
+    """Whether `a` read an older frame than `b`: by frame timestamp where both have one, else by the
+    order the reads were submitted in (`seq`; 0, unordered, is never older)."""
+    if a[0] is not None and b[0] is not None and a[0] != b[0]:
+        return a[0] < b[0]
+    return bool(a[1] and b[1] and a[1] < b[1])
+
+
 @dataclass
 class _Stream:
     lines: list[ScreenLine] = field(default_factory=list)
@@ -67,6 +86,8 @@ class _Stream:
     usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)  # unbilled reads
     digests: set[str] = field(default_factory=set)  # chat images already read for this key
     reads: int = 0
+    frame_order: _Order | None = None  # of the newest whole-frame reading that landed
+    regions: list[tuple[_Order, Box]] = field(default_factory=list)  # (order, region) of recent region reads
     pending: list[float] = field(default_factory=list)  # when each running read started (monotonic)
     changed: asyncio.Event | None = None
     touched: float = field(default_factory=time.monotonic)
@@ -98,6 +119,10 @@ class ScreenStore:
         state = self._get(reading.stream_id)
         if started and state.pending:
             state.pending.pop(0)
+        if reading.skipped:  # not read: nothing landed, nothing to bill
+            if state.changed is not None:
+                state.changed.set()
+            return
         state.reads += 1
         state.usage = [
             *state.usage,
@@ -105,18 +130,34 @@ class ScreenStore:
         ]
         state.usage = state.usage[-1000:]
         if reading.region is not None and reading.error is None:
-            if reading.whole_frame:
-                state.lines = []
-            else:
-                state.lines = [ln for ln in state.lines if not _overlaps(ln.box, reading.region)]
-            state.lines = [*state.lines, *reading.lines][-self.max_lines :]
-            state.lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
+            self._place(state, reading)
             for line in reading.lines:
                 if line.text not in state.seen and line.text not in state.appeared:
                     state.appeared.append(line.text)
             state.appeared = state.appeared[-self.max_lines :]
         if state.changed is not None:
             state.changed.set()
+
+    def _place(self, state: _Stream, reading: Reading) -> None:
+        """The reading's lines into the stream's current text, in the order of the frames they read."""
+        assert reading.region is not None
+        order = _order(reading)
+        if reading.whole_frame:
+            if state.frame_order is not None and _before(order, state.frame_order):
+                return  # a newer whole frame already landed
+            newer = [r for o, r in state.regions if _before(order, o)]  # regions of later frames
+            kept = [ln for ln in state.lines if any(_overlaps(ln.box, r) for r in newer)]
+            lines = [ln for ln in reading.lines if not any(_overlaps(ln.box, r) for r in newer)]
+            state.lines = [*kept, *lines]
+            state.frame_order = order
+        else:
+            if state.frame_order is not None and _before(order, state.frame_order):
+                return  # older than the whole frame on show: it appeared, it is not on screen now
+            state.regions = [*state.regions, (order, reading.region)][-50:]
+            state.lines = [ln for ln in state.lines if not _overlaps(ln.box, reading.region)]
+            state.lines = [*state.lines, *reading.lines]
+        state.lines = state.lines[-self.max_lines :]
+        state.lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
 
     def forget(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)

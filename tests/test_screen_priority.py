@@ -1,0 +1,190 @@
+"""The ScreenReader deployment's queues, without Ray: a region read (what a turn waits for) never waits
+behind whole-frame reads, and a whole frame superseded by a newer one of its stream is not read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from deployments.screen_reader import ScreenReaderDeployment
+from serve_app.metrics import Metrics
+from serve_app.screen.ocr import OcrLine
+from serve_app.settings import ScreenSettings
+
+WHOLE_S, REGION_S = 0.6, 0.05
+
+
+class _SlowEngine:
+    """Reads a wide image (a whole frame) in WHOLE_S, a small one (a region) in REGION_S; each image
+    reads as one line naming its first pixel's value."""
+
+    def __init__(self) -> None:
+        self.read_values: list[int] = []
+        self._lock = threading.Lock()
+
+    def read(self, images: list[np.ndarray], areas: list | None = None) -> list[list[OcrLine]]:
+        out = []
+        for image in images:
+            time.sleep(WHOLE_S if image.shape[1] > 600 else REGION_S)
+            with self._lock:
+                self.read_values.append(int(image[0, 0, 0]))
+            out.append([OcrLine(f"frame {int(image[0, 0, 0])}", (0, 0, 40, 10), 0.99)])
+        return out
+
+
+def _frame(value: int, width: int) -> np.ndarray:
+    frame = np.random.default_rng(value).integers(0, 255, (120, width, 3), dtype=np.uint8)
+    frame[0, 0] = value
+    return frame
+
+
+def test_region_reads_go_first_and_superseded_whole_frames_are_dropped() -> None:
+    engine = _SlowEngine()
+    metrics = Metrics.prometheus()
+    stream, other = "tenant_t_desk-1.screen", "tenant_t_desk-2.screen"
+
+    async def scenario() -> tuple[dict, list[str], dict, float]:
+        dep = ScreenReaderDeployment(ScreenSettings(warm=False), engine_factory=lambda: engine)
+        dep.metrics = metrics
+        finished: list[str] = []
+
+        def start(name: str, coro) -> asyncio.Task:
+            task = asyncio.create_task(coro)
+            task.add_done_callback(lambda _: finished.append(name))
+            return task
+
+        tasks = {"first": start("first", dep.read(other, _frame(1, 1280)))}
+        await asyncio.sleep(0.2)  # the first whole frame is being read
+        for n in (2, 3, 4):  # three whole frames of one stream queue behind it
+            tasks[f"frame{n}"] = start(f"frame{n}", dep.read(stream, _frame(n, 1280)))
+            await asyncio.sleep(0.01)
+        tasks["region"] = start(
+            "region",
+            dep.read(stream, _frame(5, 200), origin=(900, 500), whole_frame=False, box=(12, 12, 176, 96)),
+        )
+        started = time.perf_counter()
+        context = await dep.turn(stream, 0.3)
+        waited = time.perf_counter() - started
+        results = {name: await task for name, task in tasks.items()}
+        await dep.close()
+        return results, finished, context, waited
+
+    results, finished, context, waited = asyncio.run(scenario())
+    # the region read, submitted last, finished first (it waited for no whole frame)
+    assert finished[0] == "region", finished
+    assert results["region"]["lines"] == 1 and results["region"]["skipped"] is None
+    # frames 2 and 3 were superseded by frame 4 before their read began: not read, not billed
+    assert results["frame2"]["skipped"] == results["frame3"]["skipped"] == "stale"
+    assert results["frame4"]["lines"] == 1 and results["first"]["lines"] == 1
+    assert engine.read_values == [5, 1, 4]
+    counted = {
+        o: metrics.registry.get_sample_value("supportgraph_screen_reads_total", {"tenant": "t", "outcome": o})
+        for o in ("text", "stale")
+    }
+    assert counted == {"text": 3.0, "stale": 2.0}
+    chars = metrics.registry.get_sample_value("supportgraph_screen_characters_total", {"tenant": "t"})
+    assert chars == 3 * len("frame 5")
+    # the turn waited at most its 0.3 s for the whole frames still running, and had the region's text
+    assert waited < 0.3 + 0.2 and context["waited_ms"] <= 300 + 100
+    assert "frame 5" in context["current"] and context["pending"] >= 1
+
+
+def test_a_whole_frame_landing_after_a_newer_region_keeps_the_region_text() -> None:
+    from serve_app.screen.reader import Reading, ScreenLine
+    from serve_app.screen.state import ScreenStore
+
+    store = ScreenStore()
+    old_toast = ScreenLine("Inbox", (900, 500, 100, 20), 0.9)
+    page = ScreenLine("Notes", (10, 10, 100, 20), 0.9)
+    toast = ScreenLine("Sync failed", (900, 500, 100, 20), 0.9)
+    # whole frame submitted 1st, region 2nd; the region lands first
+    store.landed(Reading([toast], region=(880, 480, 200, 80), stream_id="s", seq=2), False)
+    store.landed(
+        Reading([page, old_toast], region=(0, 0, 1280, 720), whole_frame=True, stream_id="s", seq=1), False
+    )
+    context = asyncio.run(store.turn("s", 0))
+    assert context.current == ["Notes", "Sync failed"]
+    # a region older than the whole frame on show: it appeared, it is not on screen
+    store.landed(Reading([page], region=(0, 0, 1280, 720), whole_frame=True, stream_id="s", seq=4), False)
+    store.landed(
+        Reading(
+            [ScreenLine("Saved", (900, 500, 90, 20), 0.9)], region=(880, 480, 200, 80), stream_id="s", seq=3
+        ),
+        False,
+    )
+    context = asyncio.run(store.turn("s", 0))
+    assert context.current == ["Notes"] and context.appeared == ["Saved"]
+    # frame timestamps order them where known: a whole frame of an earlier frame that arrived later
+    store.landed(Reading([toast], region=(880, 480, 200, 80), stream_id="t", ts=2.0, seq=5), False)
+    store.landed(
+        Reading([page, old_toast], region=(0, 0, 1280, 720), whole_frame=True, stream_id="t", ts=1.0, seq=6),
+        False,
+    )
+    assert asyncio.run(store.turn("t", 0)).current == ["Notes", "Sync failed"]
+
+
+class _Exploding:
+    def read(self, images: list[np.ndarray], areas: list | None = None) -> list:
+        raise RuntimeError("onnxruntime fell over")
+
+
+def test_bad_frames_and_ocr_failures_give_empty_readings_counted_as_errors() -> None:
+    stream = "tenant_t_desk-9.screen"
+    metrics = Metrics.prometheus()
+
+    async def scenario() -> tuple[list[dict], dict, int]:
+        dep = ScreenReaderDeployment(ScreenSettings(warm=False), engine_factory=_Exploding)
+        dep.metrics = metrics
+        results = [
+            await dep.read(stream, np.full((720, 1280, 3), 250, np.uint8)),  # blank: nothing to read
+            await dep.read(stream, np.zeros((2200, 3900, 3), np.uint8)),  # huge: refused
+            await dep.read(stream, np.zeros((10, 10), np.float32)),  # not an RGB frame
+            await dep.read(stream, _frame(7, 200), whole_frame=False, box=(0, 0, 50, 50)),  # OCR raises
+            await dep.read_images(stream, [b"\x89PNG not really"]),  # an image that does not decode
+        ]
+        context = await dep.turn(stream, 0.3)
+        await dep.close()
+        return results[:4], context, results[4]
+
+    results, context, started = asyncio.run(scenario())
+    assert [r["lines"] for r in results] == [0, 0, 0, 0]
+    assert [r["error"] is not None for r in results] == [False, True, True, True]
+    assert "onnxruntime fell over" in results[3]["error"] and started == 0
+    errors = metrics.registry.get_sample_value(
+        "supportgraph_screen_reads_total", {"tenant": "t", "outcome": "error"}
+    )
+    assert errors == 4.0  # huge, not RGB, OCR failure, the image that does not decode
+    assert context["current"] == [] and context["pending"] == 0 and len(context["usage"]) == 5
+
+
+def test_the_hand_off_sends_the_changed_box_with_its_margin_and_the_box_within_it() -> None:
+    from deployments.screen_reader import ScreenHandOff
+
+    sent: list[dict] = []
+
+    class _Method:
+        def remote(self, **kwargs):
+            sent.append(kwargs)
+            return asyncio.sleep(0)
+
+    class _Handle:
+        read = _Method()
+
+    async def scenario() -> None:
+        handoff = ScreenHandOff(_Handle(), margin=12)  # type: ignore[arg-type]
+        frame = _frame(3, 1280).repeat(6, axis=0)  # 720 x 1280
+        handoff.offer("s", frame, {"send": True, "reason": "region", "box": [1000, 600, 200, 100], "ts": 1.0})
+        handoff.offer("s", frame, {"send": True, "reason": "region", "box": [0, 0, 100, 20], "ts": 2.0})
+        handoff.offer("s", frame, {"send": True, "reason": "phash", "box": None, "ts": 3.0})
+        handoff.offer("s", frame, {"send": False, "reason": "duplicate"})
+        await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert [(s["origin"], s["frame"].shape[:2], s["box"], s["whole_frame"]) for s in sent] == [
+        ((988, 588), (124, 224), (12, 12, 200, 100), False),
+        ((0, 0), (32, 112), (0, 0, 100, 20), False),
+        ((0, 0), (720, 1280), None, True),
+    ]
