@@ -14,6 +14,12 @@ the cluster with the `serve deploy` CLI against the head's dashboard, and the be
 Phases (`--placement-only` stops after the first):
 1. placement: every FrameDedup and LLM replica on a `gpu_node` node, every other replica on the head
    (from Serve's status API and `ray.util.state.list_nodes`).
+2. stream affinity across nodes: `--streams` screen shares send JPEG frames over HTTP (through the two
+   Ingress replicas, each with its own handle) while a third FrameDedup replica joins (a `serve deploy`
+   raising the minimum). Each stream keeps its replica or moves to the new one, and its frames never
+   split: the owner counted exactly the frames since the stream's one `first` decision there. A moved
+   stream's extra frames are its sends beyond a replay of the same answered frames through one
+   in-process `DedupService`.
 
 Ports (GCS, dashboard, dashboard agent, Serve HTTP) are picked free and Ray's temp dir is a folder of its
 own (RAY_TMPDIR), so other Ray clusters on the machine are neither disturbed nor joined; the cluster and
@@ -24,6 +30,7 @@ Prints a table per phase, then one JSON line.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import contextlib
 import copy
@@ -53,8 +60,9 @@ GPU_PER_NODE = 1.0
 GPU_SHARE = 0.25
 CPU_SCALE = 0.1  # CPU deployments get a tenth of their production CPUs (Ray's accounting only)
 HEAD_CPUS = 2
-# replica bounds in the bench (min, max); every other deployment runs one replica
-BOUNDS = {"FrameDedup": (2, 3), "LLM": (1, 2)}
+# replica bounds in the bench (min, max); every other deployment runs one replica. Two Ingress replicas as
+# in production: two handles, each with its own view of FrameDedup's replicas, route the same streams
+BOUNDS = {"FrameDedup": (2, 3), "LLM": (1, 2), "Ingress": (2, 2)}
 
 
 def free_port() -> int:
@@ -99,7 +107,7 @@ def bench_config(
         else:
             cpus = d["ray_actor_options"]["num_cpus"]
             d["ray_actor_options"] = {"num_cpus": round(cpus * CPU_SCALE, 3)}
-            low = high = 1
+            low, high = BOUNDS.get(name, (1, 1))
         scaling.update(min_replicas=low, max_replicas=high)
         for key in ("upscale_delay_s", "downscale_delay_s"):
             scaling[key] = round(scaling[key] / delay_divisor, 3)
@@ -298,12 +306,259 @@ def node_names(cluster: BenchCluster) -> dict[str, str]:
     return names
 
 
+# Load over HTTP through the head's proxy: screen shares (frames one at a time, each stream in order) and
+# support users (knowledge search, routed chat; every fifth question escalates to the LLM tier)
+
+TENANT = "bench"
+QUESTIONS = (
+    "How do I reset a forgotten password?",
+    "Can I get a refund on an annual plan?",
+    "How do I export my notes as PDF?",
+    "Why is sync not working on my phone?",
+)
+OFF_TOPIC = "Hi! Can you write one friendly sentence about notebooks?"
+CLIP = {"width": 640, "height": 360, "fps": 10.0, "duration_s": 300.0}
+
+
+@dataclass
+class Call:
+    kind: str  # frame, chat, search
+    stream: str | None
+    started: float
+    ended: float
+    status: int | None  # HTTP status; None: transport error or timeout
+    body: dict[str, Any] | None
+    jpeg: bytes | None = None
+    ts: float | None = None
+    speaking: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass
+class Load:
+    """Concurrent screen shares and users; every request and its answer is kept, in order per stream."""
+
+    base_url: str
+    key: str
+    calls: list[Call] = field(default_factory=list)
+    stop: Any = None  # asyncio.Event, made on the running loop
+
+    def client(self, connections: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=connections + 4)
+        headers = {"Authorization": f"Bearer {self.key}"}
+        return httpx.AsyncClient(base_url=self.base_url, timeout=30, headers=headers, limits=limits)
+
+    async def _call(self, client: httpx.AsyncClient, kind: str, stream: str | None, request, **extra) -> Call:
+        started = time.monotonic()
+        try:
+            response = await request
+            status, body = response.status_code, response.json()
+        except (httpx.HTTPError, ValueError):
+            status, body = None, None
+        call = Call(kind, stream, started, time.monotonic(), status, body, **extra)
+        self.calls.append(call)
+        return call
+
+    async def screen_share(self, client: httpx.AsyncClient, sid: str, seed: int) -> None:
+        from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
+
+        for frame in ScreenShareClip(ClipSpec(seed=seed, **CLIP)).frames():
+            if self.stop.is_set():
+                return
+            await self._call(
+                client,
+                "frame",
+                sid,
+                client.post(
+                    f"/v1/streams/{sid}/frames",
+                    params={"ts": frame.ts, "speaking": frame.is_speaking},
+                    content=frame.jpeg,
+                    headers={"content-type": "image/jpeg"},
+                ),
+                jpeg=frame.jpeg,
+                ts=frame.ts,
+                speaking=frame.is_speaking,
+            )
+
+    async def user(self, client: httpx.AsyncClient, n: int, escalate_every: int = 5) -> None:
+        turn = 0
+        while not self.stop.is_set():
+            question = QUESTIONS[(n + turn) % len(QUESTIONS)]
+            search = {"tenant_id": TENANT, "query": question, "top_k": 3}
+            await self._call(client, "search", None, client.post("/v1/knowledge/search", json=search))
+            asked = OFF_TOPIC if turn % escalate_every == escalate_every - 1 else question
+            body = {"model": "auto", "messages": [{"role": "user", "content": asked}], "max_tokens": 32}
+            await self._call(client, "chat", None, client.post("/v1/chat/completions", json=body))
+            turn += 1
+            await asyncio.sleep(0.2)
+
+    async def owners(self, client: httpx.AsyncClient, sids: list[str]) -> dict[str, tuple[str, int]]:
+        """Each stream's owning replica and the frames it counted for the stream."""
+
+        async def one(sid: str) -> tuple[str, tuple[str, int]]:
+            body = (await client.get(f"/v1/streams/{sid}/stats")).json()
+            return sid, (body["replica"], (body.get("stream") or {}).get("total", 0))
+
+        return dict(await asyncio.gather(*(one(s) for s in sids)))
+
+    def frames_of(self, sid: str) -> list[Call]:
+        return sorted(
+            (c for c in self.calls if c.kind == "frame" and c.stream == sid), key=lambda c: c.started
+        )
+
+
+def reference_sends(calls: list[Call], user_config: dict[str, Any]) -> int:
+    """Frames one replica that saw the answered frames in the same order would have sent (no move)."""
+    from serve_app.frames.decode import FrameLimits, decode_frame
+    from serve_app.frames.service import DedupService
+    from serve_app.settings import DedupSettings
+
+    service = DedupService(DedupSettings(**user_config, device="cpu"))
+
+    async def replay() -> int:
+        sent = 0
+        for c in calls:
+            frame = decode_frame(c.jpeg, "image/jpeg", FrameLimits())
+            sent += (await service.offer(c.stream, frame, c.speaking, c.ts)).send
+        return sent
+
+    return asyncio.run(replay())
+
+
+@dataclass
+class StreamMoves:
+    """What happened to each stream across a change of FrameDedup replicas."""
+
+    streams: int
+    moved: int
+    moved_to_new: int  # moved streams now on a replica that was not there before
+    split: list[str]  # streams whose frames did not all go to the owner of the moment
+    extra_frames: list[int]  # per moved stream: frames sent beyond what one replica would have sent
+    failed_frames: int
+
+    @property
+    def extra_per_moved(self) -> float:
+        return sum(self.extra_frames) / len(self.extra_frames) if self.extra_frames else 0.0
+
+
+def stream_moves(
+    load: Load,
+    before: dict[str, tuple[str, int]],
+    after: dict[str, tuple[str, int]],
+    new_replicas: set[str],
+    user_config: dict[str, Any],
+    max_moves: int = 1,
+) -> StreamMoves:
+    """A stream's frames never split: the owner now counted exactly the answered frames since the
+    stream's last `first` decision (a replica's first frame of a stream), and a moved stream has one
+    `first` per replica it moved to (at most `max_moves`: a node loss moves a stream to a survivor, then
+    perhaps to the replacement replica)."""
+    moved, to_new, split, extra, failed = 0, 0, [], [], 0
+    for sid, (owner_now, counted) in after.items():
+        calls = load.frames_of(sid)
+        answered = [c for c in calls if c.ok]
+        failed += len(calls) - len(answered)
+        firsts = [n for n, c in enumerate(answered) if c.body["reason"] == "first"]
+        is_moved = owner_now != before[sid][0]
+        since_first = len(answered) - (firsts[-1] if firsts else 0)
+        n_ok = len(firsts) == 1 if not is_moved else 2 <= len(firsts) <= 1 + max_moves
+        if not n_ok or counted != since_first:
+            split.append(f"{sid}: {len(firsts)} first decisions, owner counted {counted} of {since_first}")
+        if is_moved:
+            moved += 1
+            to_new += owner_now in new_replicas
+            cluster_sent = sum(bool(c.body["send"]) for c in answered)
+            extra.append(cluster_sent - reference_sends(answered, user_config))
+    return StreamMoves(len(after), moved, to_new, split, extra, failed)
+
+
+def frame_dedup_ids(dashboard: str) -> set[str]:
+    return {r["replica_id"] for r in running_replicas(app_status(dashboard)).get("FrameDedup", [])}
+
+
+async def affinity_phase(
+    cluster: BenchCluster, config: dict[str, Any], key: str, streams: int, seconds: float
+) -> dict[str, Any]:
+    """Screen shares run while a third FrameDedup replica joins (a `serve deploy` raising its minimum):
+    each stream keeps its replica or moves to the new one, and no stream's frames split."""
+    load = Load(f"http://127.0.0.1:{cluster.http_port}", key, stop=asyncio.Event())
+    sids = [f"tenant_{TENANT}_affinity-{n}.screen" for n in range(streams)]
+    async with load.client(streams) as client:
+        tasks = [asyncio.create_task(load.screen_share(client, s, 200 + n)) for n, s in enumerate(sids)]
+        await asyncio.sleep(seconds / 2)
+        before_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard)
+        before = await load.owners(client, sids)
+        grown = grown_config(config)
+        joined = time.monotonic()
+        await asyncio.to_thread(serve_deploy, grown, cluster.dashboard, cluster.root)
+        while len(await asyncio.to_thread(frame_dedup_ids, cluster.dashboard)) < 3:
+            await asyncio.sleep(0.5)
+        join_s = time.monotonic() - joined
+        await asyncio.sleep(seconds / 2)
+        load.stop.set()
+        await asyncio.gather(*tasks)
+        after = await load.owners(client, sids)
+    new_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard) - before_ids
+    user_config = frame_dedup_user_config(config)
+    moves = await asyncio.to_thread(stream_moves, load, before, after, new_ids, user_config)
+    frames = sum(1 for c in load.calls if c.kind == "frame")
+    print(
+        f"affinity: {moves.streams} streams, {frames} frames; a FrameDedup replica joined in {join_s:.1f} s;"
+        f" {moves.moved} streams moved ({moves.moved_to_new} to the new replica), split: {len(moves.split)},"
+        f" failed frames: {moves.failed_frames}, extra frames per moved stream:"
+        f" {moves.extra_per_moved:.2f} {moves.extra_frames}"
+    )
+    for problem in moves.split:
+        print(f"split stream: {problem}")
+    return {
+        "streams": moves.streams,
+        "frames": frames,
+        "moved": moves.moved,
+        "moved_to_new_replica": moves.moved_to_new,
+        "split_streams": len(moves.split),
+        "failed_frames": moves.failed_frames,
+        "extra_frames_per_moved_stream": round(moves.extra_per_moved, 2),
+        "ok": not moves.split and moves.moved == moves.moved_to_new and not moves.failed_frames,
+    }
+
+
+def bench_config_with(config: dict[str, Any], *, frame_dedup: tuple[int, int]) -> dict[str, Any]:
+    changed = copy.deepcopy(config)
+    for d in changed["applications"][0]["deployments"]:
+        if d["name"] == "FrameDedup":
+            d["autoscaling_config"].update(min_replicas=frame_dedup[0], max_replicas=frame_dedup[1])
+    return changed
+
+
+def frame_dedup_user_config(config: dict[str, Any]) -> dict[str, Any]:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == "FrameDedup")[
+        "user_config"
+    ]
+
+
+def grown_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config after the affinity phase: three FrameDedup replicas."""
+    return bench_config_with(config, frame_dedup=(3, 3))
+
+
+def api_key(state: Path) -> str:
+    from serve_app.demo import demo_key
+    from serve_app.settings import load_settings
+
+    return asyncio.run(demo_key(load_settings(None, state_dir=state), TENANT))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="worker nodes with the gpu_node resource")
     parser.add_argument("--placement-only", action="store_true", help="stop after the placement check")
     parser.add_argument("--delay-divisor", type=float, default=5.0, help="autoscaling delays / this")
     parser.add_argument("--deploy-timeout-s", type=float, default=600.0)
+    parser.add_argument("--streams", type=int, default=12, help="screen shares in the affinity phase")
+    parser.add_argument("--affinity-s", type=float, default=20.0, help="traffic around the replica join")
     args = parser.parse_args()
     production = yaml.safe_load(PRODUCTION.read_text())
     result: dict[str, Any] = {"bench": "cluster", "nodes": 1 + args.workers, "placement_ok": False}
@@ -325,7 +580,10 @@ def main() -> None:
             app_status(cluster.dashboard), cluster.head.node_id, gpu_nodes(cluster.dashboard), names
         )
         print_placement(placement)
-        result.update(placement_ok=placement.ok, deploy_s=round(deploy_s, 1))
+        result["placement_ok"] = placement.ok
+        if not args.placement_only:
+            key = api_key(state)
+            asyncio.run(affinity_phase(cluster, config, key, args.streams, args.affinity_s))
     print(json.dumps(result))
 
 
