@@ -20,6 +20,12 @@ Phases (`--placement-only` stops after the first):
    split: the owner counted exactly the frames since the stream's one `first` decision there. A moved
    stream's extra frames are its sends beyond a replay of the same answered frames through one
    in-process `DedupService`.
+3. node loss: screen shares and `--users` support users (search, routed chat; every fifth question
+   escalates to the LLM tier) run; the worker holding the LLM replica and FrameDedup replicas is killed
+   at once (`Cluster.remove_node`, no graceful stop). Measured: failed requests (and how many of them were
+   in flight at the kill), seconds until Serve dropped the dead replicas and until every deployment is
+   HEALTHY with its target of RUNNING replicas, extra frames per moved stream (as in 2), and cost events
+   lost: routed requests answered 200 whose request id has no row in the tenant's `cost_events`.
 
 Ports (GCS, dashboard, dashboard agent, Serve HTTP) are picked free and Ray's temp dir is a folder of its
 own (RAY_TMPDIR), so other Ray clusters on the machine are neither disturbed nor joined; the cluster and
@@ -43,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,7 +255,9 @@ def wait_running(dashboard: str, timeout_s: float = 600.0) -> float:
         if status == "DEPLOY_FAILED":
             raise RuntimeError(f"deploy failed: {app.get('message', '')[-2000:]}")
         time.sleep(1.0)
-    raise TimeoutError(f"application not RUNNING after {timeout_s:.0f} s: {app_status(dashboard)}")
+    raise TimeoutError(
+        f"application not RUNNING after {timeout_s:.0f} s: {app_status(dashboard).get('message')}"
+    )
 
 
 def running_replicas(app: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -355,9 +364,14 @@ class Load:
         started = time.monotonic()
         try:
             response = await request
-            status, body = response.status_code, response.json()
-        except (httpx.HTTPError, ValueError):
-            status, body = None, None
+        except httpx.HTTPError as exc:
+            status, body = None, {"error": type(exc).__name__}
+        else:
+            status = response.status_code
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"error": response.text[:200]}
         call = Call(kind, stream, started, time.monotonic(), status, body, **extra)
         self.calls.append(call)
         return call
@@ -488,18 +502,20 @@ async def affinity_phase(
     sids = [f"tenant_{TENANT}_affinity-{n}.screen" for n in range(streams)]
     async with load.client(streams) as client:
         tasks = [asyncio.create_task(load.screen_share(client, s, 200 + n)) for n, s in enumerate(sids)]
-        await asyncio.sleep(seconds / 2)
-        before_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard)
-        before = await load.owners(client, sids)
-        grown = grown_config(config)
-        joined = time.monotonic()
-        await asyncio.to_thread(serve_deploy, grown, cluster.dashboard, cluster.root)
-        while len(await asyncio.to_thread(frame_dedup_ids, cluster.dashboard)) < 3:
-            await asyncio.sleep(0.5)
-        join_s = time.monotonic() - joined
-        await asyncio.sleep(seconds / 2)
-        load.stop.set()
-        await asyncio.gather(*tasks)
+        try:
+            await asyncio.sleep(seconds / 2)
+            before_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard)
+            before = await load.owners(client, sids)
+            grown = grown_config(config)
+            joined = time.monotonic()
+            await asyncio.to_thread(serve_deploy, grown, cluster.dashboard, cluster.root)
+            while len(await asyncio.to_thread(frame_dedup_ids, cluster.dashboard)) < 3:
+                await asyncio.sleep(0.5)
+            join_s = time.monotonic() - joined
+            await asyncio.sleep(seconds / 2)
+        finally:
+            load.stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
         after = await load.owners(client, sids)
     new_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard) - before_ids
     user_config = frame_dedup_user_config(config)
@@ -525,6 +541,135 @@ async def affinity_phase(
     }
 
 
+def wait_recovered(
+    dashboard: str, dead_node: str, since: float, timeout_s: float = 300.0
+) -> dict[str, float]:
+    """Seconds from `since` until Serve dropped the dead node's replicas (`detected_s`) and until every
+    deployment is HEALTHY again with its target of RUNNING replicas, none on the dead node (`recovery_s`)."""
+    detected = None
+    while time.monotonic() - since < timeout_s:
+        app = app_status(dashboard)
+        running = running_replicas(app)
+        on_dead = any(r["node_id"] == dead_node for rs in running.values() for r in rs)
+        if not on_dead and detected is None:
+            detected = time.monotonic() - since
+        healthy = app.get("status") == "RUNNING" and all(
+            d.get("status") == "HEALTHY" and len(running[name]) >= d.get("target_num_replicas", 0)
+            for name, d in app.get("deployments", {}).items()
+        )
+        if healthy and not on_dead:
+            return {"detected_s": detected, "recovery_s": time.monotonic() - since}
+        time.sleep(0.25)
+    app = app_status(dashboard)
+    states = {
+        name: (d.get("status"), len(running_replicas(app)[name]), d.get("target_num_replicas"))
+        for name, d in app.get("deployments", {}).items()
+    }
+    raise TimeoutError(
+        f"not recovered {timeout_s:.0f} s after the node loss: (status, running, target) {states}"
+    )
+
+
+async def ledger_request_ids(state: Path, request_ids: list[str]) -> set[str]:
+    """Which of these routed requests have cost events in the tenant's ledger."""
+    from serve_app.db.database import Database
+    from serve_app.settings import load_settings
+
+    async with (
+        Database.of(load_settings(None, state_dir=state)) as db,
+        db.tenant(TENANT) as conn,
+    ):
+        rows = await conn.fetch(
+            "SELECT DISTINCT request_id::text AS id FROM cost_events WHERE request_id = ANY($1::uuid[])",
+            request_ids,
+        )
+    return {r["id"] for r in rows}
+
+
+async def node_loss_phase(
+    cluster: BenchCluster, config: dict[str, Any], key: str, streams: int, users: int, warm_s: float
+) -> dict[str, Any]:
+    """Load runs; the worker node holding the LLM replica (and FrameDedup replicas) is killed at once."""
+    load = Load(f"http://127.0.0.1:{cluster.http_port}", key, stop=asyncio.Event())
+    sids = [f"tenant_{TENANT}_loss-{n}.screen" for n in range(streams)]
+    names = node_names(cluster)
+    async with load.client(streams + users) as client:
+        tasks = [asyncio.create_task(load.screen_share(client, s, 300 + n)) for n, s in enumerate(sids)]
+        tasks += [asyncio.create_task(load.user(client, n)) for n in range(users)]
+        try:
+            await asyncio.sleep(warm_s)
+            app = await asyncio.to_thread(app_status, cluster.dashboard)
+            victim = pick_victim(cluster, running_replicas(app))
+            held = {
+                name: sum(r["node_id"] == victim.node_id for r in rs)
+                for name, rs in running_replicas(app).items()
+                if any(r["node_id"] == victim.node_id for r in rs)
+            }
+            before_ids = {r["replica_id"] for r in running_replicas(app).get("FrameDedup", [])}
+            before = await load.owners(client, sids)
+            killed_at = time.monotonic()
+            await asyncio.to_thread(cluster.kill, victim)
+            times = await asyncio.to_thread(wait_recovered, cluster.dashboard, victim.node_id, killed_at)
+            await asyncio.sleep(warm_s / 2)  # traffic goes on after the recovery
+        finally:
+            load.stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        after = await load.owners(client, sids)
+    new_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard) - before_ids
+    moves = await asyncio.to_thread(
+        stream_moves, load, before, after, new_ids, frame_dedup_user_config(config), 2
+    )
+    failed = [c for c in load.calls if not c.ok]
+    in_flight = [c for c in load.calls if c.started <= killed_at <= c.ended]
+    failed_in_flight = [c for c in failed if c.started <= killed_at]
+    chats = [c for c in load.calls if c.kind == "chat" and c.ok]
+    degraded = sum(bool(c.body["supportgraph"].get("degraded")) for c in chats)
+    await asyncio.sleep(3.0)  # the ledger flushes every second
+    request_ids = [c.body["supportgraph"]["request_id"] for c in chats]
+    in_ledger = await ledger_request_ids(cluster.root / "state", request_ids)
+    lost = len(set(request_ids) - in_ledger)
+    by_kind = {
+        kind: f"{sum(c.kind == kind for c in failed)}/{sum(c.kind == kind for c in load.calls)}"
+        for kind in ("frame", "search", "chat")
+    }
+    print(
+        f"node loss: killed {names.get(victim.node_id)} holding {held};"
+        f" Serve dropped the dead replicas after {times['detected_s']:.1f} s,"
+        f" all deployments HEALTHY after {times['recovery_s']:.1f} s"
+    )
+    print(
+        f"  requests: {len(load.calls)}, in flight at the kill: {len(in_flight)}, failed: {len(failed)}"
+        f" ({len(failed_in_flight)} of them in flight at the kill; failed/sent by kind {by_kind});"
+        f" failures: {dict(Counter(c.status or c.body['error'] for c in failed))}"
+    )
+    print(
+        f"  streams: {moves.streams}, moved: {moves.moved}, split: {len(moves.split)},"
+        f" extra frames per moved stream: {moves.extra_per_moved:.2f} {moves.extra_frames}"
+    )
+    print(f"  chat answers: {len(chats)} ({degraded} degraded); cost events lost: {lost}")
+    for problem in moves.split:
+        print(f"  split stream: {problem}")
+    return {
+        "failed_requests": len(failed),
+        "recovery_s": round(times["recovery_s"], 1),
+        "cost_events_lost": lost,
+        "extra_frames_per_moved_stream": round(moves.extra_per_moved, 2),
+    }
+
+
+def pick_victim(cluster: BenchCluster, running: dict[str, list[dict[str, Any]]]) -> Any:
+    """The worker holding an LLM replica, one that also holds FrameDedup replicas if there is one."""
+    on = {
+        w.node_id: {n for n, rs in running.items() for r in rs if r["node_id"] == w.node_id}
+        for w in cluster.workers
+    }
+    llm = [w for w in cluster.workers if any(n.startswith("LLM-") for n in on[w.node_id])]
+    both = [w for w in llm if "FrameDedup" in on[w.node_id]]
+    if not (both or llm):
+        raise RuntimeError(f"no worker holds an LLM replica: {on}")
+    return (both or llm)[0]
+
+
 def bench_config_with(config: dict[str, Any], *, frame_dedup: tuple[int, int]) -> dict[str, Any]:
     changed = copy.deepcopy(config)
     for d in changed["applications"][0]["deployments"]:
@@ -544,6 +689,14 @@ def grown_config(config: dict[str, Any]) -> dict[str, Any]:
     return bench_config_with(config, frame_dedup=(3, 3))
 
 
+def ingest(state: Path) -> None:
+    """The sample help center for the bench tenant: the users' questions get passages and answers."""
+    from serve_app.samples import ingest_help_center
+    from serve_app.settings import load_settings
+
+    asyncio.run(ingest_help_center(load_settings(None, state_dir=state), TENANT))
+
+
 def api_key(state: Path) -> str:
     from serve_app.demo import demo_key
     from serve_app.settings import load_settings
@@ -553,12 +706,14 @@ def api_key(state: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="worker nodes with the gpu_node resource")
+    parser.add_argument("--workers", type=int, default=3, help="worker nodes with the gpu_node resource")
     parser.add_argument("--placement-only", action="store_true", help="stop after the placement check")
     parser.add_argument("--delay-divisor", type=float, default=5.0, help="autoscaling delays / this")
     parser.add_argument("--deploy-timeout-s", type=float, default=600.0)
     parser.add_argument("--streams", type=int, default=12, help="screen shares in the affinity phase")
     parser.add_argument("--affinity-s", type=float, default=20.0, help="traffic around the replica join")
+    parser.add_argument("--users", type=int, default=4, help="support users during the node loss")
+    parser.add_argument("--warm-s", type=float, default=15.0, help="load before the node is killed")
     args = parser.parse_args()
     production = yaml.safe_load(PRODUCTION.read_text())
     result: dict[str, Any] = {"bench": "cluster", "nodes": 1 + args.workers, "placement_ok": False}
@@ -584,6 +739,10 @@ def main() -> None:
         if not args.placement_only:
             key = api_key(state)
             asyncio.run(affinity_phase(cluster, config, key, args.streams, args.affinity_s))
+            ingest(state)
+            result["node_loss"] = asyncio.run(
+                node_loss_phase(cluster, grown_config(config), key, args.streams, args.users, args.warm_s)
+            )
     print(json.dumps(result))
 
 

@@ -91,7 +91,7 @@ def test_serve_deploy_places_replicas_on_their_nodes() -> None:
     """A real cluster in a child process (its own Ray temp dir and ports; torn down when it exits)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--placement-only"],
+        [sys.executable, str(BENCH), "--placement-only", "--workers", "2"],
         cwd=ROOT,
         env=env,
         capture_output=True,
