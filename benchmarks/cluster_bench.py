@@ -26,6 +26,11 @@ Phases (`--placement-only` stops after the first):
    in flight at the kill), seconds until Serve dropped the dead replicas and until every deployment is
    HEALTHY with its target of RUNNING replicas, extra frames per moved stream (as in 2), and cost events
    lost: routed requests answered 200 whose request id has no row in the tenant's `cost_events`.
+4. autoscaling: a load step of `--step-s` (closed loops, so the load in flight is constant: `--callers`
+   FrameDedup handle calls from this process, connected to the cluster, and `--escalating-users` chats
+   that all escalate to the LLM tier), then none. Per autoscaled deployment: seconds until the autoscaler
+   wanted its maximum and until that many replicas were RUNNING, and from the step's end until it wanted
+   and had its minimum again, beside the configured `upscale_delay_s` / `downscale_delay_s`.
 
 Ports (GCS, dashboard, dashboard agent, Serve HTTP) are picked free and Ray's temp dir is a folder of its
 own (RAY_TMPDIR), so other Ray clusters on the machine are neither disturbed nor joined; the cluster and
@@ -193,6 +198,10 @@ class BenchCluster:
         raise TimeoutError(f"dashboard at {self.dashboard} did not answer in {timeout_s:.0f} s")
 
     def shutdown(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.shutdown()
@@ -670,6 +679,132 @@ def pick_victim(cluster: BenchCluster, running: dict[str, list[dict[str, Any]]])
     return (both or llm)[0]
 
 
+def autoscale_config(config: dict[str, Any]) -> dict[str, Any]:
+    """FrameDedup between its three replicas of the earlier phases and four; the LLM between one and two."""
+    return bench_config_with(config, frame_dedup=(3, 4))
+
+
+def scaling_bounds(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        d["name"]: d["autoscaling_config"]
+        for d in config["applications"][0]["deployments"]
+        if d["autoscaling_config"]["max_replicas"] > d["autoscaling_config"]["min_replicas"]
+    }
+
+
+async def autoscale_phase(
+    cluster: BenchCluster, config: dict[str, Any], key: str, step_s: float, callers: int, users: int
+) -> dict[str, dict[str, Any]]:
+    """A load step (closed loops: `callers` FrameDedup handle calls and `users` chats that escalate to
+    the LLM tier, always in flight) for `step_s`, then none: per autoscaled deployment, seconds from the
+    step's start until the autoscaler wanted (`decide_up_s`) and had RUNNING (`up_s`) its maximum, and
+    from the step's end until it wanted (`decide_down_s`) and had (`down_s`) its minimum again."""
+    import numpy as np
+    import ray
+    from ray import serve
+
+    bounds = scaling_bounds(config)
+    await asyncio.to_thread(serve_deploy, config, cluster.dashboard, cluster.root)
+    while True:  # at the minimum of each autoscaled deployment, and RUNNING
+        app = await asyncio.to_thread(app_status, cluster.dashboard)
+        running = running_replicas(app)
+        if app.get("status") == "RUNNING" and all(
+            len(running[n]) == b["min_replicas"] for n, b in bounds.items()
+        ):
+            break
+        await asyncio.sleep(1.0)
+    ray.init(address=cluster.cluster.address, log_to_driver=False, logging_level="ERROR")
+    dedup = serve.get_deployment_handle("FrameDedup", app_name=APP)
+    stop = asyncio.Event()
+    rng = np.random.default_rng(7)
+
+    async def caller(n: int) -> None:
+        sid, ts = f"tenant_{TENANT}_scale-{n}.screen", 0.0
+        while not stop.is_set():
+            frames = rng.integers(0, 255, size=(2, 180, 320, 3), dtype=np.uint8)
+            await dedup.offer_many.remote(stream_id=sid, frames=frames, is_speaking=True, ts=[ts, ts + 0.04])
+            ts += 0.1
+
+    load = Load(f"http://127.0.0.1:{cluster.http_port}", key, stop=stop)
+
+    async def escalating_user(client: httpx.AsyncClient) -> None:
+        body = {"model": "auto", "messages": [{"role": "user", "content": OFF_TOPIC}], "max_tokens": 32}
+        while not stop.is_set():
+            await load._call(client, "chat", None, client.post("/v1/chat/completions", json=body))
+
+    samples: list[tuple[float, dict[str, tuple[int, int]]]] = []
+
+    async def watch(until: asyncio.Event) -> None:
+        while not until.is_set():
+            app = await asyncio.to_thread(app_status, cluster.dashboard)
+            running = running_replicas(app)
+            samples.append(
+                (
+                    time.monotonic(),
+                    {
+                        n: (len(running.get(n, [])), app["deployments"][n].get("target_num_replicas", 0))
+                        for n in bounds
+                    },
+                )
+            )
+            await asyncio.sleep(0.5)
+
+    done_watching = asyncio.Event()
+    watcher = asyncio.create_task(watch(done_watching))
+    async with load.client(users) as client:
+        started = time.monotonic()
+        tasks = [asyncio.create_task(caller(n)) for n in range(callers)]
+        tasks += [asyncio.create_task(escalating_user(client)) for _ in range(users)]
+        try:
+            await asyncio.sleep(step_s)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    ended = time.monotonic()
+    deadline = ended + max(b["downscale_delay_s"] for b in bounds.values()) * 3 + 90
+    while time.monotonic() < deadline:
+        last = samples[-1][1] if samples else {}
+        if last and all(last[n][0] == b["min_replicas"] for n, b in bounds.items()):
+            break
+        await asyncio.sleep(1.0)
+    done_watching.set()
+    await watcher
+    ray.shutdown()
+
+    def first(after: float, name: str, index: int, ok) -> float | None:
+        return next((t - after for t, seen in samples if t >= after and ok(seen[name][index])), None)
+
+    out = {}
+    for name, b in bounds.items():
+        high, low = b["max_replicas"], b["min_replicas"]
+        out[name] = {
+            "decide_up_s": first(started, name, 1, lambda v, h=high: v >= h),
+            "up_s": first(started, name, 0, lambda v, h=high: v >= h),
+            "decide_down_s": first(ended, name, 1, lambda v, lo=low: v <= lo),
+            "down_s": first(ended, name, 0, lambda v, lo=low: v <= lo),
+            "upscale_delay_s": b["upscale_delay_s"],
+            "downscale_delay_s": b["downscale_delay_s"],
+            "replicas": f"{low}->{high}",
+        }
+    chats = [c for c in load.calls if c.kind == "chat"]
+    print(
+        f"autoscale: load step of {step_s:.0f} s ({callers} FrameDedup handle callers, {users} escalating"
+        f" chat users; {sum(c.ok for c in chats)}/{len(chats)} chats answered)"
+    )
+    print(
+        f"{'deployment':14s} {'replicas':>8s} {'upscale delay':>13s} {'wants max':>9s} {'has max':>8s}"
+        f" {'downscale delay':>15s} {'wants min':>9s} {'has min':>8s}"
+    )
+    fmt = lambda v: f"{v:.1f}" if v is not None else "never"  # noqa: E731
+    for name, r in out.items():
+        print(
+            f"{name:14s} {r['replicas']:>8s} {r['upscale_delay_s']:13.1f} {fmt(r['decide_up_s']):>9s}"
+            f" {fmt(r['up_s']):>8s} {r['downscale_delay_s']:15.1f} {fmt(r['decide_down_s']):>9s}"
+            f" {fmt(r['down_s']):>8s}"
+        )
+    return out
+
+
 def bench_config_with(config: dict[str, Any], *, frame_dedup: tuple[int, int]) -> dict[str, Any]:
     changed = copy.deepcopy(config)
     for d in changed["applications"][0]["deployments"]:
@@ -682,6 +817,10 @@ def frame_dedup_user_config(config: dict[str, Any]) -> dict[str, Any]:
     return next(d for d in config["applications"][0]["deployments"] if d["name"] == "FrameDedup")[
         "user_config"
     ]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def grown_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -714,6 +853,9 @@ def main() -> None:
     parser.add_argument("--affinity-s", type=float, default=20.0, help="traffic around the replica join")
     parser.add_argument("--users", type=int, default=4, help="support users during the node loss")
     parser.add_argument("--warm-s", type=float, default=15.0, help="load before the node is killed")
+    parser.add_argument("--step-s", type=float, default=45.0, help="the autoscaling load step")
+    parser.add_argument("--callers", type=int, default=80, help="FrameDedup handle calls in flight")
+    parser.add_argument("--escalating-users", type=int, default=6, help="chats to the LLM tier in flight")
     args = parser.parse_args()
     production = yaml.safe_load(PRODUCTION.read_text())
     result: dict[str, Any] = {"bench": "cluster", "nodes": 1 + args.workers, "placement_ok": False}
@@ -743,6 +885,14 @@ def main() -> None:
             result["node_loss"] = asyncio.run(
                 node_loss_phase(cluster, grown_config(config), key, args.streams, args.users, args.warm_s)
             )
+            scaled = asyncio.run(
+                autoscale_phase(
+                    cluster, autoscale_config(config), key, args.step_s, args.callers, args.escalating_users
+                )
+            )
+            result["autoscale"] = {
+                name: {"up_s": _round(r["up_s"]), "down_s": _round(r["down_s"])} for name, r in scaled.items()
+            }
     print(json.dumps(result))
 
 
