@@ -9,8 +9,10 @@ rather than go elsewhere.
 When replicas change, only the streams of the replica that left or the share taken by a new one move.
 A moved stream starts fresh on its new replica: its first frame there is processed (sent) even if it
 matches the last one sent before, so each move costs at most one extra frame and the counters restart.
-When a replica dies its streams move to survivors, and some may move again to the replacement Serve
-starts: at most two extra frames for such a stream.
+When a replica dies its streams move to survivors, and some move again to each replacement Serve
+starts (a new replica takes its share from every replica): one extra frame per move, so a node that held
+k replicas costs such a stream at most 1 + k (a GPU node of two FrameDedup replicas: 3; measured by
+benchmarks/cluster_bench.py).
 """
 
 from __future__ import annotations
