@@ -459,6 +459,7 @@ class StreamMoves:
     moved: int
     moved_to_new: int  # moved streams now on a replica that was not there before
     split: list[str]  # streams whose frames did not all go to the owner of the moment
+    moves: list[int]  # per stream: replicas it moved to (its `first` decisions after the first one)
     extra_frames: list[int]  # per moved stream: frames sent beyond what one replica would have sent
     failed_frames: int
 
@@ -473,13 +474,11 @@ def stream_moves(
     after: dict[str, tuple[str, int]],
     new_replicas: set[str],
     user_config: dict[str, Any],
-    max_moves: int = 1,
 ) -> StreamMoves:
     """A stream's frames never split: the owner now counted exactly the answered frames since the
-    stream's last `first` decision (a replica's first frame of a stream), and a moved stream has one
-    `first` per replica it moved to (at most `max_moves`: a node loss moves a stream to a survivor, then
-    perhaps to the replacement replica)."""
-    moved, to_new, split, extra, failed = 0, 0, [], [], 0
+    stream's last `first` decision (a replica's first frame of a stream). Each `first` after the stream's
+    very first frame is a move to another replica."""
+    moved, to_new, split, moves, extra, failed = 0, 0, [], [], [], 0
     for sid, (owner_now, counted) in after.items():
         calls = load.frames_of(sid)
         answered = [c for c in calls if c.ok]
@@ -487,15 +486,15 @@ def stream_moves(
         firsts = [n for n, c in enumerate(answered) if c.body["reason"] == "first"]
         is_moved = owner_now != before[sid][0]
         since_first = len(answered) - (firsts[-1] if firsts else 0)
-        n_ok = len(firsts) == 1 if not is_moved else 2 <= len(firsts) <= 1 + max_moves
-        if not n_ok or counted != since_first:
-            split.append(f"{sid}: {len(firsts)} first decisions, owner counted {counted} of {since_first}")
+        moves.append(max(len(firsts) - 1, 0))
+        if counted != since_first:
+            split.append(f"{sid}: the owner counted {counted} of the {since_first} frames since it took it")
         if is_moved:
             moved += 1
             to_new += owner_now in new_replicas
             cluster_sent = sum(bool(c.body["send"]) for c in answered)
             extra.append(cluster_sent - reference_sends(answered, user_config))
-    return StreamMoves(len(after), moved, to_new, split, extra, failed)
+    return StreamMoves(len(after), moved, to_new, split, moves, extra, failed)
 
 
 def frame_dedup_ids(dashboard: str) -> set[str]:
@@ -532,7 +531,8 @@ async def affinity_phase(
     frames = sum(1 for c in load.calls if c.kind == "frame")
     print(
         f"affinity: {moves.streams} streams, {frames} frames; a FrameDedup replica joined in {join_s:.1f} s;"
-        f" {moves.moved} streams moved ({moves.moved_to_new} to the new replica), split: {len(moves.split)},"
+        f" {moves.moved} streams moved ({moves.moved_to_new} to the new replica, at most {max(moves.moves)}"
+        f" move per stream), split: {len(moves.split)},"
         f" failed frames: {moves.failed_frames}, extra frames per moved stream:"
         f" {moves.extra_per_moved:.2f} {moves.extra_frames}"
     )
@@ -546,7 +546,10 @@ async def affinity_phase(
         "split_streams": len(moves.split),
         "failed_frames": moves.failed_frames,
         "extra_frames_per_moved_stream": round(moves.extra_per_moved, 2),
-        "ok": not moves.split and moves.moved == moves.moved_to_new and not moves.failed_frames,
+        "ok": not moves.split
+        and moves.moved == moves.moved_to_new
+        and max(moves.moves) <= 1
+        and not moves.failed_frames,
     }
 
 
@@ -626,7 +629,7 @@ async def node_loss_phase(
         after = await load.owners(client, sids)
     new_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard) - before_ids
     moves = await asyncio.to_thread(
-        stream_moves, load, before, after, new_ids, frame_dedup_user_config(config), 2
+        stream_moves, load, before, after, new_ids, frame_dedup_user_config(config)
     )
     failed = [c for c in load.calls if not c.ok]
     in_flight = [c for c in load.calls if c.started <= killed_at <= c.ended]
@@ -652,7 +655,8 @@ async def node_loss_phase(
         f" failures: {dict(Counter(c.status or c.body['error'] for c in failed))}"
     )
     print(
-        f"  streams: {moves.streams}, moved: {moves.moved}, split: {len(moves.split)},"
+        f"  streams: {moves.streams}, moved: {moves.moved} (moves per stream: {Counter(moves.moves)}),"
+        f" split: {len(moves.split)},"
         f" extra frames per moved stream: {moves.extra_per_moved:.2f} {moves.extra_frames}"
     )
     print(f"  chat answers: {len(chats)} ({degraded} degraded); cost events lost: {lost}")
@@ -801,6 +805,16 @@ async def autoscale_phase(
             f"{name:14s} {r['replicas']:>8s} {r['upscale_delay_s']:13.1f} {fmt(r['decide_up_s']):>9s}"
             f" {fmt(r['up_s']):>8s} {r['downscale_delay_s']:15.1f} {fmt(r['decide_down_s']):>9s}"
             f" {fmt(r['down_s']):>8s}"
+        )
+    for name in bounds:  # the timeline behind the table
+        changes, last = [], None
+        for t, seen in samples:
+            if seen[name] != last:
+                changes.append(f"{t - started:.0f}s {seen[name][0]}/{seen[name][1]}")
+                last = seen[name]
+        print(
+            f"  {name} running/wanted at s from the step's start"
+            f" (it ended at {ended - started:.0f} s): {changes}"
         )
     return out
 
