@@ -166,3 +166,12 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
     user = [line for line in lines if line.startswith("USER ")]
     assert user and user[-1] not in ("USER root", "USER 0")
     assert any(line.startswith("COPY --from=build") for line in lines)
+
+
+def test_upgrades_are_blue_green_and_outlast_requests_in_flight(manifest: dict[str, Any]) -> None:
+    """Pods change with a NewCluster upgrade; the old cluster outlives the slowest tier's timeout."""
+    spec = manifest["spec"]
+    assert spec["upgradeStrategy"]["type"] == "NewCluster"
+    app = yaml.safe_load(spec["serveConfigV2"])["applications"][0]
+    slowest = max(t.timeout_s for t in Settings(**app["args"]).routing.tiers)
+    assert spec["rayClusterDeletionDelaySeconds"] > slowest
