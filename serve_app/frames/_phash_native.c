@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -429,11 +430,414 @@ done_fo:
     return result;
 }
 
+/* ---- region detector (serve_app/frames/region.py: RegionDetector.observe, the numpy definition) ----
+ *
+ * The same arithmetic in the same types as the numpy code, so every value and every decision is equal:
+ * float64 for tile and strip means (int32 / float32 promotes to float64 there), float32 for window means
+ * and differences, comparisons against a Python float threshold done in float32 (NumPy's weak scalars),
+ * the per-strip window sums added in numpy's doubling order (they are not integers there), and
+ * 8-connected components with their bounding boxes (what scipy.ndimage.label/find_objects give).
+ */
+
+/* Scratch of the calling thread, kept between calls (a fresh malloc of this size is an mmap whose pages
+ * fault in on every call: that alone cost more than the detector's arithmetic). Grows, never shrinks. */
+static _Thread_local char *tl_scratch = NULL;
+static _Thread_local size_t tl_scratch_len = 0;
+
+static void *thread_scratch(size_t len) {
+    if (len > tl_scratch_len) {
+        char *grown = realloc(tl_scratch, len);
+        if (!grown) return NULL;
+        tl_scratch = grown;
+        tl_scratch_len = len;
+    }
+    return tl_scratch;
+}
+
+/* rint() for 0 <= x < 2**51 in the default rounding mode (half to even), without SSE4.1: adding and
+ * taking away 2**52 leaves the nearest integer (no -ffast-math, so the compiler keeps both steps). */
+static inline double round_even(double x) {
+    const double big = 4503599627370496.0; /* 2**52 */
+    const double t = x + big;
+    return t - big;
+}
+
+/* Sums of every k consecutive rows of x [S, C] (float32) into out [S - k + 1, C], in _window_sums' order:
+ * runs of 1, 2, 4, ... rows by doubling, then the largest runs that fit added in turn. */
+static int window_sums_f32(const float *x, int S, int C, int k, float *out, float *work) {
+    const float *runs[32];
+    int spans[32], nr = 1, span = 1;
+    runs[0] = x;
+    spans[0] = 1;
+    int ok = 1;
+    float *r = work; /* the runs, one after another: at most log2(k) * S * C floats */
+    while (2 * span <= k) {
+        const size_t rows = (size_t)(S - 2 * span + 1) * C;
+        const float *p = runs[nr - 1];
+        const size_t off = (size_t)span * C;
+        for (size_t i = 0; i < rows; i++) r[i] = p[i] + p[i + off];
+        runs[nr] = r;
+        r += rows;
+        spans[nr++] = 2 * span;
+        span *= 2;
+    }
+    if (ok) {
+        const size_t n = (size_t)(S - k + 1) * C;
+        memcpy(out, runs[nr - 1], n * sizeof(float));
+        int done = span;
+        while (done < k) {
+            int j = nr - 1;
+            while (spans[j] > k - done) j--;
+            const float *p = runs[j] + (size_t)done * C;
+            for (size_t i = 0; i < n; i++) out[i] += p[i];
+            done += spans[j];
+        }
+    }
+    return ok;
+}
+
+typedef struct {
+    int S, C, Wn, k, tile, height, width;
+    float threshold;
+    long long min_width, min_area;
+} RegionGeom;
+
+typedef struct {
+    int found;
+    int x0, y0, x1, y1;
+    long long tiles;
+} RegionBox;
+
+/* The box around every 8-connected component of mask [Wn, C] big enough to be a region change (the
+ * rules of RegionDetector._qualifying). labels: int32 scratch [Wn * C], stack: int32 scratch [Wn * C]. */
+static RegionBox qualifying(const uint8_t *mask, const RegionGeom *g, long long min_height, int32_t *labels,
+                            int32_t *stack) {
+    RegionBox box = {0, 0, 0, 0, 0, 0};
+    const int R = g->Wn, C = g->C;
+    memset(labels, 0, (size_t)R * C * sizeof(int32_t));
+    int32_t next = 0;
+    for (int start = 0; start < R * C; start++) {
+        if (!mask[start] || labels[start]) continue;
+        next++;
+        int top = 0, r0 = R, r1 = -1, c0 = C, c1 = -1;
+        long long count = 0;
+        labels[start] = next;
+        stack[top++] = start;
+        while (top) {
+            const int at = stack[--top], r = at / C, c = at % C;
+            count++;
+            if (r < r0) r0 = r;
+            if (r > r1) r1 = r;
+            if (c < c0) c0 = c;
+            if (c > c1) c1 = c;
+            for (int dr = -1; dr <= 1; dr++) {
+                const int rr = r + dr;
+                if (rr < 0 || rr >= R) continue;
+                for (int dc = -1; dc <= 1; dc++) {
+                    const int cc = c + dc;
+                    if (cc < 0 || cc >= C) continue;
+                    const int nb = rr * C + cc;
+                    if (mask[nb] && !labels[nb]) {
+                        labels[nb] = next;
+                        stack[top++] = nb;
+                    }
+                }
+            }
+        }
+        const long long x0 = (long long)c0 * g->tile;
+        long long x1 = (long long)(c1 + 1) * g->tile;
+        if (x1 > g->width) x1 = g->width;
+        const long long y0 = (long long)r0 * 2;
+        long long y1 = (long long)r1 * 2 + g->tile;
+        if (y1 > g->height) y1 = g->height;
+        const long long w = x1 - x0, h = y1 - y0;
+        const int big = w >= g->min_width || w * h >= g->min_area;
+        if (!(big && h >= min_height)) continue;
+        if (!box.found) {
+            box.found = 1;
+            box.x0 = (int)x0; box.y0 = (int)y0; box.x1 = (int)x1; box.y1 = (int)y1;
+        } else {
+            if (x0 < box.x0) box.x0 = (int)x0;
+            if (y0 < box.y0) box.y0 = (int)y0;
+            if (x1 > box.x1) box.x1 = (int)x1;
+            if (y1 > box.y1) box.y1 = (int)y1;
+        }
+        box.tiles += count;
+    }
+    return box;
+}
+
+static RegionBox qualifying_diff(const float *diff, const uint8_t *fresh, const RegionGeom *g,
+                                 long long min_height, uint8_t *mask, int32_t *labels, int32_t *stack) {
+    const size_t n = (size_t)g->Wn * g->C;
+    int any = 0;
+    for (size_t i = 0; i < n; i++) {
+        mask[i] = (uint8_t)(fresh[i] && diff[i] >= g->threshold);
+        any |= mask[i];
+    }
+    if (!any) {
+        RegionBox none = {0, 0, 0, 0, 0, 0};
+        return none;
+    }
+    return qualifying(mask, g, min_height, labels, stack);
+}
+
+static size_t count_changed(const float *diff, size_t n, float threshold) {
+    size_t changed = 0;
+    for (size_t i = 0; i < n; i++) changed += diff[i] >= threshold;
+    return changed;
+}
+
+/* diff0 compared at a reference shifted by `lo` windows (or the mean of shifts lo and lo + 1 when half):
+ * out = fmin(diff0, max over channels |current - shifted|), diff0 where no shifted window exists. */
+static void shifted_diff(const float *cur, const float *ref, const float *diff0, int Wn, int C, int lo,
+                         int half, float *out) {
+    const size_t plane = (size_t)Wn * C;
+    for (int j = 0; j < Wn; j++) {
+        const int a = j + lo, b = j + lo + (half ? 1 : 0);
+        const size_t row = (size_t)j * C;
+        if (a < 0 || a >= Wn || b < 0 || b >= Wn) {
+            memcpy(out + row, diff0 + row, (size_t)C * sizeof(float));
+            continue;
+        }
+        const float *ra0 = ref + (size_t)a * C, *ra1 = ref + plane + (size_t)a * C;
+        const float *rb0 = ref + (size_t)b * C, *rb1 = ref + plane + (size_t)b * C;
+        const float *c0 = cur + row, *c1 = cur + plane + row;
+        const float *restrict z = diff0 + row;
+        float *restrict o = out + row;
+        if (half) {
+            for (int c = 0; c < C; c++) {
+                const float s0 = (ra0[c] + rb0[c]) / 2.0f, s1 = (ra1[c] + rb1[c]) / 2.0f;
+                const float d0 = fabsf(c0[c] - s0), d1 = fabsf(c1[c] - s1);
+                const float m = d0 > d1 ? d0 : d1;
+                o[c] = m < z[c] ? m : z[c];
+            }
+        } else {
+            for (int c = 0; c < C; c++) {
+                const float d0 = fabsf(c0[c] - ra0[c]), d1 = fabsf(c1[c] - ra1[c]);
+                const float m = d0 > d1 ? d0 : d1;
+                o[c] = m < z[c] ? m : z[c];
+            }
+        }
+    }
+}
+
+/*
+ * region_observe(sums, reference, previous, changed_at, pending, counts, window_counts, tile_counts,
+ *                now, since, threshold, tile, height, width, max_shift, min_width, min_area, explains)
+ * sums int32 [2, S, C]; reference uint8 [2, S, C]; previous uint8 [2, T, C] (updated); changed_at float32
+ * [T, C] (updated); pending uint8 [2, S, C] (written); counts float32 [S, C]; window_counts float32
+ * [S - k + 1, C]; tile_counts float32 [T, C]. Returns None or (x, y, width, height, tiles, shift_px).
+ */
+static PyObject *region_observe(PyObject *self, PyObject *args) {
+    PyObject *objs[8];
+    float now, since, threshold;
+    int tile, height, width, max_shift;
+    long long min_width, min_area;
+    double explains;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOfffiiiiLLd", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &objs[6], &objs[7], &now, &since, &threshold, &tile, &height, &width,
+                          &max_shift, &min_width, &min_area, &explains))
+        return NULL;
+    if (tile < 2 || tile % 2 || height < 1 || width < 1 || max_shift < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad region geometry");
+        return NULL;
+    }
+    const int S = (height + 1) / 2, C = (width + tile - 1) / tile, per = tile / 2;
+    const int k = per < S ? per : S, Wn = S - k + 1, T = (S + per - 1) / per;
+    const size_t SC = (size_t)S * C, TC = (size_t)T * C, WC = (size_t)Wn * C;
+    const Py_ssize_t want[8] = {(Py_ssize_t)(2 * SC * 4), (Py_ssize_t)(2 * SC), (Py_ssize_t)(2 * TC),
+                                (Py_ssize_t)(TC * 4),     (Py_ssize_t)(2 * SC), (Py_ssize_t)(SC * 4),
+                                (Py_ssize_t)(WC * 4),     (Py_ssize_t)(TC * 4)};
+    const int writable[8] = {0, 0, 1, 1, 1, 0, 0, 0};
+    Py_buffer bufs[8];
+    int got = 0;
+    for (; got < 8; got++) {
+        int flags = PyBUF_C_CONTIGUOUS | (writable[got] ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[got], &bufs[got], flags) < 0) break;
+        if (bufs[got].len != want[got]) {
+            PyErr_Format(PyExc_ValueError, "region_observe: argument %d has %zd bytes, expected %zd", got,
+                         bufs[got].len, want[got]);
+            got++;
+            break;
+        }
+    }
+    PyObject *result = NULL;
+    if (got < 8 || PyErr_Occurred()) goto release;
+    const int32_t *sums = bufs[0].buf;
+    const uint8_t *reference = bufs[1].buf;
+    uint8_t *previous = bufs[2].buf;
+    float *changed_at = bufs[3].buf;
+    uint8_t *pending = bufs[4].buf;
+    const float *counts = bufs[5].buf, *wcounts = bufs[6].buf, *tcounts = bufs[7].buf;
+
+    /* float scratch: cur, ref (2 * WC each), diff0, diff, best (WC each), strip (SC), xs (SC);
+     * int32: labels, stack (WC each); uint8: fresh, mask (WC each) */
+    int doublings = 0;
+    while ((2 << doublings) <= k) doublings++;
+    const size_t floats = 4 * WC + 3 * WC + 2 * SC + (size_t)doublings * SC;
+    char *mem = thread_scratch(floats * sizeof(float) + 2 * WC * sizeof(int32_t) + 2 * WC + 64);
+    if (!mem) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    float *cur = (float *)mem, *ref = cur + 2 * WC, *diff0 = ref + 2 * WC, *diff = diff0 + WC;
+    float *bestd = diff + WC, *xs = bestd + WC, *wsum = xs + SC;
+    float *work = wsum + SC;
+    int32_t *labels = (int32_t *)(work + (size_t)doublings * SC), *stack = labels + WC;
+    uint8_t *fresh = (uint8_t *)(stack + WC), *mask = fresh + WC;
+    RegionGeom g = {S, C, Wn, k, tile, height, width, threshold, min_width, min_area};
+    RegionBox box = {0, 0, 0, 0, 0, 0};
+    long long shift_px = 0;
+    int ok = 1;
+
+    Py_BEGIN_ALLOW_THREADS
+    /* freshness: non-overlapping tile means (float64) against the previous sampled frame's */
+    for (int t = 0; t < T; t++) {
+        const int s0 = t * per, s1 = s0 + per < S ? s0 + per : S;
+        for (int c = 0; c < C; c++) {
+            double m[2];
+            for (int ch = 0; ch < 2; ch++) {
+                int32_t acc = 0;
+                for (int s = s0; s < s1; s++) acc += sums[(size_t)ch * SC + (size_t)s * C + c];
+                m[ch] = (double)acc / (double)tcounts[(size_t)t * C + c];
+            }
+            const size_t at = (size_t)t * C + c;
+            const double d0 = fabs(m[0] - (double)previous[at]), d1 = fabs(m[1] - (double)previous[TC + at]);
+            if ((d0 > d1 ? d0 : d1) >= 2.0) changed_at[at] = now;
+            previous[at] = (uint8_t)round_even(m[0]);
+            previous[TC + at] = (uint8_t)round_even(m[1]);
+        }
+    }
+    for (int ch = 0; ch < 2; ch++) {
+        const int32_t *restrict from = sums + (size_t)ch * SC;
+        uint8_t *restrict to = pending + (size_t)ch * SC;
+        for (size_t i = 0; i < SC; i++) to[i] = (uint8_t)round_even((double)from[i] / (double)counts[i]);
+    }
+    int any_fresh = 0;
+    for (int w = 0; w < Wn; w++) {
+        const int top = 2 * w;
+        int first = top / tile, last = (top + tile - 1) / tile;
+        if (first > T - 1) first = T - 1;
+        if (last > T - 1) last = T - 1;
+        for (int c = 0; c < C; c++) {
+            const uint8_t f = changed_at[(size_t)first * C + c] >= since || changed_at[(size_t)last * C + c] >= since;
+            fresh[(size_t)w * C + c] = f;
+            any_fresh |= f;
+        }
+    }
+    if (!any_fresh) goto done;
+    /* window means of the frame and of the reference (exact integers summed: any order is the same) */
+    for (int ch = 0; ch < 2 && ok; ch++) {
+        for (size_t i = 0; i < SC; i++) xs[i] = (float)sums[(size_t)ch * SC + i];
+        ok = window_sums_f32(xs, S, C, k, cur + ch * WC, work);
+        for (size_t i = 0; i < SC; i++) xs[i] = (float)reference[(size_t)ch * SC + i] * counts[i];
+        ok = ok && window_sums_f32(xs, S, C, k, ref + ch * WC, work);
+        for (size_t i = 0; i < WC; i++) {
+            cur[ch * WC + i] = cur[ch * WC + i] / wcounts[i];
+            ref[ch * WC + i] = ref[ch * WC + i] / wcounts[i];
+        }
+    }
+    if (!ok) goto done;
+    for (size_t i = 0; i < WC; i++) {
+        const float d0 = fabsf(cur[i] - ref[i]), d1 = fabsf(cur[WC + i] - ref[WC + i]);
+        diff0[i] = d0 > d1 ? d0 : d1;
+    }
+    box = qualifying_diff(diff0, fresh, &g, 0, mask, labels, stack);
+    if (!box.found) goto done; /* compensation only ever removes changes */
+    /* scroll compensation: whole shifts by size (-1, 1, -2, 2, ...), then the halves beside the best */
+    const int steps = max_shift / 2;
+    const size_t unshifted = count_changed(diff0, WC, threshold);
+    size_t best_changed = unshifted;
+    int best_lo = 0, best_half = 0; /* best shift = best_lo + best_half / 2 */
+    for (int a = 1; a <= steps; a++) {
+        for (int sign = -1; sign <= 1; sign += 2) {
+            shifted_diff(cur, ref, diff0, Wn, C, sign * a, 0, diff);
+            const size_t changed = count_changed(diff, WC, threshold);
+            if (changed < best_changed) {
+                best_changed = changed;
+                best_lo = sign * a;
+                best_half = 0;
+            }
+        }
+    }
+    const int around = best_lo; /* int(best): best is whole here */
+    for (int side = 0; side < 2; side++) {
+        const int lo = side ? around : around - 1; /* the halves around - 0.5 and around + 0.5 */
+        if (lo < -steps || lo + 1 > steps) continue;
+        shifted_diff(cur, ref, diff0, Wn, C, lo, 1, diff);
+        const size_t changed = count_changed(diff, WC, threshold);
+        if (changed < best_changed) {
+            best_changed = changed;
+            best_lo = lo;
+            best_half = 1;
+        }
+    }
+    const float *chosen = diff0;
+    if (!((double)best_changed > (double)unshifted * explains)) {
+        shifted_diff(cur, ref, diff0, Wn, C, best_lo, best_half, bestd);
+        /* per strip: each 2-pixel strip matches the reference as it was or scrolled, whichever is closer */
+        for (int s = 0; s < S; s++) {
+            const int a = s + best_lo, b = s + best_lo + best_half;
+            const int valid = a >= 0 && a < S && b >= 0 && b < S;
+            for (int c = 0; c < C; c++) {
+                const size_t at = (size_t)s * C + c;
+                double still = 0.0, moved = 0.0;
+                for (int ch = 0; ch < 2; ch++) {
+                    const size_t plane = (size_t)ch * SC;
+                    const double mean = (double)sums[plane + at] / (double)counts[at];
+                    const double d = fabs(mean - (double)reference[plane + at]);
+                    still = ch == 0 || d > still ? d : still;
+                    if (valid) {
+                        float below = (float)reference[plane + (size_t)a * C + c];
+                        if (best_half) below = (below + (float)reference[plane + (size_t)b * C + c]) / 2.0f;
+                        const double dm = fabs(mean - (double)below);
+                        moved = ch == 0 || dm > moved ? dm : moved;
+                    }
+                }
+                const double best = valid && moved < still ? moved : still; /* fmin; no strip: still */
+                xs[at] = (float)(best * (double)counts[at]);
+            }
+        }
+        ok = window_sums_f32(xs, S, C, k, wsum, work);
+        if (!ok) goto done;
+        for (size_t i = 0; i < WC; i++) {
+            const float v = wsum[i] / wcounts[i];
+            diff[i] = v < bestd[i] ? v : bestd[i];
+        }
+        chosen = diff;
+        shift_px = 2LL * best_lo + best_half;
+    }
+    {
+        const long long s = shift_px < 0 ? -shift_px : shift_px;
+        box = qualifying_diff(chosen, fresh, &g, s + 2LL * tile + 1, mask, labels, stack);
+    }
+done:
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    if (!box.found) {
+        result = Py_None;
+        Py_INCREF(result);
+    } else {
+        result = Py_BuildValue("(iiiiLL)", box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0, box.tiles, shift_px);
+    }
+release:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"resize_batch", resize_batch, METH_VARARGS,
      "resize_batch(frames, n, H, W, kx, bx, ky, by, vertical_first, out, start, stop"
      "[, cells, cell_w, cell_h]): Pillow-exact RGB->L + LANCZOS 32x32 for frames[start:stop] and, "
      "optionally, luma and colourfulness sums per cell_w x cell_h cell; GIL released."},
+    {"region_observe", region_observe, METH_VARARGS,
+     "region_observe(sums, reference, previous, changed_at, pending, counts, window_counts, tile_counts, "
+     "now, since, threshold, tile, height, width, max_shift, min_width, min_area, explains): "
+     "RegionDetector.observe's arithmetic; None or (x, y, width, height, tiles, shift_px)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_phash_native",
