@@ -105,10 +105,11 @@ static void cells_add_rows(Cells *cells, const uint8_t *restrict gray, const uin
             cells_flush(cells, W);
             cells->strip = strip;
         }
-        const uint8_t *restrict row = gray + (size_t)r * W, *restrict crow = chroma + (size_t)r * W;
+        const uint8_t *restrict row = gray + (size_t)r * W, *restrict crow = chroma ? chroma + (size_t)r * W : NULL;
         int32_t *restrict col = cells->col, *restrict col_c = cells->col_c;
         for (int x = 0; x < W; x++) col[x] += row[x];
-        for (int x = 0; x < W; x++) col_c[x] += crow[x];
+        if (chroma)
+            for (int x = 0; x < W; x++) col_c[x] += crow[x];
     }
 }
 
@@ -157,9 +158,25 @@ static void strip16_sums(const uint8_t *restrict a, const uint8_t *restrict b, i
     }
 }
 
-/* Convert `nrows` (at most ROWS) rows starting at frame row `y` to gray; with cells, add them there. */
-static void convert_rows(const uint8_t *rgb, int16_t *gray, Cells *cells, int nrows, int y, int W) {
-    const uint8_t *src = rgb + (size_t)y * W * 3;
+/* Convert `nrows` (at most ROWS) rows starting at frame row `y` to gray; with cells, add them there.
+ * channels 3: RGB pixels (gray and colourfulness computed here); channels 1: the gray (luma) plane
+ * itself, whose cells get the luma sums only (the colourfulness comes from the colour plane). */
+static void convert_rows(const uint8_t *rgb, int channels, int16_t *gray, Cells *cells, int nrows, int y,
+                         int W) {
+    const uint8_t *src = rgb + (size_t)y * W * channels;
+    if (channels == 1) {
+        for (size_t i = 0; i < (size_t)W * nrows; i++) gray[i] = src[i];
+        if (!cells) return;
+        if (cells->cw == 16 && cells->ch == 2 && y % 2 == 0 && nrows % 2 == 0 && cells->strip < 0) {
+            for (int r = 0; r < nrows; r += 2) {
+                const size_t at = (size_t)((y + r) / 2) * cells->cols, row = (size_t)r * W;
+                strip16_sums(src + row, src + row + W, cells->sums + at, cells->cols, W);
+            }
+            return;
+        }
+        cells_add_rows(cells, src, NULL, nrows, y, W);
+        return;
+    }
     if (!cells) {
         gray_row(src, gray, W * nrows);
         return;
@@ -255,14 +272,14 @@ static void vpass_gray(const int16_t *restrict img, int cols, const Filter *fy,
  * One frame. fx == NULL: no horizontal pass (W == 32); fy == NULL: no vertical pass; cells == NULL:
  * no region thumbnail. Scratch must hold H*W int16 + H*OUT bytes + max(W, OUT) int32 + W int16.
  */
-static void resize_frame(const uint8_t *rgb, int H, int W, const Filter *fx, const Filter *fy,
+static void resize_frame(const uint8_t *rgb, int channels, int H, int W, const Filter *fx, const Filter *fy,
                          int vertical_first, uint8_t *out, void *scratch, Cells *cells) {
     int16_t *gray = (int16_t *)scratch;                        /* H*W */
     uint8_t *tmp = (uint8_t *)(gray + (size_t)H * W);          /* H*OUT or OUT*W */
     int32_t *acc = (int32_t *)(tmp + (size_t)(H > OUT ? H : OUT) * (W > OUT ? W : OUT));
 
     if (fx && fy && vertical_first) {
-        for (int y = 0; y < H; y++) convert_rows(rgb, gray + (size_t)y * W, cells, 1, y, W);
+        for (int y = 0; y < H; y++) convert_rows(rgb, channels, gray + (size_t)y * W, cells, 1, y, W);
         vpass_gray(gray, W, fy, tmp, acc); /* -> OUT x W */
         int16_t *row = gray;               /* reuse as one int16 row */
         for (int yy = 0; yy < OUT; yy++) {
@@ -280,22 +297,22 @@ static void resize_frame(const uint8_t *rgb, int H, int W, const Filter *fx, con
         }
         int y = y0;
         for (; y + ROWS <= y1; y += ROWS) {
-            convert_rows(rgb, gray, cells, ROWS, y, W);
+            convert_rows(rgb, channels, gray, cells, ROWS, y, W);
             hpass_rows(gray, W, fx, tmp + (size_t)y * OUT);
         }
         for (; y < y1; y++) {
-            convert_rows(rgb, gray, cells, 1, y, W);
+            convert_rows(rgb, channels, gray, cells, 1, y, W);
             hpass_row(gray, fx, tmp + (size_t)y * OUT);
         }
         /* rows the resize never reads still belong to the cells */
-        for (int r = 0; cells && r < y0; r++) convert_rows(rgb, gray, cells, 1, r, W);
-        for (int r = y1; cells && r < H; r++) convert_rows(rgb, gray, cells, 1, r, W);
+        for (int r = 0; cells && r < y0; r++) convert_rows(rgb, channels, gray, cells, 1, r, W);
+        for (int r = y1; cells && r < H; r++) convert_rows(rgb, channels, gray, cells, 1, r, W);
         if (fy) vpass(tmp, OUT, fy, out, acc);
         else memcpy(out, tmp, (size_t)OUT * OUT);
         return;
     }
     /* W == OUT: vertical pass only (or a plain conversion when H == OUT too). */
-    for (int y = 0; y < H; y++) convert_rows(rgb, gray + (size_t)y * W, cells, 1, y, W);
+    for (int y = 0; y < H; y++) convert_rows(rgb, channels, gray + (size_t)y * W, cells, 1, y, W);
     if (fy) {
         vpass_gray(gray, W, fy, out, acc);
     } else {
@@ -334,12 +351,20 @@ static int get_filter(PyObject *k_obj, PyObject *b_obj, Py_buffer *kb, Py_buffer
  */
 static PyObject *resize_batch(PyObject *self, PyObject *args) {
     PyObject *frames_obj, *kx_obj, *bx_obj, *ky_obj, *by_obj, *out_obj, *cells_obj = Py_None;
+    PyObject *color_obj = Py_None;
     Py_ssize_t n, start, stop;
     int H, W, vertical_first, cell_w = 0, cell_h = 0;
-    if (!PyArg_ParseTuple(args, "OniiOOOOpOnn|Oii", &frames_obj, &n, &H, &W, &kx_obj, &bx_obj,
+    if (!PyArg_ParseTuple(args, "OniiOOOOpOnn|OiiO", &frames_obj, &n, &H, &W, &kx_obj, &bx_obj,
                           &ky_obj, &by_obj, &vertical_first, &out_obj, &start, &stop, &cells_obj,
-                          &cell_w, &cell_h))
+                          &cell_w, &cell_h, &color_obj))
         return NULL;
+    /* planes: frames is the luma plane [n, H, W], color the colourfulness sums of 2x2 blocks */
+    const int planes = color_obj != Py_None, channels = planes ? 1 : 3;
+    const int half_h = (H + 1) / 2, half_w = (W + 1) / 2;
+    if (planes && cells_obj != Py_None && (cell_h != 2 || cell_w % 2)) {
+        PyErr_SetString(PyExc_ValueError, "planes need region cells 2 pixels tall and an even number wide");
+        return NULL;
+    }
     if (H <= 0 || W <= 0 || n < 0 || start < 0 || stop > n || start > stop) {
         PyErr_SetString(PyExc_ValueError, "bad frame geometry or range");
         return NULL;
@@ -350,7 +375,7 @@ static PyObject *resize_batch(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "region cells must be at least 1x1 and at most 2**23 pixels");
         return NULL;
     }
-    Py_buffer fb, ob, cb, kxb, bxb, kyb, byb;
+    Py_buffer fb, ob, cb, kxb, bxb, kyb, byb, colb;
     Filter fx, fy;
     Cells cells = {NULL, NULL, cell_w, cell_h, has_cells ? (W + cell_w - 1) / cell_w : 0, NULL, NULL, NULL, -1};
     const Py_ssize_t cells_per_frame =
@@ -366,10 +391,17 @@ static PyObject *resize_batch(PyObject *self, PyObject *args) {
         PyBuffer_Release(&ob);
         return NULL;
     }
+    if (planes && PyObject_GetBuffer(color_obj, &colb, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&fb);
+        PyBuffer_Release(&ob);
+        PyBuffer_Release(&cb);
+        return NULL;
+    }
     PyObject *result = NULL;
     if (get_filter(kx_obj, bx_obj, &kxb, &bxb, &fx, &has_x) < 0) goto done_fo;
     if (get_filter(ky_obj, by_obj, &kyb, &byb, &fy, &has_y) < 0) goto done_x;
-    if (fb.len != n * (Py_ssize_t)H * W * 3 || ob.len != n * (Py_ssize_t)OUT * OUT) {
+    if (fb.len != n * (Py_ssize_t)H * W * channels || ob.len != n * (Py_ssize_t)OUT * OUT ||
+        (planes && colb.len != n * (Py_ssize_t)half_h * half_w * 2)) {
         PyErr_SetString(PyExc_ValueError, "frame or output buffer has the wrong size");
         goto done_y;
     }
@@ -402,9 +434,24 @@ static PyObject *resize_batch(PyObject *self, PyObject *args) {
             cells.sums_c = cells.sums + cells_per_frame;
             memset(cells.sums, 0, (size_t)cells_per_frame * 2 * sizeof(int32_t));
         }
-        resize_frame(src + (size_t)i * H * W * 3, H, W, has_x ? &fx : NULL, has_y ? &fy : NULL,
-                     vertical_first, dst + (size_t)i * OUT * OUT, scratch, has_cells ? &cells : NULL);
+        resize_frame(src + (size_t)i * H * W * channels, channels, H, W, has_x ? &fx : NULL,
+                     has_y ? &fy : NULL, vertical_first, dst + (size_t)i * OUT * OUT, scratch,
+                     has_cells ? &cells : NULL);
         if (has_cells) cells_flush(&cells, W);
+        if (planes && has_cells) { /* colourfulness per cell: the 2x2 block sums of its two rows, cell_w / 2 of them */
+            const uint16_t *color = (const uint16_t *)colb.buf + (size_t)i * half_h * half_w;
+            const int per = cell_w / 2;
+            for (int r = 0; r < half_h; r++) {
+                const uint16_t *row = color + (size_t)r * half_w;
+                int32_t *to = cells.sums_c + (size_t)r * cells.cols;
+                for (int c = 0; c < cells.cols; c++) {
+                    const int b0 = c * per, b1 = b0 + per < half_w ? b0 + per : half_w;
+                    int32_t acc = 0;
+                    for (int b = b0; b < b1; b++) acc += row[b];
+                    to[c] = acc;
+                }
+            }
+        }
     }
     Py_END_ALLOW_THREADS
     free(scratch);
@@ -427,6 +474,81 @@ done_fo:
     PyBuffer_Release(&fb);
     PyBuffer_Release(&ob);
     if (has_cells) PyBuffer_Release(&cb);
+    if (planes) PyBuffer_Release(&colb);
+    return result;
+}
+
+/*
+ * planes_batch(frames, n, H, W, luma, color, start, stop): what the dedup reads of uint8 RGB frames
+ * [n, H, W, 3], for frames[start:stop]: the luma plane uint8 [n, H, W] (Pillow's L, as above) and the
+ * colourfulness max(R, G, B) - min(R, G, B) summed over blocks of 2x2 pixels (the last row and column
+ * of blocks may be smaller), uint16 [n, ceil(H / 2), ceil(W / 2)]. GIL released.
+ */
+static PyObject *planes_batch(PyObject *self, PyObject *args) {
+    PyObject *frames_obj, *luma_obj, *color_obj;
+    Py_ssize_t n, start, stop;
+    int H, W;
+    if (!PyArg_ParseTuple(args, "OniiOOnn", &frames_obj, &n, &H, &W, &luma_obj, &color_obj, &start, &stop))
+        return NULL;
+    if (H <= 0 || W <= 0 || n < 0 || start < 0 || stop > n || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "bad frame geometry or range");
+        return NULL;
+    }
+    const int hh = (H + 1) / 2, hw = (W + 1) / 2;
+    Py_buffer fb, lb, cb;
+    if (PyObject_GetBuffer(frames_obj, &fb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(luma_obj, &lb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&fb);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(color_obj, &cb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&fb);
+        PyBuffer_Release(&lb);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    uint8_t *chroma = NULL;
+    int16_t *gray = NULL;
+    if (fb.len != n * (Py_ssize_t)H * W * 3 || lb.len != n * (Py_ssize_t)H * W ||
+        cb.len != n * (Py_ssize_t)hh * hw * 2) {
+        PyErr_SetString(PyExc_ValueError, "frame, luma or colour buffer has the wrong size");
+        goto done;
+    }
+    chroma = malloc((size_t)2 * W);
+    gray = malloc((size_t)W * sizeof(int16_t));
+    if (!chroma || !gray) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = start; i < stop; i++) {
+        const uint8_t *rgb = (const uint8_t *)fb.buf + (size_t)i * H * W * 3;
+        uint8_t *luma = (uint8_t *)lb.buf + (size_t)i * H * W;
+        uint16_t *color = (uint16_t *)cb.buf + (size_t)i * hh * hw;
+        for (int y = 0; y < H; y += 2) {
+            const int rows = y + 1 < H ? 2 : 1;
+            for (int r = 0; r < rows; r++)
+                gray_chroma_row(rgb + (size_t)(y + r) * W * 3, gray, luma + (size_t)(y + r) * W,
+                                chroma + (size_t)r * W, W);
+            uint16_t *to = color + (size_t)(y / 2) * hw;
+            const uint8_t *c0 = chroma, *c1 = chroma + W;
+            for (int b = 0; b < W / 2; b++) {
+                uint16_t acc = (uint16_t)(c0[2 * b] + c0[2 * b + 1]);
+                if (rows == 2) acc = (uint16_t)(acc + c1[2 * b] + c1[2 * b + 1]);
+                to[b] = acc;
+            }
+            if (W % 2) to[hw - 1] = (uint16_t)(c0[W - 1] + (rows == 2 ? c1[W - 1] : 0));
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free(chroma);
+    free(gray);
+    PyBuffer_Release(&fb);
+    PyBuffer_Release(&lb);
+    PyBuffer_Release(&cb);
     return result;
 }
 
@@ -833,7 +955,11 @@ static PyMethodDef methods[] = {
     {"resize_batch", resize_batch, METH_VARARGS,
      "resize_batch(frames, n, H, W, kx, bx, ky, by, vertical_first, out, start, stop"
      "[, cells, cell_w, cell_h]): Pillow-exact RGB->L + LANCZOS 32x32 for frames[start:stop] and, "
-     "optionally, luma and colourfulness sums per cell_w x cell_h cell; GIL released."},
+     "optionally, luma and colourfulness sums per cell_w x cell_h cell; with `color` given, frames is the "
+     "luma plane [n, H, W] and color the 2x2 colourfulness sums (uint16) of planes_batch; GIL released."},
+    {"planes_batch", planes_batch, METH_VARARGS,
+     "planes_batch(frames, n, H, W, luma, color, start, stop): the luma plane and the 2x2 colourfulness "
+     "sums of RGB frames[start:stop]; GIL released."},
     {"region_observe", region_observe, METH_VARARGS,
      "region_observe(sums, reference, previous, changed_at, pending, counts, window_counts, tile_counts, "
      "now, since, threshold, tile, height, width, max_shift, min_width, min_area, explains): "
