@@ -744,6 +744,42 @@ static void shifted_diff(const float *cur, const float *ref, const float *diff0,
     }
 }
 
+/* How many windows differ by at least `threshold` under shifted_diff's rule (no array written). */
+static size_t shifted_changed(const float *cur, const float *ref, const float *diff0, int Wn, int C, int lo,
+                              int half, float threshold) {
+    const size_t plane = (size_t)Wn * C;
+    size_t changed = 0;
+    for (int j = 0; j < Wn; j++) {
+        const int a = j + lo, b = j + lo + (half ? 1 : 0);
+        const size_t row = (size_t)j * C;
+        const float *restrict z = diff0 + row;
+        if (a < 0 || a >= Wn || b < 0 || b >= Wn) {
+            for (int c = 0; c < C; c++) changed += z[c] >= threshold;
+            continue;
+        }
+        const float *ra0 = ref + (size_t)a * C, *ra1 = ref + plane + (size_t)a * C;
+        const float *rb0 = ref + (size_t)b * C, *rb1 = ref + plane + (size_t)b * C;
+        const float *c0 = cur + row, *c1 = cur + plane + row;
+        int32_t n = 0;
+        if (half) {
+            for (int c = 0; c < C; c++) {
+                const float s0 = (ra0[c] + rb0[c]) / 2.0f, s1 = (ra1[c] + rb1[c]) / 2.0f;
+                const float d0 = fabsf(c0[c] - s0), d1 = fabsf(c1[c] - s1);
+                const float m = d0 > d1 ? d0 : d1;
+                n += (m < z[c] ? m : z[c]) >= threshold;
+            }
+        } else {
+            for (int c = 0; c < C; c++) {
+                const float d0 = fabsf(c0[c] - ra0[c]), d1 = fabsf(c1[c] - ra1[c]);
+                const float m = d0 > d1 ? d0 : d1;
+                n += (m < z[c] ? m : z[c]) >= threshold;
+            }
+        }
+        changed += (size_t)n;
+    }
+    return changed;
+}
+
 /*
  * region_observe(sums, reference, previous, changed_at, pending, counts, window_counts, tile_counts,
  *                now, since, threshold, tile, height, width, max_shift, min_width, min_area, explains)
@@ -874,8 +910,7 @@ static PyObject *region_observe(PyObject *self, PyObject *args) {
     int best_lo = 0, best_half = 0; /* best shift = best_lo + best_half / 2 */
     for (int a = 1; a <= steps; a++) {
         for (int sign = -1; sign <= 1; sign += 2) {
-            shifted_diff(cur, ref, diff0, Wn, C, sign * a, 0, diff);
-            const size_t changed = count_changed(diff, WC, threshold);
+            const size_t changed = shifted_changed(cur, ref, diff0, Wn, C, sign * a, 0, threshold);
             if (changed < best_changed) {
                 best_changed = changed;
                 best_lo = sign * a;
@@ -887,8 +922,7 @@ static PyObject *region_observe(PyObject *self, PyObject *args) {
     for (int side = 0; side < 2; side++) {
         const int lo = side ? around : around - 1; /* the halves around - 0.5 and around + 0.5 */
         if (lo < -steps || lo + 1 > steps) continue;
-        shifted_diff(cur, ref, diff0, Wn, C, lo, 1, diff);
-        const size_t changed = count_changed(diff, WC, threshold);
+        const size_t changed = shifted_changed(cur, ref, diff0, Wn, C, lo, 1, threshold);
         if (changed < best_changed) {
             best_changed = changed;
             best_lo = lo;
