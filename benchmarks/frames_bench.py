@@ -33,6 +33,9 @@ thumbnail in one pass, every thread); for HTTP, decode (Pillow, threads) plus th
 is the in-process `DedupService` (kernel plus every decision, no transport): the most one replica can do.
 The planes paths are compared with the same references as their RGB counterparts (the kernel on RGB
 frames; decode of raw RGB plus the kernel), what a client sending RGB would get.
+The graph runs without the ScreenReader (`screen.enabled: false`; `--screen` keeps it: then OCR of the
+processed frames, a fifth of these, shares the cores) and its Ray workers at nice 0 (`--worker-niceness`;
+Ray starts workers at 15, so on a shared machine every other job, and this process, come first).
 Prints a table, then one JSON line.
 """
 
@@ -364,12 +367,25 @@ def main() -> None:
         action="store_true",
         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's lower-overhead request path)",
     )
+    parser.add_argument(
+        "--screen",
+        action="store_true",
+        help="keep the ScreenReader on (OCR of every processed frame on the same cores; off by default)",
+    )
+    parser.add_argument(
+        "--worker-niceness",
+        type=int,
+        default=0,
+        help="nice value of the graph's Ray workers (Ray's own default is 15: other jobs on a shared "
+        "machine, this process's references included, then come first)",
+    )
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
     args.streams = [int(s) for s in args.streams.split(",")]
     args.batch = [int(b) for b in args.batch.split(",")]
     args.paths = args.paths.split(",")
     width, height = (int(v) for v in args.size.split("x"))
+    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 (Ray's spelling)
     if args.throughput_optimized:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # read when Serve is imported, inherited by Ray
 
@@ -384,6 +400,7 @@ def main() -> None:
         state_dir=state,
         http={"port": free_port()},
         auth={"mode": "off"},
+        screen={"enabled": args.screen},
         serve={
             "metrics_port": free_port(),
             # the graph's other deployments fill the rest of 2 CPUs: replicas share FrameDedup's half
@@ -469,6 +486,8 @@ def report(
         "size": f"{width}x{height}",
         "replicas": args.replicas,
         "throughput_optimized": args.throughput_optimized,
+        "screen_reader": args.screen,
+        "worker_niceness": args.worker_niceness,
         "rows": out,
     }
     if args.json:
