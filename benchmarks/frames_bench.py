@@ -416,12 +416,18 @@ def main() -> None:
             after = references(pool, args.seconds)
     finally:
         stop_embedded(state / "pgdata")
+    spread = {k: [round(v, 1), round(after[k], 1)] for k, v in refs.items()}
     refs = {k: (v + after[k]) / 2 for k, v in refs.items()}  # before and after the rows: drift shows less
-    report(rows, refs, args, width, height)
+    report(rows, refs, args, width, height, spread)
 
 
 def report(
-    rows: list[Row], refs: dict[str, float], args: argparse.Namespace, width: int, height: int
+    rows: list[Row],
+    refs: dict[str, float],
+    args: argparse.Namespace,
+    width: int,
+    height: int,
+    spread: dict[str, list[float]],
 ) -> None:
     print(
         f"# {width}x{height}; in this process: kernel {refs['kernel']:.0f} frames/s (batch {KERNEL_BATCH}), "
@@ -429,7 +435,11 @@ def report(
         f"dedup service (kernel + decisions) {refs['service']:.0f}; kernel from planes "
         f"{refs['planes_kernel']:.0f}; making planes (client) {refs['to_planes']:.0f}"
     )
-    line = "{:>10} {:>7} {:>5} {:>9} {:>6} {:>8} {:>8} {:>10} {:>9} {:>6}"
+    print(
+        "# references before / after the rows: "
+        + ", ".join(f"{k} {a:.0f}/{b:.0f}" for k, (a, b) in spread.items())
+    )
+    line = "{:>13} {:>7} {:>5} {:>9} {:>6} {:>8} {:>8} {:>10} {:>9} {:>6}"
     print(
         line.format(
             "path",
@@ -488,6 +498,7 @@ def report(
         "throughput_optimized": args.throughput_optimized,
         "screen_reader": args.screen,
         "worker_niceness": args.worker_niceness,
+        "references_before_after": spread,
         "rows": out,
     }
     if args.json:
