@@ -13,6 +13,10 @@
  * each pixel's colourfulness max(R, G, B) - min(R, G, B), accumulated from each row as it is
  * converted, so the frame is read once for both signals.
  *
+ * The same pass also runs from planes (serve_app/frames/planes.py): the luma plane instead of RGB, the
+ * colourfulness cells added up from 2x2 block sums a client computed with planes_batch(). And
+ * region_observe() is RegionDetector.observe (serve_app/frames/region.py) in C, value for value.
+ *
  * resize_batch() releases the GIL so callers can split a batch across threads. Speed comes from
  * the compiler flags (setup.py: -O3 -march=$SUPPORTGRAPH_MARCH, "native" by default).
  */

@@ -4,7 +4,8 @@
 together (the Ray deployment feeds it from `@serve.batch`; `offer` does a batch of one): one pass of the
 kernel per frame size gives every frame's pHash and region thumbnail. Decisions for one stream are made
 in the order the frames were admitted. `admit_many` / `offer_many` take several frames of one stream in
-one call (one `[B, H, W, 3]` array is hashed where it lies, without a copy).
+one call (one `[B, H, W, 3]` array is hashed where it lies, without a copy); `admit_planes` /
+`offer_planes` take them as planes (`planes.py`), decided exactly as the RGB frames.
 """
 
 from __future__ import annotations
