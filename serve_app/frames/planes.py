@@ -48,6 +48,11 @@ MEDIA_TYPE = "application/x-supportgraph-planes"
 COLOR_DTYPE = np.dtype("<u2")
 
 
+def native_planes() -> bool:
+    """Whether the C kernel built here reads planes (an extension built before them does not)."""
+    return _phash_native is not None and hasattr(_phash_native, "planes_batch")
+
+
 def color_shape(height: int, width: int) -> tuple[int, int]:
     """Shape of the color plane of an H x W frame: one value per 2x2 block."""
     return -(-height // 2), -(-width // 2)
@@ -165,7 +170,7 @@ def to_planes(frames: Any, threads: int | None = None) -> Planes:
     """Planes of uint8 RGB frames `[B, H, W, 3]` (the C kernel when built, the batch split across
     threads; numpy otherwise). Equal to `to_planes_numpy`."""
     b, h, w = check_frames(frames)
-    if _phash_native is None:
+    if not native_planes():
         return to_planes_numpy(np.asarray(frames))
     frames = np.ascontiguousarray(frames)
     luma = np.empty((b, h, w), np.uint8)
@@ -225,6 +230,8 @@ def planes_signals(
         empty = None if cell is None else np.empty((0, CHANNELS, *cell_grid(h, w, cell)), np.int32)
         return BatchSignals(np.empty(0, np.uint64), empty)
     chosen, dev = resolve_backend(planes.luma, backend, device)
+    if chosen == "native" and not native_planes() and backend == "auto":
+        chosen, dev = "torch", "cpu"  # the same integers, slower
     if chosen == "native":
         thumbs, cells = _native_planes(planes, cell, threads)
     elif chosen == "torch":
