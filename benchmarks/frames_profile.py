@@ -110,7 +110,7 @@ def main() -> None:
                 r = next(rounds)
                 pending = [
                     service.admit(
-                        f"tenant_prof_d-{i % args.streams}.screen", frames[i], True, (r * n + i) / 30
+                        f"tenant_prof_d-{i // args.batch}.screen", frames[i], True, (r * n + i) / 30
                     )
                     for i in range(n)
                 ]
