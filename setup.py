@@ -12,7 +12,9 @@ from setuptools import Extension, setup
 march = os.environ.get("SUPPORTGRAPH_MARCH", "native")
 # -fno-wrapv undoes Python's default -fwrapv, which stops gcc vectorising the int32 dot products
 # (3x slower); the kernel's sums never overflow, so the C semantics are the same.
-flags = ["-O3", "-std=c11", "-fno-wrapv"] + ([f"-march={march}"] if march else [])
+# -ffp-contract=off: no fused multiply-adds, so the region detector's float32/float64 values are the ones
+# numpy computes on every CPU (region.py).
+flags = ["-O3", "-std=c11", "-fno-wrapv", "-ffp-contract=off"] + ([f"-march={march}"] if march else [])
 
 setup(
     ext_modules=[

@@ -1,7 +1,7 @@
 """Frame throughput through the graph against the kernel alone, in the same run.
 
-    python benchmarks/frames_bench.py [--seconds 3] [--streams 1,4,16,64] [--batch 1,16]
-                                      [--paths handle,http-raw,http-jpeg,http-png] [--size 1280x720]
+    python benchmarks/frames_bench.py [--seconds 3] [--streams 1,4,16,64] [--batch 1,16] [--replicas 1]
+                  [--paths handle,handle-planes,http-raw,http-planes,http-jpeg,http-png] [--size 1280x720]
 
 Starts the graph the way `supportgraph serve` does (`runtime.local_graph`: local Ray, every deployment,
 embedded Postgres in a temporary folder, loopback only, API keys off), then for each path, stream count
@@ -11,8 +11,16 @@ soon as the last is answered) for `--seconds`:
 - `handle`: `FrameDedup.offer.remote(stream_id=..., frame=<uint8 [H, W, 3]>, ...)` from this process on
   the same Ray cluster (batch 1), or `offer_many.remote(stream_id=..., frames=<uint8 [B, H, W, 3]>, ...)`
   with B frames of one stream per call (batch B);
+- `handle-planes`: `offer_planes.remote(stream_id=..., luma=<uint8 [B, H, W]>, color=<uint16 2x2 sums>,
+  ...)`, the frames as planes (`serve_app/frames/planes.py`, half the bytes, the same decisions);
 - `http-raw` / `http-jpeg` / `http-png`: `POST /v1/streams/{id}/frames` with one frame (batch 1), or
-  `POST /v1/streams/{id}/frames/batch` with B frames of one stream per request (batch B).
+  `POST /v1/streams/{id}/frames/batch` with B frames of one stream per request (batch B);
+- `http-planes`: `POST /v1/streams/{id}/frames/batch` with B frames as planes
+  (`application/x-supportgraph-planes`; batch 1 is a batch of one).
+
+Like the JPEG and PNG bodies, the planes are made once before the rows (the client's encoding is not in
+the rows); what making them costs a client is a reference of its own (`to_planes`, frames/s over all
+threads), so is the kernel run from planes (`planes_kernel`).
 
 With many streams the batch shrinks so that at most `--max-in-flight` frames are in flight (64 streams:
 4 frames per request), which bounds memory. Frames are consecutive 5-fps frames of a generated screen
@@ -23,6 +31,11 @@ process) and the graph (every Ray process) used, and the ratio to the reference 
 in the same run: for `handle`, the kernel (`signals_batch` over batches of 64: pHash and the region
 thumbnail in one pass, every thread); for HTTP, decode (Pillow, threads) plus the same kernel. `service`
 is the in-process `DedupService` (kernel plus every decision, no transport): the most one replica can do.
+The planes paths are compared with the same references as their RGB counterparts (the kernel on RGB
+frames; decode of raw RGB plus the kernel), what a client sending RGB would get.
+The graph runs without the ScreenReader (`screen.enabled: false`; `--screen` keeps it: then OCR of the
+processed frames, a fifth of these, shares the cores) and its Ray workers at nice 0 (`--worker-niceness`;
+Ray starts workers at 15, so on a shared machine every other job, and this process, come first).
 Prints a table, then one JSON line.
 """
 
@@ -50,6 +63,7 @@ from PIL import Image
 
 from serve_app.frames.decode import FrameLimits, decode_frame
 from serve_app.frames.phash import default_threads, signals_batch
+from serve_app.frames.planes import MEDIA_TYPE, Planes, planes_signals, to_planes
 from serve_app.frames.region import RegionPolicy
 from serve_app.frames.service import DedupService
 from serve_app.frames.synthetic import EventClip, EventClipSpec
@@ -58,14 +72,27 @@ from serve_app.stats import percentile
 
 POOL = 24  # distinct frames per run (cycled): 66 MB at 720p
 KERNEL_BATCH = 64
-CONTENT_TYPES = {"http-raw": "application/octet-stream", "http-jpeg": "image/jpeg", "http-png": "image/png"}
-REF_FORMAT = {"handle": "kernel", "http-raw": "raw", "http-jpeg": "jpeg", "http-png": "png"}
+CONTENT_TYPES = {
+    "http-raw": "application/octet-stream",
+    "http-planes": MEDIA_TYPE,
+    "http-jpeg": "image/jpeg",
+    "http-png": "image/png",
+}
+REF_FORMAT = {
+    "handle": "kernel",
+    "handle-planes": "kernel",
+    "http-raw": "raw",
+    "http-planes": "raw",
+    "http-jpeg": "jpeg",
+    "http-png": "png",
+}
 
 
 @dataclass
 class Pool:
     frames: np.ndarray  # [POOL, H, W, 3]
-    bodies: dict[str, list[bytes]] = field(default_factory=dict)  # per format: "raw", "jpeg", "png"
+    planes: Planes  # the same frames as planes
+    bodies: dict[str, list[bytes]] = field(default_factory=dict)  # per format: "raw", "planes", "jpeg", "png"
 
     @property
     def height(self) -> int:
@@ -79,8 +106,11 @@ class Pool:
 def make_pool(width: int, height: int) -> Pool:
     clip = EventClip(EventClipSpec(seed=17, width=width, height=height, duration_s=POOL / 5 + 1))
     frames = np.stack([clip.rgb(i / 5) for i in range(POOL)])
-    pool = Pool(frames)
+    pool = Pool(frames, to_planes(frames))
     pool.bodies["raw"] = [f.tobytes() for f in frames]
+    pool.bodies["planes"] = [
+        Planes(p.luma[None], p.color[None]).to_bytes() for p in map(pool.planes.frame, range(POOL))
+    ]
     for fmt, options in (("jpeg", {"quality": clip.quality}), ("png", {})):
         bodies = []
         for f in frames:
@@ -108,6 +138,11 @@ def references(pool: Pool, seconds: float) -> dict[str, float]:
     limits = FrameLimits()
     decoder = ThreadPoolExecutor(threads)
     refs = {"kernel": rate(lambda: len(signals_batch(batch, cell=cell, threads=threads).hashes), seconds)}
+    planes = to_planes(batch)
+    refs["planes_kernel"] = rate(
+        lambda: len(planes_signals(planes, cell=cell, threads=threads).hashes), seconds
+    )
+    refs["to_planes"] = rate(lambda: len(to_planes(batch, threads)), seconds)
     for fmt, ctype in (("raw", "application/octet-stream"), ("jpeg", "image/jpeg"), ("png", "image/png")):
         bodies = (pool.bodies[fmt] * reps)[:KERNEL_BATCH]
 
@@ -222,16 +257,32 @@ def handle_sender(handle: Any, pool: Pool) -> Sender:
     return send
 
 
+def planes_sender(handle: Any, pool: Pool) -> Sender:
+    async def send(sid: str, index: int, batch: int) -> int:
+        picks = [(index + k) % POOL for k in range(batch)]
+        ts = [(index + k) / 30 for k in range(batch)]
+        out = await handle.offer_planes.remote(
+            stream_id=sid,
+            luma=pool.planes.luma[picks],
+            color=pool.planes.color[picks],
+            is_speaking=True,
+            ts=ts,
+        )
+        return sum(d["verdict"] != "throttled" for d in out)
+
+    return send
+
+
 def http_sender(client: Any, pool: Pool, path: str) -> Sender:
     fmt = path.removeprefix("http-")
     ctype = CONTENT_TYPES[path]
-    size = {"width": pool.width, "height": pool.height} if fmt == "raw" else {}
+    size = {"width": pool.width, "height": pool.height} if fmt in ("raw", "planes") else {}
 
     async def send(sid: str, index: int, batch: int) -> int:
         picks = [(index + k) % POOL for k in range(batch)]
         ts = [(index + k) / 30 for k in range(batch)]
         headers = {"content-type": ctype}
-        if batch == 1:
+        if batch == 1 and fmt != "planes":
             params: dict[str, Any] = {"ts": ts[0], "speaking": True, **size}
             r = await client.post(
                 f"/v1/streams/{sid}/frames",
@@ -243,7 +294,7 @@ def http_sender(client: Any, pool: Pool, path: str) -> Sender:
             return int(r.json()["verdict"] != "throttled")
         bodies = [pool.bodies[fmt][p] for p in picks]
         params = {"ts": ts, "speaking": True, **size}
-        if fmt != "raw":
+        if fmt not in ("raw", "planes"):
             params["sizes"] = [len(b) for b in bodies]
         r = await client.post(
             f"/v1/streams/{sid}/frames/batch", params=params, content=b"".join(bodies), headers=headers
@@ -282,7 +333,8 @@ async def run_paths(args: argparse.Namespace, pool: Pool, base_url: str, app_nam
     )
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
         for path in args.paths:
-            send = handle_sender(handle, pool) if path == "handle" else http_sender(client, pool, path)
+            senders = {"handle": handle_sender, "handle-planes": planes_sender}
+            send = senders[path](handle, pool) if path in senders else http_sender(client, pool, path)
             for wanted in args.batch:
                 for streams in args.streams:
                     batch = max(1, min(wanted, args.max_in_flight // streams))
@@ -304,7 +356,7 @@ def main() -> None:
     parser.add_argument(
         "--batch", default="1", help="frames per request, comma-separated (1: offer / frames)"
     )
-    parser.add_argument("--paths", default="handle,http-raw,http-jpeg,http-png")
+    parser.add_argument("--paths", default="handle,handle-planes,http-raw,http-planes,http-jpeg,http-png")
     parser.add_argument("--size", default="1280x720")
     parser.add_argument(
         "--max-in-flight", type=int, default=256, help="frames in flight at most: batch <= this / streams"
@@ -315,12 +367,25 @@ def main() -> None:
         action="store_true",
         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's lower-overhead request path)",
     )
+    parser.add_argument(
+        "--screen",
+        action="store_true",
+        help="keep the ScreenReader on (OCR of every processed frame on the same cores; off by default)",
+    )
+    parser.add_argument(
+        "--worker-niceness",
+        type=int,
+        default=0,
+        help="nice value of the graph's Ray workers (Ray's own default is 15: other jobs on a shared "
+        "machine, this process's references included, then come first)",
+    )
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
     args.streams = [int(s) for s in args.streams.split(",")]
     args.batch = [int(b) for b in args.batch.split(",")]
     args.paths = args.paths.split(",")
     width, height = (int(v) for v in args.size.split("x"))
+    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 (Ray's spelling)
     if args.throughput_optimized:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # read when Serve is imported, inherited by Ray
 
@@ -335,6 +400,7 @@ def main() -> None:
         state_dir=state,
         http={"port": free_port()},
         auth={"mode": "off"},
+        screen={"enabled": args.screen},
         serve={
             "metrics_port": free_port(),
             # the graph's other deployments fill the rest of 2 CPUs: replicas share FrameDedup's half
@@ -350,19 +416,30 @@ def main() -> None:
             after = references(pool, args.seconds)
     finally:
         stop_embedded(state / "pgdata")
+    spread = {k: [round(v, 1), round(after[k], 1)] for k, v in refs.items()}
     refs = {k: (v + after[k]) / 2 for k, v in refs.items()}  # before and after the rows: drift shows less
-    report(rows, refs, args, width, height)
+    report(rows, refs, args, width, height, spread)
 
 
 def report(
-    rows: list[Row], refs: dict[str, float], args: argparse.Namespace, width: int, height: int
+    rows: list[Row],
+    refs: dict[str, float],
+    args: argparse.Namespace,
+    width: int,
+    height: int,
+    spread: dict[str, list[float]],
 ) -> None:
     print(
         f"# {width}x{height}; in this process: kernel {refs['kernel']:.0f} frames/s (batch {KERNEL_BATCH}), "
         f"decode+kernel raw {refs['raw']:.0f}, jpeg {refs['jpeg']:.0f}, png {refs['png']:.0f}; "
-        f"dedup service (kernel + decisions) {refs['service']:.0f}"
+        f"dedup service (kernel + decisions) {refs['service']:.0f}; kernel from planes "
+        f"{refs['planes_kernel']:.0f}; making planes (client) {refs['to_planes']:.0f}"
     )
-    line = "{:>10} {:>7} {:>5} {:>9} {:>6} {:>8} {:>8} {:>10} {:>9} {:>6}"
+    print(
+        "# references before / after the rows: "
+        + ", ".join(f"{k} {a:.0f}/{b:.0f}" for k, (a, b) in spread.items())
+    )
+    line = "{:>13} {:>7} {:>5} {:>9} {:>6} {:>8} {:>8} {:>10} {:>9} {:>6}"
     print(
         line.format(
             "path",
@@ -414,9 +491,14 @@ def report(
         "kernel_fps": round(refs["kernel"], 1),
         "decode_kernel_fps": {k: round(refs[k], 1) for k in ("raw", "jpeg", "png")},
         "service_fps": round(refs["service"], 1),
+        "planes_kernel_fps": round(refs["planes_kernel"], 1),
+        "to_planes_fps": round(refs["to_planes"], 1),
         "size": f"{width}x{height}",
         "replicas": args.replicas,
         "throughput_optimized": args.throughput_optimized,
+        "screen_reader": args.screen,
+        "worker_niceness": args.worker_niceness,
+        "references_before_after": spread,
         "rows": out,
     }
     if args.json:

@@ -4,7 +4,10 @@ pinned by routing.
 Call through a handle with keywords so the router sees the stream:
 `await handle.offer.remote(stream_id=..., frame=rgb_uint8_hwc, is_speaking=..., ts=...)`, or, for
 several frames of one stream in one request (the fast path: one call's overhead for all of them),
-`await handle.offer_many.remote(stream_id=..., frames=rgb_uint8_bhwc, is_speaking=..., ts=[...])`.
+`await handle.offer_many.remote(stream_id=..., frames=rgb_uint8_bhwc, is_speaking=..., ts=[...])`, or,
+with half the bytes and no per-pixel conversion here (the fastest path; `serve_app/frames/planes.py`),
+`await handle.offer_planes.remote(stream_id=..., luma=uint8_bhw, color=uint16_2x2_sums, ...)` with
+`planes = to_planes(rgb_uint8_bhwc)` computed by the caller: the same decisions as the RGB frames.
 Both go through the same `@serve.batch` queue (an item is the admitted frames of one call), so frames
 of many streams are hashed together and one stream's frames are decided in the order they arrived.
 Live settings (pHash threshold, region signal, fps, batch size) arrive as `user_config` and apply without a
@@ -21,6 +24,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.screen_reader import ScreenHandOff
+from serve_app.frames.planes import PlaneFrame, Planes
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService, Pending, complete
 from serve_app.metrics import Metrics
@@ -65,11 +69,29 @@ class FrameDedup:
         decisions = await complete(admitted, self._decide)
         return [self._handed_on(stream_id, f, d) for f, d in zip(frames, decisions, strict=True)]
 
-    def _handed_on(self, stream_id: str, frame: np.ndarray, decision: Decision) -> dict[str, Any]:
-        """The decision as sent back; a processed frame also goes on to the ScreenReader (not awaited)."""
+    async def offer_planes(
+        self,
+        stream_id: str,
+        luma: np.ndarray,
+        color: np.ndarray,
+        is_speaking: bool | Sequence[bool] = False,
+        ts: Sequence[float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Several frames of one stream as planes (luma uint8 [B, H, W], color uint16 2x2 colourfulness
+        sums [B, ceil(H / 2), ceil(W / 2)]): their decisions, in order, equal to those of the RGB frames."""
+        planes = Planes(np.asarray(luma), np.asarray(color))
+        admitted = self.service.admit_planes(stream_id, planes, is_speaking, ts)
+        decisions = await complete(admitted, self._decide)
+        return [self._handed_on(stream_id, planes.frame(i), d) for i, d in enumerate(decisions)]
+
+    def _handed_on(
+        self, stream_id: str, frame: np.ndarray | PlaneFrame, decision: Decision
+    ) -> dict[str, Any]:
+        """The decision as sent back; a processed frame also goes on to the ScreenReader (not awaited;
+        frames sent as planes go as their grey luma)."""
         out = decision.to_dict()
         if self.screen is not None:
-            self.screen.offer(stream_id, frame, out)
+            self.screen.offer(stream_id, frame.grey_rgb() if isinstance(frame, PlaneFrame) else frame, out)
         return out
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)

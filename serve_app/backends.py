@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from serve_app.frames.planes import Planes
     from serve_app.frames.sampler import Decision
     from serve_app.frames.service import DedupService
     from serve_app.routing.service import ChatRequest
@@ -29,6 +30,9 @@ class FrameSink(Protocol):
     ) -> dict[str, Any]: ...
     async def offer_many(
         self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
+    ) -> list[dict[str, Any]]: ...
+    async def offer_planes(
+        self, stream_id: str, planes: Planes, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
     ) -> list[dict[str, Any]]: ...
 
 
@@ -65,6 +69,11 @@ class LocalFrameBackend:
         self, stream_id: str, frames: Any, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
     ) -> list[dict[str, Any]]:
         return [d.to_dict() for d in await self.service.offer_many(stream_id, frames, is_speaking, ts)]
+
+    async def offer_planes(
+        self, stream_id: str, planes: Planes, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
+    ) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in await self.service.offer_planes(stream_id, planes, is_speaking, ts)]
 
     async def stats(self, stream_id: str) -> dict[str, Any]:
         return self.service.stats(stream_id)

@@ -16,6 +16,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.backends import Overloaded
+from serve_app.frames.planes import Planes
 from serve_app.routing.service import ChatRequest
 
 
@@ -47,6 +48,16 @@ class HandleFrameBackend:
         with _overload("frame dedup"):
             return await self.frame_dedup.offer_many.remote(
                 stream_id=stream_id, frames=frames, is_speaking=is_speaking, ts=ts
+            )
+
+    async def offer_planes(
+        self, stream_id: str, planes: Planes, is_speaking: bool | Sequence[bool], ts: Sequence[float] | None
+    ) -> list[dict[str, Any]]:
+        """Several frames of one stream as planes (`frames/planes.py`): half the bytes of RGB, the same
+        decisions; the luma and color arrays travel as two buffers."""
+        with _overload("frame dedup"):
+            return await self.frame_dedup.offer_planes.remote(
+                stream_id=stream_id, luma=planes.luma, color=planes.color, is_speaking=is_speaking, ts=ts
             )
 
     async def stats(self, stream_id: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The fast frame path decides exactly as one frame at a time: `offer_many` (several frames of one stream
-per call, one `[B, H, W, 3]` array or a list), the batched HTTP route, and the forwarder's batching."""
+per call, one `[B, H, W, 3]` array or a list), the batched HTTP route, and the forwarder's batching (as
+planes: tests/test_frame_planes.py has the planes' own tests)."""
 
 from __future__ import annotations
 
@@ -264,13 +265,21 @@ class SlowSink:
         self.backend = LocalFrameBackend(DedupService())
         self.delay_s = delay_s
         self.decisions: list[dict] = []
+        self.planes_calls = 0
 
     async def offer(self, stream_id, frame, is_speaking, ts):  # pragma: no cover - the forwarder batches
-        raise AssertionError("the forwarder uses offer_many")
+        raise AssertionError("the forwarder uses offer_planes")
 
     async def offer_many(self, stream_id, frames, is_speaking, ts):
         await asyncio.sleep(self.delay_s)
         out = await self.backend.offer_many(stream_id, frames, is_speaking, ts)
+        self.decisions += out
+        return out
+
+    async def offer_planes(self, stream_id, planes, is_speaking, ts):
+        await asyncio.sleep(self.delay_s)
+        self.planes_calls += 1
+        out = await self.backend.offer_planes(stream_id, planes, is_speaking, ts)
         self.decisions += out
         return out
 
@@ -300,5 +309,6 @@ def test_the_forwarder_batches_while_a_call_is_in_flight_and_decides_the_same() 
     expected = one_at_a_time(frames[keep], [ts[i] for i in keep], [False] * len(keep))
     assert forwarder.offered == len(keep) and forwarder.dropped == 0
     assert 1 < forwarder.calls < len(keep) // 2  # batched under load
+    assert sink.planes_calls == forwarder.calls  # frames of one size go as planes
     assert sink.decisions == [{**d, "stream_id": "tenant_fast_f.screen"} for d in expected]
     assert forwarder.sent == sum(d["send"] for d in expected) == len(forwarder.buffer.latest())

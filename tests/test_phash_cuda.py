@@ -103,3 +103,15 @@ def test_region_cells_on_cuda_equal_the_cpu_kernel() -> None:
             np.testing.assert_array_equal(gpu.cells, cpu.cells)
             np.testing.assert_array_equal(on_gpu.cells, cpu.cells)
             np.testing.assert_array_equal(gpu.hashes, cpu.hashes)
+
+
+def test_planes_on_cuda_give_the_rgb_integers() -> None:
+    """Planes (luma + 2x2 colour sums) hashed and summed on the GPU: the CPU kernel's values from RGB."""
+    from serve_app.frames.planes import planes_signals, to_planes
+
+    rng = np.random.default_rng(5)
+    for height, width in ((720, 1280), (33, 47), (100, 32)):
+        frames = rng.integers(0, 256, (4, height, width, 3), dtype=np.uint8)
+        want = phash.signals_batch(frames, cell=(16, 2), backend="native")
+        got = planes_signals(to_planes(frames), cell=(16, 2), backend="torch", device="cuda")
+        assert np.array_equal(got.hashes, want.hashes) and np.array_equal(got.cells, want.cells)

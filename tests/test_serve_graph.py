@@ -15,8 +15,11 @@ from PIL import Image
 from ray import serve
 
 from serve_app.costs.pricing import default_pricing
+from serve_app.frames.planes import MEDIA_TYPE as PLANES_TYPE
+from serve_app.frames.planes import Planes, to_planes
 from serve_app.frames.service import DedupService
 from serve_app.frames.synthetic import ClipFrame, ClipSpec, EventClip, EventClipSpec, ScreenShareClip
+from serve_app.handles import HandleFrameBackend
 from serve_app.runtime import RunningGraph, load_builder
 from serve_app.settings import Settings
 from tests import images
@@ -141,6 +144,36 @@ def test_batched_frames_through_the_graph_decide_as_one_at_a_time(graph: Running
             )
             got += r.raise_for_status().json()["decisions"]
     assert got == [{**d, "stream_id": sid} for d in expected]
+    # planes (luma + 2x2 colour sums), through the handle and over HTTP: the same decisions again
+    planes = to_planes(rgb)
+
+    async def planes_stream() -> list[dict]:
+        out, backend = [], HandleFrameBackend(handle)
+        for lo in range(0, len(frames), 12):
+            part = Planes(planes.luma[lo : lo + 12], planes.color[lo : lo + 12])
+            out += await backend.offer_planes(
+                "tenant_fast_p.screen", part, speaking[lo : lo + 12], ts[lo : lo + 12]
+            )
+        return out
+
+    got = asyncio.run(planes_stream())
+    assert got == [{**d, "stream_id": "tenant_fast_p.screen"} for d in expected]
+    got = []
+    with httpx.Client(base_url=graph.base_url, timeout=60) as client:
+        for lo in range(0, len(frames), 16):
+            r = client.post(
+                "/v1/streams/tenant_fast_hp.screen/frames/batch",
+                params={
+                    "ts": ts[lo : lo + 16],
+                    "speaking": speaking[lo : lo + 16],
+                    "width": 640,
+                    "height": 480,
+                },
+                content=Planes(planes.luma[lo : lo + 16], planes.color[lo : lo + 16]).to_bytes(),
+                headers={"content-type": PLANES_TYPE},
+            )
+            got += r.raise_for_status().json()["decisions"]
+    assert got == [{**d, "stream_id": "tenant_fast_hp.screen"} for d in expected]
 
 
 def test_bad_input_through_the_graph_is_4xx(graph: RunningGraph) -> None:

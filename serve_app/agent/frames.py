@@ -5,11 +5,14 @@ agent never ships frames the deployment would throttle anyway), offers the sampl
 FrameDedup backend, and keeps the frames it says to send on (JPEG) in a `FrameBuffer`. The LLM attaches
 the buffer's latest frames to the turn; every escalation attempt then gets the same frames.
 
-Frames go out with `offer_many` (the fast path), one call in flight per track: a frame sampled while the
-dedup is idle goes at once, alone; frames sampled while a call is in flight wait and go together in the
-next call (one `[B, H, W, 3]` array), so batches grow only under load and add no latency when idle. The
-dedup decides a batch exactly as it would the same frames one at a time. At most `max_pending` frames
-wait; past that the oldest are dropped (counted in `dropped`).
+Frames go out as planes with `offer_planes` (the fast path: `frames/planes.py`, the luma and 2x2 colour
+sums the dedup reads, computed here in a worker thread, half the bytes of RGB, the same decisions), one
+call in flight per track: a frame sampled while the dedup is idle goes at once, alone; frames sampled
+while a call is in flight wait and go together in the next call, so batches grow only under load and add
+no latency when idle. The dedup decides a batch exactly as it would the same frames one at a time. A batch
+whose frames differ in size (a resized window mid-batch) goes as RGB with `offer_many`. At most
+`max_pending` frames wait; past that the oldest are dropped (counted in `dropped`). The RGB of a frame the
+dedup says to send on stays here, for the turn's images.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from serve_app.backends import FrameSink
+from serve_app.frames.planes import to_planes
 from serve_app.routing.providers.base import Image
 
 log = logging.getLogger(__name__)
@@ -131,11 +135,15 @@ class VideoForwarder:
     async def _offer(self, batch: list[tuple[np.ndarray, bool, float]]) -> None:
         frames = [b[0] for b in batch]
         speaking = [b[1] for b in batch]
+        stamps = [b[2] for b in batch]
         try:
             self.calls += 1
-            decisions = await self.sink.offer_many(
-                self.stream_id, as_batch(frames), speaking, [b[2] for b in batch]
-            )
+            rgb = as_batch(frames)
+            if isinstance(rgb, np.ndarray):  # one size: planes, computed off the event loop
+                planes = await asyncio.to_thread(to_planes, rgb, 1)
+                decisions = await self.sink.offer_planes(self.stream_id, planes, speaking, stamps)
+            else:
+                decisions = await self.sink.offer_many(self.stream_id, rgb, speaking, stamps)
         except Exception:  # a full queue or a restarting replica: drop these frames, keep the stream
             log.warning("%d frames of %s not offered", len(batch), self.stream_id, exc_info=True)
             return

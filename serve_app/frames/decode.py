@@ -5,7 +5,9 @@ against a pixel budget (so a tiny PNG claiming 100k x 100k never allocates), the
 reports truncated or corrupt data.
 
 A batch upload (`split_batch`) is several frames of one stream back to back: raw RGB24 frames of one size
-(one `[B, H, W, 3]` view of the body, no copy), or JPEG/PNG files whose byte sizes the client lists.
+(one `[B, H, W, 3]` view of the body, no copy), planes of one size (`application/x-supportgraph-planes`,
+`planes.py`: per frame the luma bytes then the 2x2 colour sums, half of RGB, views of the body), or
+JPEG/PNG files whose byte sizes the client lists.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from serve_app.frames.planes import MEDIA_TYPE as PLANES_TYPE
+from serve_app.frames.planes import Planes
 
 FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 RAW_TYPES = ("application/octet-stream", "image/x-raw-rgb")
@@ -92,6 +97,8 @@ def decode_frame(
         return decode_image(data, media, limits)
     if media in RAW_TYPES:
         return decode_raw(data, width, height, limits)
+    if media == PLANES_TYPE:
+        raise FrameDecodeError(f"send {PLANES_TYPE} bodies to /frames/batch (one frame or more)", 415)
     raise FrameDecodeError(
         f"unsupported content type {content_type!r}: use image/jpeg, image/png or application/octet-stream "
         "(raw RGB24 with width and height)",
@@ -108,21 +115,35 @@ def split_batch(
     sizes: list[int] | None,
     width: int | None = None,
     height: int | None = None,
-) -> np.ndarray | list[bytes]:
-    """A batch body: raw RGB24 as one uint8 `[B, H, W, 3]` array (a view of `data`), or JPEG/PNG as one
-    bytes object per frame (cut at `sizes`, to decode with `decode_frame`). `count`: the number of
-    frames the other parameters say (None: from `sizes`, or for raw from the body size)."""
+) -> np.ndarray | Planes | list[bytes]:
+    """A batch body: raw RGB24 as one uint8 `[B, H, W, 3]` array (a view of `data`), planes as `Planes`
+    (views of `data`), or JPEG/PNG as one bytes object per frame (cut at `sizes`, to decode with
+    `decode_frame`). `count`: the number of frames the other parameters say (None: from `sizes`, or for
+    raw and planes from the body size)."""
     if len(data) > limits.max_batch_bytes:
         raise FrameDecodeError(f"batch is {len(data)} bytes; the limit is {limits.max_batch_bytes}", 413)
     if not data:
         raise FrameDecodeError("empty body: send JPEG, PNG or raw RGB24 frames back to back")
     media = (content_type or "").split(";")[0].strip().lower()
-    if media not in FORMATS and media not in RAW_TYPES:
+    if media not in FORMATS and media not in RAW_TYPES and media != PLANES_TYPE:
         raise FrameDecodeError(
-            f"unsupported content type {content_type!r}: use image/jpeg, image/png or "
-            "application/octet-stream (raw RGB24 with width and height)",
+            f"unsupported content type {content_type!r}: use image/jpeg, image/png, "
+            f"application/octet-stream (raw RGB24 with width and height) or {PLANES_TYPE} (with width "
+            "and height)",
             415,
         )
+    if media == PLANES_TYPE:
+        if sizes is not None:
+            raise FrameDecodeError("planes batches take width and height, not sizes")
+        if width is None or height is None:
+            raise FrameDecodeError("planes need the width and height query parameters")
+        _check_dims(width, height, limits)
+        try:
+            planes = Planes.from_bytes(data, width, height, count)
+        except ValueError as exc:
+            raise FrameDecodeError(str(exc)) from None
+        _check_count(len(planes), limits)
+        return planes
     if sizes is not None:
         if count is not None and len(sizes) != count:
             raise FrameDecodeError(f"sizes has {len(sizes)} values for {count} frames")

@@ -46,6 +46,11 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+try:
+    from serve_app.frames import _phash_native
+except ImportError:  # built by `pip install`; the numpy definition below decides the same without it
+    _phash_native = None
+
 CELL_H = 2  # pixel rows per cell: the vertical step of the sliding tiles and of scroll compensation
 FRESH_FLOOR = 2.0  # levels a tile mean must move between sampled frames to count as touched
 SCROLL_EXPLAINS = 0.5  # a shift counts as a scroll when it leaves at most this share of changed windows
@@ -219,15 +224,60 @@ def _quantize(means: np.ndarray) -> np.ndarray:
     return np.rint(means).astype(np.uint8)
 
 
-class RegionDetector:
-    """Compares a stream's frames with its reference under a `RegionPolicy` (stateless itself)."""
+def native_detector() -> bool:
+    """Whether the C region detector (`_phash_native.region_observe`) is built."""
+    return _phash_native is not None and hasattr(_phash_native, "region_observe")
 
-    def __init__(self, policy: RegionPolicy):
+
+class RegionDetector:
+    """Compares a stream's frames with its reference under a `RegionPolicy` (stateless itself).
+
+    `observe` runs the C port of `observe_numpy` when the extension is built (`native=None`), which
+    computes the same values in the same types (float64 tile and strip means, float32 windows and
+    differences, numpy's order for the sums that are not integers, the same components), so the
+    decisions and boxes are identical (tests/test_region_native.py); `observe_numpy` is the definition.
+    """
+
+    def __init__(self, policy: RegionPolicy, native: bool | None = None):
         self.policy = policy
+        self.native = native_detector() if native is None else native
 
     def observe(self, state: RegionState, thumb: Thumb, ts: float) -> RegionChange | None:
         """Update the freshness record with a sampled frame and say whether a region changed against
         the reference; `state.commit()` afterwards if the frame is processed."""
+        if not self.native:
+            return self.observe_numpy(state, thumb, ts)
+        grid, policy = thumb.grid, self.policy
+        now = ts - state.epoch
+        pending = np.empty(state.reference.shape, np.uint8)
+        found = _phash_native.region_observe(
+            np.ascontiguousarray(thumb.sums, dtype=np.int32),
+            state.reference,
+            state.previous,
+            state.changed_at,
+            pending,
+            grid.counts,
+            grid.window_counts,
+            grid.tile_counts,
+            now,
+            now - policy.window_s,
+            policy.threshold,
+            thumb.tile,
+            thumb.height,
+            thumb.width,
+            policy.max_shift,
+            policy.min_width,
+            policy.min_area,
+            SCROLL_EXPLAINS,
+        )
+        state.pending = pending
+        if found is None:
+            return None
+        x, y, width, height, tiles, shift = found
+        return RegionChange((x, y, width, height), tiles, shift)
+
+    def observe_numpy(self, state: RegionState, thumb: Thumb, ts: float) -> RegionChange | None:
+        """`observe` in numpy and scipy: the definition the C port is tested against."""
         tiles = _tile_means(thumb)
         touched = np.max(np.abs(tiles - state.previous), axis=0) >= FRESH_FLOOR
         state.changed_at[touched] = ts - state.epoch

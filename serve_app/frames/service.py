@@ -4,7 +4,8 @@
 together (the Ray deployment feeds it from `@serve.batch`; `offer` does a batch of one): one pass of the
 kernel per frame size gives every frame's pHash and region thumbnail. Decisions for one stream are made
 in the order the frames were admitted. `admit_many` / `offer_many` take several frames of one stream in
-one call (one `[B, H, W, 3]` array is hashed where it lies, without a copy).
+one call (one `[B, H, W, 3]` array is hashed where it lies, without a copy); `admit_planes` /
+`offer_planes` take them as planes (`planes.py`), decided exactly as the RGB frames.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.frames.phash import check_frames, frame_signals
+from serve_app.frames.phash import check_frames, frame_signals, stacked
+from serve_app.frames.planes import PlaneFrame, Planes, planes_signals
 from serve_app.frames.region import RegionPolicy, Thumb
 from serve_app.frames.sampler import Decision, FrameSampler, SamplingPolicy, StreamTable
 from serve_app.metrics import Metrics
@@ -30,7 +32,7 @@ from serve_app.tenancy import parse_stream_id
 class Pending:
     sampler: FrameSampler
     ts: float
-    frame: np.ndarray
+    frame: np.ndarray | PlaneFrame  # uint8 RGB [H, W, 3], or the frame's planes
 
 
 def resolve_device(device: str) -> str | None:
@@ -95,8 +97,9 @@ class DedupService:
     ) -> Decision | Pending:
         """Validate and throttle one frame: a THROTTLED Decision, or Pending work for `decide_batch`."""
         parse_stream_id(stream_id)
-        frame = np.asarray(frame)
-        check_frames(frame[None])
+        if not isinstance(frame, PlaneFrame):
+            frame = np.asarray(frame)
+            check_frames(frame[None])
         ts = time.monotonic() if ts is None else float(ts)
         if not np.isfinite(ts):
             raise ValueError(f"ts must be a finite number of seconds, got {ts}")
@@ -118,22 +121,60 @@ class DedupService:
         Everything is checked before any frame is admitted, so a bad call changes no state."""
         parse_stream_id(stream_id)
         items = split_frames(frames)
-        stamps = per_frame("ts", ts, len(items))
+        stamps = checked_stamps(ts, len(items))
         speaking = per_frame("is_speaking", is_speaking, len(items))
         for frame in items:
             check_frames(frame[None])
-        for t in stamps:
-            if t is not None and not np.isfinite(float(t)):
-                raise ValueError(f"ts must be a finite number of seconds, got {t}")
         return [self.admit(stream_id, f, s, t) for f, s, t in zip(items, speaking, stamps, strict=True)]
 
-    def signals(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list[Thumb | None]]:
-        """pHash and (region signal on) region thumbnail of every frame, batched per frame size."""
+    def admit_planes(
+        self,
+        stream_id: str,
+        planes: Planes,
+        is_speaking: bool | Sequence[bool] = False,
+        ts: Sequence[float] | None = None,
+    ) -> list[Decision | Pending]:
+        """`admit_many` for frames sent as planes (`planes.py`: luma and 2x2 colour sums, decided
+        exactly as the RGB frames they came from)."""
+        parse_stream_id(stream_id)
+        if not isinstance(planes, Planes):
+            raise ValueError("planes must be a Planes batch (luma uint8 [B, H, W], color uint16)")
+        if not 1 <= len(planes) <= MAX_FRAMES_PER_CALL:
+            raise ValueError(f"send 1 to {MAX_FRAMES_PER_CALL} frames per call, got {len(planes)}")
+        stamps = checked_stamps(ts, len(planes))
+        speaking = per_frame("is_speaking", is_speaking, len(planes))
+        return [
+            self.admit(stream_id, planes.frame(i), s, t)
+            for i, (s, t) in enumerate(zip(speaking, stamps, strict=True))
+        ]
+
+    def signals(self, frames: list[np.ndarray | PlaneFrame]) -> tuple[np.ndarray, list[Thumb | None]]:
+        """pHash and (region signal on) region thumbnail of every frame, batched per frame size (RGB
+        frames and planes apart)."""
         options: dict[str, Any] = {"threads": self.hash_threads}
         if self.device is not None:
             options = {"backend": "torch", "device": self.device}
         region = self.policy.region
-        hashes, cells = frame_signals(frames, cell=region.cell if region.enabled else None, **options)
+        cell = region.cell if region.enabled else None
+        rgb = [i for i, f in enumerate(frames) if not isinstance(f, PlaneFrame)]
+        hashes = np.empty(len(frames), np.uint64)
+        cells: list[np.ndarray | None] = [None] * len(frames)
+        if rgb:
+            got, got_cells = frame_signals([frames[i] for i in rgb], cell=cell, **options)
+            hashes[rgb] = got
+            for i, c in zip(rgb, got_cells, strict=True):
+                cells[i] = c
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, f in enumerate(frames):
+            if isinstance(f, PlaneFrame):
+                by_shape.setdefault(f.shape, []).append(i)
+        for indices in by_shape.values():
+            luma = stacked([frames[i].luma for i in indices])
+            batch = Planes(luma, stacked([frames[i].color for i in indices]))
+            got = planes_signals(batch, cell=cell, **options)
+            hashes[indices] = got.hashes
+            for n, i in enumerate(indices):
+                cells[i] = None if got.cells is None else got.cells[n]
         thumbs = [
             None if c is None else Thumb(c, f.shape[0], f.shape[1], region.tile)
             for f, c in zip(frames, cells, strict=True)
@@ -190,6 +231,16 @@ class DedupService:
         admitted = self.admit_many(stream_id, frames, is_speaking, ts)
         return await complete(admitted, self.decide_batch)
 
+    async def offer_planes(
+        self,
+        stream_id: str,
+        planes: Planes,
+        is_speaking: bool | Sequence[bool] = False,
+        ts: Sequence[float] | None = None,
+    ) -> list[Decision]:
+        admitted = self.admit_planes(stream_id, planes, is_speaking, ts)
+        return await complete(admitted, self.decide_batch)
+
     def stats(self, stream_id: str) -> dict[str, Any]:
         stream = parse_stream_id(stream_id)
         counters = self.streams.stream_counters(stream_id)
@@ -226,6 +277,15 @@ def split_frames(frames: Any) -> list[np.ndarray]:
     if not 1 <= len(items) <= MAX_FRAMES_PER_CALL:
         raise ValueError(f"send 1 to {MAX_FRAMES_PER_CALL} frames per call, got {len(items)}")
     return items
+
+
+def checked_stamps(ts: Sequence[float] | None, n: int) -> list[float | None]:
+    """One `ts` per frame (or none), each finite."""
+    stamps = per_frame("ts", ts, n)
+    for t in stamps:
+        if t is not None and not np.isfinite(float(t)):
+            raise ValueError(f"ts must be a finite number of seconds, got {t}")
+    return stamps
 
 
 def per_frame(name: str, value: Any, n: int) -> list[Any]:
