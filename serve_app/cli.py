@@ -174,6 +174,11 @@ def _parser() -> argparse.ArgumentParser:
         "(default: mmlu/responses beside the fit file's directory, when there)",
     )
     er.add_argument(
+        "--no-precall-background",
+        action="store_true",
+        help="the pre-call scorer's head alone (no background model)",
+    )
+    er.add_argument(
         "--precall-background-rows",
         type=int,
         default=3000,
@@ -647,7 +652,7 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         background_dir = args.precall_background or args.fit.parent.parent / "mmlu" / "responses"
         if args.precall_background is not None and not background_dir.is_dir():
             raise ValueError(f"--precall-background {background_dir} is not a directory")
-        if background_dir.is_dir():
+        if background_dir.is_dir() and not args.no_precall_background:
             state = load_settings(args.config).state_dir
             background = background_model(
                 background_dir,

@@ -21,6 +21,7 @@ from serve_app.routing.evaluate import (
     curve,
     evaluate_threshold,
     precall_split_scores,
+    stored_embed,
 )
 from serve_app.routing.precall import QUERY_FEATURES, Linear, QueryScorer, load_background, query_features
 from serve_app.routing.providers.base import Message, Prompt
@@ -235,3 +236,17 @@ def test_the_router_sends_a_hard_question_straight_to_the_next_tier(
     assert answer(unsure, prompt=easy).tier == "t1"  # post-hoc escalation unchanged
     with pytest.raises(ValueError, match="precall_scorer"):
         RoutingPolicySettings(precall_threshold=0.3)
+
+
+def test_stored_embeddings_are_not_computed_twice(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return letters(texts)
+
+    store = tmp_path / "cache" / "e.npz"
+    first = stored_embed(counting, store)(["ab", "cd", "ab"])
+    again = stored_embed(counting, store)(["cd", "ab"])  # a later run: read from the file
+    np.testing.assert_allclose(again, first[[1, 0]])
+    assert calls == [["ab", "cd"]]

@@ -142,7 +142,10 @@ def write_logged(path: Path, n: int, seed: int) -> None:
             out.writerow([PROMPT + f" #{i}", ok, True, RIGHT if ok else WRONG, RIGHT])
 
 
-def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_router_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPPORTGRAPH_STATE_DIR", str(tmp_path / "state"))
     write_logged(tmp_path / "fit.csv", 60, 0)
     write_logged(tmp_path / "test.csv", 60, 1)
     code = main(
@@ -188,6 +191,10 @@ def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert report["precall_background"] is None
     assert {"precall", "precall+learned"} <= set(by)
     assert by["precall+learned"]["guaranteed"]["precall_threshold"] in (0.0, 0.2, 0.3, 0.4)
+    # the embeddings are kept for the next run, in the state directory
+    assert [p.name for p in (tmp_path / "state" / "cache").iterdir()] == [
+        "embeddings-st_all-MiniLM-L6-v2.npz"
+    ]
 
 
 def test_eval_router_guarantee_saves_with_a_good_scorer(
