@@ -151,6 +151,7 @@ def test_query_features_count_what_makes_a_question_hard() -> None:
     assert len(x) == len(QUERY_FEATURES)
     f = dict(zip(QUERY_FEATURES, x, strict=True))
     assert (f["numbers"], f["decimals"], f["percents"], f["choices"]) == (4, 1, 1, 2)
+    assert np.isfinite(query_features("9" * 400)).all()
 
 
 def hard_or_easy(n: int) -> tuple[list[str], np.ndarray]:

@@ -52,8 +52,8 @@ def query_features(prompt: str) -> np.ndarray:
             math.log1p(len(prompt)),
             math.log1p(len(prompt.split())),
             float(min(len(numbers), 20)),
-            math.log1p(max(numbers, default=0.0)),
-            float(sum(1 for n in numbers if n != int(n))),
+            math.log1p(min(max(numbers, default=0.0), 1e15)),  # a 400-digit figure is not inf
+            float(sum(1 for n in numbers if math.isfinite(n) and n != math.floor(n))),
             float(prompt.count("%")),
             float(min(len(re.findall(r"[.!?](?:\s|$)", prompt)), 20)),
             float(len(_CHOICE_RE.findall(prompt))),

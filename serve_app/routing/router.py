@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from serve_app.costs.ledger import CostEvent
@@ -176,12 +177,13 @@ class EscalatingRouter:
         self.record = record
         self._sleep, self._clock = sleep, clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._precall: tuple[Path | None, QueryScorer | None] = (None, None)  # (file, its scorer)
         self.configure(policy)
 
     def configure(self, policy: RoutingPolicySettings) -> None:
         """Apply a new policy (thresholds, weights, retries, breaker) to the next requests."""
         self.scorer = ConfidenceScorer.from_policy(policy)
-        loaded = getattr(self, "_precall", (None, None))
+        loaded = self._precall
         if policy.precall_threshold <= 0:
             self.precall = None
         elif loaded[0] == policy.precall_scorer:  # the same file: keep the loaded scorer (and its embedder)
