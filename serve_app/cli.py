@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -146,10 +149,44 @@ def _parser() -> argparse.ArgumentParser:
         help="random fit/test resplits of both files to measure how often the guaranteed bar holds (200)",
     )
     er.add_argument(
+        "--loss",
+        choices=["paired", "wrong"],
+        default="paired",
+        help="the guarantee's loss: paired (quality x strong right - routed right per prompt: the bar on the "
+        "same prompts, the strong accuracy's noise included) or wrong (the wrong-answer rate against 1 - "
+        "quality x the fit file's strong accuracy, a plug-in)",
+    )
+    er.add_argument(
         "--bound",
-        choices=["binomial", "hoeffding_bentkus"],
-        default="binomial",
-        help="upper confidence bound of the wrong-answer rate (exact binomial)",
+        choices=["betting", "binomial", "hoeffding_bentkus"],
+        help="upper confidence bound of the loss: betting (paired loss, default) or hoeffding_bentkus; "
+        "binomial (wrong loss, default) or hoeffding_bentkus",
+    )
+    er.add_argument(
+        "--no-precall",
+        action="store_true",
+        help="leave out the query-only (pre-call) scorer and its combination with the learned one",
+    )
+    er.add_argument(
+        "--precall-background",
+        type=Path,
+        help="directory of prompt/correctness logs the pre-call scorer's background model is fitted on "
+        "(default: mmlu/responses beside the fit file's directory, when there)",
+    )
+    er.add_argument(
+        "--no-precall-background",
+        action="store_true",
+        help="the pre-call scorer's head alone (no background model)",
+    )
+    er.add_argument(
+        "--precall-background-rows",
+        type=int,
+        default=3000,
+        help="a random sample of this many background prompts (0: all; MMLU has 13,772 usable ones, which "
+        "take long to embed on a few cores) (3000)",
+    )
+    er.add_argument(
+        "--save-precall", type=Path, help="save the pre-call scorer (JSON) for routing.policy.precall_scorer"
     )
 
     _eval_dedup_arguments(sub)
@@ -566,6 +603,16 @@ def _cmd_fit_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """numpy's BLAS/LAPACK on one thread where threadpoolctl is installed (it comes with
+    sentence-transformers' scikit-learn); otherwise as configured."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
 def _cmd_eval_router(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -576,6 +623,7 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         load_logged,
         plot,
         run,
+        stored_embed,
         strong_accuracy,
     )
 
@@ -591,19 +639,55 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         from serve_app.knowledge.factory import build_embedder
 
         embedder = build_embedder(load_settings(args.config).knowledge.embedder)
-        embed, embedder_name = cached_embed(lambda texts: embedder.embed(texts)[0], fit + test), embedder.name
-    learned = fit_learned(fit, embed, embedder_name)
-    results = run(
-        fit,
-        test,
-        args.quality,
-        learned=learned,
-        delta=args.delta,
-        resplit_times=args.resplits,
-        embed=embed,
-        embedder_name=embedder_name,
-        bound=args.bound,
-    )
+        store = (
+            load_settings(args.config).state_dir
+            / "cache"
+            / f"embeddings-{re.sub(r'[^A-Za-z0-9._-]', '_', embedder.name)}.npz"
+        )
+        embed_stored = stored_embed(lambda texts: embedder.embed(texts)[0], store)
+        embed, embedder_name = cached_embed(embed_stored, fit + test), embedder.name
+    precall, precall_scorer, background_dir = None, None, None
+    if embed is not None and not args.no_precall:
+        from serve_app.routing.evaluate import WEAK, precall_split_scores
+        from serve_app.routing.precall import QueryScorer, background_model
+
+        background = None
+        background_dir = args.precall_background or args.fit.parent.parent / "mmlu" / "responses"
+        if args.precall_background is not None and not background_dir.is_dir():
+            raise ValueError(f"--precall-background {background_dir} is not a directory")
+        if background_dir.is_dir() and not args.no_precall_background:
+            state = load_settings(args.config).state_dir
+            background = background_model(
+                background_dir,
+                WEAK,
+                embed_stored,
+                embedder_name,
+                state / "cache",
+                args.precall_background_rows,
+            )
+        else:
+            background_dir = None
+        precall = precall_split_scores(fit + test, embed, background)
+        precall_scorer = QueryScorer.fit(
+            [r.prompt for r in fit], [r.weak_ok for r in fit], embed, embedder_name, background
+        )
+    started = time.perf_counter()
+    with _one_blas_thread():  # small matrices: threads only contend (badly on a busy machine)
+        learned = fit_learned(fit, embed, embedder_name)
+        results = run(
+            fit,
+            test,
+            args.quality,
+            learned=learned,
+            delta=args.delta,
+            resplit_times=args.resplits,
+            embed=embed,
+            embedder_name=embedder_name,
+            bound=args.bound,
+            loss=args.loss,
+            precall=precall,
+        )
+    simulated_s = time.perf_counter() - started
     bar = args.quality * strong_accuracy(test)
     table = Table(
         title=f"Escalation {args.weak_model} -> {args.strong_model} on {args.test.name} "
@@ -620,8 +704,11 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         gs = g.summary() if g else None
         gcells = ("-",) * len(guaranteed_columns)
         if g and gs:
+            threshold = "all" if gs["threshold"] is None else f"{gs['threshold']:.3f}"  # escalate all
+            if g.choice.precall_threshold is not None:  # combined: pre-call / post-hoc
+                threshold = f"{g.choice.precall_threshold:g} / {threshold}"
             gcells = (
-                "all" if gs["threshold"] is None else f"{gs['threshold']:.3f}",  # escalate everything
+                threshold,
                 f"{g.expected.saved:.1%}",
                 f"{g.test.saved:.1%}",
                 f"{g.test.accuracy:.3f}",
@@ -645,11 +732,19 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
             }
         )
     Console(width=160).print(table)
+    bound = args.bound or ("betting" if args.loss == "paired" else "binomial")
+    what = (
+        f"accuracy - {args.quality} x the strong model's accuracy on the same prompts is >= 0"
+        if args.loss == "paired"
+        else f"wrong-answer rate is <= 1 - {args.quality} x the strong model's accuracy on --fit"
+    )
     print(
-        f"guaranteed (g.): the cheapest threshold whose wrong-answer rate's {1 - args.delta:.0%} upper "
-        f"bound on --fit ({args.bound}) is <= 1 - {args.quality} x the strong model's accuracy there; "
-        f"held: the bar on --test; resplits held: share of {args.resplits} random resplits of both files "
-        f"where it held (the guarantee: >= {1 - args.delta:.0%})"
+        f"guaranteed (g.): the cheapest threshold at which the {1 - args.delta:.0%} confidence bound "
+        f"({args.loss} loss, {bound} bound) on --fit says the {what}; held: the bar on --test; resplits "
+        f"held: share of {args.resplits} random resplits of both files where it held (the guarantee: >= "
+        f"{1 - args.delta:.0%}). precall: the query-only scorer alone (below its threshold straight to the "
+        f"strong model); precall+learned: pre-call / post-hoc thresholds "
+        f"(background: {background_dir or 'none'}). Simulation {simulated_s:.1f} s"
     )
     if args.plot:
         plot(results, test, args.plot, args.quality)
@@ -658,6 +753,15 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         learned.save(args.save_scorer)
         fit_threshold = next(r.fit_threshold for r in results if r.scorer == "learned")
         print(f"learned scorer: {args.save_scorer} (threshold chosen on fit: {fit_threshold})")
+    if args.save_precall:
+        if precall_scorer is None:
+            raise ValueError("--save-precall needs the embeddings and the pre-call scorer")
+        precall_scorer.save(args.save_precall)
+        chosen = next(r.guaranteed for r in results if r.scorer == "precall+learned")
+        print(
+            f"pre-call scorer: {args.save_precall} (guaranteed with the learned scorer: precall_threshold "
+            f"{chosen.choice.precall_threshold:g}, threshold {chosen.calibrated.threshold:.4f})"
+        )
     print(
         json.dumps(
             {
@@ -668,6 +772,10 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
                 "quality": args.quality,
                 "delta": args.delta,
                 "resplits": args.resplits,
+                "loss": args.loss,
+                "bound": bound,
+                "precall_background": background_dir and str(background_dir),
+                "simulation_s": round(simulated_s, 2),
                 "results": rows,
             }
         )

@@ -229,6 +229,16 @@ class RoutingPolicySettings(_Section):
         Field(default_factory=lambda: {"self_reported": 0.5, "grounding": 0.3, "shape": 0.2})
     )
     learned_scorer: Path | None = Field(None, description="JSON from eval-router --save-scorer")
+    precall_scorer: Path | None = Field(
+        None, description="query-only scorer (JSON from eval-router --save-precall) for the pre-call step"
+    )
+    precall_threshold: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="pre-call step: a prompt whose predicted chance that the ladder's first tier answers it "
+        "right is below this skips that tier (0: off, the default)",
+    )
     retries: int = Field(2, ge=0, le=10, description="retries of a failed call before escalating")
     backoff_s: float = Field(0.25, ge=0, le=60, description="first retry delay (doubles, jittered)")
     backoff_max_s: float = Field(4.0, ge=0, le=600)
@@ -243,6 +253,8 @@ class RoutingPolicySettings(_Section):
             or not any(self.scorer_weights.values())
         ):
             raise ValueError("routing.policy.scorer_weights needs a positive weight and none negative")
+        if self.precall_threshold > 0 and self.precall_scorer is None:
+            raise ValueError("routing.policy.precall_threshold needs routing.policy.precall_scorer")
         if self.scorer_weights.get("learned") and self.learned_scorer is None:
             raise ValueError("routing.policy.scorer_weights.learned needs routing.policy.learned_scorer")
         if any(not 0 <= v <= 1 for v in self.tier_thresholds.values()):

@@ -142,7 +142,10 @@ def write_logged(path: Path, n: int, seed: int) -> None:
             out.writerow([PROMPT + f" #{i}", ok, True, RIGHT if ok else WRONG, RIGHT])
 
 
-def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_router_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPPORTGRAPH_STATE_DIR", str(tmp_path / "state"))
     write_logged(tmp_path / "fit.csv", 60, 0)
     write_logged(tmp_path / "test.csv", 60, 1)
     code = main(
@@ -181,9 +184,36 @@ def test_eval_router_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     for r in report["results"]:
         assert {"threshold", "saved", "accuracy", "held", "resplit_hold_rate"} <= set(r["guaranteed"])
         assert 0 <= r["guaranteed"]["resplit_hold_rate"] <= 1
-    assert report["delta"] == 0.1 and report["resplits"] == 5
-    assert by["oracle"]["guaranteed"]["held"] and by["oracle"]["guaranteed"]["saved"] > 0.3
+    assert report["delta"] == 0.1 and report["resplits"] == 5 and report["loss"] == "paired"
+    assert by["oracle"]["guaranteed"]["held"]
     assert by["self_reported"]["guaranteed"]["threshold"] is None  # no signal: escalate everything
+    # the query-only scorer alone and with the learned one (no background logs beside these files)
+    assert report["precall_background"] is None
+    assert {"precall", "precall+learned"} <= set(by)
+    assert by["precall+learned"]["guaranteed"]["precall_threshold"] in (0.0, 0.2, 0.3, 0.4)
+    # the embeddings are kept for the next run, in the state directory
+    assert [p.name for p in (tmp_path / "state" / "cache").iterdir()] == [
+        "embeddings-st_all-MiniLM-L6-v2.npz"
+    ]
+
+
+def test_eval_router_guarantee_saves_with_a_good_scorer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Enough prompts for the paired bound to certify the oracle's threshold; text features only (no
+    embeddings: no pre-call scorer), so it is quick."""
+    write_logged(tmp_path / "fit.csv", 300, 2)
+    write_logged(tmp_path / "test.csv", 300, 3)
+    args = ["eval-router", "--fit", str(tmp_path / "fit.csv"), "--test", str(tmp_path / "test.csv")]
+    assert main([*args, "--no-embeddings", "--resplits", "20"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    by = {r["scorer"]: r for r in report["results"]}
+    oracle = by["oracle"]["guaranteed"]
+    assert oracle["held"] and oracle["saved"] > 0.3 and oracle["resplit_hold_rate"] >= 0.9
+    assert oracle["ucb_error"] <= 0 == oracle["alpha"]  # the paired loss's bound is under its limit, 0
+    assert "precall" not in by
+    assert main([*args, "--no-embeddings", "--resplits", "0", "--loss", "wrong", "--bound", "betting"]) == 2
+    assert "binomial or Hoeffding-Bentkus" in capsys.readouterr().err
 
 
 def test_eval_router_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

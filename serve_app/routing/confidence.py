@@ -15,6 +15,7 @@ Each scorer is one small class with `score(prompt, response, context="") -> floa
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -209,10 +210,17 @@ FEATURES = (
 
 
 def features(prompt: str, response: str, context: str = "") -> np.ndarray:
+    """The answer's features (`FEATURES`); the same texts are scored many times in evaluations, so
+    their values are kept (a small LRU cache)."""
+    return np.array(_features(prompt, response, context))
+
+
+@functools.lru_cache(maxsize=8192)
+def _features(prompt: str, response: str, context: str) -> tuple[float, ...]:
     final, truncated, hedges = shape(response)
     found, wrong = calculations(response)
     reported = self_reported(response)
-    return np.array(
+    return tuple(
         [
             float(final),
             float(truncated),
@@ -285,13 +293,57 @@ def _project(vectors: np.ndarray, center: np.ndarray, components: np.ndarray) ->
 
 
 def _principal(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(center, the top k principal directions): the scatter matrix's top eigenvectors (only those are
+    computed; resplits redo this hundreds of times), each signed so its largest entry is positive."""
+    from scipy.linalg import eigh
+
     center = vectors.mean(axis=0)
-    _, _, vt = np.linalg.svd(vectors - center, full_matrices=False)
-    return center, vt[:k]
+    centered = vectors - center
+    d = centered.shape[1]
+    k = min(k, d)
+    _, vectors_k = eigh(centered.T @ centered, subset_by_index=[d - k, d - 1])
+    components = vectors_k[:, ::-1].T  # largest first
+    signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+    return center, components * signs[:, None]
+
+
+def logistic(z: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weights minimising the mean log loss + l2/2 |w|^2 (the last column, the intercept, unpenalised),
+    by Newton's method with step halving (the objective is strictly convex: a few steps)."""
+    n, d = z.shape
+    penalty = np.r_[np.full(d - 1, l2), 0.0]
+    w = np.zeros(d) if weights is None else weights.copy()
+
+    def objective(w: np.ndarray) -> float:
+        m = z @ w
+        return float(np.mean(np.logaddexp(0, m) - y * m) + 0.5 * np.sum(penalty * w * w))
+
+    current = objective(w)
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-(z @ w)))
+        grad = z.T @ (p - y) / n + penalty * w
+        hessian = (z * (p * (1 - p))[:, None]).T @ z / n + np.diag(penalty + 1e-12)
+        step = np.linalg.solve(hessian, grad)
+        scale = 1.0
+        while (trial := objective(w - scale * step)) > current + 1e-15 and scale > 1e-6:
+            scale /= 2
+        w, current = w - scale * step, trial
+        if np.max(np.abs(scale * step)) < 1e-10:
+            break
+    return w
+
+
+def standardized_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, weights): `logistic` on the standardised columns of x plus an intercept."""
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    return mean, scale, logistic(z, np.asarray(y, dtype=float), l2)
 
 
 class LearnedScorer:
-    """Logistic regression (gradient descent with L2, no ML dependency) on `features()` and, when fitted
+    """Logistic regression (L2, Newton's method, no ML dependency) on `features()` and, when fitted
     with an embedder, the top principal components of the question's and the answer's sentence embeddings
     (what kind of question, what kind of answer: FrugalGPT-style scoring of the weak model's reply).
     Saved as JSON; the embedder's name is recorded and checked."""
@@ -331,8 +383,6 @@ class LearnedScorer:
         rows: list[tuple[str, str, str]],
         labels: list[bool],
         l2: float = 0.2,
-        steps: int = 4000,
-        lr: float = 0.1,
         embed: Embed | None = None,
         embedder_name: str | None = None,
         dims: tuple[int, int] = (4, 4),
@@ -355,16 +405,7 @@ class LearnedScorer:
                 for key, vectors, k in (("question", questions, dims[0]), ("answer", answers, dims[1]))
                 if k > 0
             }
-        x = self._matrix(rows)
-        self.mean, self.scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-        z = np.hstack([(x - self.mean) / self.scale, np.ones((len(x), 1))])
-        w = np.zeros(z.shape[1])
-        penalized = np.r_[np.full(z.shape[1] - 1, l2), 0.0]  # not the intercept
-        for _ in range(steps):
-            p = 1 / (1 + np.exp(-(z @ w)))
-            grad = z.T @ (p - y) / len(y) + penalized * w
-            w -= lr * grad
-        self.weights = w
+        self.mean, self.scale, self.weights = standardized_logistic(self._matrix(rows), y, l2)
         return self
 
     def scores(self, rows: list[tuple[str, str, str]]) -> np.ndarray:

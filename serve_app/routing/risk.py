@@ -11,6 +11,19 @@ once, with probability >= 1 - delta over the calibration draw, and the cheapest 
 No multiplicity penalty is paid for the number of candidates (Angelopoulos et al., "Learn then Test",
 2021; Bates et al., "Distribution-free, risk-controlling prediction sets", 2021).
 
+Two losses:
+- binary (`calibrate`): a count of `n` (a wrong final answer, an accepted wrong answer), exact binomial
+  or Hoeffding-Bentkus p-values against a fixed rate alpha. The per-tenant online calibration uses it.
+- paired (`calibrate_paired`), for a bar stated as a share of the strong model's accuracy on the same
+  requests: per request `quality x strong_ok - routed_ok`, in [-1, quality]; the bar holds exactly when its
+  mean is <= 0. The strong model's accuracy is not a plug-in estimate here (its sampling error is in the
+  loss, paired with the routed answer's), and answers the weak model gets right where the strong one
+  fails count in the routed answer's favour. The loss is not binary, so the p-value is a betting one
+  (`betting_pvalues`, Waudby-Smith and Ramdas, "Estimating means of bounded random variables by
+  betting", 2023): a capital process that bets against "mean > 0" and is a nonnegative supermartingale
+  under it, so 1 / its final value is a valid p-value; the bet size adapts to the running variance,
+  which is small here (most requests lose 0 or 1 - quality).
+
 Pure numpy/scipy, no Ray: used by `eval-router` and by the per-tenant online calibration.
 """
 
@@ -24,7 +37,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-Bound = Literal["binomial", "hoeffding_bentkus"]
+Bound = Literal["binomial", "hoeffding_bentkus", "betting"]
 
 
 def binomial_ucb(k: int, n: int, delta: float) -> float:
@@ -133,3 +146,116 @@ def calibrate(
     threshold = float(thresholds[i]) if held else math.inf
     ucb = binomial_ucb(int(counts[i]), n, delta)
     return Calibrated(threshold, int(counts[i]), n, ucb, alpha, delta, held)
+
+
+def betting_pvalues(
+    losses: np.ndarray, limit: float, high: float, delta: float, low: float, cap: float = 0.5
+) -> np.ndarray:
+    """p-values of H0_j "the mean of row j's losses is > limit", each row a loss sequence in a fixed
+    (data-independent) order, losses in [`low`, `high`]. Capital K_i = prod_{k<=i} (1 + lam_k (limit -
+    L_k)) with predictable bets lam_k >= 0 (the plug-in of Waudby-Smith and Ramdas: sqrt(2 log(1/delta) /
+    (n var_{k-1})), capped at cap / (high - limit) so every factor is >= 1 - cap > 0). Under H0, K is a
+    nonnegative supermartingale, E[K_n] <= 1, so by Markov's inequality p = min(1, 1 / K_n) is a valid
+    p-value (the final capital, not the running maximum that Ville's inequality would also allow: a
+    threshold is never certified on an early run of luck its whole calibration set does not back).
+    Vectorised over rows (thresholds)."""
+    x = np.atleast_2d(np.asarray(losses, dtype=float))
+    n = x.shape[1]
+    if n == 0:
+        return np.ones(x.shape[0])
+    if not high > limit:
+        raise ValueError("the losses' upper end must be above the limit")
+    i = np.arange(1, n + 1)
+    # running mean and variance with one pseudo-observation (mid-range, a quarter of the squared range)
+    mean = (0.5 * (low + high) + np.cumsum(x, axis=1)) / (i + 1)
+    previous_mean = np.hstack([np.full((x.shape[0], 1), 0.5 * (low + high)), mean[:, :-1]])
+    var = ((high - low) ** 2 / 4 + np.cumsum((x - previous_mean) ** 2, axis=1)) / (i + 1)
+    var_before = np.hstack([np.full((x.shape[0], 1), (high - low) ** 2 / 4), var[:, :-1]])
+    bets = np.minimum(np.sqrt(2 * math.log(1 / delta) / (n * var_before)), cap / (high - limit))
+    log_capital = np.sum(np.log1p(bets * (limit - x)), axis=1)
+    return np.minimum(1.0, np.exp(-np.maximum(log_capital, 0.0)))
+
+
+def betting_ucb(losses: np.ndarray, high: float, delta: float, low: float, tol: float = 1e-4) -> float:
+    """Upper confidence bound (level 1 - delta) of the mean of `losses` (in [low, high]): the smallest
+    limit the betting test does not reject (bisection)."""
+    lo, hi = low, high
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if betting_pvalues(losses, mid, high, delta, low)[0] <= delta:
+            hi = mid  # "mean > mid" rejected
+        else:
+            lo = mid
+    return hi
+
+
+def paired_losses(
+    scores: np.ndarray,
+    weak_ok: np.ndarray,
+    strong_ok: np.ndarray,
+    quality: float,
+    direct: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, losses): every distinct threshold, most conservative first (+inf: escalate all, then
+    the distinct scores downward), and per threshold the per-request loss `quality x strong_ok -
+    routed_ok` (rows: thresholds, columns: requests in their given order). A request with score >= t
+    keeps the weak answer unless `direct` (sent straight to the strong tier before the weak one)."""
+    scores = np.asarray(scores, dtype=float)
+    weak = np.asarray(weak_ok, dtype=float)
+    strong = np.asarray(strong_ok, dtype=float)
+    thresholds = np.r_[np.inf, np.unique(scores)[::-1]]
+    accepted = scores[None, :] >= thresholds[:, None]
+    if direct is not None:
+        accepted &= ~np.asarray(direct, bool)[None, :]
+    routed = np.where(accepted, weak[None, :], strong[None, :])
+    return thresholds, quality * strong[None, :] - routed
+
+
+@dataclass(frozen=True)
+class PairedCalibrated:
+    """The cheapest threshold at which routed accuracy >= quality x strong accuracy (paired loss <= 0)
+    with probability >= 1 - delta."""
+
+    threshold: float  # inf: only escalating everything holds (or nothing does)
+    mean_loss: float  # the paired loss's mean there on the calibration data (<= 0 is the bar)
+    n: int
+    ucb: float  # its upper confidence bound (level 1 - delta)
+    quality: float
+    delta: float
+    tested: int  # thresholds rejected in the sequence (0: not even escalating everything holds)
+
+    @property
+    def alpha(self) -> float:  # the loss's limit, for reports beside the binary loss's alpha
+        return 0.0
+
+
+def calibrate_paired(
+    scores: np.ndarray,
+    weak_ok: np.ndarray,
+    strong_ok: np.ndarray,
+    quality: float,
+    delta: float,
+    bound: Bound = "betting",
+    direct: np.ndarray | None = None,
+    with_ucb: bool = True,
+) -> PairedCalibrated:
+    """Learn then Test with the paired loss over every distinct threshold (fixed sequence, highest
+    first). `bound`: "betting" (variance-adaptive) or "hoeffding_bentkus" (the loss rescaled to [0, 1]).
+    `with_ucb`: also the bound's value at the chosen threshold (a bisection; resplits skip it)."""
+    if not 0 < quality <= 1 or not 0 < delta < 1:
+        raise ValueError("quality must be in (0, 1] and delta in (0, 1)")
+    thresholds, losses = paired_losses(scores, weak_ok, strong_ok, quality, direct)
+    n = losses.shape[1]
+    if bound == "betting":
+        p = betting_pvalues(losses, 0.0, quality, delta, low=-1.0)
+    elif bound == "hoeffding_bentkus":
+        scaled = (losses.mean(axis=1) + 1) / (1 + quality)
+        p = np.array([hoeffding_bentkus_pvalue(m, n, 1 / (1 + quality)) for m in scaled])
+    else:
+        raise ValueError(f"the paired loss is not binary: bound {bound!r} does not apply")
+    failed = np.nonzero(p > delta)[0]
+    held = int(failed[0]) if len(failed) else len(thresholds)
+    i = max(held - 1, 0)
+    threshold = float(thresholds[i]) if held else math.inf
+    ucb = betting_ucb(losses[i], quality, delta, -1.0) if bound == "betting" and with_ucb else math.nan
+    return PairedCalibrated(threshold, float(losses[i].mean()), n, ucb, quality, delta, held)

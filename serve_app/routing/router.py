@@ -19,12 +19,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from serve_app.costs.ledger import CostEvent
 from serve_app.costs.pricing import ModelPrice
 from serve_app.routing.confidence import ConfidenceScorer
 from serve_app.routing.confidence_line import ConfidenceLineFilter
+from serve_app.routing.precall import QueryScorer
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
 from serve_app.routing.resilience import CircuitBreaker, RetryPolicy, Sleep, retried, retried_stream
 from serve_app.settings import RoutingPolicySettings
@@ -75,6 +77,9 @@ class RoutedAnswer:
     baseline_usd: float = 0.0  # the same request on the ladder's top tier alone
     # not accepted, and the tiers it escalated to failed or were switched off: the best answer in hand
     degraded: bool = False
+    # the pre-call step's score of the question (None: step off); skipped: the first tier was not asked
+    precall: float | None = None
+    precall_skipped: bool = False
 
     @property
     def cost_usd(self) -> float:
@@ -90,6 +95,9 @@ class RoutedAnswer:
             "cost_usd": round(self.cost_usd, 8),
             "baseline_usd": round(self.baseline_usd, 8),
             "degraded": self.degraded,
+            "precall": None
+            if self.precall is None
+            else {"score": round(self.precall, 4), "skipped_first_tier": self.precall_skipped},
             "failures": [
                 {"attempt": a.attempt, "tier": a.tier, "error": a.error}
                 for a in self.attempts
@@ -169,11 +177,20 @@ class EscalatingRouter:
         self.record = record
         self._sleep, self._clock = sleep, clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._precall: tuple[Path | None, QueryScorer | None] = (None, None)  # (file, its scorer)
         self.configure(policy)
 
     def configure(self, policy: RoutingPolicySettings) -> None:
         """Apply a new policy (thresholds, weights, retries, breaker) to the next requests."""
         self.scorer = ConfidenceScorer.from_policy(policy)
+        loaded = self._precall
+        if policy.precall_threshold <= 0:
+            self.precall = None
+        elif loaded[0] == policy.precall_scorer:  # the same file: keep the loaded scorer (and its embedder)
+            self.precall = loaded[1]
+        else:
+            self.precall = QueryScorer.load(policy.precall_scorer)
+        self._precall = (policy.precall_scorer, self.precall)
         self.retry = RetryPolicy.from_settings(policy)
         self.policy = policy
         for name in self.order:
@@ -185,6 +202,16 @@ class EscalatingRouter:
         no escalation), else the tenant's ladder, else every tier; at most `max_attempts` of them."""
         names = self.ladders.get(tenant_id, self.order) if override is None else override
         return [self.tiers[n] for n in names][: self.policy.max_attempts]
+
+    async def precall_step(self, prompt: Prompt, ladder: list[Tier]) -> tuple[list[Tier], float | None]:
+        """The pre-call step: the question's score (the chance that the ladder's first tier answers it
+        right, from the question alone); below `precall_threshold` the first tier is skipped. Off (None)
+        unless configured, and for a one-tier ladder."""
+        if self.precall is None or len(ladder) < 2:
+            return ladder, None
+        scorer = self.precall
+        score = await asyncio.to_thread(scorer.score, prompt.question)  # an embedding: off the event loop
+        return (ladder[1:] if score < self.policy.precall_threshold else ladder), score
 
     def threshold(self, tier: str, tenant_id: str | None = None) -> float:
         """The tenant's calibrated threshold for the tier, else the tier's, else the global one."""
@@ -277,7 +304,8 @@ class EscalatingRouter:
         stream_last: bool,
     ) -> AsyncIterator[str | RoutedAnswer]:
         request_id = request_id or uuid.uuid4()
-        ladder = self.ladder(tenant_id, override)
+        full = self.ladder(tenant_id, override)
+        ladder, precall = await self.precall_step(prompt, full) if override is None else (full, None)
         top = ladder[-1]
         attempts: list[Attempt] = []
         errors: list[str] = []
@@ -333,7 +361,9 @@ class EscalatingRouter:
             self._emit(tenant_id, session_id, request_id, attempt, baseline)
             if not (last and stream_last):
                 yield completion.answer
-            yield self._answered(request_id, tier, attempt, completion, attempts, baseline or 0.0)
+            routed = self._answered(request_id, tier, attempt, completion, attempts, baseline or 0.0)
+            routed.precall, routed.precall_skipped = precall, len(ladder) < len(full)
+            yield routed
             return
         if best is None:
             raise NoTierAvailable("; ".join(errors) or "no tier configured")
@@ -342,7 +372,9 @@ class EscalatingRouter:
         yield ("\n\n" if streamed else "") + completion.answer
         baseline = self._baseline(top, prompt, completion) or 0.0
         tier = self.tiers[chosen.tier]
-        yield self._answered(request_id, tier, chosen, completion, attempts, baseline, degraded=True)
+        routed = self._answered(request_id, tier, chosen, completion, attempts, baseline, degraded=True)
+        routed.precall, routed.precall_skipped = precall, len(ladder) < len(full)
+        yield routed
 
     @staticmethod
     def _baseline(top: Tier, prompt: Prompt, completion: Completion | None) -> float | None:
@@ -391,4 +423,5 @@ class EscalatingRouter:
                 for name in self.order
             ],
             "max_attempts": self.policy.max_attempts,
+            "precall_threshold": self.policy.precall_threshold if self.precall else None,
         }
