@@ -604,12 +604,9 @@ def _cmd_fit_reranker(args: argparse.Namespace) -> int:
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
-    """numpy's BLAS/LAPACK on one thread where threadpoolctl is installed (it comes with
-    sentence-transformers' scikit-learn); otherwise as configured."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
+    """numpy's BLAS/LAPACK on one thread (eval-router's many small solves are slower threaded)."""
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(1)
 
 
