@@ -19,6 +19,7 @@ from serve_app.db.database import Database
 from serve_app.experiments.backend import DbExperiments
 from serve_app.experiments.config import Assignment, Experiments, ExperimentSettings, live_config
 from serve_app.experiments.report import build_report, format_report
+from serve_app.experiments.stats import UnitSums
 from serve_app.experiments.store import (
     ImplicitOutcome,
     record_feedback,
@@ -265,3 +266,139 @@ def test_evaluate_arms_scores_every_arm_on_the_same_queries() -> None:
     assert sorted(fake.calls) == sorted((f"q{i}", a) for i in range(10) for a in ("none", "learned"))
     with pytest.raises(ValueError, match="unknown"):
         asyncio.run(evaluate_arms(fake, "t", queries, qrels, ["none", "cohere"]))
+
+
+def test_a_session_experiment_is_reported_over_sessions(live_db: LiveDB) -> None:
+    """Sessions of several requests whose outcomes go together: the database's unit sums are the log's,
+    the report analyses sessions (delta method), and its interval is wider than the per-request one."""
+    rng = np.random.default_rng(11)
+    exps = Experiments([RR], rerankers={"none", "learned"})
+    log = []
+
+    async def go() -> None:
+        for _ in range(60):
+            sid, size = uuid.uuid4(), int(rng.integers(1, 9))
+            solved = rng.random() < 0.5  # the session's question: all its requests resolve alike, mostly
+            for i in range(size):
+                rid = uuid.uuid4()
+                assigned = exps.assign("unit-a", sid, rid)
+                implicit = ImplicitOutcome(bool(i == 0), "extractive", 0.6, 0.002, 20.0)
+                await record_request(live_db.db, "unit-a", rid, sid, assigned, implicit)
+                resolved = bool(solved if rng.random() < 0.9 else not solved)
+                await record_feedback(live_db.db, "unit-a", rid, resolved, 4 if resolved else 2)
+                row = {"day": None, "arm": assigned[0].arm, "unit": str(sid), "resolved": resolved}
+                log.append(row | {"rating": 4 if resolved else 2, "escalated": i == 0, "cost_usd": 0.002})
+
+    live_db.run(go())
+    arms, daily = live_db.run(report_rows(live_db.db, "rr", "unit-a"))
+    by_arm = {r["arm"]: r for r in arms}
+    for arm in ("none", "learned"):
+        rows = [r for r in log if r["arm"] == arm]
+        units = {u: [r for r in rows if r["unit"] == u] for u in {r["unit"] for r in rows}}
+        fed = [len(v) for v in units.values()]
+        res = [sum(r["resolved"] for r in v) for v in units.values()]
+        cost = [0.002 * len(v) for v in units.values()]
+        expected = {
+            "res": UnitSums.of(fed, res),
+            "rat": UnitSums.of(fed, [4 * r + 2 * (f - r) for f, r in zip(fed, res, strict=True)]),
+            "esc": UnitSums.of(fed, [1] * len(fed)),
+            "cpr": UnitSums.of(res, cost),
+        }
+        for prefix, sums in expected.items():
+            got = UnitSums.from_row(by_arm[arm], prefix)
+            assert got.n == sums.n and got.x == sums.x
+            assert (got.y, got.xx, got.yy, got.xy) == pytest.approx((sums.y, sums.xx, sums.yy, sums.xy))
+        (today,) = [d for d in daily if d["arm"] == arm]  # one day: the cumulative read is the whole arm
+        assert UnitSums.from_row(today, "cum_res") == UnitSums.from_row(by_arm[arm], "res")
+    report = build_report("rr", arms, daily, ExperimentSettings(**RR))
+    per_request = build_report("rr", arms, daily, ExperimentSettings(**{**RR, "unit": "request"}))
+    assert report["analysis"] == "session" and per_request["analysis"] == "request"
+    for arm in ("none", "learned"):
+        ours, naive = report["arms"][arm]["resolution_rate"], per_request["arms"][arm]["resolution_rate"]
+        assert (
+            ours["estimate"] == naive["estimate"]
+            and ours["high"] - ours["low"] > naive["high"] - naive["low"]
+        )
+        assert report["arms"][arm]["cost_per_resolved"]["low"] >= 0
+    diff, naive_diff = report["vs_control"]["learned"], per_request["vs_control"]["learned"]
+    assert diff["resolution_rate"]["high"] - diff["resolution_rate"]["low"] > (
+        naive_diff["resolution_rate"]["high"] - naive_diff["resolution_rate"]["low"]
+    )
+    assert set(diff) == {"resolution_rate", "sequential", "rating", "escalation_rate", "cost_per_resolved"}
+    assert "intervals over sessions (delta method)" in format_report(report).splitlines()[0]
+
+
+def test_a_simulated_tenant_aa_test_is_flagged_per_request_but_not_per_tenant() -> None:
+    """20 tenants a day-long stream of correlated requests (A/A): read per request the report finds a
+    difference that is not there far more often than read per tenant."""
+    from serve_app.experiments.simulate import aggregate, simulate_log
+
+    tenant = ExperimentSettings(name="aa", arms={"a": 1, "b": 1}, unit="tenant")
+    request = ExperimentSettings(name="aa", arms={"a": 1, "b": 1}, unit="request")
+    seeds, flagged = 40, Counter()
+    for seed in range(seeds):
+        log = simulate_log(
+            tenant,
+            {"a": 0.5, "b": 0.5},
+            days=7,
+            per_day=120,
+            seed=seed,
+            requests_per_unit=42,
+            unit_spread=1.5,
+        )
+        arms, daily = aggregate(log)
+        for name, exp in (("tenant", tenant), ("request", request)):
+            diff = build_report("aa", arms, daily, exp)["vs_control"]["b"]
+            flagged[name] += diff["resolution_rate"]["p_value"] < 0.05
+            flagged[name + " sequential"] += diff["sequential"]["p_value"] < 0.05
+    assert flagged["tenant"] / seeds <= 0.15 and flagged["tenant sequential"] / seeds <= 0.1
+    assert flagged["request"] / seeds >= 0.4 and flagged["request"] >= 3 * max(1, flagged["tenant"])
+
+
+def test_the_recorded_arm_is_the_served_arm_when_the_configuration_changes_mid_request(
+    kb_settings,
+) -> None:
+    """The Router deployment's class without Serve: a reconfiguration that lands between a request's
+    retrieval and its recording does not change the arm it is recorded under."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from deployments.router import Router
+    from serve_app.routing.providers.base import Message
+    from serve_app.routing.service import ChatRequest
+
+    settings = load_settings(
+        None,
+        state_dir=kb_settings.state_dir,
+        routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]},
+    )
+    flip = {**RR, "arms": {"none": 1, "learned": 0}}
+    served: list[str] = []
+
+    async def search(**kwargs):
+        served.append(kwargs["arm"])
+        router.reconfigure({"experiments": [{**flip, "arms": {"none": 0, "learned": 1}}]})
+        return {"passages": []}
+
+    router = Router(
+        settings.routing,
+        settings.screen,
+        settings.pricing,
+        settings.db,
+        settings.state_dir,
+        knowledge=SimpleNamespace(search=SimpleNamespace(remote=search)),
+        experiments=Experiments([flip], rerankers={"none", "learned"}),
+    )
+
+    async def scenario() -> list[str]:
+        sid = uuid.uuid4()
+        reply = await router.chat(
+            ChatRequest("arm-r", (Message("user", "How do I export?"),), session_id=sid)
+        )
+        request_id = uuid.UUID(reply["routing"]["request_id"])
+        async with router.db.tenant("arm-r") as conn:
+            arms = await conn.fetch("SELECT arm FROM request_arms WHERE request_id = $1", request_id)
+        await router.__del__()
+        return [r["arm"] for r in arms]
+
+    assert asyncio.run(scenario()) == served == ["none"]
