@@ -329,8 +329,8 @@ def test_a_session_experiment_is_reported_over_sessions(live_db: LiveDB) -> None
 
 
 def test_a_simulated_tenant_aa_test_is_flagged_per_request_but_not_per_tenant() -> None:
-    """20 tenants a day-long stream of correlated requests (A/A): read per request the report finds a
-    difference that is not there far more often than read per tenant."""
+    """A/A with 20 tenants (about 10 an arm) of about 42 correlated requests each over 7 days: read per
+    request the report finds a difference that is not there far more often than read per tenant."""
     from serve_app.experiments.simulate import aggregate, simulate_log
 
     tenant = ExperimentSettings(name="aa", arms={"a": 1, "b": 1}, unit="tenant")
