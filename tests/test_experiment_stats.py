@@ -175,6 +175,7 @@ def test_a_mean_over_units_has_a_t_interval_on_units():
     assert (got.low, got.high) == pytest.approx((s.ratio - half, s.ratio + half))
     assert clustered_mean(UnitSums.of([1.0], [3.0])).low is None
     assert clustered_mean(UnitSums.of([2.0, 1.0], [0.0, 5.0]), floor=0.0).low == 0.0
+    assert clustered_mean(UnitSums.of([2.0, 1.0], [2.0, 5.0]), floor=1.0, ceiling=5.0).high == 5.0
     assert clustered_rate(UnitSums.of([], [])).estimate is None
 
 

@@ -402,3 +402,32 @@ def test_the_recorded_arm_is_the_served_arm_when_the_configuration_changes_mid_r
         return [r["arm"] for r in arms]
 
     assert asyncio.run(scenario()) == served == ["none"]
+
+
+def test_feedback_and_reports_act_for_the_api_keys_tenant(live_db: LiveDB, kb_settings) -> None:
+    """With API keys: feedback on another tenant's request is a 404 like an unknown one, naming another
+    tenant is a 403, no key a 401; a report shows the key's tenant's rows only."""
+    from serve_app.auth import KeyVerifier, new_key
+    from serve_app.http import Access, create_app
+    from tests.test_auth import bearer, memory_lookup
+
+    ids = _seed(live_db, "keya", 20, {"none": 0.5, "learned": 0.5}, seed=5)
+    key_a, key_b = new_key("keya"), new_key("keyb")
+    app = create_app(access=Access(KeyVerifier(memory_lookup({key_a, key_b}))))
+    db = Database.of(kb_settings)
+    app.state.experiments = DbExperiments(db, Experiments([RR], rerankers={"none", "learned"}))
+    with TestClient(app) as client:
+        body = {"request_id": str(ids[0]), "resolved": False, "rating": 2}
+        assert client.post("/v1/feedback", json=body).status_code == 401
+        assert client.post("/v1/feedback", json=body, headers=bearer(key_b)).status_code == 404
+        named = client.post("/v1/feedback", json={**body, "tenant_id": "keya"}, headers=bearer(key_b))
+        assert named.status_code == 403
+        own = client.post("/v1/feedback", json=body, headers=bearer(key_a))
+        assert own.status_code == 200 and own.json()["resolved"] is False
+        mine = client.get("/v1/experiments/rr", headers=bearer(key_a)).json()
+        theirs = client.get("/v1/experiments/rr", headers=bearer(key_b)).json()
+        assert sum(a["requests"] for a in mine["arms"].values()) == 20
+        assert sum(a["requests"] for a in theirs["arms"].values()) == 0
+        peek = client.get("/v1/experiments/rr", params={"tenant_id": "keya"}, headers=bearer(key_b))
+        assert peek.status_code == 403
+        client.portal.call(db.close)

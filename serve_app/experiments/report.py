@@ -91,7 +91,7 @@ def _arm(row: Mapping[str, Any], by_unit: bool) -> dict[str, Any]:
     cost = float(row.get("cost_usd") or 0.0)
     if by_unit:
         resolution = stats.clustered_rate(_sums(row, "res"))
-        rating = stats.clustered_mean(_sums(row, "rat"))
+        rating = stats.clustered_mean(_sums(row, "rat"), floor=1.0, ceiling=5.0)
         escalation = stats.clustered_rate(_sums(row, "esc"))
     else:
         resolution = stats.wilson(resolved, fed)
@@ -235,7 +235,8 @@ def format_report(report: dict[str, Any]) -> str:
     for arm, c in report["vs_control"].items():
         r, s = c["resolution_rate"], c["sequential"]
         if r["estimate"] is None:
-            lines.append(f"{arm} vs {report['control']}: no feedback yet")
+            why = "no feedback yet" if unit == "request" else f"fewer than 2 {unit}s with feedback an arm"
+            lines.append(f"{arm} vs {report['control']}: {why}")
             continue
         seq = "-" if s["low"] is None else f"[{s['low'] * 100:+.1f}, {s['high'] * 100:+.1f}]"
         lines.append(

@@ -281,9 +281,11 @@ def clustered_rate(s: UnitSums, z: float = Z95) -> Interval:
     return _wilson(r, n_eff, z)
 
 
-def clustered_mean(s: UnitSums, confidence: float = 0.95, floor: float | None = None) -> Interval:
+def clustered_mean(
+    s: UnitSums, confidence: float = 0.95, floor: float | None = None, ceiling: float | None = None
+) -> Interval:
     """A per-request mean over units (rating, cost per resolved request) with a t interval on units - 1
-    degrees of freedom; `floor` bounds the low end (a cost is not negative)."""
+    degrees of freedom, kept within [floor, ceiling] where given (a rating is 1-5, a cost not negative)."""
     r, v = s.ratio, s.variance
     if r is None:
         return Interval(None, None, None)
@@ -291,7 +293,8 @@ def clustered_mean(s: UnitSums, confidence: float = 0.95, floor: float | None = 
         return Interval(r, None, None)
     half = float(sps.t.ppf((1 + confidence) / 2, s.n - 1)) * math.sqrt(v)
     low = r - half if floor is None else max(floor, r - half)
-    return Interval(r, low, r + half)
+    high = r + half if ceiling is None else min(ceiling, r + half)
+    return Interval(r, low, high)
 
 
 def clustered_difference(a: UnitSums, b: UnitSums, confidence: float = 0.95) -> Difference:
