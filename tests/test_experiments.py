@@ -431,3 +431,50 @@ def test_feedback_and_reports_act_for_the_api_keys_tenant(live_db: LiveDB, kb_se
         peek = client.get("/v1/experiments/rr", params={"tenant_id": "keya"}, headers=bearer(key_b))
         assert peek.status_code == 403
         client.portal.call(db.close)
+
+
+def test_the_daily_unit_sums_accumulate_each_units_requests_as_the_simulation_does(live_db: LiveDB) -> None:
+    """Sessions whose requests fall on three days: the database's daily rows (that day's counts and the
+    cumulative unit sums the sequential test reads) are what `simulate.aggregate` makes of the same log."""
+    import asyncpg
+
+    from serve_app.experiments.simulate import aggregate
+
+    rng = np.random.default_rng(12)
+    exps = Experiments([RR], rerankers={"none", "learned"})
+    log, moved = [], []
+
+    async def go() -> None:
+        for _ in range(40):
+            sid = uuid.uuid4()
+            for _ in range(int(rng.integers(1, 6))):
+                rid, day = uuid.uuid4(), int(rng.integers(1, 4))
+                assigned = exps.assign("days-a", sid, rid)
+                await record_request(live_db.db, "days-a", rid, sid, assigned, None)
+                resolved = bool(rng.random() < 0.5)
+                await record_feedback(live_db.db, "days-a", rid, resolved)
+                moved.append((rid, datetime(2026, 1, day, 12, tzinfo=UTC)))
+                log.append(
+                    {"day": datetime(2026, 1, day).date(), "arm": assigned[0].arm, "unit": str(sid)}
+                    | {
+                        "resolved": resolved,
+                        "rating": None,
+                        "escalated": None,
+                        "cost_usd": 0.0,
+                        "latency_ms": 1,
+                    }
+                )
+        owner = await asyncpg.connect(live_db.db.admin_dsn)
+        try:
+            await owner.executemany("UPDATE request_arms SET created_at = $2 WHERE request_id = $1", moved)
+        finally:
+            await owner.close()
+
+    live_db.run(go())
+    _, daily = live_db.run(report_rows(live_db.db, "rr", "days-a"))
+    _, expected = aggregate(log)
+    keys = ("day", "arm", "with_feedback", "resolved", "cum_res_n", "cum_res_x", "cum_res_y")
+    assert [tuple(r[k] for k in keys) for r in daily] == [tuple(r[k] for k in keys) for r in expected]
+    for got, want in zip(daily, expected, strict=True):
+        assert UnitSums.from_row(got, "cum_res") == UnitSums.from_row(want, "cum_res")
+    assert len({r["day"] for r in daily}) == 3
