@@ -4,7 +4,7 @@ Each document is written in its own tenant transaction with its content hash, so
 unchanged and an interrupted run resumes where it stopped (a half-written document never commits).
 
 Where the time goes (the 2,757 AWS articles, 23.5k chunks, 2 shared cores): embedding. MiniLM costs
-85-100 CPU-ms a chunk (most chunks fill its 256-token window), the same at batch 64 or 128 (99 at 16);
+85-100 CPU-ms a chunk (over half the chunks fill its 256-token window), 85 at batch 64 or 128, 99 at 16;
 writing costs about a tenth of that, half of it the BM25 postings triggers, the HNSW insert under a tenth
 of it, and a transaction per document nothing measurable against one for all. The report's `embed_s` and
 `write_s` say it for each run.
