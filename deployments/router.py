@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
 from serve_app.experiments.backend import DbExperiments
-from serve_app.experiments.config import Experiments
+from serve_app.experiments.config import Assignment, Experiments
 from serve_app.experiments.store import ImplicitOutcome, record_request
 from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.metrics import Metrics
@@ -44,6 +44,12 @@ from serve_app.settings import (
 log = logging.getLogger("ray.serve")
 # the session of the request a replica task is answering: experiments split by session need it in _retrieve
 _SESSION: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("session", default=None)
+# the arms a request was served under, by request id: set where retrieval assigns them, read where the
+# request is recorded, so a live reconfiguration or a start/stop passing between the two cannot make the
+# recorded arm differ from the served one (one dict per request's task, shared by the tasks it spawns)
+_ASSIGNED: contextvars.ContextVar[dict[uuid.UUID, list[Assignment]] | None] = contextvars.ContextVar(
+    "assigned", default=None
+)
 
 
 class SelfHostedLLM:
@@ -143,7 +149,7 @@ class Router:
         """Passages for the question; a failed retrieval is logged and the turn goes on without them."""
         if self.knowledge is None:
             return []
-        assigned = self.experiments.assign(tenant_id, _SESSION.get(), request_id)
+        assigned = self._assign(tenant_id, _SESSION.get(), request_id)
         try:
             found = await self.knowledge.search.remote(
                 tenant_id=tenant_id,
@@ -174,9 +180,22 @@ class Router:
             )
         return ScreenContext.from_dict(await self.screen_reader.turn.remote(stream_id=key, wait_s=wait_s))
 
+    def _assign(
+        self, tenant_id: str, session_id: uuid.UUID | None, request_id: uuid.UUID
+    ) -> list[Assignment]:
+        """The request's arms: assigned once (at its retrieval, or when it is recorded), then kept."""
+        kept = _ASSIGNED.get()
+        if kept is not None and request_id in kept:
+            return kept[request_id]
+        assigned = self.experiments.assign(tenant_id, session_id, request_id)
+        if kept is not None:
+            kept[request_id] = assigned
+        return assigned
+
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         await self._ready()
         _SESSION.set(request.session_id)  # this request's task (and context) only
+        _ASSIGNED.set({})
         started = time.perf_counter()
         result = await self.service.reply(request)
         await self._record(request, result["routing"], started)
@@ -186,6 +205,7 @@ class Router:
         """{"delta": text} events, then {"routing": ...}."""
         await self._ready()
         _SESSION.set(request.session_id)
+        _ASSIGNED.set({})
         started = time.perf_counter()
         async for event in self.service.events(request):
             if "routing" in event:  # recorded before the caller learns the request id it may rate
@@ -201,7 +221,7 @@ class Router:
                 request.tenant_id,
                 request_id,
                 request.session_id,
-                self.experiments.assign(request.tenant_id, request.session_id, request_id),
+                self._assign(request.tenant_id, request.session_id, request_id),
                 ImplicitOutcome.of_routing(routing, (time.perf_counter() - started) * 1e3),
             )
         except Exception:

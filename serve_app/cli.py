@@ -473,16 +473,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 async def _ingest_dataset(
     settings: Settings, db: Database, embedder: Embedder, docs: Path, tenant: str, bill: TenantBill
-) -> None:
-    """The evaluation corpus, ingested once (re-runs skip unchanged files)."""
+) -> IngestReport:
+    """The evaluation corpus, ingested once (re-runs skip unchanged files); what it did goes to stderr."""
     from rich.progress import Progress
 
     from serve_app.knowledge.chunking import iter_files
     from serve_app.knowledge.ingest import ingest_path
 
+    started = time.perf_counter()
     with Progress(transient=True) as bar:
         task = bar.add_task(f"ingesting {docs}", total=len(iter_files(docs)))
-        await ingest_path(
+        report = await ingest_path(
             db,
             embedder,
             docs,
@@ -492,6 +493,13 @@ async def _ingest_dataset(
             progress=lambda n: bar.advance(task, n),
             bill=bill,
         )
+    took = time.perf_counter() - started
+    print(
+        f"ingest {docs}: {report.written} written ({report.chunks} chunks), {report.unchanged} unchanged,"
+        f" {took:.1f} s (embedding {report.embed_s:.1f} s, writing {report.write_s:.1f} s)",
+        file=sys.stderr,
+    )
+    return report
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -549,16 +557,23 @@ def _eval_arms(
     from serve_app.knowledge.factory import build_retriever
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> dict[str, object]:
-        await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant, bill)
+        started = time.perf_counter()
+        ingest = await _ingest_dataset(settings, db, embedder, args.dataset / "docs", args.tenant, bill)
+        ingest_s = time.perf_counter() - started
         retriever = build_retriever(db, settings.knowledge, embedder)
-        return await evaluate_arms(retriever, args.tenant, queries, qrels, arms, bill=bill)
+        result = await evaluate_arms(retriever, args.tenant, queries, qrels, arms, bill=bill)
+        seconds = {"ingest": ingest_s, "embed": ingest.embed_s, "write": ingest.write_s}
+        seconds["queries"] = time.perf_counter() - started - ingest_s
+        return result | {"seconds": {k: round(v, 1) for k, v in seconds.items()}}
 
     result = asyncio.run(_with_knowledge(settings, args.tenant, work))
+    took = result["seconds"]
     table = Table(
-        title=f"Reranker arms on {args.dataset.name} ({args.queries.name}, {result['queries']} queries)"
+        title=f"Reranker arms on {args.dataset.name} ({args.queries.name}, {result['queries']} queries;"
+        f" ingest {took['ingest']:.0f} s, queries {took['queries']:.0f} s)"
     )
     names = ["R@1", "R@5", "R@10", "MRR@10", "nDCG@10"]
-    for col in ["arm", *names, *(f"{n} vs {arms[0]} (95% CI)" for n in COMPARED)]:
+    for col in ["arm", *names, "p50 ms", "p95 ms", *(f"{n} vs {arms[0]} (95% CI)" for n in COMPARED)]:
         table.add_column(col, justify="left" if col == "arm" else "right")
     for arm, scores in result["arms"].items():
         diffs = result["vs_control"].get(arm, {})
@@ -566,8 +581,11 @@ def _eval_arms(
             f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if (d := diffs.get(n)) else "-"
             for n in COMPARED
         ]
-        table.add_row(arm, *(f"{scores[n]:.3f}" for n in names), *cells)
-    Console(width=160).print(table)
+        lat = result["latency_ms"][arm]
+        table.add_row(
+            arm, *(f"{scores[n]:.3f}" for n in names), f"{lat['p50']:.1f}", f"{lat['p95']:.1f}", *cells
+        )
+    Console(width=200).print(table)
     print(
         json.dumps(
             {"eval": "retrieval-arms", "dataset": str(args.dataset), "queries": str(args.queries), **result}

@@ -164,6 +164,7 @@ def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.Capture
     assert main(["ingest", str(HELP_CENTER), "--tenant", "cli-t"]) == 0
     ingested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (ingested["files"], ingested["written"], ingested["failed"]) == (16, 16, 0)
+    assert ingested["embed_s"] > 0 and ingested["write_s"] > 0  # where the ingest's time went
 
     assert main(["search", "how do I export my notes", "--tenant", "cli-t", "-k", "2"]) == 0
     out = capsys.readouterr().out
@@ -205,9 +206,13 @@ def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.Capture
     assert {"total", "lexical"} <= set(by_mode["hybrid"]["latency_ms"])
     args = ["eval-retrieval", "--dataset", str(dataset), "--queries", str(queries), "--tenant", "mini"]
     assert main([*args, "--arms", "none,learned"]) == 0
-    arms = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    arms = json.loads(captured.out.strip().splitlines()[-1])
     assert set(arms["arms"]) == {"none", "learned"} and arms["queries"] == 2 and arms["control"] == "none"
     assert set(arms["vs_control"]["learned"]) == {"R@5", "MRR@10", "nDCG@10"}
+    assert all(0 < arms["latency_ms"][a]["p50"] <= arms["latency_ms"][a]["p95"] for a in ("none", "learned"))
+    assert set(arms["seconds"]) == {"ingest", "embed", "write", "queries"} and arms["seconds"]["embed"] == 0
+    assert "0 written (0 chunks), 16 unchanged" in captured.err  # the ingest's line, on stderr
 
 
 def test_cli_rejects_bad_tenants_and_paths(cli_state: Path, capsys: pytest.CaptureFixture[str]) -> None:

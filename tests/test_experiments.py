@@ -19,6 +19,7 @@ from serve_app.db.database import Database
 from serve_app.experiments.backend import DbExperiments
 from serve_app.experiments.config import Assignment, Experiments, ExperimentSettings, live_config
 from serve_app.experiments.report import build_report, format_report
+from serve_app.experiments.stats import UnitSums
 from serve_app.experiments.store import (
     ImplicitOutcome,
     record_feedback,
@@ -247,7 +248,9 @@ def test_evaluate_arms_scores_every_arm_on_the_same_queries() -> None:
             self.rerankers = {"learned": None, "none": None}
             self.calls: list[tuple[str, str]] = []
 
-        async def search(self, tenant, text, *, mode, top_k, arm):
+        async def search(self, tenant, text, *, mode, top_k, arm=None):
+            if mode == "dense":  # the untimed search that caches the query embedding
+                return SimpleNamespace(hits=[], usage=[])
             self.calls.append((text, arm))
             order = ["good", "bad"] if arm == "learned" or text == "q0" else ["bad", "good"]
             hits = [SimpleNamespace(passage=SimpleNamespace(source=f"{d}.md")) for d in order]
@@ -265,3 +268,215 @@ def test_evaluate_arms_scores_every_arm_on_the_same_queries() -> None:
     assert sorted(fake.calls) == sorted((f"q{i}", a) for i in range(10) for a in ("none", "learned"))
     with pytest.raises(ValueError, match="unknown"):
         asyncio.run(evaluate_arms(fake, "t", queries, qrels, ["none", "cohere"]))
+
+
+def test_a_session_experiment_is_reported_over_sessions(live_db: LiveDB) -> None:
+    """Sessions of several requests whose outcomes go together: the database's unit sums are the log's,
+    the report analyses sessions (delta method), and its interval is wider than the per-request one."""
+    rng = np.random.default_rng(11)
+    exps = Experiments([RR], rerankers={"none", "learned"})
+    log = []
+
+    async def go() -> None:
+        for _ in range(60):
+            sid, size = uuid.uuid4(), int(rng.integers(1, 9))
+            solved = rng.random() < 0.5  # the session's question: all its requests resolve alike, mostly
+            for i in range(size):
+                rid = uuid.uuid4()
+                assigned = exps.assign("unit-a", sid, rid)
+                implicit = ImplicitOutcome(bool(i == 0), "extractive", 0.6, 0.002, 20.0)
+                await record_request(live_db.db, "unit-a", rid, sid, assigned, implicit)
+                resolved = bool(solved if rng.random() < 0.9 else not solved)
+                await record_feedback(live_db.db, "unit-a", rid, resolved, 4 if resolved else 2)
+                row = {"day": None, "arm": assigned[0].arm, "unit": str(sid), "resolved": resolved}
+                log.append(row | {"rating": 4 if resolved else 2, "escalated": i == 0, "cost_usd": 0.002})
+
+    live_db.run(go())
+    arms, daily = live_db.run(report_rows(live_db.db, "rr", "unit-a"))
+    by_arm = {r["arm"]: r for r in arms}
+    for arm in ("none", "learned"):
+        rows = [r for r in log if r["arm"] == arm]
+        units = {u: [r for r in rows if r["unit"] == u] for u in {r["unit"] for r in rows}}
+        fed = [len(v) for v in units.values()]
+        res = [sum(r["resolved"] for r in v) for v in units.values()]
+        cost = [0.002 * len(v) for v in units.values()]
+        expected = {
+            "res": UnitSums.of(fed, res),
+            "rat": UnitSums.of(fed, [4 * r + 2 * (f - r) for f, r in zip(fed, res, strict=True)]),
+            "esc": UnitSums.of(fed, [1] * len(fed)),
+            "cpr": UnitSums.of(res, cost),
+        }
+        for prefix, sums in expected.items():
+            got = UnitSums.from_row(by_arm[arm], prefix)
+            assert got.n == sums.n and got.x == sums.x
+            assert (got.y, got.xx, got.yy, got.xy) == pytest.approx((sums.y, sums.xx, sums.yy, sums.xy))
+        (today,) = [d for d in daily if d["arm"] == arm]  # one day: the cumulative read is the whole arm
+        assert UnitSums.from_row(today, "cum_res") == UnitSums.from_row(by_arm[arm], "res")
+    report = build_report("rr", arms, daily, ExperimentSettings(**RR))
+    per_request = build_report("rr", arms, daily, ExperimentSettings(**{**RR, "unit": "request"}))
+    assert report["analysis"] == "session" and per_request["analysis"] == "request"
+    for arm in ("none", "learned"):
+        ours, naive = report["arms"][arm]["resolution_rate"], per_request["arms"][arm]["resolution_rate"]
+        assert (
+            ours["estimate"] == naive["estimate"]
+            and ours["high"] - ours["low"] > naive["high"] - naive["low"]
+        )
+        assert report["arms"][arm]["cost_per_resolved"]["low"] >= 0
+    diff, naive_diff = report["vs_control"]["learned"], per_request["vs_control"]["learned"]
+    assert diff["resolution_rate"]["high"] - diff["resolution_rate"]["low"] > (
+        naive_diff["resolution_rate"]["high"] - naive_diff["resolution_rate"]["low"]
+    )
+    assert set(diff) == {"resolution_rate", "sequential", "rating", "escalation_rate", "cost_per_resolved"}
+    assert "intervals over sessions (delta method)" in format_report(report).splitlines()[0]
+
+
+def test_a_simulated_tenant_aa_test_is_flagged_per_request_but_not_per_tenant() -> None:
+    """A/A with 20 tenants (about 10 an arm) of about 42 correlated requests each over 7 days: read per
+    request the report finds a difference that is not there far more often than read per tenant."""
+    from serve_app.experiments.simulate import aggregate, simulate_log
+
+    tenant = ExperimentSettings(name="aa", arms={"a": 1, "b": 1}, unit="tenant")
+    request = ExperimentSettings(name="aa", arms={"a": 1, "b": 1}, unit="request")
+    seeds, flagged = 40, Counter()
+    for seed in range(seeds):
+        log = simulate_log(
+            tenant,
+            {"a": 0.5, "b": 0.5},
+            days=7,
+            per_day=120,
+            seed=seed,
+            requests_per_unit=42,
+            unit_spread=1.5,
+        )
+        arms, daily = aggregate(log)
+        for name, exp in (("tenant", tenant), ("request", request)):
+            diff = build_report("aa", arms, daily, exp)["vs_control"]["b"]
+            flagged[name] += diff["resolution_rate"]["p_value"] < 0.05
+            flagged[name + " sequential"] += diff["sequential"]["p_value"] < 0.05
+    assert flagged["tenant"] / seeds <= 0.15 and flagged["tenant sequential"] / seeds <= 0.1
+    assert flagged["request"] / seeds >= 0.4 and flagged["request"] >= 3 * max(1, flagged["tenant"])
+
+
+def test_the_recorded_arm_is_the_served_arm_when_the_configuration_changes_mid_request(
+    kb_settings,
+) -> None:
+    """The Router deployment's class without Serve: a reconfiguration that lands between a request's
+    retrieval and its recording does not change the arm it is recorded under."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from deployments.router import Router
+    from serve_app.routing.providers.base import Message
+    from serve_app.routing.service import ChatRequest
+
+    settings = load_settings(
+        None,
+        state_dir=kb_settings.state_dir,
+        routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]},
+    )
+    flip = {**RR, "arms": {"none": 1, "learned": 0}}
+    served: list[str] = []
+
+    async def search(**kwargs):
+        served.append(kwargs["arm"])
+        router.reconfigure({"experiments": [{**flip, "arms": {"none": 0, "learned": 1}}]})
+        return {"passages": []}
+
+    router = Router(
+        settings.routing,
+        settings.screen,
+        settings.pricing,
+        settings.db,
+        settings.state_dir,
+        knowledge=SimpleNamespace(search=SimpleNamespace(remote=search)),
+        experiments=Experiments([flip], rerankers={"none", "learned"}),
+    )
+
+    async def scenario() -> list[str]:
+        sid = uuid.uuid4()
+        reply = await router.chat(
+            ChatRequest("arm-r", (Message("user", "How do I export?"),), session_id=sid)
+        )
+        request_id = uuid.UUID(reply["routing"]["request_id"])
+        async with router.db.tenant("arm-r") as conn:
+            arms = await conn.fetch("SELECT arm FROM request_arms WHERE request_id = $1", request_id)
+        await router.__del__()
+        return [r["arm"] for r in arms]
+
+    assert asyncio.run(scenario()) == served == ["none"]
+
+
+def test_feedback_and_reports_act_for_the_api_keys_tenant(live_db: LiveDB, kb_settings) -> None:
+    """With API keys: feedback on another tenant's request is a 404 like an unknown one, naming another
+    tenant is a 403, no key a 401; a report shows the key's tenant's rows only."""
+    from serve_app.auth import KeyVerifier, new_key
+    from serve_app.http import Access, create_app
+    from tests.test_auth import bearer, memory_lookup
+
+    ids = _seed(live_db, "keya", 20, {"none": 0.5, "learned": 0.5}, seed=5)
+    key_a, key_b = new_key("keya"), new_key("keyb")
+    app = create_app(access=Access(KeyVerifier(memory_lookup({key_a, key_b}))))
+    db = Database.of(kb_settings)
+    app.state.experiments = DbExperiments(db, Experiments([RR], rerankers={"none", "learned"}))
+    with TestClient(app) as client:
+        body = {"request_id": str(ids[0]), "resolved": False, "rating": 2}
+        assert client.post("/v1/feedback", json=body).status_code == 401
+        assert client.post("/v1/feedback", json=body, headers=bearer(key_b)).status_code == 404
+        named = client.post("/v1/feedback", json={**body, "tenant_id": "keya"}, headers=bearer(key_b))
+        assert named.status_code == 403
+        own = client.post("/v1/feedback", json=body, headers=bearer(key_a))
+        assert own.status_code == 200 and own.json()["resolved"] is False
+        mine = client.get("/v1/experiments/rr", headers=bearer(key_a)).json()
+        theirs = client.get("/v1/experiments/rr", headers=bearer(key_b)).json()
+        assert sum(a["requests"] for a in mine["arms"].values()) == 20
+        assert sum(a["requests"] for a in theirs["arms"].values()) == 0
+        peek = client.get("/v1/experiments/rr", params={"tenant_id": "keya"}, headers=bearer(key_b))
+        assert peek.status_code == 403
+        client.portal.call(db.close)
+
+
+def test_the_daily_unit_sums_accumulate_each_units_requests_as_the_simulation_does(live_db: LiveDB) -> None:
+    """Sessions whose requests fall on three days: the database's daily rows (that day's counts and the
+    cumulative unit sums the sequential test reads) are what `simulate.aggregate` makes of the same log."""
+    import asyncpg
+
+    from serve_app.experiments.simulate import aggregate
+
+    rng = np.random.default_rng(12)
+    exps = Experiments([RR], rerankers={"none", "learned"})
+    log, moved = [], []
+
+    async def go() -> None:
+        for _ in range(40):
+            sid = uuid.uuid4()
+            for _ in range(int(rng.integers(1, 6))):
+                rid, day = uuid.uuid4(), int(rng.integers(1, 4))
+                assigned = exps.assign("days-a", sid, rid)
+                await record_request(live_db.db, "days-a", rid, sid, assigned, None)
+                resolved = bool(rng.random() < 0.5)
+                await record_feedback(live_db.db, "days-a", rid, resolved)
+                moved.append((rid, datetime(2026, 1, day, 12, tzinfo=UTC)))
+                log.append(
+                    {"day": datetime(2026, 1, day).date(), "arm": assigned[0].arm, "unit": str(sid)}
+                    | {
+                        "resolved": resolved,
+                        "rating": None,
+                        "escalated": None,
+                        "cost_usd": 0.0,
+                        "latency_ms": 1,
+                    }
+                )
+        owner = await asyncpg.connect(live_db.db.admin_dsn)
+        try:
+            await owner.executemany("UPDATE request_arms SET created_at = $2 WHERE request_id = $1", moved)
+        finally:
+            await owner.close()
+
+    live_db.run(go())
+    _, daily = live_db.run(report_rows(live_db.db, "rr", "days-a"))
+    _, expected = aggregate(log)
+    keys = ("day", "arm", "with_feedback", "resolved", "cum_res_n", "cum_res_x", "cum_res_y")
+    assert [tuple(r[k] for k in keys) for r in daily] == [tuple(r[k] for k in keys) for r in expected]
+    for got, want in zip(daily, expected, strict=True):
+        assert UnitSums.from_row(got, "cum_res") == UnitSums.from_row(want, "cum_res")
+    assert len({r["day"] for r in daily}) == 3

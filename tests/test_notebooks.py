@@ -42,4 +42,5 @@ def test_reranker_ab_notebook_executes() -> None:
     text, outputs = executed("reranker_ab.ipynb")
     assert "learned vs none: resolution +" in text and "A/A false positives" in text
     assert "A/B (+10 pts): sequential test significant from 2026-" in text
+    assert "A/A with tenant units, flagged at p < 0.05: {'per request': " in text
     assert any("image/png" in o.get("data", {}) for o in outputs)

@@ -44,8 +44,9 @@ class DbExperiments:
         """The report (one tenant's requests; None: every tenant's), or None for an experiment neither
         configured nor in the data."""
         await self.db.ready()
-        arms, daily = await report_rows(self.db, name, tenant_id)
         configured = self.experiments.get(name)
+        by_unit = configured is None or configured.unit != "request"  # daily unit sums: tenant, session
+        arms, daily = await report_rows(self.db, name, tenant_id, by_unit=by_unit)
         if configured is None and not arms:
             return None
         report = build_report(name, arms, daily, configured)

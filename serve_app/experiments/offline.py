@@ -5,6 +5,7 @@ so what the arms share, easy and hard queries, cancels out)."""
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from serve_app.costs.usage import Usage
 from serve_app.knowledge.evaluate import Query, corpus_id, metrics_for
+from serve_app.stats import percentile
 
 COMPARED = ("R@5", "MRR@10", "nDCG@10")
 
@@ -42,8 +44,9 @@ async def evaluate_arms(
     bill: Callable[[Usage], None] | None = None,
     draws: int = 2000,
 ) -> dict[str, Any]:
-    """Per arm: the mean metrics over the judged queries; per arm after the first: paired bootstrap
-    intervals of its difference to the first on R@5, MRR@10 and nDCG@10."""
+    """Per arm: the mean metrics over the judged queries and the search latency (p50, p95 ms, with the
+    query's embedding cached by an untimed dense search first); per arm after the first: paired
+    bootstrap intervals of its difference to the first on R@5, MRR@10 and nDCG@10."""
     unknown = [a for a in arms if a not in retriever.rerankers]
     if unknown or len(arms) < 2:
         raise ValueError(f"--arms needs two or more configured rerankers; unknown: {unknown}")
@@ -51,9 +54,16 @@ async def evaluate_arms(
     if not judged:
         raise ValueError("none of the queries has relevance judgements")
     scores: dict[str, list[dict[str, float]]] = {a: [] for a in arms}
+    took: dict[str, list[float]] = {a: [] for a in arms}
     for q in judged:
+        # untimed, so every arm is timed with the query's embedding cached (the first would pay for it)
+        warm = await retriever.search(tenant_id, q.text, mode="dense", top_k=1)
+        for usage in warm.usage if bill else ():
+            bill(usage)
         for arm in arms:
+            started = time.perf_counter()
             result = await retriever.search(tenant_id, q.text, mode="hybrid_rerank", top_k=passages, arm=arm)
+            took[arm].append((time.perf_counter() - started) * 1000)
             for usage in result.usage if bill else ():
                 bill(usage)
             docs = list(dict.fromkeys(corpus_id(h.passage.source) for h in result.hits))
@@ -72,4 +82,14 @@ async def evaluate_arms(
         }
         for arm in arms[1:]
     }
-    return {"queries": len(judged), "control": control, "arms": summary, "vs_control": differences}
+    latency = {
+        arm: {"p50": round(percentile(ms, 0.5), 2), "p95": round(percentile(ms, 0.95), 2)}
+        for arm, ms in took.items()
+    }
+    return {
+        "queries": len(judged),
+        "control": control,
+        "arms": summary,
+        "vs_control": differences,
+        "latency_ms": latency,
+    }

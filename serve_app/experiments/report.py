@@ -5,7 +5,10 @@ always-valid sequential p-value over daily reads (mSPRT), and a sample-ratio-mis
 
 Rates are per request: the resolution rate is over requests with feedback (`POST /v1/feedback` or the
 agent's at session end), the escalation rate over routed requests. Where the unit is a tenant or session,
-a unit's requests are correlated, so request-level intervals are narrower than a unit-level analysis's.
+a unit's requests are correlated (one tenant's questions resolve alike), so the unit is the independent
+observation: every interval, test and sequential read then comes from the delta method over units
+(`stats.UnitSums`); request-unit experiments keep the per-request Wilson, z, Welch and mSPRT figures.
+`analysis` in the report says which (`request` or the unit).
 """
 
 from __future__ import annotations
@@ -35,19 +38,25 @@ def build_report(
             arms.append(arm)  # an arm since removed from the configuration still has its rows
     control = experiment.control_arm if experiment else (arms[0] if arms else None)
     weights = dict(experiment.arms) if experiment else {a: 1.0 for a in arms}
-    per_arm = {a: _arm(rows.get(a, {})) for a in arms}
-    reads = _daily_reads(daily_rows)
+    analysis = analysis_unit(arm_rows, experiment)
+    per_arm = {a: _arm(rows.get(a, {}), analysis != "request") for a in arms}
     comparisons = {}
     if control is not None:
         base = rows.get(control, {})
         for arm in arms:
             if arm != control:
-                comparisons[arm] = _compare(base, rows.get(arm, {}), reads, control, arm, tau)
+                other = rows.get(arm, {})
+                if analysis == "request":
+                    comparisons[arm] = _compare(base, other, _daily_reads(daily_rows), control, arm, tau)
+                else:
+                    series = _unit_reads(daily_rows, control, arm)
+                    comparisons[arm] = _compare_units(base, other, series, tau)
     ratio = stats.srm({a: int(rows.get(a, {}).get("units", 0)) for a in arms}, weights)
     return {
         "experiment": name,
         "configured": experiment.model_dump(mode="json") if experiment else None,
         "control": control,
+        "analysis": analysis,
         "arms": per_arm,
         "vs_control": comparisons,
         "srm": ratio.to_dict(),
@@ -56,25 +65,51 @@ def build_report(
     }
 
 
+def analysis_unit(arm_rows: Sequence[Mapping[str, Any]], experiment: ExperimentSettings | None) -> str:
+    """What the report treats as independent: `request`, or the experiment's unit (tenant, session).
+    Without the configuration (an experiment since removed), units are inferred: any arm whose units are
+    fewer than its requests has units of several requests. Rows without unit sums (`res_n`: not from
+    `store.report_rows` or `simulate.aggregate`) can only be read per request."""
+    if not any("res_n" in r for r in arm_rows):
+        return "request"
+    if experiment is not None:
+        return experiment.unit
+    return "unit" if any(_n(r, "units") < _n(r, "requests") for r in arm_rows) else "request"
+
+
 def _n(row: Mapping[str, Any], key: str) -> int:
     return int(row.get(key) or 0)
 
 
-def _arm(row: Mapping[str, Any]) -> dict[str, Any]:
+def _sums(row: Mapping[str, Any], prefix: str) -> stats.UnitSums:
+    return stats.UnitSums.from_row(row, prefix)
+
+
+def _arm(row: Mapping[str, Any], by_unit: bool) -> dict[str, Any]:
     resolved, fed = _n(row, "resolved"), _n(row, "with_feedback")
     ratings = stats.Moments(_n(row, "ratings"), row.get("rating_mean") or 0.0, row.get("rating_var") or 0.0)
     cost = float(row.get("cost_usd") or 0.0)
+    if by_unit:
+        resolution = stats.clustered_rate(_sums(row, "res"))
+        rating = stats.clustered_mean(_sums(row, "rat"), floor=1.0, ceiling=5.0)
+        escalation = stats.clustered_rate(_sums(row, "esc"))
+    else:
+        resolution = stats.wilson(resolved, fed)
+        rating = stats.mean_interval(ratings)
+        escalation = stats.wilson(_n(row, "escalated"), _n(row, "with_routing"))
+    per_resolved = stats.clustered_mean(_sums(row, "cpr"), floor=0.0)  # a request is its own unit alike
     return {
         "units": _n(row, "units"),
         "requests": _n(row, "requests"),
         "with_feedback": fed,
         "resolved": resolved,
-        "resolution_rate": stats.wilson(resolved, fed).to_dict(),
+        "resolution_rate": resolution.to_dict(),
         "ratings": ratings.n,
-        "rating": stats.mean_interval(ratings).to_dict(),
-        "escalation_rate": stats.wilson(_n(row, "escalated"), _n(row, "with_routing")).to_dict(),
+        "rating": rating.to_dict(),
+        "escalation_rate": escalation.to_dict(),
         "cost_usd": round(cost, 8),
         "cost_per_resolved_usd": round(cost / resolved, 8) if resolved else None,
+        "cost_per_resolved": per_resolved.to_dict(),
         "latency_p50_ms": row.get("p50_ms"),
         "latency_p95_ms": row.get("p95_ms"),
     }
@@ -105,7 +140,38 @@ def _compare(
         "escalation_rate": stats.two_proportions(
             _n(a, "escalated"), _n(a, "with_routing"), _n(b, "escalated"), _n(b, "with_routing")
         ).to_dict(),
+        "cost_per_resolved": stats.clustered_difference(_sums(a, "cpr"), _sums(b, "cpr")).to_dict(),
     }
+
+
+def _compare_units(
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    series: list[tuple[stats.UnitSums, stats.UnitSums]],
+    tau: float,
+) -> dict[str, Any]:
+    """The difference to control with the unit as the independent observation (delta method)."""
+    res_a, res_b = _sums(a, "res"), _sums(b, "res")
+    now = stats.clustered_msprt(res_a, res_b, tau)
+    p_value = min(now.p_value, stats.clustered_sequential_p(series, tau))
+    return {
+        "resolution_rate": stats.clustered_difference(res_a, res_b).to_dict(),
+        "sequential": {**now.to_dict(), "p_value": p_value},
+        "rating": stats.clustered_difference(_sums(a, "rat"), _sums(b, "rat")).to_dict(),
+        "escalation_rate": stats.clustered_difference(_sums(a, "esc"), _sums(b, "esc")).to_dict(),
+        "cost_per_resolved": stats.clustered_difference(_sums(a, "cpr"), _sums(b, "cpr")).to_dict(),
+    }
+
+
+def _unit_reads(
+    daily_rows: Sequence[Mapping[str, Any]], control: str, arm: str
+) -> list[tuple[stats.UnitSums, stats.UnitSums]]:
+    """(control, arm) cumulative resolution unit sums at the end of every day both have a read."""
+    by_day: dict[Any, dict[str, stats.UnitSums]] = defaultdict(dict)
+    for r in daily_rows:
+        if "cum_res_n" in r:
+            by_day[r["day"]][r["arm"]] = _sums(r, "cum_res")
+    return [(d[control], d[arm]) for _, d in sorted(by_day.items()) if control in d and arm in d]
 
 
 def _daily_reads(daily_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, int]]]:
@@ -145,7 +211,12 @@ def _fmt_rate(iv: Mapping[str, Any], scale: float = 100.0, unit: str = "%") -> s
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a text table (the CLI prints this, then the report as one JSON line)."""
-    lines = [f"experiment {report['experiment']}  control={report['control']}  days={report['days']}"]
+    unit = report.get("analysis", "request")
+    over = "per request" if unit == "request" else f"over {unit}s (delta method)"
+    lines = [
+        f"experiment {report['experiment']}  control={report['control']}  days={report['days']}"
+        f"  intervals {over}"
+    ]
     head = (
         f"{'arm':<14}{'units':>7}{'reqs':>7}{'resolved (95% CI)':>24}{'rating (95% CI)':>20}"
         f"{'escalated':>11}{'$/resolved':>12}{'p50 ms':>9}{'p95 ms':>9}"
@@ -164,7 +235,8 @@ def format_report(report: dict[str, Any]) -> str:
     for arm, c in report["vs_control"].items():
         r, s = c["resolution_rate"], c["sequential"]
         if r["estimate"] is None:
-            lines.append(f"{arm} vs {report['control']}: no feedback yet")
+            why = "no feedback yet" if unit == "request" else f"fewer than 2 {unit}s with feedback an arm"
+            lines.append(f"{arm} vs {report['control']}: {why}")
             continue
         seq = "-" if s["low"] is None else f"[{s['low'] * 100:+.1f}, {s['high'] * 100:+.1f}]"
         lines.append(

@@ -151,25 +151,96 @@ SELECT date_trunc('day', a.created_at AT TIME ZONE 'UTC')::date AS day, a.arm,
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 
+# Each metric as a ratio of per-unit totals, prefix: (x, y) -> the sums the delta method needs over the
+# units that have data for it (stats.UnitSums): resolution, rating, escalation, cost per resolved.
+UNIT_METRICS = {
+    "res": ("fed", "res"),
+    "rat": ("rated", "rating_sum"),
+    "esc": ("routed", "esc"),
+    "cpr": ("res", "cost"),
+}
+
+_PER_UNIT = """
+SELECT a.arm, a.unit,
+       count(o.resolved)::float8 AS fed,
+       (count(*) FILTER (WHERE o.resolved))::float8 AS res,
+       count(o.rating)::float8 AS rated,
+       coalesce(sum(o.rating), 0)::float8 AS rating_sum,
+       count(o.escalated)::float8 AS routed,
+       (count(*) FILTER (WHERE o.escalated))::float8 AS esc,
+       coalesce(sum(o.cost_usd), 0)::float8 AS cost
+  FROM request_arms a
+  LEFT JOIN outcomes o ON o.tenant_id = a.tenant_id AND o.request_id = a.request_id
+ WHERE a.experiment = $1
+ GROUP BY a.arm, a.unit
+"""
+
+
+def _unit_sums(x: str, y: str, prefix: str) -> str:
+    return (
+        f"count(*) FILTER (WHERE {x} > 0 OR {y} <> 0) AS {prefix}_n, sum({x}) AS {prefix}_x,"
+        f" sum({y}) AS {prefix}_y, sum({x} * {x}) AS {prefix}_xx, sum({y} * {y}) AS {prefix}_yy,"
+        f" sum({x} * {y}) AS {prefix}_xy"
+    )
+
+
+_UNITS = f"""
+WITH u AS ({_PER_UNIT})
+SELECT arm, {", ".join(_unit_sums(x, y, p) for p, (x, y) in UNIT_METRICS.items())}
+  FROM u GROUP BY arm
+"""
+
+# The resolution rate's unit sums at the end of every day, cumulative (the sequential test's reads when
+# the unit is a tenant or session): each unit's totals up to the day, summed per arm.
+_DAILY_UNITS = f"""
+WITH per AS (
+    SELECT date_trunc('day', a.created_at AT TIME ZONE 'UTC')::date AS day, a.arm, a.unit,
+           count(o.resolved)::float8 AS fed, (count(*) FILTER (WHERE o.resolved))::float8 AS res
+      FROM request_arms a
+      LEFT JOIN outcomes o ON o.tenant_id = a.tenant_id AND o.request_id = a.request_id
+     WHERE a.experiment = $1
+     GROUP BY 1, 2, 3
+), days AS (
+    SELECT DISTINCT day FROM per
+), cum AS (
+    SELECT d.day, p.arm, p.unit, sum(p.fed) AS fed, sum(p.res) AS res
+      FROM days d JOIN per p ON p.day <= d.day
+     GROUP BY 1, 2, 3
+)
+SELECT day, arm, {_unit_sums("fed", "res", "cum_res")}
+  FROM cum GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
 
 async def report_rows(
-    db: Database, name: str, tenant_id: str | None
+    db: Database, name: str, tenant_id: str | None, by_unit: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per-arm aggregates and per-day counts of experiment `name`: one tenant's under RLS, or (no tenant)
-    every tenant's over the owner connection."""
+    every tenant's over the owner connection. Each arm row carries its unit sums (`UNIT_METRICS`); with
+    `by_unit` (a tenant or session unit) each day row also the cumulative unit sums of resolution."""
     if tenant_id is not None:
         async with db.tenant(tenant_id) as conn:
-            return await _fetch(conn, name)
+            return await _fetch(conn, name, by_unit)
     if db.admin_dsn is None:
         raise RuntimeError("Database.start() first")
     conn = await asyncpg.connect(db.admin_dsn)
     try:
-        return await _fetch(conn, name)
+        return await _fetch(conn, name, by_unit)
     finally:
         await conn.close()
 
 
-async def _fetch(conn: asyncpg.Connection, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def _fetch(
+    conn: asyncpg.Connection, name: str, by_unit: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     arms = [dict(r) for r in await conn.fetch(_ARMS, name)]
-    daily = [dict(r) for r in await conn.fetch(_DAILY, name)]
-    return arms, daily
+    sums = {r["arm"]: dict(r) for r in await conn.fetch(_UNITS, name)}
+    for row in arms:
+        row.update(sums.get(row["arm"], {}))
+    daily = {(r["day"], r["arm"]): dict(r) for r in await conn.fetch(_DAILY, name)}
+    if by_unit:
+        for r in await conn.fetch(_DAILY_UNITS, name):
+            key = (r["day"], r["arm"])  # a day an arm had no request still has its cumulative read
+            daily.setdefault(key, {"day": r["day"], "arm": r["arm"], "with_feedback": 0, "resolved": 0})
+            daily[key].update(dict(r))
+    return arms, [daily[k] for k in sorted(daily)]

@@ -2,10 +2,17 @@
 
 Each document is written in its own tenant transaction with its content hash, so a re-run skips what is
 unchanged and an interrupted run resumes where it stopped (a half-written document never commits).
+
+Where the time goes (the 2,757 AWS articles, 23.5k chunks, 2 shared cores): embedding. MiniLM costs
+85-100 CPU-ms a chunk (over half the chunks fill its 256-token window), 85 at batch 64 or 128, 99 at 16;
+writing costs about a tenth of that, half of it the BM25 postings triggers, the HNSW insert under a tenth
+of it, and a transaction per document nothing measurable against one for all. The report's `embed_s` and
+`write_s` say it for each run.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,8 @@ class IngestReport:
     chunks: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     maintained: bool = False  # VACUUM (ANALYZE) ran after the writes
+    embed_s: float = 0.0  # where the time went: embedding the chunks,
+    write_s: float = 0.0  # writing documents and chunks (HNSW and BM25 postings kept up by the inserts)
 
 
 async def ingest_path(
@@ -60,16 +69,19 @@ async def ingest_path(
 
     async def flush() -> None:
         texts = [c.text_for_embedding for _, chunks in pending for c in chunks]
+        started = time.perf_counter()
         vectors, usage = model.embed(texts)
+        report.embed_s += time.perf_counter() - started
         if usage is not None and bill is not None:
             bill(usage)
-        at = 0
+        at, started = 0, time.perf_counter()
         for doc, chunks in pending:
             async with db.tenant(tenant_id) as conn:
                 await store.replace_document(conn, doc, chunks, vectors[at : at + len(chunks)])
             at += len(chunks)
             report.written += 1
             report.chunks += len(chunks)
+        report.write_s += time.perf_counter() - started
         if progress:
             progress(len(pending))
         pending.clear()
