@@ -95,9 +95,11 @@ class ScreenReaderDeployment:
         reason: str = "",
         ts: float | None = None,
         box: tuple[int, int, int, int] | None = None,
+        supersedes: bool = True,
     ) -> dict[str, Any]:
         """Read one frame (or the crop of one at `origin`) of a stream into its screen state; `box`, in
-        `frame`'s pixels, is the changed region of a region read (lines outside it are not read)."""
+        `frame`'s pixels, is the changed region of a region read (lines outside it are not read);
+        `supersedes`: a queued older whole frame of the stream is dropped once this one is queued."""
         self.store.started(stream_id)
         seq = self.queues.next_seq()
         try:
@@ -112,6 +114,7 @@ class ScreenReaderDeployment:
                 reason=reason,
                 seq=seq,
                 vocabulary=vocabulary,
+                supersedes=supersedes,
             )
             reading = await self.queues.read(request)
         except Exception as exc:  # the stream's state must hear of every read it waits for
@@ -153,7 +156,9 @@ class ScreenReaderDeployment:
                 self.store.landed(reading, started=False)
                 self._count(reading)
                 continue
-            asyncio.get_running_loop().create_task(self.read(stream_id, frame, reason="image"))
+            # each image of a message is read: none supersedes another as a screen share's frames do
+            read = self.read(stream_id, frame, reason="image", supersedes=False)
+            asyncio.get_running_loop().create_task(read)
             started += 1
         return started
 

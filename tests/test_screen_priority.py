@@ -188,3 +188,50 @@ def test_the_hand_off_sends_the_changed_box_with_its_margin_and_the_box_within_i
         ((0, 0), (32, 112), (0, 0, 100, 20), False),
         ((0, 0), (720, 1280), None, True),
     ]
+
+
+def test_every_image_of_a_chat_message_is_read_none_is_dropped_as_stale() -> None:
+    """Several screenshots in one message: none supersedes another as a screen share's frames do."""
+    import io
+
+    from PIL import Image
+
+    engine = _SlowEngine()
+    stream = "tenant_t_chat-1.images"
+
+    def png(value: int) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(_frame(value, 700)).save(out, format="PNG")
+        return out.getvalue()
+
+    async def scenario() -> tuple[int, dict]:
+        dep = ScreenReaderDeployment(ScreenSettings(warm=False), engine_factory=lambda: engine)
+        started = await dep.read_images(stream, [png(11), png(12), png(13)])
+        await asyncio.sleep(0.05)  # the turn is a later call: the reads have begun
+        context = await dep.turn(stream, 5.0)
+        await dep.close()
+        return started, context
+
+    started, context = asyncio.run(scenario())
+    assert started == 3
+    assert sorted(engine.read_values) == [11, 12, 13]
+    assert {"frame 11", "frame 12", "frame 13"} <= set(context["appeared"]) | set(context["current"]), context
+
+
+def test_closing_the_queues_cancels_reads_still_waiting() -> None:
+    from serve_app.screen.queues import ReadQueues
+    from serve_app.screen.reader import ReadRequest, ScreenReader
+
+    async def scenario() -> list[bool]:
+        queues = ReadQueues(ScreenReader(engine=_SlowEngine()), frame_batch=1)
+        stream = "tenant_t_desk-3.screen"
+        reads = [
+            asyncio.create_task(queues.read(ReadRequest(_frame(n, 700), stream_id=stream, supersedes=False)))
+            for n in (21, 22, 23)
+        ]
+        await asyncio.sleep(0.2)  # the first is being read, the others queued
+        await asyncio.wait_for(queues.close(), 2)
+        done, _ = await asyncio.wait(reads, timeout=2)
+        return [task.cancelled() for task in reads if task in done]
+
+    assert asyncio.run(scenario()) == [True, True, True]

@@ -7,8 +7,9 @@ so a region read starts as soon as the region thread is free; the whole-frame th
 CPU priority (Linux: `nice` +5 for that thread alone: about a third of a region thread's share of a
 busy core, so whole frames yield without starving). A whole-frame read of a stream that a newer
 whole frame of the same stream has superseded before its batch began is not read: its reading comes
-back `skipped="stale"` (the newer one replaces the stream's lines anyway). No Ray: the ScreenReader
-deployment holds one of these.
+back `skipped="stale"` (the newer one replaces the stream's lines anyway); requests that do not
+supersede (`ReadRequest.supersedes` false: the images of a chat message) are each read. No Ray: the
+ScreenReader deployment holds one of these.
 """
 
 from __future__ import annotations
@@ -57,10 +58,14 @@ class _Lane:
             self.worker = asyncio.get_running_loop().create_task(self._work())
 
     async def close(self) -> None:
+        """Stops the worker; reads still queued or in the batch being read are cancelled (their
+        callers hear it rather than wait forever)."""
         if self.worker is not None:
             self.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker
+        while self.queue is not None and not self.queue.empty():
+            self.queue.get_nowait()[1].cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _batch(self) -> list[Item]:
@@ -90,6 +95,10 @@ class _Lane:
                 continue
             try:
                 readings = await loop.run_in_executor(self.executor, self.run, [r for r, _ in waiting])
+            except asyncio.CancelledError:  # closing: the batch's callers are cancelled too
+                for _, future in waiting:
+                    future.cancel()
+                raise
             except Exception as exc:  # each caller hears of it (the reader itself does not raise)
                 for _, future in waiting:
                     if not future.done():
@@ -130,11 +139,12 @@ class ReadQueues:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         whole = request.box is None if request.whole_frame is None else request.whole_frame
         if whole:
-            with self._lock:
-                self._latest[request.stream_id] = max(request.seq, self._latest.get(request.stream_id, 0))
-                self._latest.move_to_end(request.stream_id)
-                while len(self._latest) > self.max_streams:
-                    self._latest.popitem(last=False)
+            if request.supersedes:
+                with self._lock:
+                    self._latest[request.stream_id] = max(request.seq, self._latest.get(request.stream_id, 0))
+                    self._latest.move_to_end(request.stream_id)
+                    while len(self._latest) > self.max_streams:
+                        self._latest.popitem(last=False)
             self.frames.put((request, future))
         else:
             self.regions.put((request, future))
@@ -148,7 +158,7 @@ class ReadQueues:
     def _read_frames(self, requests: list[ReadRequest]) -> list[Reading]:
         """(In the frame thread.) Whole frames a newer one of their stream superseded are not read."""
         with self._lock:
-            stale = [self._latest.get(r.stream_id, r.seq) > r.seq for r in requests]
+            stale = [r.supersedes and self._latest.get(r.stream_id, r.seq) > r.seq for r in requests]
         done = iter(self.reader.read_batch([r for r, old in zip(requests, stale, strict=True) if not old]))
         out = []
         for request, old in zip(requests, stale, strict=True):

@@ -52,6 +52,8 @@ class ReadRequest:
     ts: float | None = None
     reason: str = ""
     seq: int = 0  # the order reads of a stream were submitted in (0: unordered)
+    # a whole frame of a stream supersedes its older queued ones (screen shares); chat images: each is read
+    supersedes: bool = True
     vocabulary: Vocabulary | None = None  # restores spacing (the tenant's); None: the reader's own
 
 
