@@ -39,8 +39,9 @@ def test_planes_hash_and_cells_are_the_rgb_ones(height: int, width: int) -> None
     assert np.array_equal(back.luma, planes.luma) and np.array_equal(back.color, planes.color)
     for cell in (None, (16, 2), (4, 2), (12, 2), (64, 2)):
         rgb = signals_batch(frames, cell=cell)
-        for backend in ("native", "torch"):
-            got = planes_signals(planes, cell=cell, backend=backend)
+        # `back` views an HTTP body: its colour plane is misaligned for uint16 when height*width is odd
+        for backend, source in (("native", planes), ("native", back), ("torch", planes), ("torch", back)):
+            got = planes_signals(source, cell=cell, backend=backend)
             assert np.array_equal(got.hashes, rgb.hashes), (cell, backend)
             if cell is not None:
                 assert np.array_equal(got.cells, rgb.cells), (cell, backend)

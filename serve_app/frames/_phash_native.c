@@ -398,7 +398,15 @@ static PyObject *resize_batch(PyObject *self, PyObject *args) {
     if (planes && PyObject_GetBuffer(color_obj, &colb, PyBUF_C_CONTIGUOUS) < 0) {
         PyBuffer_Release(&fb);
         PyBuffer_Release(&ob);
-        PyBuffer_Release(&cb);
+        if (has_cells) PyBuffer_Release(&cb);
+        return NULL;
+    }
+    if (planes && ((uintptr_t)colb.buf % sizeof(uint16_t)) != 0) {  /* read as uint16_t below */
+        PyErr_SetString(PyExc_ValueError, "color plane is not aligned to 2 bytes");
+        PyBuffer_Release(&fb);
+        PyBuffer_Release(&ob);
+        if (has_cells) PyBuffer_Release(&cb);
+        PyBuffer_Release(&colb);
         return NULL;
     }
     PyObject *result = NULL;

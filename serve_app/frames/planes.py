@@ -244,7 +244,7 @@ def planes_signals(
 def _native_planes(planes: Planes, cell: Cell | None, threads: int | None) -> tuple[np.ndarray, Any]:
     b, h, w = len(planes), planes.height, planes.width
     luma = np.ascontiguousarray(planes.luma)
-    color = np.ascontiguousarray(planes.color)
+    color = np.require(planes.color, np.uint16, ["C", "A"])  # read as uint16_t in C: aligned, contiguous
     plan = plan_for(h, w)
     out = np.empty((b, THUMB, THUMB), np.uint8)
     cells = None if cell is None else np.empty((b, CHANNELS, *cell_grid(h, w, cell)), np.int32)
