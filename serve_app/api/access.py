@@ -26,6 +26,14 @@ class Access:
     limiter: RateLimiter | None = None
 
 
+def app_backend(request: Request, name: str, what: str) -> Any:
+    """The backend the graph put on `app.state.<name>`; 503 naming `what` where this deployment has none."""
+    backend = getattr(request.app.state, name, None)
+    if backend is None:
+        raise HTTPException(503, f"{what} not part of this deployment")
+    return backend
+
+
 def api_key(request: Request) -> str | None:
     """The key of `Authorization: Bearer <key>`, else of `X-API-Key`."""
     auth = request.headers.get("authorization", "")

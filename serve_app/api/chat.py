@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from serve_app.api.access import authenticate, charge_tokens, request_tenant
+from serve_app.api.access import app_backend, authenticate, charge_tokens, request_tenant
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import ChatBackend, Overloaded
 from serve_app.frames.decode import FrameLimits
@@ -38,10 +38,7 @@ router = APIRouter(
 
 
 def chat_backend(request: Request) -> ChatBackend:
-    backend = getattr(request.app.state, "chat", None)
-    if backend is None:
-        raise HTTPException(503, "the router is not part of this deployment")
-    return backend
+    return app_backend(request, "chat", "the router is")
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from serve_app.api.access import authenticate, request_tenant
+from serve_app.api.access import app_backend, authenticate, request_tenant
 from serve_app.api.checked import CheckedRoute
 
 router = APIRouter(
@@ -38,10 +38,7 @@ class FeedbackOut(BaseModel):
 
 
 def experiment_backend(request: Request) -> Any:
-    backend = getattr(request.app.state, "experiments", None)
-    if backend is None:
-        raise HTTPException(503, "experiments are not part of this deployment")
-    return backend
+    return app_backend(request, "experiments", "experiments are")
 
 
 @router.post(

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from serve_app.api.access import authenticate, authorize
+from serve_app.api.access import app_backend, authenticate, authorize
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import KnowledgeBackend
 from serve_app.knowledge.query import MAX_QUERY_CHARS, check_query
@@ -47,10 +47,7 @@ class SearchOut(BaseModel):
 
 
 def knowledge_backend(request: Request) -> KnowledgeBackend:
-    backend = getattr(request.app.state, "knowledge", None)
-    if backend is None:
-        raise HTTPException(503, "the knowledge base is not part of this deployment")
-    return backend
+    return app_backend(request, "knowledge", "the knowledge base is")
 
 
 @router.post(
