@@ -1,6 +1,7 @@
 """Knowledge deployments: Embeddings (batched, cached), RerankerArms (every configured backend, one per
 arm), KnowledgeBase (Postgres pool + hybrid retrieval, calling the other two through handles; what a
-billed embedder or reranker charged for a search goes to the tenant's cost ledger). Each is built from
+billed embedder or reranker charged for a search goes to the tenant's cost ledger, written before the
+search returns). Each is built from
 its own settings section; factory.build_retriever wires the KnowledgeBase's retriever."""
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class KnowledgeBase:
         billed_for = _request_uuid(request_id)
         for usage in result.usage:
             self.ledger.record(usage.event(tenant_id, self.prices, request_id=billed_for))
+        if result.usage:
+            await self.ledger.durable()  # the search returns once what it billed is written
         return {
             "query": result.query,
             "mode": result.mode,

@@ -2,7 +2,9 @@
 GGUF tier, so the model's memory and CPU are placed and scaled apart from the routing logic.
 
 Thresholds, scorer weights, retries and the breaker arrive as the Router's `user_config` and apply to the
-next request without a redeploy. A clean replica shutdown flushes the ledger (`__del__`).
+next request without a redeploy. A chat is answered only once its cost events are written
+(`CostLedger.durable`), so a Router replica that dies loses none of an answered request's events; a clean
+replica shutdown flushes the rest (`__del__`).
 """
 
 from __future__ import annotations
@@ -198,6 +200,7 @@ class Router:
         _ASSIGNED.set({})
         started = time.perf_counter()
         result = await self.service.reply(request)
+        await self.ledger.durable()  # answered only once its cost events are written
         await self._record(request, result["routing"], started)
         return result
 
@@ -209,6 +212,7 @@ class Router:
         started = time.perf_counter()
         async for event in self.service.events(request):
             if "routing" in event:  # recorded before the caller learns the request id it may rate
+                await self.ledger.durable()  # and its cost events written
                 await self._record(request, event["routing"], started)
             yield event
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_a_failed_flush_keeps_every_tenants_events_in_order(kb_settings) -> None
             ledger.record(event(tenant))
         with pytest.raises(RuntimeError):
             await ledger.flush()
-        return [e.tenant_id for e in ledger._pending]
+        return [e.tenant_id for _, e in ledger._pending]
 
     assert asyncio.run(scenario()) == ["ledger-c", "ledger-c", "ledger-d", "ledger-f"]
 
@@ -294,3 +295,52 @@ def test_report_reproduces_the_seed_table(live_db: LiveDB) -> None:
         "all_top_tier_usd": pytest.approx(700.0),
         "saved_pct": 83.43,
     }
+
+
+def test_durable_waits_for_the_write_and_groups_concurrent_requests(live_db: LiveDB) -> None:
+    """`durable()` returns once every event recorded before it is in Postgres: requests answered
+    together share the flusher's writes (fewer writes than requests), and none waits for the old
+    one-second timer."""
+
+    async def scenario() -> tuple[list[int], int, int, float]:
+        ledger = CostLedger(live_db.db, interval_s=3600)  # only a recorded event wakes the flusher
+        ledger.start()
+        writes = 0
+        flush = ledger.flush
+
+        async def counted() -> int:
+            nonlocal writes
+            writes += 1
+            return await flush()
+
+        ledger.flush = counted  # type: ignore[method-assign]
+
+        async def request(n: int) -> int:
+            ledger.record(event("ledger-w", attempt=1 + n % 3))
+            await asyncio.sleep(0)
+            assert await ledger.durable(timeout_s=30)
+            return (await cost_report(live_db.db, "ledger-w")).attempts
+
+        started = time.monotonic()
+        seen = await asyncio.gather(*(request(n) for n in range(40)))
+        took = time.monotonic() - started
+        await ledger.stop()
+        return seen, writes, ledger.late, took
+
+    seen, writes, late, took = live_db.run(scenario())
+    assert min(seen) >= 1 and max(seen) == 40  # each request saw at least its own event written
+    assert 1 <= writes < 40 and late == 0 and took < 30
+
+
+def test_durable_gives_up_after_its_wait_and_keeps_the_events(kb_settings) -> None:
+    async def scenario() -> tuple[bool, int, int]:
+        ledger = CostLedger(Database.of(kb_settings), interval_s=0.05)  # never started: writes fail
+        ledger.start()
+        ledger.record(event("ledger-u"))
+        ok = await ledger.durable(timeout_s=0.3)
+        pending, late = ledger.pending, ledger.late
+        ledger._flusher.cancel()  # type: ignore[union-attr]
+        await asyncio.gather(ledger._flusher, return_exceptions=True)  # type: ignore[arg-type]
+        return ok, pending, late
+
+    assert asyncio.run(scenario()) == (False, 1, 1)

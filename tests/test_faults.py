@@ -178,9 +178,10 @@ def test_shutdown_under_load_loses_no_cost_event(live_db: LiveDB, kb_settings: S
     assert answered >= 200 and recorded == answered
 
 
-def test_router_replica_shutdown_flushes_its_ledger(kb_settings: Settings) -> None:
-    """The Router deployment's class, run without Serve: answers buffer their attempts; `__del__` (what
-    Serve calls on a graceful replica shutdown) writes every one of them."""
+def test_a_router_replica_answers_only_once_its_cost_events_are_written(kb_settings: Settings) -> None:
+    """The Router deployment's class, run without Serve: when `chat` (or the stream's routing event)
+    returns, the request's attempts are in Postgres already, so a replica killed right after answering
+    (its node lost: no `__del__`) loses none of them; `__del__` flushes what is left."""
     from deployments.router import Router
 
     settings = load_settings(
@@ -189,22 +190,37 @@ def test_router_replica_shutdown_flushes_its_ledger(kb_settings: Settings) -> No
         routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]},
     )
 
-    async def scenario() -> tuple[int, int, int]:
+    async def rows() -> int:
+        async with Database.of(settings) as db, db.tenant("fault-r") as conn:
+            return await conn.fetchval("SELECT count(*) FROM cost_events WHERE service = 'llm'")
+
+    async def scenario() -> tuple[list[int], int, int]:
         router = Router(  # no knowledge handle: answers without passages
             settings.routing, settings.screen, settings.pricing, settings.db, settings.state_dir
         )
-        router.ledger.interval_s = 3600  # nothing leaves the buffer before shutdown
-        request = ChatRequest("fault-r", (Message("user", "Hello there"),))
-        for _ in range(25):
-            await router.chat(request)
-        pending = router.ledger.pending
-        await router.__del__()
-        async with Database.of(settings) as db, db.tenant("fault-r") as conn:
-            rows = await conn.fetchval("SELECT count(*) FROM cost_events WHERE service = 'llm'")
-        return pending, rows, router.service.answered
+        ledger = router.ledger
+        ledger.interval_s = 3600  # no timer: the flusher writes when woken
+        write = ledger.flush
 
-    pending, rows, answered = asyncio.run(scenario())
-    assert pending == 25 and rows == 25 == answered
+        async def slow_write() -> int:  # a Postgres that takes its time: the answer must wait for it
+            await asyncio.sleep(0.3)
+            return await write()
+
+        ledger.flush = slow_write  # type: ignore[method-assign]
+        request = ChatRequest("fault-r", (Message("user", "Hello there"),))
+        seen = []
+        for _ in range(5):
+            await router.chat(request)
+            seen.append(ledger.written)  # the moment the answer is back
+            async for event in router.chat_stream(request):
+                if "routing" in event:
+                    seen.append(ledger.written)
+        in_db = await rows()  # what a replica killed now leaves behind
+        await router.__del__()
+        return seen, in_db, router.service.answered
+
+    seen, in_db, answered = asyncio.run(scenario())
+    assert seen == list(range(1, 11)) and in_db == 10 == answered
 
 
 def test_serve_failures_of_a_model_deployment_are_typed_provider_errors() -> None:

@@ -1,15 +1,21 @@
 """The cost ledger: every attempt's tokens, images, latency and cost go to `cost_events`, per tenant.
 
-`record()` only appends to an in-memory buffer (the hot path never waits on Postgres); a background task
-flushes every `interval_s` or `batch` events, each tenant's events in one tenant transaction (RLS
-applies). Events whose write fails stay buffered for the next flush (the flusher keeps going); a flush
-under way at shutdown finishes, and `close()` flushes everything, so a clean shutdown loses nothing.
+`record()` only appends to an in-memory buffer and wakes the flusher (the hot path never waits on
+Postgres there); the flusher writes what is buffered at once, each tenant's events in one tenant
+transaction (RLS applies), and events recorded while a write is under way go together in the next one
+(group commit). `durable()` waits until every event recorded before the call is written: a replica
+answers only then, so a replica that dies (its node lost, no clean shutdown) loses no event of a request
+it answered. Events whose write fails stay buffered and are retried every `interval_s` (the flusher keeps
+going; `durable()` gives up after `durable_wait_s` and the answer goes out regardless); a flush under way
+at shutdown finishes, and `close()` flushes everything, so a clean shutdown loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,13 +37,20 @@ VALUES (current_tenant(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
 @dataclass
 class CostLedger:
     db: Database
-    batch: int = 200
-    interval_s: float = 1.0
-    _pending: list[CostEvent] = field(default_factory=list)
+    batch: int = 200  # without a flusher, record() starts a flush once this many events are buffered
+    interval_s: float = 1.0  # the flusher's retry delay after a failed write (and its longest sleep)
+    durable_wait_s: float = 2.0  # how long durable() waits by default
+    _pending: list[tuple[int, CostEvent]] = field(default_factory=list)  # (sequence number, event)
+    _writing: list[int] = field(default_factory=list)  # sequence numbers of the write under way
+    _recorded: int = 0  # events recorded so far: the last sequence number
     _task: asyncio.Task | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _flusher: asyncio.Task | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _running: int = 0  # run() loops under way (start() runs one)
+    _flushed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) after each write
     written: int = 0
+    late: int = 0  # durable() calls that gave up waiting
 
     def start(self) -> None:
         """Run the flusher (`run()`) on the running event loop, once; replicas call this when they
@@ -55,9 +68,42 @@ class CostLedger:
         await self.close()
 
     def record(self, event: CostEvent) -> None:
-        self._pending.append(event)
-        if len(self._pending) >= self.batch and (self._task is None or self._task.done()):
+        self._recorded += 1
+        self._pending.append((self._recorded, event))
+        self._wake.set()
+        if (
+            not self._running
+            and len(self._pending) >= self.batch
+            and (self._task is None or self._task.done())
+        ):
             self._task = asyncio.get_running_loop().create_task(self.flush())
+
+    def _written_through(self, seq: int) -> bool:
+        """Every event up to sequence number `seq` is in Postgres."""
+        return all(n > seq for n, _ in self._pending) and all(n > seq for n in self._writing)
+
+    async def durable(self, timeout_s: float | None = None) -> bool:
+        """Wait until every event recorded before this call is written (at most `timeout_s`, by default
+        `durable_wait_s`); True when it is. Without a running flusher it flushes itself."""
+        target, wait_s = self._recorded, self.durable_wait_s if timeout_s is None else timeout_s
+        if self._written_through(target):
+            return True
+        if not self._running:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(wait_s):
+                    await asyncio.shield(self.flush())
+        else:
+            deadline = time.monotonic() + wait_s
+            self._wake.set()
+            while not self._written_through(target) and (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._flushed.wait()
+        if self._written_through(target):
+            return True
+        self.late += 1
+        log.warning("cost events not written after %.1f s; %d buffered", wait_s, self.pending)
+        return False
 
     @property
     def pending(self) -> int:
@@ -70,36 +116,48 @@ class CostLedger:
         back at the head of the buffer, in order, for the next flush."""
         async with self._lock:
             events, self._pending = self._pending, []
-            by_tenant: dict[str, list[CostEvent]] = defaultdict(list)
-            for event in events:
-                by_tenant[event.tenant_id].append(event)
+            by_tenant: dict[str, list[tuple[int, CostEvent]]] = defaultdict(list)
+            for item in events:
+                by_tenant[item[1].tenant_id].append(item)
             groups = list(by_tenant.items())
             done = 0
-            for n, (tenant, items) in enumerate(groups):
-                try:
-                    async with self.db.tenant(tenant) as conn:
-                        await ensure_tenant(conn, tenant)
-                        await conn.executemany(INSERT, [_row(e) for e in items])
-                except BaseException:
-                    self._pending[:0] = [e for _, rest in groups[n:] for e in rest]
-                    self.written += done
-                    raise
-                done += len(items)
-            self.written += done
+            self._writing = [seq for seq, _ in events]  # until the flush ends, written or put back
+            try:
+                for n, (tenant, items) in enumerate(groups):
+                    try:
+                        async with self.db.tenant(tenant) as conn:
+                            await ensure_tenant(conn, tenant)
+                            await conn.executemany(INSERT, [_row(e) for _, e in items])
+                    except BaseException:
+                        self._pending[:0] = [item for _, rest in groups[n:] for item in rest]
+                        raise
+                    done += len(items)
+            finally:
+                self._writing = []
+                self.written += done
+                self._flushed.set()  # wake durable() waiters, then arm a fresh event for the next write
+                self._flushed = asyncio.Event()
             return done
 
     async def run(self) -> None:
-        """Flush every `interval_s` until cancelled, then flush once more. A flush under way when the
-        task is cancelled is shielded: it finishes (its transaction is not cut off) before the last one."""
+        """Flush whenever events are recorded (or every `interval_s`) until cancelled, then flush once
+        more. A flush under way when the task is cancelled is shielded: it finishes (its transaction is
+        not cut off) before the last one. After a failed write it waits `interval_s` before the next."""
+        self._running += 1
         try:
             while True:
-                await asyncio.sleep(self.interval_s)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancel is never lost
+                    async with asyncio.timeout(self.interval_s):
+                        await self._wake.wait()
+                self._wake.clear()
                 if self._pending:
                     try:
                         await asyncio.shield(self.flush())
-                    except Exception as exc:  # the events stay buffered; the next tick tries again
+                    except Exception as exc:  # the events stay buffered; retried after interval_s
                         log.warning("cost ledger flush failed, %d events kept: %s", self.pending, exc)
+                        await asyncio.sleep(self.interval_s)
         finally:
+            self._running -= 1
             await self.flush()  # waits on the lock for a shielded flush still running
 
     async def close(self) -> None:
