@@ -41,6 +41,9 @@ class DedupSettings(_Section):
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
     max_streams: int = Field(10_000, ge=1, description="streams kept per replica (least recent evicted)")
     stream_idle_ttl_s: float = Field(600.0, gt=0, description="forget a stream idle this long")
+    stream_resume_gap_s: float = Field(
+        5.0, gt=0, description="a stream unseen this long starts fresh (it was on another replica)"
+    )
     region_enabled: bool = Field(True, description="also send frames where a compact region changed")
     region_tile: int = Field(16, ge=4, le=64, multiple_of=2, description="tile side, pixels (even)")
     region_threshold: float = Field(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from serve_app.frames.sampler import FrameSampler, SamplingPolicy, StreamTable, Verdict
+from serve_app.frames.sampler import FrameSampler, Reason, SamplingPolicy, StreamTable, Verdict
 from serve_app.frames.service import DedupService, Pending
 from serve_app.settings import DedupSettings
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id
@@ -97,6 +97,22 @@ def test_stream_table_forgets_idle_streams() -> None:
     table.sampler("tenant_a_old").last_seen -= 120
     table.sampler("tenant_a_new")
     assert "tenant_a_old" not in table and "tenant_a_new" in table
+
+
+def test_a_stream_back_after_a_gap_starts_fresh() -> None:
+    """A stream that moved away (another replica decided its frames) and came back must not be
+    compared with the frame this replica sent long ago: its first frame back is processed."""
+    table = StreamTable(SamplingPolicy(), resume_gap_s=5)
+    sampler = table.sampler("tenant_a_share")
+    first = table.record(sampler, sampler.decide(0.0, 0))
+    same = table.record(sampler, sampler.decide(1.0, 0))
+    assert (first.reason, same.verdict) == (Reason.FIRST, Verdict.DUPLICATE)
+    assert table.sampler("tenant_a_share") is sampler  # seen just now: kept
+    sampler.last_seen -= 6  # 6 s on another replica
+    back = table.sampler("tenant_a_share")
+    decided = table.record(back, back.decide(7.0, 0))  # the very hash it sent before
+    assert back is not sampler and (decided.verdict, decided.reason) == (Verdict.PROCESSED, Reason.FIRST)
+    assert table.restarted == 1 and back.counters.total == 1
 
 
 def test_malformed_stream_ids_are_rejected() -> None:

@@ -230,13 +230,21 @@ class FrameSampler:
 class StreamTable:
     """The samplers of one process (a replica): bounded by count and idle time, counters per tenant."""
 
-    def __init__(self, policy: SamplingPolicy, max_streams: int = 10_000, idle_ttl_s: float = 600.0):
+    def __init__(
+        self,
+        policy: SamplingPolicy,
+        max_streams: int = 10_000,
+        idle_ttl_s: float = 600.0,
+        resume_gap_s: float = 5.0,
+    ):
         self.policy = policy
         self.max_streams = max_streams
         self.idle_ttl_s = idle_ttl_s
+        self.resume_gap_s = resume_gap_s
         self._streams: OrderedDict[str, FrameSampler] = OrderedDict()
         self._tenants: dict[str, FrameCounters] = {}
         self.evicted = 0
+        self.restarted = 0  # streams that came back after a gap and started fresh
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -245,8 +253,15 @@ class StreamTable:
         return stream_id in self._streams
 
     def sampler(self, stream_id: str) -> FrameSampler:
-        """The stream's sampler, created on first use (the id is validated)."""
+        """The stream's sampler, created on first use (the id is validated). A stream this table has
+        not seen for `resume_gap_s` starts fresh: its frames went to another replica meanwhile (it moved
+        away and came back, Serve's replicas having changed), so the last frame sent is not the one
+        kept here; or the share paused, and its first frame back is worth sending anyway."""
         sampler = self._streams.get(stream_id)
+        if sampler is not None and time.monotonic() - sampler.last_seen > self.resume_gap_s:
+            del self._streams[stream_id]
+            self.restarted += 1
+            sampler = None
         if sampler is None:
             sampler = FrameSampler(parse_stream_id(stream_id), self.policy)
             self._streams[stream_id] = sampler

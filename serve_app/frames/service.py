@@ -85,6 +85,7 @@ class DedupService:
         self.policy.region.update(region)  # the samplers share this object
         self.streams.max_streams = settings.max_streams
         self.streams.idle_ttl_s = settings.stream_idle_ttl_s
+        self.streams.resume_gap_s = settings.stream_resume_gap_s
         self._settings = settings
         return settings
 
