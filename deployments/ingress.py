@@ -15,9 +15,8 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.auth import KeyVerifier, RateLimiter, db_lookup
 from serve_app.db.database import Database
-from serve_app.experiments.backend import HandleExperiments
 from serve_app.frames.decode import FrameLimits
-from serve_app.handles import HandleChatBackend, HandleFrameBackend, HandleKnowledgeBackend
+from serve_app.handles import HandleChatBackend, HandleExperiments, HandleFrameBackend, HandleKnowledgeBackend
 from serve_app.http import Access, create_app
 from serve_app.metrics import Metrics
 from serve_app.settings import AuthSettings, DatabaseSettings, HttpSettings

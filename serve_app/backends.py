@@ -22,6 +22,11 @@ class Overloaded(Exception):
     """The backend refused work (queue full): HTTP 503 with Retry-After."""
 
 
+class ReplicaLost(Overloaded):
+    """The replica serving the request died (its process or node lost): HTTP 503 with Retry-After;
+    Serve starts a replacement, so a retry is answered."""
+
+
 class FrameSink(Protocol):
     """Where frames are offered: the agent's forwarder needs only this much of a frame backend."""
 

@@ -1,8 +1,9 @@
 """Backends over Ray Serve deployment handles, shared by the HTTP ingress and the LiveKit agent.
 
 The one core module that touches Ray: it only wraps handles it is given (the agent gets them with
-`serve.get_deployment_handle`), turning Serve's backpressure into `Overloaded`. Calls use keywords so
-the FrameDedup request router sees the stream id.
+`serve.get_deployment_handle`), turning Serve's backpressure into `Overloaded` and a replica lost under
+a request into `ReplicaLost` (both 503 with Retry-After). Calls use keywords so the FrameDedup request
+router sees the stream id.
 """
 
 from __future__ import annotations
@@ -12,21 +13,26 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.backends import Overloaded
+from serve_app.backends import Overloaded, ReplicaLost
 from serve_app.frames.planes import Planes
 from serve_app.routing.service import ChatRequest
 
 
 @contextmanager
 def _overload(what: str) -> Iterator[None]:
-    """Serve's backpressure (a full `max_queued_requests`) as `Overloaded` (the HTTP layer's 503)."""
+    """Serve's backpressure (a full `max_queued_requests`) as `Overloaded`, and a replica that died
+    under the request (`RayActorError`: its process or node lost) as `ReplicaLost`: both the HTTP
+    layer's 503 with Retry-After, not a 500."""
     try:
         yield
     except BackPressureError as exc:
         raise Overloaded(f"{what} queue is full, retry later") from exc
+    except RayActorError as exc:
+        raise ReplicaLost(f"the {what} replica serving this request was lost; retry") from exc
 
 
 class HandleFrameBackend:
@@ -61,10 +67,12 @@ class HandleFrameBackend:
             )
 
     async def stats(self, stream_id: str) -> dict[str, Any]:
-        return await self.frame_dedup.stats.remote(stream_id=stream_id)
+        with _overload("frame dedup"):
+            return await self.frame_dedup.stats.remote(stream_id=stream_id)
 
     async def close(self, stream_id: str) -> dict[str, Any]:
-        return await self.frame_dedup.close.remote(stream_id=stream_id)
+        with _overload("frame dedup"):
+            return await self.frame_dedup.close.remote(stream_id=stream_id)
 
 
 class HandleKnowledgeBackend:
@@ -78,7 +86,8 @@ class HandleKnowledgeBackend:
             )
 
     async def stats(self) -> dict[str, Any]:
-        return await self.knowledge.stats.remote()
+        with _overload("knowledge base"):
+            return await self.knowledge.stats.remote()
 
 
 class HandleChatBackend:
@@ -97,7 +106,32 @@ class HandleChatBackend:
                 yield event
 
     async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-        return await self.router.costs.remote(tenant_id, since, until)
+        with _overload("router"):
+            return await self.router.costs.remote(tenant_id, since, until)
 
     async def status(self) -> dict[str, Any]:
-        return await self.router.status.remote()
+        with _overload("router"):
+            return await self.router.status.remote()
+
+
+class HandleExperiments:
+    """ExperimentBackend (`serve_app.experiments.backend`) over the Router handle."""
+
+    def __init__(self, router: DeploymentHandle):
+        self.router = router
+
+    async def feedback(
+        self, tenant_id: str, request_id: str, resolved: bool, rating: int | None, comment: str | None
+    ) -> dict[str, Any] | None:
+        with _overload("router"):
+            return await self.router.feedback.remote(tenant_id, request_id, resolved, rating, comment)
+
+    async def session_feedback(
+        self, tenant_id: str, session_id: str, resolved: bool, rating: int | None = None
+    ) -> int:
+        with _overload("router"):
+            return await self.router.session_feedback.remote(tenant_id, session_id, resolved, rating)
+
+    async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
+        with _overload("router"):
+            return await self.router.experiment_report.remote(tenant_id, name)

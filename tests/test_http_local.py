@@ -127,6 +127,44 @@ def test_overload_is_503_with_retry_after() -> None:
     assert "retry later" in response.json()["detail"]
 
 
+def test_a_replica_lost_under_a_request_is_503_with_retry_after() -> None:
+    """A replica that dies while it serves (its node lost, its process killed: Ray's ActorDiedError)
+    is a 503 + Retry-After naming what was lost, for frames, search, chat and its stream; not a 500."""
+    import json
+
+    from ray.exceptions import ActorDiedError
+
+    from serve_app.handles import HandleChatBackend, HandleFrameBackend, HandleKnowledgeBackend
+
+    class Dead:  # the shape of a DeploymentHandle (and of its methods) whose replica died mid-call
+        def __getattr__(self, name: str) -> Dead:
+            return self
+
+        def options(self, **_: object) -> Dead:
+            return self
+
+        def remote(self, *_: object, **__: object) -> object:
+            raise ActorDiedError()
+
+    app = create_app()
+    app.state.frames = HandleFrameBackend(Dead())
+    app.state.knowledge = HandleKnowledgeBackend(Dead())
+    app.state.chat = HandleChatBackend(Dead())
+    client = TestClient(app, raise_server_exceptions=False)
+    chat = {"messages": [{"role": "user", "content": "hi"}], "tenant_id": "acme"}
+    search = {"tenant_id": "acme", "query": "refund"}
+    for response, what in (
+        (post(client, encode(images.flat(8, 8, (1, 2, 3)), "PNG"), "image/png"), "frame dedup"),
+        (client.post("/v1/knowledge/search", json=search), "knowledge base"),
+        (client.post("/v1/chat/completions", json=chat), "router"),
+    ):
+        assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
+        assert f"the {what} replica serving this request was lost" in response.json()["detail"]
+    streamed = client.post("/v1/chat/completions", json={**chat, "stream": True})
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    assert events[-1]["error"]["code"] == 503 and "router replica" in events[-1]["error"]["message"]
+
+
 def test_knowledge_routes_validate_before_reaching_a_backend(client: TestClient) -> None:
     ok_shape = {"tenant_id": "acme", "query": "refund"}
     assert client.post("/v1/knowledge/search", json={**ok_shape, "tenant_id": "ACME"}).status_code == 422

@@ -77,8 +77,7 @@ def graph_from_handles(app_name: str = "supportgraph") -> Graph:
     import ray
     from ray import serve
 
-    from serve_app.experiments.backend import HandleExperiments
-    from serve_app.handles import HandleChatBackend, HandleFrameBackend
+    from serve_app.handles import HandleChatBackend, HandleExperiments, HandleFrameBackend
 
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False, logging_level="WARNING")

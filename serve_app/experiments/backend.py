@@ -1,7 +1,8 @@
 """What the HTTP API calls for experiments: feedback on a routed request, and an experiment's report.
 
 `DbExperiments` answers from Postgres (the Router deployment holds one; tests use it in-process);
-`HandleExperiments` calls the Router deployment's `feedback` / `experiment_report` through its handle.
+`serve_app.handles.HandleExperiments` calls the Router deployment's `feedback` / `experiment_report`
+through its handle.
 """
 
 from __future__ import annotations
@@ -52,23 +53,3 @@ class DbExperiments:
         report = build_report(name, arms, daily, configured)
         report["tenant_id"] = tenant_id
         return report
-
-
-class HandleExperiments:
-    """The same calls on the Router deployment."""
-
-    def __init__(self, router: Any):
-        self.router = router
-
-    async def feedback(
-        self, tenant_id: str, request_id: str, resolved: bool, rating: int | None, comment: str | None
-    ) -> dict[str, Any] | None:
-        return await self.router.feedback.remote(tenant_id, request_id, resolved, rating, comment)
-
-    async def session_feedback(
-        self, tenant_id: str, session_id: str, resolved: bool, rating: int | None = None
-    ) -> int:
-        return await self.router.session_feedback.remote(tenant_id, session_id, resolved, rating)
-
-    async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
-        return await self.router.experiment_report.remote(tenant_id, name)
