@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -32,7 +32,14 @@ def _overload(what: str) -> Iterator[None]:
     except BackPressureError as exc:
         raise Overloaded(f"{what} queue is full, retry later") from exc
     except RayActorError as exc:
-        raise ReplicaLost(f"the {what} replica serving this request was lost; retry") from exc
+        # a RayTaskError that is also a RayActorError: the replica lived and failed because one it
+        # called (Embeddings, Reranker, a model) was lost
+        lost = (
+            f"a replica the {what} called for this request"
+            if isinstance(exc, RayTaskError)
+            else f"the {what} replica serving this request"
+        )
+        raise ReplicaLost(f"{lost} was lost; retry") from exc
 
 
 class HandleFrameBackend:

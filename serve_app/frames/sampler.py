@@ -252,13 +252,14 @@ class StreamTable:
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
 
-    def sampler(self, stream_id: str) -> FrameSampler:
-        """The stream's sampler, created on first use (the id is validated). A stream this table has
-        not seen for `resume_gap_s` starts fresh: its frames went to another replica meanwhile (it moved
-        away and came back, Serve's replicas having changed), so the last frame sent is not the one
-        kept here; or the share paused, and its first frame back is worth sending anyway."""
+    def sampler(self, stream_id: str, *, arriving: bool = False) -> FrameSampler:
+        """The stream's sampler, created on first use (the id is validated). `arriving`: for a frame
+        that just arrived; then a stream this table has not seen for `resume_gap_s` starts fresh: its
+        frames went to another replica meanwhile (it moved away and came back, Serve's replicas having
+        changed), so the last frame sent is not the one kept here; or the share paused, and its first
+        frame back is worth sending anyway."""
         sampler = self._streams.get(stream_id)
-        if sampler is not None and time.monotonic() - sampler.last_seen > self.resume_gap_s:
+        if arriving and sampler is not None and time.monotonic() - sampler.last_seen > self.resume_gap_s:
             del self._streams[stream_id]
             self.restarted += 1
             sampler = None

@@ -104,7 +104,7 @@ class DedupService:
         ts = time.monotonic() if ts is None else float(ts)
         if not np.isfinite(ts):
             raise ValueError(f"ts must be a finite number of seconds, got {ts}")
-        sampler = self.streams.sampler(stream_id)
+        sampler = self.streams.sampler(stream_id, arriving=True)
         throttled = sampler.admit(ts, bool(is_speaking))
         if throttled is not None:
             return self._observed(sampler, self.streams.record(sampler, throttled))
