@@ -5,6 +5,7 @@ and one cost event per attempt."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -384,6 +385,23 @@ def test_a_failed_escalation_returns_the_most_confident_answer_degraded(
     assert [e.baseline_usd is not None for e in events] == [False, False, True]  # once per request
     assert routed.baseline_usd == pytest.approx(PRICES["claude-sonnet-4-5"].cost(1000, 100, 2))
     assert routed.cost_usd == pytest.approx(sum(e.cost_usd for e in events))
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+def test_a_tier_that_hangs_is_not_retried_past_its_timeout(streaming: bool) -> None:
+    """The tier's timeout bounds the attempt, retries included: a backend that hung for all of it is
+    not called again (retries=2 would otherwise make a 0.3 s tier take 0.9 s and more)."""
+    hanging = Hanging("sonnet", SURE)
+    tiers = [
+        Tier("t0", Scripted("lite", UNSURE), PRICES["gemini-2.5-flash-lite"], 5.0),
+        Tier("t1", hanging, PRICES["claude-sonnet-4-5"], 0.3),
+    ]
+    router = EscalatingRouter(tiers, RoutingPolicySettings(threshold=0.7, retries=2, backoff_s=0.01))
+    started = time.monotonic()
+    _, routed = route(router, streaming)
+    took = time.monotonic() - started
+    assert routed.degraded and routed.attempts[1].outcome == "failed" and routed.attempts[1].retries == 0
+    assert len(hanging.prompts) == 1 and took < 0.3 * 2
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])

@@ -2,8 +2,10 @@
 
 `RetryPolicy` is the one options object for retrying a tier (how many retries, the backoff and its
 cap), built from the live routing policy and passed to `retried` (one call) and `retried_stream` (a
-stream, retried only before its first text delta). Only retryable `ProviderError`s are retried; each
-retry is counted on the attempt, failed attempts included. A `CircuitBreaker` per tier switches a tier
+stream, retried only before its first text delta). Only retryable `ProviderError`s are retried, and
+only while the attempt's deadline (the tier's timeout, from the attempt's start) leaves room for the
+backoff: a tier that hung for its whole timeout is not called again; each retry is counted on the
+attempt, failed attempts included. A `CircuitBreaker` per tier switches a tier
 that keeps failing off for a while, then lets one trial call through.
 """
 
@@ -50,25 +52,49 @@ class RetryPolicy:
         delay *= 0.5 + random.random() / 2  # jitter: replicas do not retry in step
         return max(delay, min(retry_after_s or 0.0, self.backoff_max_s))
 
-    async def backed_off(self, failure: ProviderError, attempt: Retried, sleep: Sleep) -> bool:
+    async def backed_off(
+        self, failure: ProviderError, attempt: Retried, sleep: Sleep, deadline: Deadline | None = None
+    ) -> bool:
         """Count a retry on `attempt` and wait for it; False (nothing counted) when `failure` is not
-        retryable or the attempt's retries are spent."""
+        retryable, the attempt's retries are spent, or the backoff would end past its `deadline`."""
         if not failure.retryable or attempt.retries >= self.retries:
             return False
+        delay = self.delay(attempt.retries + 1, failure.retry_after_s)
+        if deadline is not None and deadline.left() <= delay:
+            return False
         attempt.retries += 1
-        await sleep(self.delay(attempt.retries, failure.retry_after_s))
+        await sleep(delay)
         return True
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When an attempt (its calls and their retries) must be over, on the router's clock."""
+
+    at: float
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        return cls(clock() + seconds, clock)
+
+    def left(self) -> float:
+        return self.at - self.clock()
+
+
 async def retried(
-    call: Callable[[], Awaitable[T]], policy: RetryPolicy, attempt: Retried, sleep: Sleep = asyncio.sleep
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    attempt: Retried,
+    sleep: Sleep = asyncio.sleep,
+    deadline: Deadline | None = None,
 ) -> T:
-    """`call()`, made again after each retryable failure the policy allows."""
+    """`call()`, made again after each retryable failure the policy (and the deadline) allows."""
     while True:
         try:
             return await call()
         except ProviderError as failure:
-            if not await policy.backed_off(failure, attempt, sleep):
+            if not await policy.backed_off(failure, attempt, sleep, deadline):
                 raise
 
 
@@ -77,9 +103,11 @@ async def retried_stream(
     policy: RetryPolicy,
     attempt: Retried,
     sleep: Sleep = asyncio.sleep,
+    deadline: Deadline | None = None,
 ) -> AsyncIterator[str | Completion]:
     """The pieces of `stream()`, opened again after a retryable failure that came before its first text
-    delta (text already sent cannot be taken back, so a later failure is final)."""
+    delta (text already sent cannot be taken back, so a later failure is final) while the deadline
+    allows."""
     while True:
         sent = False
         try:
@@ -88,7 +116,7 @@ async def retried_stream(
                 yield piece
             return
         except ProviderError as failure:
-            if sent or not await policy.backed_off(failure, attempt, sleep):
+            if sent or not await policy.backed_off(failure, attempt, sleep, deadline):
                 raise
 
 

@@ -28,7 +28,14 @@ from serve_app.routing.confidence import ConfidenceScorer
 from serve_app.routing.confidence_line import ConfidenceLineFilter
 from serve_app.routing.precall import QueryScorer
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
-from serve_app.routing.resilience import CircuitBreaker, RetryPolicy, Sleep, retried, retried_stream
+from serve_app.routing.resilience import (
+    CircuitBreaker,
+    Deadline,
+    RetryPolicy,
+    Sleep,
+    retried,
+    retried_stream,
+)
 from serve_app.settings import RoutingPolicySettings
 
 log = logging.getLogger(__name__)
@@ -120,12 +127,12 @@ def _timed_out(tier: Tier) -> ProviderError:
     return ProviderError(tier.provider.provider, "timeout", f"no answer within {tier.timeout_s:g} s")
 
 
-async def _within(tier: Tier, call: Awaitable[T]) -> T:
-    """One provider call (or stream step) under the tier's timeout, which the router enforces too: a
-    backend that hangs past it is a failed attempt, not a hung request; a backend that raises what is
-    no provider failure is a failed attempt as well."""
+async def _within(tier: Tier, call: Awaitable[T], timeout_s: float | None = None) -> T:
+    """One provider call (or stream step) under the tier's timeout (or what is left of it), which the
+    router enforces too: a backend that hangs past it is a failed attempt, not a hung request; a backend
+    that raises what is no provider failure is a failed attempt as well."""
     try:
-        return await asyncio.wait_for(call, tier.timeout_s)
+        return await asyncio.wait_for(call, tier.timeout_s if timeout_s is None else timeout_s)
     except TimeoutError:
         raise _timed_out(tier) from None
     except (ProviderError, StopAsyncIteration):
@@ -141,19 +148,29 @@ def _broken(tier: Tier, exc: Exception) -> ProviderError:
     return ProviderError(tier.provider.provider, "internal", f"{type(exc).__name__}: {exc}"[:300])
 
 
-async def _complete(tier: Tier, prompt: Prompt) -> Completion:
-    return await _within(tier, tier.provider.complete(prompt, tier.timeout_s))
+def _left(deadline: Deadline) -> float:
+    return max(deadline.left(), 0.001)
 
 
-async def _pieces(tier: Tier, prompt: Prompt) -> AsyncIterator[str | Completion]:
-    """The provider's stream, each piece within the tier's timeout (a stalled stream fails)."""
-    stream = tier.provider.stream(prompt, tier.timeout_s)
+async def _complete(tier: Tier, prompt: Prompt, deadline: Deadline) -> Completion:
+    """One call, within what is left of the attempt's time."""
+    left = _left(deadline)
+    return await _within(tier, tier.provider.complete(prompt, left), left)
+
+
+async def _pieces(tier: Tier, prompt: Prompt, deadline: Deadline) -> AsyncIterator[str | Completion]:
+    """The provider's stream: its first piece within what is left of the attempt's time, each later
+    one within the tier's timeout (a stalled stream fails)."""
+    left = _left(deadline)
+    stream = tier.provider.stream(prompt, left)
+    first = True
     try:
         while True:
             try:
-                piece = await _within(tier, anext(stream))
+                piece = await _within(tier, anext(stream), left if first else None)
             except StopAsyncIteration:
                 return
+            first = False
             yield piece
     finally:
         await stream.aclose()
@@ -219,8 +236,12 @@ class EscalatingRouter:
         return calibrated.get(tier, self.policy.tier_thresholds.get(tier, self.policy.threshold))
 
     async def _call(self, tier: Tier, prompt: Prompt, attempt: Attempt) -> Completion:
-        """One tier, with retries of retryable failures, counted on the attempt (failed ones too)."""
-        return await retried(lambda: _complete(tier, prompt), self.retry, attempt, self._sleep)
+        """One tier, with retries of retryable failures, counted on the attempt (failed ones too), all
+        within the tier's timeout."""
+        deadline = Deadline.after(tier.timeout_s, self._clock)
+        return await retried(
+            lambda: _complete(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
+        )
 
     def _attempt(self, n: int, tier: Tier, prompt: Prompt, outcome: str) -> Attempt:
         return Attempt(
@@ -406,8 +427,12 @@ class EscalatingRouter:
         )
 
     def _stream_call(self, tier: Tier, prompt: Prompt, attempt: Attempt) -> AsyncIterator[str | Completion]:
-        """The provider's stream; failures before the first delta are retried and counted like `_call`."""
-        return retried_stream(lambda: _pieces(tier, prompt), self.retry, attempt, self._sleep)
+        """The provider's stream; failures before the first delta are retried and counted like `_call`,
+        within the tier's timeout until the first piece."""
+        deadline = Deadline.after(tier.timeout_s, self._clock)
+        return retried_stream(
+            lambda: _pieces(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
+        )
 
     def status(self) -> dict[str, Any]:
         return {
