@@ -129,7 +129,7 @@ class KnowledgeBase:
 
     async def stats(self) -> dict[str, Any]:
         arms = {name: s.summary() for name, s in self.retriever.arm_stats.items()}
-        ledger = {"written": self.ledger.written, "pending": self.ledger.pending}
+        ledger = {"written": self.ledger.written, "pending": self.ledger.pending, "late": self.ledger.late}
         return {"arms": arms, "embeddings": await self.embeddings.stats.remote(), "ledger": ledger}
 
     async def __del__(self) -> None:

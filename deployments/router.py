@@ -253,7 +253,11 @@ class Router:
         return {
             **self.service.router.status(),
             "answered": self.service.answered,
-            "ledger": {"written": self.ledger.written, "pending": self.ledger.pending},
+            "ledger": {
+                "written": self.ledger.written,
+                "pending": self.ledger.pending,
+                "late": self.ledger.late,
+            },
         }
 
     async def __del__(self) -> None:
