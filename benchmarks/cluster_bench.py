@@ -1,6 +1,7 @@
-"""The graph on a multi-node Ray cluster: `serve deploy`, placement, stream affinity, node loss, autoscaling.
+"""The graph on a multi-node Ray cluster: `serve deploy`, placement, stream affinity, faults, autoscaling.
 
-    python benchmarks/cluster_bench.py [--workers 2] [--placement-only] [--load-s 20] [--delay-divisor 5]
+    python benchmarks/cluster_bench.py [--workers 3] [--placement-only] [--warm-s 15] [--delay-divisor 5]
+                                       [--keep-logs DIR]
 
 Starts a Ray cluster of processes on this machine with `ray.cluster_utils.Cluster` (what Ray's own tests
 use): a head (the Serve controller, the one HTTP proxy and the CPU deployments) and `--workers` worker nodes
@@ -21,11 +22,16 @@ Phases (`--placement-only` stops after the first):
    stream's extra frames are its sends beyond a replay of the same answered frames through one
    in-process `DedupService`.
 3. node loss: screen shares and `--users` support users (search, routed chat; every fifth question
-   escalates to the LLM tier) run; the worker holding the LLM replica and FrameDedup replicas is killed
-   at once (`Cluster.remove_node`, no graceful stop). Measured: failed requests (and how many of them were
-   in flight at the kill), seconds until Serve dropped the dead replicas and until every deployment is
-   HEALTHY with its target of RUNNING replicas, extra frames per moved stream (as in 2), and cost events
-   lost: routed requests answered 200 whose request id has no row in the tenant's `cost_events`.
+   escalates to the LLM tier) run while three faults follow one another, each once the graph healed
+   from the last: the worker holding FrameDedup replicas (and no LLM replica) is killed, then the
+   worker holding the LLM replica (`Cluster.remove_node`, no graceful stop), then the Router replica's
+   process (SIGKILL). Measured per fault: seconds until Serve dropped the dead replicas and until every
+   deployment is HEALTHY with its target of RUNNING replicas, requests in flight at the kill and failed
+   after it (and how many of those were in flight); over the phase: extra frames per moved stream (as
+   in 2) and cost events lost: routed requests answered 200 whose request id has no row in the
+   tenant's `cost_events`, read at once (an answer goes out only once its events are written). The
+   client waits 90 s, longer than the Router's 60 s for the LLM tier. A killed worker's replacement
+   node starts right after the kill (KubeRay replaces a lost pod; a real pod takes longer to come).
 4. autoscaling: a load step of `--step-s` (closed loops, so the load in flight is constant: `--callers`
    FrameDedup handle calls from this process, connected to the cluster, and `--escalating-users` chats
    that all escalate to the LLM tier), then none. Per autoscaled deployment: seconds until the autoscaler
@@ -55,7 +61,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +79,9 @@ GPU_SHARE = 0.25
 CPU_SCALE = 0.1  # CPU deployments get a tenth of their production CPUs (Ray's accounting only)
 HEAD_CPUS = 2
 # replica bounds in the bench (min, max); every other deployment runs one replica. Two Ingress replicas as
-# in production: two handles, each with its own view of FrameDedup's replicas, route the same streams
-BOUNDS = {"FrameDedup": (2, 3), "LLM": (1, 2), "Ingress": (2, 2)}
+# in production: two handles, each with its own view of FrameDedup's replicas, route the same streams;
+# two Router replicas as in production: one is killed in the node-loss phase while the other serves
+BOUNDS = {"FrameDedup": (2, 3), "LLM": (1, 2), "Ingress": (2, 2), "Router": (2, 2)}
 
 
 def free_port() -> int:
@@ -173,15 +180,25 @@ class BenchCluster:
             self.add_worker()
         self.wait_dashboard()
 
-    def add_worker(self) -> Any:
-        node = self.cluster.add_node(
+    def add_worker(self, from_thread: bool = False) -> Any:
+        """A worker node. `from_thread`: added off the main thread (a killed node's replacement, while
+        the load runs), so without the exit hooks Ray registers, which only the main thread may do;
+        bench_cluster's teardown stops it with the rest."""
+        self.cluster._shutdown_at_exit = not from_thread
+        try:
+            node = self._add_worker()
+        finally:
+            self.cluster._shutdown_at_exit = True
+        self.workers.append(node)
+        return node
+
+    def _add_worker(self) -> Any:
+        return self.cluster.add_node(
             num_cpus=0,
             resources={GPU_RESOURCE: GPU_PER_NODE},
             object_store_memory=100 * 1024**2,
             metrics_export_port=free_port(),
         )
-        self.workers.append(node)
-        return node
 
     def kill(self, node: Any) -> None:
         """The node dies at once: its raylet and every process on it, no graceful shutdown."""
@@ -209,7 +226,7 @@ class BenchCluster:
 
 
 @contextlib.contextmanager
-def bench_cluster(workers: int) -> Iterator[BenchCluster]:
+def bench_cluster(workers: int, keep_logs: Path | None = None) -> Iterator[BenchCluster]:
     """Started cluster; on the way out (return, error, SIGTERM, interpreter exit) it and Postgres stop."""
     root = Path(tempfile.mkdtemp(prefix="sgc-"))  # short: Unix socket paths live under it
     cluster = BenchCluster(root)
@@ -228,6 +245,12 @@ def bench_cluster(workers: int) -> Iterator[BenchCluster]:
     try:
         cluster.start(workers)
         yield cluster
+    except BaseException:
+        logs = root / "ray" / "session_latest" / "logs"
+        if keep_logs is not None and logs.is_dir():  # Ray's logs of every node, for what went wrong
+            shutil.copytree(logs, keep_logs, dirs_exist_ok=True)
+            print(f"Ray logs kept in {keep_logs}", file=sys.stderr)
+        raise
     finally:
         teardown()
         atexit.unregister(teardown)
@@ -335,6 +358,9 @@ QUESTIONS = (
     "Why is sync not working on my phone?",
 )
 OFF_TOPIC = "Hi! Can you write one friendly sentence about notebooks?"
+# above the Router's 60 s timeout for the LLM tier: a failed request is the graph's answer, not the
+# client giving up first
+CLIENT_TIMEOUT_S = 90.0
 CLIP = {"width": 640, "height": 360, "fps": 10.0, "duration_s": 300.0}
 
 
@@ -367,7 +393,9 @@ class Load:
     def client(self, connections: int) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=connections + 4)
         headers = {"Authorization": f"Bearer {self.key}"}
-        return httpx.AsyncClient(base_url=self.base_url, timeout=30, headers=headers, limits=limits)
+        return httpx.AsyncClient(
+            base_url=self.base_url, timeout=CLIENT_TIMEOUT_S, headers=headers, limits=limits
+        )
 
     async def _call(self, client: httpx.AsyncClient, kind: str, stream: str | None, request, **extra) -> Call:
         started = time.monotonic()
@@ -467,6 +495,10 @@ class StreamMoves:
     def extra_per_moved(self) -> float:
         return sum(self.extra_frames) / len(self.extra_frames) if self.extra_frames else 0.0
 
+    @property
+    def extra_per_move(self) -> float:
+        return sum(self.extra_frames) / sum(self.moves) if sum(self.moves) else 0.0
+
 
 def stream_moves(
     load: Load,
@@ -484,7 +516,7 @@ def stream_moves(
         answered = [c for c in calls if c.ok]
         failed += len(calls) - len(answered)
         firsts = [n for n, c in enumerate(answered) if c.body["reason"] == "first"]
-        is_moved = owner_now != before[sid][0]
+        is_moved = owner_now != before[sid][0] or len(firsts) > 1  # moved, maybe away and back
         since_first = len(answered) - (firsts[-1] if firsts else 0)
         moves.append(max(len(firsts) - 1, 0))
         if counted != since_first:
@@ -553,23 +585,27 @@ async def affinity_phase(
     }
 
 
+Running = dict[str, list[dict[str, Any]]]  # RUNNING replicas per deployment
+
+
 def wait_recovered(
-    dashboard: str, dead_node: str, since: float, timeout_s: float = 300.0
+    dashboard: str, gone: Callable[[Running], bool], since: float, timeout_s: float = 300.0
 ) -> dict[str, float]:
-    """Seconds from `since` until Serve dropped the dead node's replicas (`detected_s`) and until every
-    deployment is HEALTHY again with its target of RUNNING replicas, none on the dead node (`recovery_s`)."""
+    """Seconds from `since` until Serve dropped the dead replicas (`gone(running replicas)` holds:
+    `detected_s`) and until every deployment is HEALTHY again with its target of RUNNING replicas
+    (`recovery_s`)."""
     detected = None
     while time.monotonic() - since < timeout_s:
         app = app_status(dashboard)
         running = running_replicas(app)
-        on_dead = any(r["node_id"] == dead_node for rs in running.values() for r in rs)
-        if not on_dead and detected is None:
+        dropped = gone(running)
+        if dropped and detected is None:
             detected = time.monotonic() - since
         healthy = app.get("status") == "RUNNING" and all(
             d.get("status") == "HEALTHY" and len(running[name]) >= d.get("target_num_replicas", 0)
             for name, d in app.get("deployments", {}).items()
         )
-        if healthy and not on_dead:
+        if healthy and dropped:
             return {"detected_s": detected, "recovery_s": time.monotonic() - since}
         time.sleep(0.25)
     app = app_status(dashboard)
@@ -577,8 +613,9 @@ def wait_recovered(
         name: (d.get("status"), len(running_replicas(app)[name]), d.get("target_num_replicas"))
         for name, d in app.get("deployments", {}).items()
     }
+    why = {name: d.get("message") for name, d in app.get("deployments", {}).items() if d.get("message")}
     raise TimeoutError(
-        f"not recovered {timeout_s:.0f} s after the node loss: (status, running, target) {states}"
+        f"not recovered {timeout_s:.0f} s after the fault: (status, running, target) {states}; {why}"
     )
 
 
@@ -598,31 +635,112 @@ async def ledger_request_ids(state: Path, request_ids: list[str]) -> set[str]:
     return {r["id"] for r in rows}
 
 
+@dataclass
+class Fault:
+    """One fault of the node-loss phase: what was killed, when, and how long Serve took to heal."""
+
+    name: str  # frame_dedup_node, llm_node, router_replica
+    target: str  # the node's name, or the replica's id
+    held: dict[str, int]  # replicas per deployment that died with it
+    at: float  # monotonic time of the kill
+    detected_s: float = 0.0
+    recovery_s: float = 0.0
+    replaced_s: float | None = None  # a node's replacement joined the cluster
+
+
+def on_node(running: Running, node_id: str) -> dict[str, int]:
+    return {name: n for name, rs in running.items() if (n := sum(r["node_id"] == node_id for r in rs))}
+
+
+def pick_node(cluster: BenchCluster, running: Running, kind: str) -> Any:
+    """`llm_node`: the worker holding an LLM replica; `frame_dedup_node`: one holding FrameDedup
+    replicas and no LLM replica (else any holding FrameDedup), so the two kills hit both."""
+    held = {w.node_id: on_node(running, w.node_id) for w in cluster.workers}
+    llm = [w for w in cluster.workers if any(n.startswith("LLM-") for n in held[w.node_id])]
+    if kind == "llm_node":
+        if not llm:
+            raise RuntimeError(f"no worker holds an LLM replica: {held}")
+        return llm[0]
+    dedup = [w for w in cluster.workers if "FrameDedup" in held[w.node_id]]
+    only = [w for w in dedup if w not in llm]
+    if not (only or dedup):
+        raise RuntimeError(f"no worker holds a FrameDedup replica: {held}")
+    return (only or dedup)[0]
+
+
+async def inflict(cluster: BenchCluster, kind: str, names: dict[str, str]) -> Fault:
+    """Kill at once (no graceful stop) a worker node (`Cluster.remove_node`) or the Router replica's
+    process (SIGKILL), then wait until Serve healed."""
+    running = running_replicas(await asyncio.to_thread(app_status, cluster.dashboard))
+    replacing = None
+    if kind == "router_replica":
+        replica = running["Router"][0]
+        fault = Fault(kind, replica["replica_id"], {"Router": 1}, time.monotonic())
+        os.kill(replica["pid"], signal.SIGKILL)
+
+        def gone(now: Running) -> bool:
+            return all(r["replica_id"] != replica["replica_id"] for r in now.get("Router", []))
+
+    else:
+        victim = pick_node(cluster, running, kind)
+        fault = Fault(kind, names[victim.node_id], on_node(running, victim.node_id), time.monotonic())
+        await asyncio.to_thread(cluster.kill, victim)
+
+        async def replace() -> None:  # KubeRay replaces a lost worker pod; here a node starts at once
+            node = await asyncio.to_thread(cluster.add_worker, True)
+            names[node.node_id] = f"worker-{len(names)}"
+            fault.replaced_s = time.monotonic() - fault.at
+
+        replacing = asyncio.create_task(replace())  # while Serve's recovery is watched
+
+        def gone(now: Running) -> bool:
+            return not on_node(now, victim.node_id)
+
+    print(f"  {kind}: killed {fault.target} holding {fault.held}", flush=True)
+    times = await asyncio.to_thread(wait_recovered, cluster.dashboard, gone, fault.at)
+    if replacing is not None:
+        await replacing
+    fault.detected_s, fault.recovery_s = times["detected_s"], times["recovery_s"]
+    print(
+        f"  {kind}: dropped after {fault.detected_s:.1f} s, healthy after {fault.recovery_s:.1f} s",
+        flush=True,
+    )
+    return fault
+
+
+FAULTS = ("frame_dedup_node", "llm_node", "router_replica")
+
+
+def blame(failed: list[Call], kills: list[float]) -> dict[int, list[Call]]:
+    """Failed requests per fault (index into `kills`, in order): the last fault the request was in
+    flight at, else the last one before it was sent; -1: sent and failed before the first fault."""
+    out: dict[int, list[Call]] = {n: [] for n in range(-1, len(kills))}
+    for c in failed:
+        during = [n for n, at in enumerate(kills) if c.started <= at <= c.ended]
+        before = [n for n, at in enumerate(kills) if at <= c.started]
+        out[(during or before or [-1])[-1]].append(c)
+    return out
+
+
 async def node_loss_phase(
     cluster: BenchCluster, config: dict[str, Any], key: str, streams: int, users: int, warm_s: float
 ) -> dict[str, Any]:
-    """Load runs; the worker node holding the LLM replica (and FrameDedup replicas) is killed at once."""
+    """Load runs; one after another, each after the graph healed from the last and a pause: the worker
+    holding FrameDedup replicas (and no LLM), the worker holding the LLM replica, the Router replica."""
     load = Load(f"http://127.0.0.1:{cluster.http_port}", key, stop=asyncio.Event())
     sids = [f"tenant_{TENANT}_loss-{n}.screen" for n in range(streams)]
     names = node_names(cluster)
+    faults: list[Fault] = []
     async with load.client(streams + users) as client:
         tasks = [asyncio.create_task(load.screen_share(client, s, 300 + n)) for n, s in enumerate(sids)]
         tasks += [asyncio.create_task(load.user(client, n)) for n in range(users)]
         try:
             await asyncio.sleep(warm_s)
-            app = await asyncio.to_thread(app_status, cluster.dashboard)
-            victim = pick_victim(cluster, running_replicas(app))
-            held = {
-                name: sum(r["node_id"] == victim.node_id for r in rs)
-                for name, rs in running_replicas(app).items()
-                if any(r["node_id"] == victim.node_id for r in rs)
-            }
-            before_ids = {r["replica_id"] for r in running_replicas(app).get("FrameDedup", [])}
+            before_ids = await asyncio.to_thread(frame_dedup_ids, cluster.dashboard)
             before = await load.owners(client, sids)
-            killed_at = time.monotonic()
-            await asyncio.to_thread(cluster.kill, victim)
-            times = await asyncio.to_thread(wait_recovered, cluster.dashboard, victim.node_id, killed_at)
-            await asyncio.sleep(warm_s / 2)  # traffic goes on after the recovery
+            for kind in FAULTS:
+                faults.append(await inflict(cluster, kind, names))
+                await asyncio.sleep(warm_s / 2)  # traffic goes on after the recovery
         finally:
             load.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -631,56 +749,80 @@ async def node_loss_phase(
     moves = await asyncio.to_thread(
         stream_moves, load, before, after, new_ids, frame_dedup_user_config(config)
     )
-    failed = [c for c in load.calls if not c.ok]
-    in_flight = [c for c in load.calls if c.started <= killed_at <= c.ended]
-    failed_in_flight = [c for c in failed if c.started <= killed_at]
     chats = [c for c in load.calls if c.kind == "chat" and c.ok]
     degraded = sum(bool(c.body["supportgraph"].get("degraded")) for c in chats)
-    await asyncio.sleep(3.0)  # the ledger flushes every second
-    request_ids = [c.body["supportgraph"]["request_id"] for c in chats]
-    in_ledger = await ledger_request_ids(cluster.root / "state", request_ids)
-    lost = len(set(request_ids) - in_ledger)
+    request_ids = set(c.body["supportgraph"]["request_id"] for c in chats)
+    state = cluster.root / "state"
+    # read at once (an answer goes out once its events are written), then again: what is missing then
+    # is lost; what came meanwhile was late (a write that took longer than durable() waits)
+    missing_at_once = request_ids - await ledger_request_ids(state, sorted(request_ids))
+    await asyncio.sleep(5.0)
+    lost = len(request_ids - await ledger_request_ids(state, sorted(request_ids)))
+    late = len(missing_at_once) - lost
+    failed = [c for c in load.calls if not c.ok]
+    blamed = blame(failed, [f.at for f in faults])
+    print(f"node loss: {len(load.calls)} requests under {streams} screen shares and {users} users")
+    print(
+        f"{'fault':16s} {'killed':10s} {'replicas lost':32s} {'dropped s':>9s} {'healthy s':>9s}"
+        f" {'in flight':>9s} {'failed':>6s} {'of them in flight':>17s}"
+    )
+    per_fault = {}
+    for n, f in enumerate(faults):
+        in_flight = [c for c in load.calls if c.started <= f.at <= c.ended]
+        mine = blamed[n]
+        mine_in_flight = [c for c in mine if c.started <= f.at]
+        held = ", ".join(f"{k} {v}" for k, v in f.held.items())
+        print(
+            f"{f.name:16s} {f.target[:10]:10s} {held:32s} {f.detected_s:9.1f} {f.recovery_s:9.1f}"
+            f" {len(in_flight):9d} {len(mine):6d} {len(mine_in_flight):17d}"
+        )
+        per_fault[f.name] = {
+            "killed": f.target,
+            "replicas_lost": f.held,
+            "replacement_node_s": None if f.replaced_s is None else round(f.replaced_s, 1),
+            "detected_s": round(f.detected_s, 1),
+            "recovery_s": round(f.recovery_s, 1),
+            "in_flight": len(in_flight),
+            "failed_requests": len(mine),
+            "failed_in_flight": len(mine_in_flight),
+        }
+    if blamed[-1]:
+        print(f"  failed before the first fault: {len(blamed[-1])}")
+    start = faults[0].at if faults else 0.0
+    for c in failed:
+        detail = str((c.body or {}).get("detail", ""))[:120]
+        print(
+            f"  failed {c.kind}: sent at {c.started - start:+.1f} s from the first fault, answered after"
+            f" {c.ended - c.started:.1f} s: {c.status or c.body['error']} {detail}"
+        )
     by_kind = {
         kind: f"{sum(c.kind == kind for c in failed)}/{sum(c.kind == kind for c in load.calls)}"
         for kind in ("frame", "search", "chat")
     }
-    print(
-        f"node loss: killed {names.get(victim.node_id)} holding {held};"
-        f" Serve dropped the dead replicas after {times['detected_s']:.1f} s,"
-        f" all deployments HEALTHY after {times['recovery_s']:.1f} s"
-    )
-    print(
-        f"  requests: {len(load.calls)}, in flight at the kill: {len(in_flight)}, failed: {len(failed)}"
-        f" ({len(failed_in_flight)} of them in flight at the kill; failed/sent by kind {by_kind});"
-        f" failures: {dict(Counter(c.status or c.body['error'] for c in failed))}"
-    )
+    reasons = Counter(c.status or c.body["error"] for c in failed)
+    print(f"  failed/sent by kind {by_kind}; failures: {dict(reasons)}")
     print(
         f"  streams: {moves.streams}, moved: {moves.moved} (moves per stream: {Counter(moves.moves)}),"
         f" split: {len(moves.split)},"
-        f" extra frames per moved stream: {moves.extra_per_moved:.2f} {moves.extra_frames}"
+        f" extra frames per moved stream: {moves.extra_per_moved:.2f} {moves.extra_frames},"
+        f" per move: {moves.extra_per_move:.2f}"
     )
-    print(f"  chat answers: {len(chats)} ({degraded} degraded); cost events lost: {lost}")
+    print(
+        f"  chat answers: {len(chats)} ({degraded} degraded); cost events lost: {lost}"
+        f" (late, written after the answer: {late})"
+    )
     for problem in moves.split:
         print(f"  split stream: {problem}")
     return {
         "failed_requests": len(failed),
-        "recovery_s": round(times["recovery_s"], 1),
+        "recovery_s": round(max(f.recovery_s for f in faults), 1),
         "cost_events_lost": lost,
         "extra_frames_per_moved_stream": round(moves.extra_per_moved, 2),
+        "extra_frames_per_move": round(moves.extra_per_move, 2),
+        "split_streams": len(moves.split),
+        "cost_events_late": late,
+        "faults": per_fault,
     }
-
-
-def pick_victim(cluster: BenchCluster, running: dict[str, list[dict[str, Any]]]) -> Any:
-    """The worker holding an LLM replica, one that also holds FrameDedup replicas if there is one."""
-    on = {
-        w.node_id: {n for n, rs in running.items() for r in rs if r["node_id"] == w.node_id}
-        for w in cluster.workers
-    }
-    llm = [w for w in cluster.workers if any(n.startswith("LLM-") for n in on[w.node_id])]
-    both = [w for w in llm if "FrameDedup" in on[w.node_id]]
-    if not (both or llm):
-        raise RuntimeError(f"no worker holds an LLM replica: {on}")
-    return (both or llm)[0]
 
 
 def autoscale_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -870,10 +1012,11 @@ def main() -> None:
     parser.add_argument("--step-s", type=float, default=45.0, help="the autoscaling load step")
     parser.add_argument("--callers", type=int, default=80, help="FrameDedup handle calls in flight")
     parser.add_argument("--escalating-users", type=int, default=6, help="chats to the LLM tier in flight")
+    parser.add_argument("--keep-logs", type=Path, help="copy Ray's logs here when the bench fails")
     args = parser.parse_args()
     production = yaml.safe_load(PRODUCTION.read_text())
     result: dict[str, Any] = {"bench": "cluster", "nodes": 1 + args.workers, "placement_ok": False}
-    with bench_cluster(args.workers) as cluster:
+    with bench_cluster(args.workers, args.keep_logs) as cluster:
         names = node_names(cluster)
         state = cluster.root / "state"
         from serve_app.db.database import start_embedded

@@ -10,10 +10,12 @@ When replicas change, only the streams of the replica that left or the share tak
 A moved stream starts fresh on its new replica: its first frame there is processed (sent) even if it
 matches the last one sent before, so each move costs at most one extra frame and the counters restart.
 When a replica dies its streams move to survivors, and some move again to each replacement Serve
-starts (a new replica takes its share from every replica): a node that held k replicas moves a stream
-up to 1 + k times, each move sending one more frame, and a fresh start may decide a later frame
-differently too (README "Multi-node cluster": a GPU node of two FrameDedup replicas lost, 1.4 extra
-frames per moved stream, at most 4 for a stream that moved three times). A stream's frames never split.
+starts (a new replica takes its share from every replica), or back to a replica they had left: a node
+that held k replicas moves a stream up to 1 + k times, each move sending one more frame, and a fresh
+start may decide a later frame differently too (README "Multi-node cluster" has the measured extra
+frames per moved stream). A stream that comes back to a replica it left starts fresh there as well: a
+replica forgets a stream it has not seen for `stream_resume_gap_s` (5 s), rather than compare its
+frames with the one it sent before the stream went away. A stream's frames never split.
 """
 
 from __future__ import annotations

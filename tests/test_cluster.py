@@ -105,6 +105,16 @@ def test_the_node_kills_hit_a_frame_dedup_node_and_the_llm_node() -> None:
         bench.pick_node(cluster, {"FrameDedup": [replica("g1")]}, "llm_node")
 
 
+def test_each_failed_request_is_blamed_on_the_fault_that_hit_it() -> None:
+    def call(started: float, ended: float):
+        return bench.Call("chat", None, started, ended, 503, {})
+
+    early, hit_by_first, long_wait, after_second = call(1, 2), call(9, 12), call(15, 50), call(31, 33)
+    blamed = bench.blame([early, hit_by_first, long_wait, after_second], [10.0, 30.0])
+    # a request in flight at both kills is the second's; one sent after a kill is that kill's
+    assert blamed == {-1: [early], 0: [hit_by_first], 1: [long_wait, after_second]}
+
+
 @pytest.mark.cluster
 def test_serve_deploy_places_replicas_on_their_nodes() -> None:
     """A real cluster in a child process (its own Ray temp dir and ports; torn down when it exits)."""

@@ -93,7 +93,7 @@ async def _complete(request: Request, backend: ChatBackend, chat: ChatRequest) -
     responses={
         403: {"description": "a stream_id of another tenant"},
         422: {"description": "bad tenant, message, image, stream_id or tier"},
-        503: {"description": "overloaded, or every tier failed"},
+        503: {"description": "overloaded, every tier failed, or its replica was lost (retry)"},
     },
 )
 async def chat_completions(

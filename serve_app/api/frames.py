@@ -86,7 +86,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         413: {"description": "frame too large"},
         415: {"description": "unsupported content type"},
         422: {"description": "corrupt frame"},
-        503: {"description": "overloaded"},
+        503: {"description": "overloaded, or its replica was lost (retry)"},
     },
 )
 async def submit_frame(
@@ -118,7 +118,7 @@ async def submit_frame(
         413: {"description": "batch or a frame too large, or too many frames"},
         415: {"description": "unsupported content type"},
         422: {"description": "corrupt frame, or sizes / ts that do not match the body"},
-        503: {"description": "overloaded"},
+        503: {"description": "overloaded, or its replica was lost (retry)"},
     },
 )
 async def submit_frames(

@@ -54,7 +54,10 @@ def knowledge_backend(request: Request) -> KnowledgeBackend:
     "/search",
     response_model=SearchOut,
     summary="Hybrid retrieval (vector + full text, RRF, rerank) of cited passages for a tenant",
-    responses={422: {"description": "bad tenant id or query"}, 503: {"description": "overloaded"}},
+    responses={
+        422: {"description": "bad tenant id or query"},
+        503: {"description": "overloaded, or its replica was lost (retry)"},
+    },
 )
 async def knowledge_search(request: Request, body: SearchIn) -> dict[str, Any]:
     try:
