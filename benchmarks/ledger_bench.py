@@ -37,7 +37,7 @@ async def run(router: Any, requests: int, concurrency: int, durable: bool) -> di
     ledger = router.ledger
     wait = type(ledger).durable.__get__(ledger)
 
-    async def no_wait(timeout_s: float | None = None) -> bool:
+    async def no_wait(request_id: object = None, timeout_s: float | None = None) -> bool:
         return True
 
     ledger.durable = wait if durable else no_wait

@@ -108,7 +108,7 @@ class KnowledgeBase:
         for usage in result.usage:
             self.ledger.record(usage.event(tenant_id, self.prices, request_id=billed_for))
         if result.usage:
-            await self.ledger.durable()  # the search returns once what it billed is written
+            await self.ledger.durable(billed_for)  # the search returns once what it billed is written
         return {
             "query": result.query,
             "mode": result.mode,

@@ -200,7 +200,7 @@ class Router:
         _ASSIGNED.set({})
         started = time.perf_counter()
         result = await self.service.reply(request)
-        await self.ledger.durable()  # answered only once its cost events are written
+        await self._durable(result["routing"])
         await self._record(request, result["routing"], started)
         return result
 
@@ -212,9 +212,14 @@ class Router:
         started = time.perf_counter()
         async for event in self.service.events(request):
             if "routing" in event:  # recorded before the caller learns the request id it may rate
-                await self.ledger.durable()  # and its cost events written
+                await self._durable(event["routing"])
                 await self._record(request, event["routing"], started)
             yield event
+
+    async def _durable(self, routing: dict[str, Any]) -> None:
+        """Answered only once the request's cost events are written (at most the ledger's wait); the
+        reply says whether they were (`costs_written`)."""
+        routing["costs_written"] = await self.ledger.durable(uuid.UUID(routing["request_id"]))
 
     async def _record(self, request: ChatRequest, routing: dict[str, Any], started: float) -> None:
         """The request's experiment arms and implicit outcome; a failed write is logged, not raised."""

@@ -351,6 +351,32 @@ def test_durable_waits_for_the_write_and_groups_concurrent_requests(live_db: Liv
     assert 1 <= writes < 40 and late == 0 and took < 30
 
 
+def test_durable_for_one_request_is_not_held_back_by_another_tenants_failing_write(
+    live_db: LiveDB,
+) -> None:
+    import uuid
+
+    class OneTenantDown:  # the database, except that one tenant's transaction fails
+        def tenant(self, tenant: str):
+            if tenant == "ledger-q":
+                raise RuntimeError("this tenant's write fails")
+            return live_db.db.tenant(tenant)
+
+    async def scenario() -> tuple[bool, bool, int]:
+        ledger = CostLedger(OneTenantDown(), interval_s=0.05)  # type: ignore[arg-type]
+        ledger.start()
+        stuck, mine = uuid.uuid4(), uuid.uuid4()
+        ledger.record(CostEvent(tenant_id="ledger-q", service="llm", provider="p", request_id=stuck))
+        ledger.record(CostEvent(tenant_id="ledger-r", service="llm", provider="p", request_id=mine))
+        own = await ledger.durable(mine, timeout_s=5)  # its own event is written: at once
+        other = await ledger.durable(stuck, timeout_s=0.2)  # never written here
+        ledger._flusher.cancel()  # type: ignore[union-attr]
+        await asyncio.gather(ledger._flusher, return_exceptions=True)  # type: ignore[arg-type]
+        return own, other, ledger.late
+
+    assert live_db.run(scenario()) == (True, False, 1)
+
+
 def test_durable_gives_up_after_its_wait_and_keeps_the_events(kb_settings) -> None:
     async def scenario() -> tuple[bool, int, int]:
         ledger = CostLedger(Database.of(kb_settings), interval_s=0.05)  # never started: writes fail

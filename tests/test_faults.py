@@ -210,11 +210,13 @@ def test_a_router_replica_answers_only_once_its_cost_events_are_written(kb_setti
         request = ChatRequest("fault-r", (Message("user", "Hello there"),))
         seen = []
         for _ in range(5):
-            await router.chat(request)
+            reply = await router.chat(request)
             seen.append(ledger.written)  # the moment the answer is back
+            assert reply["routing"]["costs_written"] is True
             async for event in router.chat_stream(request):
                 if "routing" in event:
                     seen.append(ledger.written)
+                    assert event["routing"]["costs_written"] is True
         in_db = await rows()  # what a replica killed now leaves behind
         await router.__del__()
         return seen, in_db, router.service.answered

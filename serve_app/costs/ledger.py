@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import logging
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,7 +44,7 @@ class CostLedger:
     interval_s: float = 1.0  # the flusher's retry delay after a failed write (and its longest sleep)
     durable_wait_s: float = 2.0  # how long durable() waits by default
     _pending: list[tuple[int, CostEvent]] = field(default_factory=list)  # (sequence number, event)
-    _writing: list[int] = field(default_factory=list)  # sequence numbers of the write under way
+    _writing: list[tuple[int, CostEvent]] = field(default_factory=list)  # the write under way
     _recorded: int = 0  # events recorded so far: the last sequence number
     _task: asyncio.Task | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -78,15 +81,21 @@ class CostLedger:
         ):
             self._task = asyncio.get_running_loop().create_task(self.flush())
 
-    def _written_through(self, seq: int) -> bool:
-        """Every event up to sequence number `seq` is in Postgres."""
-        return all(n > seq for n, _ in self._pending) and all(n > seq for n in self._writing)
+    def _written_through(self, seq: int, request_id: uuid.UUID | None = None) -> bool:
+        """Every event up to sequence number `seq` (of `request_id` only, when given) is in Postgres."""
+        return not any(
+            n <= seq and (request_id is None or e.request_id == request_id)
+            for n, e in itertools.chain(self._pending, self._writing)
+        )
 
-    async def durable(self, timeout_s: float | None = None) -> bool:
-        """Wait until every event recorded before this call is written (at most `timeout_s`, by default
-        `durable_wait_s`); True when it is. Without a running flusher it flushes itself."""
+    async def durable(self, request_id: uuid.UUID | None = None, timeout_s: float | None = None) -> bool:
+        """Wait until every event recorded before this call (of `request_id` only, when given: another
+        request's, or tenant's, failing write does not hold this one back) is written, at most
+        `timeout_s` (by default `durable_wait_s`); True when it is. Without a running flusher it
+        flushes itself."""
         target, wait_s = self._recorded, self.durable_wait_s if timeout_s is None else timeout_s
-        if self._written_through(target):
+        done = functools.partial(self._written_through, target, request_id)
+        if done():
             return True
         if not self._running:
             with contextlib.suppress(Exception):
@@ -95,11 +104,11 @@ class CostLedger:
         else:
             deadline = time.monotonic() + wait_s
             self._wake.set()
-            while not self._written_through(target) and (left := deadline - time.monotonic()) > 0:
+            while not done() and (left := deadline - time.monotonic()) > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
                         await self._flushed.wait()
-        if self._written_through(target):
+        if done():
             return True
         self.late += 1
         log.warning("cost events not written after %.1f s; %d buffered", wait_s, self.pending)
@@ -123,7 +132,7 @@ class CostLedger:
                 by_tenant[item[1].tenant_id].append(item)
             groups = list(by_tenant.items())
             done = 0
-            self._writing = [seq for seq, _ in events]  # until the flush ends, written or put back
+            self._writing = events  # until the flush ends, written or put back
             failed: list[tuple[int, CostEvent]] = []
             error: Exception | None = None
             try:

@@ -4,9 +4,9 @@
 cap), built from the live routing policy and passed to `retried` (one call) and `retried_stream` (a
 stream, retried only before its first text delta). Only retryable `ProviderError`s are retried, and
 only while the attempt's deadline (the tier's timeout, from the attempt's start) leaves room for the
-backoff: a tier that hung for its whole timeout is not called again; each retry is counted on the
-attempt, failed attempts included. A `CircuitBreaker` per tier switches a tier
-that keeps failing off for a while, then lets one trial call through.
+backoff and a tenth of the timeout after it: a tier that hung for its whole timeout is not called
+again; each retry is counted on the attempt, failed attempts included. A `CircuitBreaker` per tier
+switches a tier that keeps failing off for a while, then lets one trial call through.
 """
 
 from __future__ import annotations
@@ -60,11 +60,15 @@ class RetryPolicy:
         if not failure.retryable or attempt.retries >= self.retries:
             return False
         delay = self.delay(attempt.retries + 1, failure.retry_after_s)
-        if deadline is not None and deadline.left() <= delay:
-            return False
+        if deadline is not None and deadline.left() - delay < deadline.span * MIN_RETRY_SHARE:
+            return False  # too little time would be left for the call to be worth making
         attempt.retries += 1
         await sleep(delay)
         return True
+
+
+# a retry is made only if, after its backoff, at least this share of the attempt's time is left
+MIN_RETRY_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,12 @@ class Deadline:
     """When an attempt (its calls and their retries) must be over, on the router's clock."""
 
     at: float
+    span: float  # the attempt's whole time (the tier's timeout)
     clock: Callable[[], float] = time.monotonic
 
     @classmethod
     def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
-        return cls(clock() + seconds, clock)
+        return cls(clock() + seconds, seconds, clock)
 
     def left(self) -> float:
         return self.at - self.clock()

@@ -159,10 +159,11 @@ async def _complete(tier: Tier, prompt: Prompt, deadline: Deadline) -> Completio
 
 
 async def _pieces(tier: Tier, prompt: Prompt, deadline: Deadline) -> AsyncIterator[str | Completion]:
-    """The provider's stream: its first piece within what is left of the attempt's time, each later
-    one within the tier's timeout (a stalled stream fails)."""
+    """The provider's stream: its first piece within what is left of the attempt's time (the router
+    enforces that), each later one within the tier's timeout (a stalled stream fails); the backend is
+    given the tier's timeout, since some take it for the whole stream."""
     left = _left(deadline)
-    stream = tier.provider.stream(prompt, left)
+    stream = tier.provider.stream(prompt, tier.timeout_s)
     first = True
     try:
         while True:
