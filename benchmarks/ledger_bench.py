@@ -69,7 +69,7 @@ async def run(router: Any, requests: int, concurrency: int, durable: bool) -> di
             started = time.perf_counter()
             result = await router.chat(request)
             latencies.append((time.perf_counter() - started) * 1e3)
-            unwritten = {seq for seq, _ in ledger._pending} | set(ledger._writing)
+            unwritten = {seq for seq, _ in (*ledger._pending, *ledger._writing)}
             at_risk.append(sum(seq in unwritten for seq in own[result["routing"]["request_id"]]))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
