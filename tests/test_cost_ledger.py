@@ -34,6 +34,18 @@ def event(tenant: str, service: str = "llm", provider: str = "anthropic", attemp
     )
 
 
+class OneTenantDown:
+    """The database, except that one tenant's transaction fails."""
+
+    def __init__(self, db: Database, down: str):
+        self.db, self.down = db, down
+
+    def tenant(self, tenant: str):
+        if tenant == self.down:
+            raise RuntimeError("this tenant's write fails")
+        return self.db.tenant(tenant)
+
+
 def test_no_event_is_lost_and_tenants_see_only_their_own(live_db: LiveDB) -> None:
     async def scenario() -> tuple[int, object, object]:
         ledger = CostLedger(live_db.db, batch=50)
@@ -79,14 +91,8 @@ def test_a_failed_flush_keeps_every_tenants_events_in_order(kb_settings) -> None
 
 
 def test_one_tenants_failed_write_does_not_hold_the_others_back(live_db: LiveDB) -> None:
-    class OneTenantDown:  # the database, except that one tenant's transaction fails
-        def tenant(self, tenant: str):
-            if tenant == "ledger-x":
-                raise RuntimeError("this tenant's write fails")
-            return live_db.db.tenant(tenant)
-
     async def scenario() -> tuple[int, list[str], int]:
-        ledger = CostLedger(OneTenantDown())  # type: ignore[arg-type]
+        ledger = CostLedger(OneTenantDown(live_db.db, "ledger-x"))  # type: ignore[arg-type]
         for tenant in ("ledger-x", "ledger-y", "ledger-x", "ledger-z"):
             ledger.record(event(tenant))
         with pytest.raises(RuntimeError, match="this tenant"):
@@ -356,14 +362,8 @@ def test_durable_for_one_request_is_not_held_back_by_another_tenants_failing_wri
 ) -> None:
     import uuid
 
-    class OneTenantDown:  # the database, except that one tenant's transaction fails
-        def tenant(self, tenant: str):
-            if tenant == "ledger-q":
-                raise RuntimeError("this tenant's write fails")
-            return live_db.db.tenant(tenant)
-
     async def scenario() -> tuple[bool, bool, int]:
-        ledger = CostLedger(OneTenantDown(), interval_s=0.05)  # type: ignore[arg-type]
+        ledger = CostLedger(OneTenantDown(live_db.db, "ledger-q"), interval_s=0.05)  # type: ignore[arg-type]
         ledger.start()
         stuck, mine = uuid.uuid4(), uuid.uuid4()
         ledger.record(CostEvent(tenant_id="ledger-q", service="llm", provider="p", request_id=stuck))

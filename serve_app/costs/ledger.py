@@ -3,11 +3,12 @@
 `record()` only appends to an in-memory buffer and wakes the flusher (the hot path never waits on
 Postgres there); the flusher writes what is buffered at once, each tenant's events in one tenant
 transaction (RLS applies), and events recorded while a write is under way go together in the next one
-(group commit). `durable()` waits until every event recorded before the call is written: a replica
-answers only then, so a replica that dies (its node lost, no clean shutdown) loses no event of a request
-it answered. Events whose write fails stay buffered and are retried every `interval_s` (the flusher keeps
-going; `durable()` gives up after `durable_wait_s` and the answer goes out regardless); a flush under way
-at shutdown finishes, and `close()` flushes everything, so a clean shutdown loses nothing.
+(group commit). `durable()` waits until every event recorded before the call (of one request, when it
+names one) is written: a replica answers only then, so a replica that dies (its node lost, no clean
+shutdown) loses no event of a request it answered. Events whose write fails stay buffered and are
+retried every `interval_s` (the flusher keeps going; `durable()` gives up after `durable_wait_s` and the
+answer goes out regardless); a flush under way at shutdown finishes, and `close()` flushes everything,
+so a clean shutdown loses nothing.
 """
 
 from __future__ import annotations
