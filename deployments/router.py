@@ -29,6 +29,7 @@ from serve_app.experiments.backend import DbExperiments
 from serve_app.experiments.config import Assignment, Experiments
 from serve_app.experiments.store import ImplicitOutcome, record_request
 from serve_app.knowledge.query import MAX_QUERY_CHARS
+from serve_app.knowledge.retrieval import prompt_text
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
@@ -166,7 +167,7 @@ class Router:
                 "retrieval for tenant %s failed; answering without passages", tenant_id, exc_info=True
             )
             return []
-        return [f"## {p['heading'] or p['title']}\n{p['content']}" for p in found["passages"]]
+        return [prompt_text(p["heading"], p["title"], p["content"]) for p in found["passages"]]
 
     async def _screen(self, request: ChatRequest, wait_s: float) -> ScreenContext:
         """The screen text of the request's stream, or of its images (read once each, under a key of

@@ -191,6 +191,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _eval_dedup_arguments(sub)
     _eval_screen_arguments(sub)
+    from serve_app.answers.commands import add_arguments as answers_arguments
+
+    answers_arguments(sub)
 
     costs = sub.add_parser("costs", help="a tenant's recorded costs by service and provider")
     costs.add_argument("--tenant", required=True)
@@ -925,7 +928,10 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from serve_app.answers.commands import COMMANDS as ANSWERS
+
     commands = {
+        **ANSWERS,
         "demo": _cmd_demo,
         "serve": _cmd_serve,
         "ingest": _cmd_ingest,

@@ -5,10 +5,11 @@
    every frame (30 fps) or a naive 1 fps sample.
 2. Knowledge base: the sample help center is ingested for the demo tenant and the users' questions are
    answered with cited passages through the graph's hybrid retrieval.
-3. Router: the same questions, plus two the help center cannot answer, go through the escalating router
-   (`/v1/chat/completions`, offline tiers: grounded extractive -> SmolLM2), the first with the last
-   deduplicated frame of a stream attached; the report lists each answer's attempts and the tenant's
-   cost report (`/v1/costs`).
+3. Router: the same questions, a greeting, a question the help center cannot answer and a request for
+   chatter go through the chat path (`/v1/chat/completions`: intent step, escalating router with offline
+   tiers grounded extractive -> SmolLM2, verifier), the first with the last deduplicated frame of a stream
+   attached; the report lists each reply's attempts (or its intent), which ones were declined rather than
+   guessed, and the tenant's cost report (`/v1/costs`).
 
 A part that fails (the graph does not start, an HTTP call answers with an error, a question gets no
 answer) is reported with its reason and the other parts still run; `DemoReport.ok` (the CLI's exit
@@ -135,6 +136,7 @@ class KnowledgeReport:
 ROUTER_QUESTIONS = (
     *DEMO_QUESTIONS,
     "Hi there! Who am I talking to?",
+    "Does Lumen integrate with Salesforce?",  # the help center does not say: declined, not guessed
     "Write one friendly sentence to welcome a new user.",
 )
 
@@ -150,6 +152,9 @@ class Routed:
     images: int
     degraded: bool = False
     error: str | None = None  # the question got no answer: why
+    abstained: bool = False  # an honest "I don't know" (or a handoff) instead of an answer
+    reason: str | None = None
+    intent: str | None = None
 
 
 @dataclass
@@ -168,6 +173,10 @@ class RouterReport:
             "router_failed": len(self.failed),
             "router_degraded": sum(a.degraded for a in self.answers),
             "router_answered_by": dict(tiers),
+            "router_declined": {a.question: a.reason for a in self.answers if a.abstained},
+            "router_intents": {
+                a.question: a.intent for a in self.answers if a.intent not in (None, "question")
+            },
             "router_attempts": sum(len(a.attempts) for a in self.answers),
             "router_p50_ms": round(percentile([a.latency_ms for a in self.answers], 0.5), 1),
             "router_cost_usd": self.costs["llm"]["cost_usd"],
@@ -315,6 +324,8 @@ class DemoReport:
         for a in r.answers:
             trail = " -> ".join(f"{t['tier']} ({t['outcome']})" for t in a.attempts)
             trail += " [degraded]" if a.degraded else ""
+            trail += f" [declined: {a.reason}]" if a.abstained else ""
+            trail = trail or f"intent: {a.intent}"
             frame = f"\n+{a.images} frame" if a.images else ""
             snippet = a.answer if len(a.answer) <= 160 else a.answer[:157] + "..."
             if a.error is not None:
@@ -456,8 +467,11 @@ async def _route_one(client: httpx.AsyncClient, question: str, frame: bytes | No
         routing["attempts"],
         routing["confidence"],
         (time.perf_counter() - started) * 1e3,
-        routing["attempts"][0]["images"],
+        routing["attempts"][0]["images"] if routing["attempts"] else 0,
         degraded=routing.get("degraded", False),
+        abstained=bool(routing.get("abstained")),
+        reason=routing.get("abstain_reason"),
+        intent=routing.get("intent"),
     )
 
 

@@ -72,6 +72,14 @@ SPECS = {
             "answers returned degraded (the tiers they escalated to failed), by the tier that answered",
             ("tenant", "tier"),
         ),
+        Spec(
+            "supportgraph_chat_abstained",
+            "counter",
+            "chat turns that got no answer but an honest 'I don't know' or a handoff, by reason (unverified,"
+            " no_evidence, asked_for_person, out_of_scope)",
+            ("tenant", "reason"),
+        ),
+        Spec("supportgraph_chat_intents", "counter", "chat turns by intent", ("tenant", "intent")),
         Spec("supportgraph_llm_cost_usd", "counter", "LLM spend in USD", ("tenant", "tier", "model")),
         Spec("supportgraph_llm_tokens", "counter", "LLM tokens", ("tenant", "model", "direction")),
         Spec(

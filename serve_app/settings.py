@@ -242,6 +242,35 @@ class RoutingPolicySettings(_Section):
         description="pre-call step: a prompt whose predicted chance that the ladder's first tier answers it "
         "right is below this skips that tier (0: off, the default)",
     )
+    verify: bool = Field(
+        True,
+        description="deliver only answers the verifier finds supported by the passages (or screen text); "
+        "when none is, abstain: say so in the tenant's words and hand over (off: the last tier's answer "
+        "goes out whatever its confidence)",
+    )
+    answer_model: Path | None = Field(
+        None, description="answer model JSON (supportgraph fit-answers); default: the bundled one"
+    )
+    wrong_answer_target: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="tolerated share of wrong answers among delivered ones; the verifier's threshold is the "
+        "answer model's Learn-then-Test threshold for it (holds with probability 1 - delta)",
+    )
+    tenant_wrong_answer_targets: dict[str, float] = Field(
+        default_factory=dict, description="tenant -> its own wrong_answer_target"
+    )
+    abstain_message: str = Field(
+        "I'm not sure about this one, and I'd rather not guess. Let me get a person from our team to help "
+        "you with it.",
+        min_length=1,
+        max_length=1000,
+        description="what the customer reads when no answer verified",
+    )
+    tenant_abstain_messages: dict[str, str] = Field(
+        default_factory=dict, description="tenant -> its own abstain_message"
+    )
     retries: int = Field(2, ge=0, le=10, description="retries of a failed call before escalating")
     backoff_s: float = Field(0.25, ge=0, le=60, description="first retry delay (doubles, jittered)")
     backoff_max_s: float = Field(4.0, ge=0, le=600)
@@ -264,7 +293,14 @@ class RoutingPolicySettings(_Section):
             raise ValueError("routing.policy.tier_thresholds are confidences in [0, 1]")
         if any(not 0 <= v <= 1 for tiers in self.tenant_thresholds.values() for v in tiers.values()):
             raise ValueError("routing.policy.tenant_thresholds are confidences in [0, 1]")
+        if any(not 0 < v < 1 for v in self.tenant_wrong_answer_targets.values()):
+            raise ValueError("routing.policy.tenant_wrong_answer_targets are rates in (0, 1)")
+        if any(not m.strip() for m in self.tenant_abstain_messages.values()):
+            raise ValueError("routing.policy.tenant_abstain_messages cannot be empty")
         return self
+
+    def abstain_text(self, tenant_id: str | None) -> str:
+        return self.tenant_abstain_messages.get(tenant_id or "", self.abstain_message)
 
 
 def _offline_tiers() -> list[TierSettings]:
@@ -272,6 +308,46 @@ def _offline_tiers() -> list[TierSettings]:
         TierSettings(name="extractive", backend="extractive", model="extractive-grounded", timeout_s=5),
         TierSettings(name="smollm2", backend="gguf", model="smollm2-135m", timeout_s=60),
     ]
+
+
+class IntentSettings(_Section):
+    """The step before retrieval: what a turn is (serve_app/answers/intent.py) and the replies to turns
+    that are not help-center questions."""
+
+    enabled: bool = Field(True, description="classify each turn before retrieval")
+    model: Path | None = Field(None, description="intent model JSON (fit-intents); default: the bundled one")
+    min_confidence: float = Field(
+        0.6, ge=0, le=1, description="a turn is anything but a question only at this probability or more"
+    )
+    greeting: str = Field(
+        "Hello! I'm the support assistant. Ask me about the product and I'll answer from the help center, "
+        "or ask for a person at any time.",
+        min_length=1,
+        description="the reply to a greeting",
+    )
+    thanks: str = Field("You're welcome! Is there anything else I can help with?", min_length=1)
+    chatter: str = Field(
+        "I can only help with questions about the product and its help center. What can I help you with?",
+        min_length=1,
+        description="the reply that declines out-of-scope chatter",
+    )
+    human: str = Field(
+        "Of course. I'm getting a person from our team for you.",
+        min_length=1,
+        description="the reply to a request for a person (the handoff adds where it stands)",
+    )
+    tenant_replies: dict[str, dict[Literal["greeting", "thanks", "chatter", "human"], str]] = Field(
+        default_factory=dict, description="tenant -> its own wording of these replies"
+    )
+
+    def reply(self, tenant_id: str, label: str) -> str:
+        defaults = {
+            "greeting": self.greeting,
+            "thanks": self.thanks,
+            "chatter": self.chatter,
+            "human": self.human,
+        }
+        return self.tenant_replies.get(tenant_id, {}).get(label) or defaults[label]  # type: ignore[index]
 
 
 class RoutingSettings(_Section):
@@ -284,6 +360,7 @@ class RoutingSettings(_Section):
     context_passages: int = Field(4, ge=0, le=20)
     max_images: int = Field(4, ge=0, le=32, description="frames attached per turn (latest kept)")
     max_tokens: int = Field(512, ge=1, le=8192, description="answer length cap per attempt")
+    intents: IntentSettings = IntentSettings()
 
     @model_validator(mode="after")
     def _ladders(self) -> RoutingSettings:

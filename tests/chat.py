@@ -16,10 +16,10 @@ async def export_passage(tenant: str, question: str, k: int, request_id: uuid.UU
     return [PASSAGE]
 
 
-def extractive_service(*more_tiers: dict[str, Any]) -> ChatService:
-    """The extractive tier (answering from one passage), then `more_tiers`."""
+def extractive_service(*more_tiers: dict[str, Any], **policy: Any) -> ChatService:
+    """The extractive tier (answering from one passage), then `more_tiers`; `policy`: routing.policy."""
     tiers = [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}, *more_tiers]
-    return ChatService.create(load_settings(routing={"tiers": tiers}), export_passage)
+    return ChatService.create(load_settings(routing={"tiers": tiers, "policy": policy}), export_passage)
 
 
 class LocalChat:

@@ -187,7 +187,12 @@ def test_a_router_replica_answers_only_once_its_cost_events_are_written(kb_setti
     settings = load_settings(
         None,
         state_dir=kb_settings.state_dir,
-        routing={"tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]},
+        routing={
+            "tiers": [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}],
+            # no knowledge handle here: answers without passages, each one an LLM attempt to record
+            "policy": {"verify": False},
+            "intents": {"enabled": False},
+        },
     )
 
     async def rows() -> int:

@@ -196,29 +196,64 @@ def test_internal_errors_of_the_router_are_not_reported_as_bad_input() -> None:
     assert response.status_code == 422 and response.json()["detail"] == "unknown tier 'x'"
 
 
-def test_a_degraded_answer_is_a_200_that_says_so_streaming_or_not() -> None:
-    """The tier escalated to fails: the cheap tier's answer comes back marked degraded, with the failed
-    attempt and its error, in the reply's `supportgraph` and in the SSE stream's final chunk."""
-    import json
-
+def _failing_escalation(**policy: object):  # type: ignore[no-untyped-def]
     from serve_app.routing.providers.base import ProviderError
     from tests.chat import LocalChat, extractive_service
     from tests.test_router_policy import Scripted
 
-    service = extractive_service({"name": "sonnet", "backend": "extractive", "model": "claude-sonnet-4-5"})
+    service = extractive_service(
+        {"name": "sonnet", "backend": "extractive", "model": "claude-sonnet-4-5"}, **policy
+    )
     service.router.tiers["sonnet"].provider = Scripted(
         "sonnet", ProviderError("anthropic", "server", "down", 529)
     )
     app = create_app()
     app.state.chat = LocalChat(service)
-    body = {"messages": [{"role": "user", "content": "hello there"}], "tenant_id": "acme"}
+    return app
+
+
+def _sse(app, body):  # type: ignore[no-untyped-def]
+    import json
+
+    streamed = TestClient(app).post("/v1/chat/completions", json={**body, "stream": True})
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    return events, "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+
+
+def test_a_degraded_answer_is_a_200_that_says_so_streaming_or_not() -> None:
+    """Without verification, the tier escalated to fails: the cheap tier's answer comes back marked
+    degraded, with the failed attempt and its error, in the reply's `supportgraph` and in the SSE
+    stream's final chunk."""
+    app = _failing_escalation(verify=False, threshold=1.0)
+    body = {"messages": [{"role": "user", "content": "where is the export"}], "tenant_id": "acme"}
     reply = TestClient(app).post("/v1/chat/completions", json=body)
     routing = reply.json()["supportgraph"]
     assert reply.status_code == 200 and routing["degraded"] is True and routing["tier"] == "extractive"
     assert routing["failures"] == [{"attempt": 2, "tier": "sonnet", "error": "anthropic: server 529: down"}]
-    streamed = TestClient(app).post("/v1/chat/completions", json={**body, "stream": True})
-    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    events, text = _sse(app, body)
     final = events[-1]
     assert final["choices"][0]["finish_reason"] == "stop" and final["supportgraph"]["degraded"] is True
-    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
     assert text.strip() == reply.json()["choices"][0]["message"]["content"]
+
+
+def test_an_unverified_answer_whose_escalation_fails_is_declined_not_sent() -> None:
+    """With verification (the default), an answer the verifier does not support is never sent, even
+    when the tier it escalated to fails: the reply abstains, says why, and lists the failure."""
+    app = _failing_escalation()
+    body = {
+        "messages": [{"role": "user", "content": "what is the price of the enterprise plan"}],
+        "tenant_id": "acme",
+    }
+    reply = TestClient(app).post("/v1/chat/completions", json=body)
+    routing = reply.json()["supportgraph"]
+    assert (
+        reply.status_code == 200
+        and routing["abstained"] is True
+        and routing["abstain_reason"] == "unverified"
+    )
+    assert routing["verified"] is False and routing["tier"] == "abstained"
+    assert routing["failures"] == [{"attempt": 2, "tier": "sonnet", "error": "anthropic: server 529: down"}]
+    assert "Export" not in reply.json()["choices"][0]["message"]["content"]
+    events, text = _sse(app, body)
+    assert events[-1]["supportgraph"]["abstained"] is True and "Export" not in text
+    assert text == reply.json()["choices"][0]["message"]["content"]

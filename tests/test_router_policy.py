@@ -447,14 +447,16 @@ def test_degraded_answers_are_counted_in_metrics() -> None:
             "tiers": [
                 {"name": "extractive", "backend": "extractive", "model": "extractive-grounded"},
                 {"name": "sonnet", "backend": "extractive", "model": "claude-sonnet-4-5"},
-            ]
+            ],
+            "policy": {"verify": False},  # degraded answers: the unverified mode's fallback
         }
     )
     service = ChatService.create(settings)
     service.router.tiers["sonnet"].provider = Scripted("sonnet", failure())
     registry = CollectorRegistry()
     service.metrics = Metrics.prometheus(registry)
-    routed, _ = asyncio.run(service.answer(ChatRequest("acme", (Message("user", "hello there"),))))
+    question = ChatRequest("acme", (Message("user", "how do I export my notes"),))
+    routed, _ = asyncio.run(service.answer(question))
     assert routed.degraded and routed.tier == "extractive"
     labels = {"tenant": "acme", "tier": "extractive"}
     assert registry.get_sample_value("supportgraph_llm_degraded_total", labels) == 1.0

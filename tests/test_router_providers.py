@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import re
 import time
 from typing import ClassVar
 
@@ -377,7 +378,7 @@ def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
         create_provider("mystery", "m")
 
 
-def test_extractive_tier_quotes_the_best_section_with_its_citation() -> None:
+def test_extractive_tier_quotes_the_unit_that_answers_with_its_citation() -> None:
     passages = (
         "Billing\n## Refunds\nAnnual plans can be refunded in full within 14 days of purchase. Monthly plans"
         " are not refunded.\n## Invoices\nInvoices are emailed to the billing contact every month.",
@@ -390,16 +391,23 @@ def test_extractive_tier_quotes_the_best_section_with_its_citation() -> None:
             Prompt((Message("user", "Can I get a refund on an annual plan?"),), context=passages), 1
         )
     )
-    assert refund.answer.startswith("Annual plans can be refunded") and refund.answer.endswith("[1]")
-    assert "Invoices" not in refund.answer and refund.offline and refund.text.endswith("Confidence: 1.00")
+    assert refund.answer == "Annual plans can be refunded in full within 14 days of purchase. [1]"
+    assert refund.offline and re.search(r"\nConfidence: (0|1)\.\d\d$", refund.text)
     reset = run(
-        responder.complete(Prompt((Message("user", "how to reset my password"),), context=passages), 1)
+        responder.complete(Prompt((Message("user", "how do I reset my password"),), context=passages), 1)
     )
-    assert "Open the emailed link and choose a new password. [2]" in reset.answer  # wrapped lines joined
-    unknown = run(responder.complete(Prompt((Message("user", "hello there"),), context=passages), 1))
-    assert unknown.answer == NOT_FOUND and unknown.text.endswith("Confidence: 0.00")
-    partial = responder.answer(Prompt((Message("user", "refund via paypal wallet"),), context=passages))
-    assert 0 < partial[1] < 0.6
+    # a "how do I" question gets the steps, wrapped lines joined
+    assert reset.answer == (
+        "1. Choose Forgot password on the sign-in page. "
+        "2. Open the emailed link and choose a new password. [2]"
+    )
+    sure = responder.answer(
+        Prompt((Message("user", "Can I get a refund on an annual plan?"),), context=passages)
+    )
+    unsure = responder.answer(Prompt((Message("user", "refund via paypal wallet"),), context=passages))
+    assert 0 <= unsure[1] < sure[1] <= 1
+    nothing = run(responder.complete(Prompt((Message("user", "hello there"),)), 1))
+    assert nothing.answer == NOT_FOUND and nothing.text.endswith("Confidence: 0.00")
 
 
 def test_bundled_smollm2_tier_generates_offline() -> None:

@@ -116,3 +116,50 @@ async def ingest_path(
     if report.written or report.removed:
         report.maintained = await db.maintain()
     return report
+
+
+async def copy_knowledge(
+    db: Database, source: str, target: str, skip: set[str] | frozenset[str] = frozenset()
+) -> IngestReport:
+    """Copy a tenant's documents, chunks and embeddings to another tenant, except the `skip` sources (no
+    embedding pass: an evaluation's second knowledge base, a staging copy). Idempotent like ingest: a
+    document the target already holds with the same content hash is left alone, one it holds that the
+    copy would not is removed."""
+    async with db.tenant(source) as conn:
+        docs = await conn.fetch("SELECT id, source, title, content_hash FROM knowledge_documents ORDER BY id")
+        rows = await conn.fetch(
+            "SELECT document_id, ordinal, heading, content, embedding FROM knowledge_chunks"
+            " ORDER BY document_id, ordinal"
+        )
+    chunks: dict[int, list] = {}
+    for row in rows:
+        chunks.setdefault(row["document_id"], []).append(row)
+    wanted = [d for d in docs if d["source"] not in skip]
+    report = IngestReport(files=len(wanted))
+    async with db.tenant(target) as conn:
+        await ensure_tenant(conn, target)
+        known = await store.document_hashes(conn)
+    for doc in wanted:
+        if known.get(doc["source"]) == doc["content_hash"]:
+            report.unchanged += 1
+            continue
+        mine = chunks.get(doc["id"], [])
+        async with db.tenant(target) as conn:
+            doc_id = await conn.fetchval(
+                store.UPSERT_DOCUMENT, doc["source"], doc["title"], doc["content_hash"], len(mine)
+            )
+            await conn.execute("DELETE FROM knowledge_chunks WHERE document_id = $1", doc_id)
+            await conn.executemany(
+                "INSERT INTO knowledge_chunks (tenant_id, document_id, ordinal, heading, content, embedding)"
+                " VALUES (current_tenant(), $1, $2, $3, $4, $5)",
+                [(doc_id, c["ordinal"], c["heading"], c["content"], c["embedding"]) for c in mine],
+            )
+        report.written += 1
+        report.chunks += len(mine)
+    gone = sorted(set(known) - {d["source"] for d in wanted})
+    if gone:
+        async with db.tenant(target) as conn:
+            report.removed = await store.delete_documents(conn, gone)
+    if report.written or report.removed:
+        report.maintained = await db.maintain()
+    return report

@@ -55,6 +55,12 @@ def fuse(
     return [(cited[p.document_id], score, evidence[p.document_id]) for p, score in docs]
 
 
+def prompt_text(heading: str, title: str, content: str) -> str:
+    """A passage as the answering tiers get it: its heading path (or title) as a Markdown heading, then
+    its content."""
+    return f"## {heading or title}\n{content}"
+
+
 @dataclass(frozen=True)
 class Hit:
     passage: Passage

@@ -1,20 +1,30 @@
 """Attempt-based escalation ("upgrade the brain, not the eyes").
 
-Attempt 1 goes to the cheapest tier of the tenant's ladder. An answer is accepted when the scorer's
-confidence reaches the tier's threshold; otherwise, or when the provider fails (after retries with
-jittered exponential backoff; a tier whose circuit breaker is open is skipped), the next tier gets the
-same prompt: the same passages and the same deduplicated frames. The last attempt's answer is returned
-whatever its confidence. When the tiers an answer escalated to all fail (or their breakers are open),
-the request still succeeds: the most confident answer obtained is returned, marked `degraded`, with the
-failed attempts and their errors; only a request that no tier answered is `NoTierAvailable`. Every
-attempt, failed ones included, is handed to `record` (the cost ledger). Retries, backoff and breakers
-are `resilience`'s; scoring is `confidence`'s.
+Attempt 1 goes to the cheapest tier of the tenant's ladder. An answer is accepted when its confidence
+reaches the bar; otherwise, or when the provider fails (after retries with jittered exponential backoff;
+a tier whose circuit breaker is open is skipped), the next tier gets the same prompt: the same passages
+and the same deduplicated frames. Every attempt, failed ones included, is handed to `record` (the cost
+ledger). Retries, backoff and breakers are `resilience`'s.
+
+With a verifier (`checker`, serve_app/answers; the chat service gives one unless `policy.verify` is off)
+an attempt's confidence is the verifier's probability that the passages support its answer, and the bar
+is the answer model's Learn-then-Test threshold for the tenant's tolerated share of wrong answers among
+delivered ones. The first verified attempt is delivered; when none verifies the router abstains: it says
+it does not know (the tenant's wording, no invented content), `abstained` with the reason, and the
+caller's handoff hook takes over. A question without passages to check an answer against is abstained
+on before any tier is called. Streams are verified before their first word goes out.
+
+Without a verifier, confidence comes from `confidence`'s scorers against the tier's threshold; the last
+attempt's answer is returned whatever its confidence, and when the tiers an answer escalated to all fail
+the most confident answer obtained is returned, marked `degraded`. In both modes only a request that no
+tier answered is `NoTierAvailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from serve_app.answers.verify import AnswerChecker
 from serve_app.costs.ledger import CostEvent
 from serve_app.costs.pricing import ModelPrice
 from serve_app.routing.confidence import ConfidenceScorer
@@ -42,6 +53,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+ABSTAINED = "abstained"  # the tier and model of a reply no tier's answer made
+_SENTENCE_END = re.compile(r"(?<=[.!?\]])\s+")
+
+
+def _pieces(text: str) -> list[str]:
+    """A checked answer sent as a stream: sentence by sentence (each keeps its trailing space)."""
+    parts = _SENTENCE_END.split(text)
+    return [p + (" " if i < len(parts) - 1 else "") for i, p in enumerate(parts) if p]
+
+
 class NoTierAvailable(Exception):
     """Every tier of the ladder failed or is switched off by its breaker (HTTP 503)."""
 
@@ -60,7 +81,7 @@ class Attempt:
     tier: str
     provider: str
     model: str
-    outcome: str  # accepted | escalated | final | failed | skipped
+    outcome: str  # accepted | escalated | final | rejected (last, unverified) | failed | skipped
     input_tokens: int = 0
     output_tokens: int = 0
     images: int = 0
@@ -87,6 +108,13 @@ class RoutedAnswer:
     # the pre-call step's score of the question (None: step off); skipped: the first tier was not asked
     precall: float | None = None
     precall_skipped: bool = False
+    abstained: bool = False
+    abstain_reason: str | None = None
+    intent: str | None = None
+    verified: bool | None = None  # None: no verifier ran
+    # the answer the best attempt gave, delivered or not (evaluations and the handoff's summary read it;
+    # it is not part of the reply)
+    candidate: str | None = None
 
     @property
     def cost_usd(self) -> float:
@@ -102,6 +130,10 @@ class RoutedAnswer:
             "cost_usd": round(self.cost_usd, 8),
             "baseline_usd": round(self.baseline_usd, 8),
             "degraded": self.degraded,
+            "abstained": self.abstained,
+            "abstain_reason": self.abstain_reason,
+            "intent": self.intent,
+            "verified": self.verified,
             "precall": None
             if self.precall is None
             else {"score": round(self.precall, 4), "skipped_first_tier": self.precall_skipped},
@@ -158,7 +190,7 @@ async def _complete(tier: Tier, prompt: Prompt, deadline: Deadline) -> Completio
     return await _within(tier, tier.provider.complete(prompt, left), left)
 
 
-async def _pieces(tier: Tier, prompt: Prompt, deadline: Deadline) -> AsyncIterator[str | Completion]:
+async def _provider_pieces(tier: Tier, prompt: Prompt, deadline: Deadline) -> AsyncIterator[str | Completion]:
     """The provider's stream: its first piece within what is left of the attempt's time (the router
     enforces that), each later one within the tier's timeout (a stalled stream fails); the backend is
     given the tier's timeout, since some take it for the whole stream."""
@@ -186,7 +218,10 @@ class EscalatingRouter:
         ladders: dict[str, list[str]] | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        checker: AnswerChecker | None = None,
     ):
+        """`checker`: the verifier (serve_app/answers); None, or `policy.verify` off: confidence from the
+        scorers and no abstention."""
         if not tiers:
             raise ValueError("the router needs at least one tier")
         self.tiers = {t.name: t for t in tiers}
@@ -195,6 +230,7 @@ class EscalatingRouter:
         self.record = record
         self._sleep, self._clock = sleep, clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.checker = checker
         self._precall: tuple[Path | None, QueryScorer | None] = (None, None)  # (file, its scorer)
         self.configure(policy)
 
@@ -211,6 +247,9 @@ class EscalatingRouter:
         self._precall = (policy.precall_scorer, self.precall)
         self.retry = RetryPolicy.from_settings(policy)
         self.policy = policy
+        if self.checker is not None:
+            self.checker.alpha = policy.wrong_answer_target
+            self.checker.tenant_alpha = dict(policy.tenant_wrong_answer_targets)
         for name in self.order:
             breaker = self.breakers.setdefault(name, CircuitBreaker(clock=self._clock))
             breaker.failures, breaker.reset_s = policy.breaker_failures, policy.breaker_reset_s
@@ -235,6 +274,32 @@ class EscalatingRouter:
         """The tenant's calibrated threshold for the tier, else the tier's, else the global one."""
         calibrated = self.policy.tenant_thresholds.get(tenant_id, {}) if tenant_id else {}
         return calibrated.get(tier, self.policy.tier_thresholds.get(tier, self.policy.threshold))
+
+    @property
+    def verifying(self) -> bool:
+        return self.checker is not None and self.policy.verify
+
+    def bar(self, tier: str, tenant_id: str | None = None) -> float:
+        """The confidence an answer of `tier` needs to be delivered: with a verifier, the answer model's
+        threshold for the tenant's tolerated wrong-answer share (raised by a tier or tenant threshold set
+        explicitly); without one, `threshold()`."""
+        if not self.verifying:
+            return self.threshold(tier, tenant_id)
+        assert self.checker is not None
+        bar = self.checker.threshold(tenant_id)
+        explicit = self.policy.tenant_thresholds.get(tenant_id or "", {}).get(tier)
+        if explicit is None:
+            explicit = self.policy.tier_thresholds.get(tier)
+        return bar if explicit is None else max(bar, explicit)
+
+    async def _confidence(self, prompt: Prompt, completion: Completion) -> float:
+        if not self.verifying:
+            return self.scorer.score(prompt, completion.text)
+        assert self.checker is not None
+        verdict = await asyncio.to_thread(
+            self.checker.verify, prompt.question, prompt.context, completion.answer, prompt.screen_lines
+        )
+        return verdict.score
 
     async def _call(self, tier: Tier, prompt: Prompt, attempt: Attempt) -> Completion:
         """One tier, with retries of retryable failures, counted on the attempt (failed ones too), all
@@ -327,8 +392,16 @@ class EscalatingRouter:
     ) -> AsyncIterator[str | RoutedAnswer]:
         request_id = request_id or uuid.uuid4()
         full = self.ladder(tenant_id, override)
+        verifying = self.verifying
+        if verifying and not prompt.context:
+            # nothing to check an answer against: no tier is asked to make one up
+            routed = self._abstained(request_id, tenant_id, [], "no_evidence", 0.0, 0.0)
+            yield routed.text
+            yield routed
+            return
         ladder, precall = await self.precall_step(prompt, full) if override is None else (full, None)
         top = ladder[-1]
+        live = stream_last and not verifying  # a verified answer is checked whole before it is sent
         attempts: list[Attempt] = []
         errors: list[str] = []
         best: tuple[Attempt, Completion] | None = None  # the most confident escalated answer so far
@@ -347,7 +420,7 @@ class EscalatingRouter:
                 continue
             started = self._clock()
             try:
-                if last and stream_last:
+                if last and live:
                     completion = None
                     lines = ConfidenceLineFilter()
                     async for piece in self._stream_call(tier, prompt, attempt):
@@ -370,25 +443,45 @@ class EscalatingRouter:
                 continue
             breaker.succeeded()
             self._priced(attempt, tier, completion, started)
-            attempt.confidence = self.scorer.score(prompt, completion.text)
-            accepted = attempt.confidence >= self.threshold(tier.name, tenant_id)
+            attempt.confidence = await self._confidence(prompt, completion)
+            accepted = attempt.confidence >= self.bar(tier.name, tenant_id)
             if not (accepted or last):
                 attempt.outcome = "escalated"
                 self._emit(tenant_id, session_id, request_id, attempt)
                 if best is None or attempt.confidence > (best[0].confidence or 0.0):
                     best = attempt, completion
                 continue
-            attempt.outcome = "accepted" if accepted else "final"
             baseline = self._baseline(top, prompt, completion)
+            if verifying and not accepted:  # the last attempt did not verify either
+                attempt.outcome = "rejected"
+                self._emit(tenant_id, session_id, request_id, attempt, baseline)
+                if best is None or attempt.confidence > (best[0].confidence or 0.0):
+                    best = attempt, completion
+                break
+            attempt.outcome = "accepted" if accepted else "final"
             self._emit(tenant_id, session_id, request_id, attempt, baseline)
-            if not (last and stream_last):
-                yield completion.answer
+            if not (last and live):
+                for piece in _pieces(completion.answer) if live != stream_last else [completion.answer]:
+                    yield piece
             routed = self._answered(request_id, tier, attempt, completion, attempts, baseline or 0.0)
             routed.precall, routed.precall_skipped = precall, len(ladder) < len(full)
+            routed.verified = True if verifying else None
+            routed.candidate = completion.answer
             yield routed
             return
         if best is None:
             raise NoTierAvailable("; ".join(errors) or "no tier configured")
+        if verifying:  # answers came back, none verified: say so instead of guessing
+            chosen, completion = best
+            baseline = self._baseline(top, prompt, completion) or 0.0
+            routed = self._abstained(
+                request_id, tenant_id, attempts, "unverified", chosen.confidence or 0.0, baseline
+            )
+            routed.precall, routed.precall_skipped = precall, len(ladder) < len(full)
+            routed.candidate = completion.answer
+            yield routed.text
+            yield routed
+            return
         # a later tier failed or was switched off: the best answer in hand, marked degraded
         chosen, completion = best
         yield ("\n\n" if streamed else "") + completion.answer
@@ -397,6 +490,30 @@ class EscalatingRouter:
         routed = self._answered(request_id, tier, chosen, completion, attempts, baseline, degraded=True)
         routed.precall, routed.precall_skipped = precall, len(ladder) < len(full)
         yield routed
+
+    def _abstained(
+        self,
+        request_id: uuid.UUID,
+        tenant_id: str,
+        attempts: list[Attempt],
+        reason: str,
+        confidence: float,
+        baseline: float,
+    ) -> RoutedAnswer:
+        """The reply when no answer verified: the tenant's "I don't know" wording, nothing invented."""
+        offline = all(a.offline for a in attempts if a.outcome not in ("failed", "skipped"))
+        routed = RoutedAnswer(
+            request_id,
+            self.policy.abstain_text(tenant_id),
+            ABSTAINED,
+            ABSTAINED,
+            confidence,
+            offline,
+            attempts,
+            baseline,
+        )
+        routed.abstained, routed.abstain_reason, routed.verified = True, reason, False
+        return routed
 
     @staticmethod
     def _baseline(top: Tier, prompt: Prompt, completion: Completion | None) -> float | None:
@@ -432,7 +549,7 @@ class EscalatingRouter:
         within the tier's timeout until the first piece."""
         deadline = Deadline.after(tier.timeout_s, self._clock)
         return retried_stream(
-            lambda: _pieces(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
+            lambda: _provider_pieces(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
         )
 
     def status(self) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """The chat service behind `/v1/chat/completions` and the LiveKit agent's LLM, without Ray.
 
-It turns a chat request into a `Prompt` (conversation, retrieved help-center passages for the last
-question, at most `max_images` deduplicated frames), runs the escalating router, and records every
-attempt in the cost ledger. The Ray layer only supplies a retriever and, for self-hosted GGUF tiers, a
-provider that calls their deployment.
+First the turn's intent (serve_app/answers/intent.py): a greeting or thanks gets a short reply, a
+request for a person goes to the handoff with an abstention (`asked_for_person`), chatter is declined
+(`out_of_scope`); none of them is retrieved for or sent to a tier. A help-center question becomes a
+`Prompt` (conversation, retrieved help-center passages for the last question, at most `max_images`
+deduplicated frames), goes through the escalating router and its verifier, and every attempt is recorded
+in the cost ledger. The Ray layer only supplies a retriever and, for self-hosted GGUF tiers, a provider
+that calls their deployment.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.answers.intent import Intent, IntentClassifier
+from serve_app.answers.verify import AnswerChecker, shared_checker
 from serve_app.costs.ledger import CostEvent, CostLedger
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
+from serve_app.routing.providers.extractive import ExtractiveResponder
 from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
 from serve_app.screen.context import grounded_query, query_lines, screen_block
 from serve_app.screen.state import ScreenContext
@@ -33,6 +39,17 @@ from serve_app.settings import (
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
 
 log = logging.getLogger(__name__)
+
+
+INTENT_TIER = "intent"  # the tier and model of replies to turns that are no help-center question
+INTENT_MODEL = "intent-minilm"
+
+
+def _checker(policy: RoutingPolicySettings) -> AnswerChecker | None:
+    """The verifier the policy asks for (None: `verify` off)."""
+    if not policy.verify:
+        return None
+    return shared_checker(policy.answer_model, policy.wrong_answer_target, policy.tenant_wrong_answer_targets)
 
 
 class ChatRequestError(ValueError):
@@ -97,6 +114,7 @@ class ChatService:
     answered: int = 0
     metrics: Metrics | None = None
     screen: ScreenSource | None = None
+    intents: IntentClassifier | None = None
     _system: str = field(default="You are a concise, accurate customer-support assistant.")
 
     @classmethod
@@ -120,16 +138,64 @@ class ChatService:
         ledger: CostLedger | None = None,
         providers: Mapping[str, LLMProvider] | None = None,
     ) -> ChatService:
+        tiers = build_tiers(routing, pricing, providers)
+        checker = _checker(routing.policy)
         router = EscalatingRouter(
-            build_tiers(routing, pricing, providers),
+            tiers,
             routing.policy,
             record=ledger.record if ledger else None,
             ladders=routing.tenant_tiers,
+            checker=checker,
         )
-        return cls(routing, screen, router, retrieve, ledger)
+        service = cls(routing, screen, router, retrieve, ledger)
+        service._share(checker)
+        if routing.intents.enabled:
+            service.intents = IntentClassifier.load(routing.intents.model)
+        return service
+
+    def _share(self, checker: AnswerChecker | None) -> None:
+        """The extractive tiers quote with the answer model the router verifies with (one evidence read
+        per question)."""
+        if checker is None:
+            return
+        for tier in self.router.tiers.values():
+            if isinstance(tier.provider, ExtractiveResponder):
+                tier.provider.checker = checker
 
     def reconfigure(self, policy: dict[str, Any]) -> None:
-        self.router.configure(RoutingPolicySettings(**policy))
+        settings = RoutingPolicySettings(**policy)
+        current = self.router.checker
+        if settings.verify and (current is None or settings.answer_model != self.router.policy.answer_model):
+            self.router.checker = _checker(settings)
+            self._share(self.router.checker)
+        self.router.configure(settings)
+
+    async def intent(self, request: ChatRequest) -> Intent | None:
+        """The turn's intent (None: the step is off, or the turn carries images or a screen to ask about)."""
+        if self.intents is None or request.images:
+            return None
+        cfg = self.routing.intents
+        return await asyncio.to_thread(
+            self.intents.classify, request.messages[-1].content, cfg.min_confidence
+        )
+
+    def _turn_reply(self, request: ChatRequest, intent: Intent | None) -> RoutedAnswer | None:
+        """The reply to a turn that is no help-center question (None: it is one)."""
+        if intent is None or intent.label == "question":
+            return None
+        routed = RoutedAnswer(
+            uuid.uuid4(),
+            self.routing.intents.reply(request.tenant_id, intent.label),
+            INTENT_TIER,
+            INTENT_MODEL,
+            intent.confidence,
+            True,
+        )
+        routed.intent = intent.label
+        if intent.label in ("human", "chatter"):
+            routed.abstained = True
+            routed.abstain_reason = "asked_for_person" if intent.label == "human" else "out_of_scope"
+        return routed
 
     async def prompt(
         self, request: ChatRequest, request_id: uuid.UUID | None = None
@@ -198,11 +264,17 @@ class ChatService:
 
     async def answer(self, request: ChatRequest) -> tuple[RoutedAnswer, list[str]]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
-        prompt, passages = await self.prompt(request, request_id)
         started = time.perf_counter()
+        intent = await self.intent(request)
+        turn = self._turn_reply(request, intent)
+        if turn is not None:
+            self._answered(request.tenant_id, turn, started)
+            return turn, []
+        prompt, passages = await self.prompt(request, request_id)
         routed = await self.router.answer(
             prompt, request.tenant_id, request.session_id, request_id, ladder=ladder
         )
+        routed.intent = intent.label if intent else None
         self._answered(request.tenant_id, routed, started)
         return routed, passages
 
@@ -218,11 +290,19 @@ class ChatService:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
-        prompt, _ = await self.prompt(request, request_id)
         started = time.perf_counter()
+        intent = await self.intent(request)
+        turn = self._turn_reply(request, intent)
+        if turn is not None:
+            self._answered(request.tenant_id, turn, started)
+            yield turn.text
+            yield turn
+            return
+        prompt, _ = await self.prompt(request, request_id)
         items = self.router.stream(prompt, request.tenant_id, request.session_id, request_id, ladder=ladder)
         async for item in items:
             if isinstance(item, RoutedAnswer):
+                item.intent = intent.label if intent else None
                 self._answered(request.tenant_id, item, started)
             yield item
 
@@ -230,6 +310,12 @@ class ChatService:
         self.answered += 1
         m = self.metrics
         if m is None:
+            return
+        if routed.intent is not None:
+            m.inc("supportgraph_chat_intents", tenant=tenant, intent=routed.intent)
+        if routed.abstained:
+            m.inc("supportgraph_chat_abstained", tenant=tenant, reason=routed.abstain_reason or "")
+        if routed.tier == INTENT_TIER:
             return
         answer = {"tenant": tenant, "tier": routed.tier, "model": routed.model}
         m.inc("supportgraph_llm_requests", **answer, offline=str(routed.offline).lower())

@@ -1,0 +1,240 @@
+"""What a question asks and how well each answer unit of the retrieved passages answers it.
+
+`analyse` reads the question: its content terms (lightly stemmed), its rare terms (the ones that name the
+thing asked about), and the answer type it wants (a number for "how many / maximum / how long", a yes/no
+statement for "can I / does it"). `unit_features` scores every unit of the passages against it with
+signals that do not reward a unit for merely repeating the question: the question's rare terms present
+in the same unit, the semantic match of question and unit (MiniLM), the answer type present, the
+passage's rank, the unit's own shape. The features feed `answers.model`'s unit selector (which unit
+carries the asked-for fact) and the verifier (whether any does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serve_app.answers.units import Unit
+
+# texts -> L2-normalised float32 rows (the bundled MiniLM by default: answers/embedding.py)
+Embed = Callable[[list[str]], np.ndarray]
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:[.\-][a-z0-9]+)*")
+_STOPWORDS = (
+    "a an and are as at be by can could do does did for from how i if in is it its me my of on or so that the"
+    " this to was we what when where which who whom whose why will with you your our us there their them"
+    " then than into about please hi hello hey thanks thank get got would should may might just really"
+    " any some also still keep keeps kept even already again need needs want wants trying tried try know"
+    " use using used way ways make makes made have has had am been being were isn t s don doesn didn can't"
+    " okay ok yes no not im ive id tell"
+)
+STOP = frozenset(_STOPWORDS.split())
+_NUMBER_WORDS = {
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "fifteen": "15",
+    "twenty": "20",
+    "thirty": "30",
+    "forty": "40",
+    "fifty": "50",
+    "hundred": "100",
+    "thousand": "1000",
+}
+_WANTS_NUMBER = re.compile(
+    r"\bhow (many|much|long|large|big|often|far|fast|old|high|low|small)\b|\b(max(imum)?|min(imum)?|limits?|"
+    r"quotas?|upper|lower|number of|count of|size of|sizes?|capacity|length|duration|timeout|ttl|"
+    r"retention|percent(age)?|port|version|up to|at most|at least|how many|cost|price|rate)\b",
+    re.I,
+)
+_YES_NO = re.compile(
+    r"^\s*(?:\w+[,!]\s+)?(can|could|does|do|is|are|will|should|may|must|did|has|have|am|was|were)\b|"
+    r"\b(can|could) (i|we|you|it)\b|\bis (it|there) (possible|a way|any way)\b|\bdoes \w+ support\b|"
+    r"\bpossible to\b|\ballowed to\b",
+    re.I,
+)
+_HAS_NUMBER = re.compile(r"\d")
+_MODAL = re.compile(
+    r"\b(can|cannot|can't|must|only|not|no|supports?|supported|unsupported|allows?|doesn't|isn't|"
+    r"required|requires|optional|always|never)\b",
+    re.I,
+)
+_REFERRING = re.compile(r"^(this|that|these|those|it|they|such|here|the following)\b", re.I)
+
+
+def stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]
+    return word
+
+
+def tokens(text: str) -> list[str]:
+    """Lowercase tokens; dotted and hyphenated names ("db.m5.large", "x-api-key") stay whole, and are
+    also split into their parts; number words become digits; "1MB" is "1" and "mb"."""
+    out: list[str] = []
+    lowered = re.sub(r"(\d)([a-z]{1,4})\b", r"\1 \2", text.lower().replace(",", ""))
+    for token in _TOKEN.findall(lowered):
+        token = _NUMBER_WORDS.get(token, token)
+        out.append(token)
+        if "." in token or "-" in token:
+            out += [p for p in re.split(r"[.\-]", token) if p]
+    return out
+
+
+def terms(text: str) -> list[str]:
+    """Content terms: tokens without stopwords, stemmed."""
+    return [stem(t) for t in tokens(text) if t not in STOP]
+
+
+_PROCEDURE = re.compile(
+    r"\bhow (do|can|should|would) (i|we|you)\b|\bhow to\b|\bsteps?\b|\bwhat do i do\b", re.I
+)
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    terms: tuple[str, ...]
+    wants_number: bool
+    yes_no: bool
+    procedure: bool = False  # "how do I ...": the answer is a list of steps
+
+    @property
+    def term_set(self) -> frozenset[str]:
+        return frozenset(self.terms)
+
+
+def analyse(question: str) -> Question:
+    return Question(
+        question,
+        tuple(dict.fromkeys(terms(question))),
+        bool(_WANTS_NUMBER.search(question)),
+        bool(_YES_NO.search(question)),
+        bool(_PROCEDURE.search(question)),
+    )
+
+
+def _idf(question: Question, bags: Sequence[Counter]) -> dict[str, float]:
+    """Inverse unit frequency of each question term among the candidate units (smoothed)."""
+    n = len(bags)
+    df = Counter(t for bag in bags for t in question.term_set if bag[t])
+    return {t: math.log(1 + (n + 1) / (df.get(t, 0) + 0.5)) for t in question.term_set}
+
+
+FEATURES = (
+    "sem",
+    "sem_heading",
+    "lex",
+    "lex_context",
+    "rare",
+    "rare_in_unit",
+    "bigram",
+    "number",
+    "wants_number_missing",
+    "yes_no_modal",
+    "rank",
+    "first_of_passage",
+    "row",
+    "item",
+    "log_words",
+    "referring",
+    "lex_share_of_best",
+)
+
+
+@dataclass
+class Scored:
+    """The units of a question's passages with their feature rows (`FEATURES`)."""
+
+    question: Question
+    units: list[Unit]
+    x: np.ndarray  # [units, features]
+    question_vector: np.ndarray | None = None
+
+
+def _bigrams(items: Sequence[str]) -> set[tuple[str, str]]:
+    return set(itertools.pairwise(items))
+
+
+def unit_features(
+    question: Question,
+    found: list[Unit],
+    embed: Embed | None,
+    max_embedded: int = 24,
+) -> Scored:
+    """Feature rows for every unit. Only the `max_embedded` units with the best lexical scores (and the
+    passages' headings) are embedded; the others get the lowest semantic score seen."""
+    if not found:
+        return Scored(question, [], np.zeros((0, len(FEATURES))))
+    unit_terms = [terms(u.text) for u in found]
+    heading_terms = [terms(u.heading) for u in found]
+    bags = [Counter(t) for t in unit_terms]
+    context = [Counter(t) + Counter(h) for t, h in zip(unit_terms, heading_terms, strict=True)]
+    idf = _idf(question, context)
+    total = sum(idf.values()) or 1.0
+    rare = sorted(question.term_set, key=lambda t: -idf[t])[: max(1, min(3, len(question.term_set) // 2))]
+    q_bigrams = _bigrams(question.terms)
+    lex = np.array([sum(idf[t] for t in question.term_set if b[t]) / total for b in bags])
+    lex_context = np.array([sum(idf[t] for t in question.term_set if c[t]) / total for c in context])
+    rare_context = np.array([sum(1 for t in rare if c[t]) / len(rare) for c in context])
+    rare_unit = np.array([sum(1 for t in rare if b[t]) / len(rare) for b in bags])
+    bigram = np.array(
+        [len(q_bigrams & _bigrams(t)) / len(q_bigrams) if q_bigrams else 0.0 for t in unit_terms]
+    )
+    sem = np.zeros(len(found))
+    sem_heading = np.zeros(len(found))
+    question_vector = None
+    if embed is not None:
+        order = np.argsort(-(lex_context + rare_unit), kind="stable")[:max_embedded]
+        headings = sorted({u.heading for u in found})
+        texts = [question.text] + [found[i].text for i in order] + headings
+        vectors = embed(texts)
+        question_vector = vectors[0]
+        sims = vectors[1:] @ question_vector
+        unit_sims, heading_sims = sims[: len(order)], dict(zip(headings, sims[len(order) :], strict=True))
+        sem[:] = float(unit_sims.min()) if len(unit_sims) else 0.0
+        sem[order] = unit_sims
+        sem_heading = np.array([heading_sims[u.heading] for u in found])
+    best_lex = max(float(lex.max()), 1e-9)
+    x = np.column_stack(
+        [
+            sem,
+            sem_heading,
+            lex,
+            lex_context,
+            rare_context,
+            rare_unit,
+            bigram,
+            [float(bool(_HAS_NUMBER.search(u.text))) for u in found],
+            [float(question.wants_number and not _HAS_NUMBER.search(u.text)) for u in found],
+            [float(question.yes_no and bool(_MODAL.search(u.text))) for u in found],
+            [1.0 / u.passage for u in found],
+            [float(u.position == 0) for u in found],
+            [float(u.kind == "row") for u in found],
+            [float(u.kind == "item") for u in found],
+            [math.log1p(u.words) for u in found],
+            [float(bool(_REFERRING.match(u.text))) for u in found],
+            lex / best_lex,
+        ]
+    )
+    return Scored(question, found, x, question_vector)

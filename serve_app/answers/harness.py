@@ -1,0 +1,164 @@
+"""What `eval-answers` and `fit-answers` run on: a dataset's documents in a tenant's knowledge base (and a
+copy without the withheld documents), and the chat service the HTTP API uses, in this process.
+
+The service is `ChatService.create` with an in-process retriever (the Router deployment's retrieval, the
+same passages formatted the same way) and a cost ledger in the same database: every attempt of every
+question is recorded as in production.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from serve_app.answers.evaluate import EvalQuestion, withheld_sources
+from serve_app.answers.fit import Example, cloze
+from serve_app.answers.units import units
+from serve_app.costs.ledger import CostLedger
+from serve_app.db.database import Database
+from serve_app.knowledge.embedders import Embedder
+from serve_app.knowledge.factory import build_retriever
+from serve_app.knowledge.retrieval import Retriever, prompt_text
+from serve_app.routing.providers.base import Message
+from serve_app.routing.service import ChatRequest, ChatService
+from serve_app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Tenants:
+    full: str  # the dataset's documents
+    withheld: str  # the same without the withheld ones
+
+
+async def prepare_tenants(
+    db: Database, embedder: Embedder, settings: Settings, docs: Path, tenant: str, withheld: Path | None
+) -> Tenants:
+    """Ingest `docs` for `tenant` (unchanged files are skipped) and copy it, less the withheld documents,
+    to `<tenant>-withheld`; what was done goes to stderr."""
+    from serve_app.knowledge.ingest import copy_knowledge, ingest_path
+
+    started = time.perf_counter()
+    report = await ingest_path(
+        db,
+        embedder,
+        docs,
+        tenant,
+        max_words=settings.knowledge.chunk_words,
+        overlap=settings.knowledge.chunk_overlap,
+    )
+    print(
+        f"ingest {docs} -> {tenant}: {report.written} written, {report.unchanged} unchanged"
+        f" ({time.perf_counter() - started:.1f} s)",
+        file=sys.stderr,
+    )
+    if withheld is None:
+        return Tenants(tenant, tenant)
+    other = f"{tenant}-withheld"[:63]
+    started = time.perf_counter()
+    skip = set(withheld_sources(withheld))
+    copied = await copy_knowledge(db, tenant, other, skip)
+    print(
+        f"copy {tenant} -> {other} without {len(skip)} withheld documents: {copied.written} written,"
+        f" {copied.unchanged} unchanged, {copied.removed} removed ({time.perf_counter() - started:.1f} s)",
+        file=sys.stderr,
+    )
+    return Tenants(tenant, other)
+
+
+def retrieve_with(retriever: Retriever):  # type: ignore[no-untyped-def]
+    """The Router deployment's retrieval (hybrid with the reranker arm), in process."""
+
+    async def retrieve(tenant_id: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
+        result = await retriever.search(
+            tenant_id, question, mode="hybrid_rerank", top_k=k, request_id=str(request_id)
+        )
+        return [prompt_text(h.passage.heading, h.passage.title, h.passage.content) for h in result.hits]
+
+    return retrieve
+
+
+@asynccontextmanager
+async def local_chat(
+    db: Database, embedder: Embedder, settings: Settings, verify: bool = True
+) -> AsyncIterator[ChatService]:
+    """`verify` False: no answer model is loaded (fit-answers only needs the retrieval)."""
+    ledger = CostLedger(db)
+    ledger.start()
+    retriever = build_retriever(db, settings.knowledge, embedder)
+    routing = settings.routing
+    if not verify:
+        policy = routing.policy.model_copy(update={"verify": False})
+        routing = routing.model_copy(
+            update={"policy": policy, "intents": routing.intents.model_copy(update={"enabled": False})}
+        )
+    service = ChatService.of(routing, settings.screen, settings.pricing, retrieve_with(retriever), ledger)
+    try:
+        yield service
+    finally:
+        await service.close()
+
+
+def request_for(q: EvalQuestion, tenants: Tenants, tier: str | None = None) -> ChatRequest:
+    tenant = tenants.withheld if q.kind == "withheld" else tenants.full
+    return ChatRequest(tenant, (Message("user", q.text),), tier=tier)
+
+
+async def examples_for(
+    service: ChatService, questions: list[EvalQuestion], tenants: Tenants, tick: Callable[[], None]
+) -> list[Example]:
+    """Labelled examples: each question's passages exactly as the chat path retrieves them."""
+    out = []
+    for q in questions:
+        prompt, _ = await service.prompt(request_for(q, tenants))
+        out.append(Example(q.text, prompt.context, q.answer if q.answerable else None, "dev", q.id))
+        tick()
+    return out
+
+
+async def generated_examples(
+    db: Database,
+    retriever: Retriever,
+    tenant: str,
+    n: int,
+    avoid: set[str],
+    k: int,
+    seed: int,
+    tick: Callable[[], None],
+) -> list[Example]:
+    """Cloze questions from the tenant's own chunks (`fit.cloze`), asked twice: with the knowledge base
+    as it is, and with the question's own document left out of the passages (unanswerable). Documents in
+    `avoid` (those of reported questions) give none."""
+    rng = random.Random(seed)
+    async with db.tenant(tenant) as conn:
+        rows = await conn.fetch(
+            "SELECT c.heading, c.content, d.source, d.title FROM knowledge_chunks c"
+            " JOIN knowledge_documents d ON d.id = c.document_id"
+        )
+    rows = [r for r in rows if r["source"].rsplit(".", 1)[0] not in avoid and r["source"] not in avoid]
+    rng.shuffle(rows)
+    out: list[Example] = []
+    for row in rows:
+        if len(out) >= 2 * n:
+            break
+        text = prompt_text(row["heading"], row["title"], row["content"])
+        made = [c for u in units([text]) if (c := cloze(u, rng))]
+        if not made:
+            continue
+        question, gold = rng.choice(made)
+        result = await retriever.search(tenant, question, mode="hybrid_rerank", top_k=k + 8)
+        hits = [
+            (h.passage.source, prompt_text(h.passage.heading, h.passage.title, h.passage.content))
+            for h in result.hits
+        ]
+        group = f"gen:{len(out)}"
+        out.append(Example(question, tuple(t for _, t in hits[:k]), gold, "generated", group))
+        others = tuple(t for s, t in hits if s != row["source"])[:k]
+        out.append(Example(question, others, None, "generated-withheld", group))
+        tick()
+    return out

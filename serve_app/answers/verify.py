@@ -1,0 +1,99 @@
+"""The verifier as the router and the extractive tier use it: one `AnswerChecker` per process.
+
+It reads a question's passages once (`Evidence`, kept in a small LRU for the request's attempts), quotes
+the answering unit for the extractive tier, scores any tier's answer (`Verdict`), and says which score a
+tenant's answers need: the answer model's Learn-then-Test threshold for the tenant's tolerated share of
+wrong answers among delivered ones (`alpha`, default 5%) at the model's risk level delta.
+A question about the user's screen ("what does this error mean?") is read together with the screen lines
+that ground the turn, so an error code on screen counts as part of what is asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serve_app.answers.compose import compose
+from serve_app.answers.evidence import Embed
+from serve_app.answers.model import AnswerModel, Evidence, Verdict
+
+NOT_FOUND = "I could not find this in the help center."
+
+
+@dataclass
+class AnswerChecker:
+    model: AnswerModel
+    embed: Embed | None
+    alpha: float = 0.05
+    tenant_alpha: Mapping[str, float] = field(default_factory=dict)
+    cache_size: int = 256
+    _cache: OrderedDict[str, Evidence] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @staticmethod
+    def question_text(question: str, screen_lines: tuple[str, ...] | list[str] = ()) -> str:
+        return " ".join([question.strip(), *screen_lines]).strip()
+
+    def evidence(
+        self, question: str, passages: tuple[str, ...] | list[str], screen_lines: tuple[str, ...] = ()
+    ) -> Evidence:
+        """The passages read against the question (blocking: embeddings; call it from a thread)."""
+        asked = self.question_text(question, screen_lines)
+        key = hashlib.sha256("\x1f".join([asked, *passages]).encode()).hexdigest()
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        ev = self.model.evidence(asked, passages, self.embed)
+        with self._lock:
+            self._cache[key] = ev
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return ev
+
+    def extractive(
+        self, question: str, passages: tuple[str, ...] | list[str], screen_lines: tuple[str, ...] = ()
+    ) -> tuple[str, float]:
+        """(the quoted answer, its verifier score); NOT_FOUND at 0 when the passages have no unit."""
+        ev = self.evidence(question, passages, screen_lines)
+        text, chosen = compose(ev)
+        if chosen is None:
+            return NOT_FOUND, 0.0
+        return text, self.model.unit_verdict(ev, chosen)
+
+    def verify(
+        self,
+        question: str,
+        passages: tuple[str, ...] | list[str],
+        answer: str,
+        screen_lines: tuple[str, ...] = (),
+    ) -> Verdict:
+        ev = self.evidence(question, passages, screen_lines)
+        return self.model.verify(ev, answer, tuple(screen_lines))
+
+    def target(self, tenant_id: str | None) -> float:
+        """The tenant's tolerated share of wrong answers among delivered ones."""
+        return self.tenant_alpha.get(tenant_id, self.alpha) if tenant_id else self.alpha
+
+    def threshold(self, tenant_id: str | None) -> float:
+        return self.model.threshold(self.target(tenant_id))
+
+
+@functools.lru_cache(maxsize=4)
+def _model(path: Path | None) -> AnswerModel:
+    return AnswerModel.load(path)
+
+
+def shared_checker(
+    path: Path | None = None, alpha: float = 0.05, tenant_alpha: Mapping[str, float] | None = None
+) -> AnswerChecker:
+    """A checker on the model at `path` (default: the bundled one) with the process's MiniLM."""
+    from serve_app.answers.embedding import local_embed
+
+    embed, _ = local_embed()
+    return AnswerChecker(_model(path), embed, alpha, dict(tenant_alpha or {}))

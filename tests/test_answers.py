@@ -1,0 +1,186 @@
+"""Answers a customer can trust: units, grading, the Learn-then-Test threshold for delivered answers, the
+verifier's checks, and the router's abstention (no Ray, no database)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from serve_app.answers.evaluate import auroc, grade
+from serve_app.answers.fit import cloze, min_delivered, selective_threshold
+from serve_app.answers.model import Verdict
+from serve_app.answers.units import units
+from serve_app.costs.ledger import CostEvent
+from serve_app.costs.pricing import ModelPrice
+from serve_app.routing.providers.base import Completion, LLMProvider, Message, Prompt
+from serve_app.routing.router import ABSTAINED, EscalatingRouter, Tier
+from serve_app.settings import RoutingPolicySettings
+
+TABLE = (
+    "## Storage > Limits\nThe following table shows the maximum storage. All values are in TiB. "
+    "| Instance Class | MySQL | Oracle | | --- | --- | --- | | db.m5 – Standard classes | "
+    "| db.m5.large | 64 | 32 | | db.m5.xlarge | 64 | 64 |"
+)
+
+
+def test_units_split_sentences_items_and_table_rows_with_their_headers() -> None:
+    found = units([TABLE, "## Steps\n1. Open the console. 2. Choose Save, e.g. at the top. + Done for now"])
+    rows = [u.text for u in found if u.kind == "row"]
+    assert rows == [
+        "Instance Class db.m5.large: MySQL 64; Oracle 32 (db.m5 – Standard classes)",
+        "Instance Class db.m5.xlarge: MySQL 64; Oracle 64 (db.m5 – Standard classes)",
+    ]
+    items = [u.text for u in found if u.kind == "item"]
+    assert items == ["Open the console.", "Choose Save, e.g. at the top.", "Done for now"]
+    assert all(u.passage == 2 for u in found if u.kind == "item")
+    assert found[0].heading == "Storage > Limits" and found[0].text.startswith("The following table")
+
+
+@pytest.mark.parametrize(
+    ("reply", "gold", "right"),
+    [
+        ("A function can use up to 5 layers at a time [1]", "5 layers", True),
+        ("The limit is 10MB per request.", "10 MB", True),
+        ("You can run two jobs at once.", "2 jobs", True),
+        ("It holds 5000 keys.", "5,000 key pairs", False),  # "pairs" is missing
+        ("It holds 5,000 key pairs.", "5,000 key pairs", True),
+        ("The limit is 50 attributes.", "500 attributes", False),
+        ("Automated tracking and manual tracking.", "Automated Tracking manual tracking", True),
+        ("I could not find this.", "40", False),
+    ],
+)
+def test_grade_reads_numbers_and_units_alike(reply: str, gold: str, right: bool) -> None:
+    assert grade(reply, gold) is right
+
+
+def test_selective_threshold_certifies_precision_among_delivered_answers() -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    scores = rng.uniform(size=n)
+    # answers above 0.6 are right 99% of the time, below it 50%
+    correct = np.where(scores > 0.6, rng.uniform(size=n) < 0.99, rng.uniform(size=n) < 0.5)
+    t = selective_threshold(scores, correct, alpha=0.05, delta=0.1)
+    delivered = scores >= t
+    assert 0.55 < t < 0.9
+    assert (~correct[delivered]).mean() <= 0.05 and delivered.sum() >= min_delivered(0.05, 0.1)
+    # too few examples to certify anything: no threshold holds
+    assert selective_threshold(scores[:30], np.ones(30, bool), 0.05, 0.1) == float("inf")
+    # all wrong: none holds either
+    assert selective_threshold(scores, np.zeros(n, bool), 0.05, 0.1) == float("inf")
+
+
+def test_auroc_and_cloze_questions() -> None:
+    assert auroc([0.9, 0.8, 0.1], [True, True, False]) == 1.0 and auroc([0.5], [True]) is None
+    unit = units(["## S\nYou can create DB instances with up to 64 TiB of storage in one account."])[0]
+    import random
+
+    made = cloze(unit, random.Random(0))
+    assert made == (
+        "You can create DB instances with up to how many TiB of storage in one account?",
+        "64 TiB",
+    )
+
+
+@dataclass
+class Scripted(LLMProvider):
+    """A tier that answers with a fixed text and counts its calls."""
+
+    text: str = ""
+    calls: int = 0
+    provider: str = "test"
+
+    def __post_init__(self) -> None:
+        super().__init__("m")
+
+    async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
+        self.calls += 1
+        return Completion(self.text, 10, 5, "m", offline=True)
+
+
+@dataclass
+class RuleChecker:
+    """Verifies an answer when it contains a marker word: the router's side of the contract only."""
+
+    good: str = "VERIFIED"
+    alpha: float = 0.05
+    tenant_alpha: dict[str, float] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+
+    def verify(self, question: str, passages: tuple[str, ...], answer: str, screen_lines=()) -> Verdict:  # type: ignore[no-untyped-def]
+        self.seen.append(answer)
+        return Verdict(0.9 if self.good in answer else 0.2, "generated")
+
+    def threshold(self, tenant_id: str | None) -> float:
+        return 0.5
+
+
+def _router(*texts: str, checker: RuleChecker | None = None, **policy: object):  # type: ignore[no-untyped-def]
+    tiers = [
+        Tier(f"t{i}", Scripted(text=t), ModelPrice(f"m{i}", "test", 1.0, 1.0)) for i, t in enumerate(texts)
+    ]
+    events: list[CostEvent] = []
+    router = EscalatingRouter(
+        tiers,
+        RoutingPolicySettings(retries=0, **policy),
+        record=events.append,
+        checker=checker or RuleChecker(),
+    )
+    return router, tiers, events
+
+
+PROMPT = Prompt((Message("user", "How many layers can a function use?"),), context=("## L\nUp to 5 layers.",))
+
+
+def test_router_delivers_the_first_verified_attempt() -> None:
+    router, tiers, events = _router("a guess", "VERIFIED: 5 layers [1]", "never asked")
+    routed = asyncio.run(router.answer(PROMPT, "acme"))
+    assert routed.text == "VERIFIED: 5 layers [1]" and routed.tier == "t1" and routed.verified
+    assert not routed.abstained and tiers[2].provider.calls == 0
+    assert [e.outcome for e in events] == ["escalated", "accepted"]
+
+
+def test_router_abstains_when_no_attempt_verifies_and_records_every_attempt() -> None:
+    router, _, events = _router(
+        "invented steps", "more invented steps", abstain_message="Not sure; a person will help."
+    )
+    routed = asyncio.run(router.answer(PROMPT, "acme"))
+    assert routed.abstained and routed.abstain_reason == "unverified" and routed.verified is False
+    assert routed.text == "Not sure; a person will help." and routed.tier == ABSTAINED
+    assert routed.candidate == "invented steps" and routed.confidence == pytest.approx(0.2)
+    assert [e.outcome for e in events] == ["escalated", "rejected"] and len(routed.attempts) == 2
+    assert routed.to_dict()["abstained"] is True and "invented" not in str(routed.to_dict())
+
+
+def test_router_asks_no_tier_without_anything_to_check_an_answer_against() -> None:
+    router, tiers, events = _router("anything")
+    routed = asyncio.run(router.answer(Prompt((Message("user", "hi?"),)), "acme"))
+    assert routed.abstained and routed.abstain_reason == "no_evidence"
+    assert tiers[0].provider.calls == 0 and events == []
+
+
+def test_router_tenant_wording_and_stream_sends_only_checked_text() -> None:
+    router, _, _ = _router(
+        "wrong first", "VERIFIED. Second sentence.", tenant_abstain_messages={"acme": "Ask our team."}
+    )
+
+    async def collect() -> list[object]:
+        return [item async for item in router.stream(PROMPT, "acme", request_id=uuid.uuid4())]
+
+    items = asyncio.run(collect())
+    texts = [i for i in items if isinstance(i, str)]
+    assert "".join(texts) == "VERIFIED. Second sentence." and "wrong first" not in texts
+    assert items[-1].verified is True  # type: ignore[union-attr]
+    abstain, _, _ = _router("nope", tenant_abstain_messages={"acme": "Ask our team."})
+    assert asyncio.run(abstain.answer(PROMPT, "acme")).text == "Ask our team."
+    assert asyncio.run(abstain.answer(PROMPT, "other")).text.startswith("I'm not sure")
+
+
+def test_router_without_verification_keeps_the_last_answer() -> None:
+    router, _, events = _router("a guess", "another guess", verify=False)
+    routed = asyncio.run(router.answer(PROMPT, "acme"))
+    assert not routed.abstained and routed.text == "another guess" and routed.verified is None
+    assert [e.outcome for e in events][-1] in ("accepted", "final")
