@@ -87,6 +87,10 @@ class RoutedAnswer:
     # the pre-call step's score of the question (None: step off); skipped: the first tier was not asked
     precall: float | None = None
     precall_skipped: bool = False
+    abstained: bool = False
+    abstain_reason: str | None = None
+    intent: str | None = None
+    handoff: dict[str, Any] | None = None  # the conversation's handoff to a person (serve_app/handoff)
 
     @property
     def cost_usd(self) -> float:
@@ -99,9 +103,13 @@ class RoutedAnswer:
             "model": self.model,
             "confidence": round(self.confidence, 4),
             "offline": self.offline,
+            "handoff": self.handoff,
             "cost_usd": round(self.cost_usd, 8),
             "baseline_usd": round(self.baseline_usd, 8),
             "degraded": self.degraded,
+            "abstained": self.abstained,
+            "abstain_reason": self.abstain_reason,
+            "intent": self.intent,
             "precall": None
             if self.precall is None
             else {"score": round(self.precall, 4), "skipped_first_tier": self.precall_skipped},

@@ -97,6 +97,7 @@ class ChatService:
     answered: int = 0
     metrics: Metrics | None = None
     screen: ScreenSource | None = None
+    handoffs: Any = None  # serve_app.handoff.desk.HandoffDesk: hands turns to people (None: never)
     _system: str = field(default="You are a concise, accurate customer-support assistant.")
 
     @classmethod
@@ -198,11 +199,13 @@ class ChatService:
 
     async def answer(self, request: ChatRequest) -> tuple[RoutedAnswer, list[str]]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
+        request = await self.handoffs.before_turn(request) if self.handoffs else request
         prompt, passages = await self.prompt(request, request_id)
         started = time.perf_counter()
         routed = await self.router.answer(
             prompt, request.tenant_id, request.session_id, request_id, ladder=ladder
         )
+        routed = await self.handoffs.after_turn(request, routed, prompt) if self.handoffs else routed
         self._answered(request.tenant_id, routed, started)
         return routed, passages
 
@@ -218,12 +221,18 @@ class ChatService:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
+        request = await self.handoffs.before_turn(request) if self.handoffs else request
         prompt, _ = await self.prompt(request, request_id)
         started = time.perf_counter()
         items = self.router.stream(prompt, request.tenant_id, request.session_id, request_id, ladder=ladder)
         async for item in items:
             if isinstance(item, RoutedAnswer):
                 self._answered(request.tenant_id, item, started)
+                if self.handoffs:  # what the customer is told of a handoff follows the streamed answer
+                    told = item.text
+                    item = await self.handoffs.after_turn(request, item, prompt, streamed=True)
+                    if item.text != told:
+                        yield item.text[len(told) :]
             yield item
 
     def _answered(self, tenant: str, routed: RoutedAnswer, started: float) -> None:
