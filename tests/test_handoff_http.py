@@ -6,6 +6,7 @@ the next turn); another tenant's keys see nothing; roles; 409/404/422/503; out-o
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -255,3 +256,18 @@ def test_a_streamed_answer_tells_the_customer_after_it(kb_settings: Settings, ke
             lines = [line for line in events.iter_lines() if line.startswith("data: {")]
         assert "person from our support team" in "".join(lines)
         assert '"handoff": {"id"' in lines[-1]
+
+
+def test_keys_get_a_role_admin_by_default(
+    kb_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve_app.cli import main
+
+    monkeypatch.setenv("SUPPORTGRAPH_STATE_DIR", str(kb_settings.state_dir))
+    assert main(["keys", "create", "--tenant", "roles-t", "--role", "agent"]) == 0
+    assert main(["keys", "create", "--tenant", "roles-t"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "list", "--tenant", "roles-t"]) == 0
+    assert sorted(k["role"] for k in json.loads(capsys.readouterr().out)) == ["admin", "agent"]
+    with pytest.raises(SystemExit):  # argparse: not one of the roles
+        main(["keys", "create", "--tenant", "roles-t", "--role", "owner"])
