@@ -37,6 +37,7 @@ from serve_app.settings import HandoffPolicy, HandoffSettings
 
 log = logging.getLogger(__name__)
 AGENT_ROLES = ("admin", "agent")
+Recent = tuple[list[float], list[float]]  # recent claims: (waits, gaps between claims), seconds
 HANDOFF_API = ("list", "get", "create", "claim", "resolve", "give_back")  # what the HTTP API calls
 _IDENTITY = re.compile(r"[^A-Za-z0-9_.@-]+")
 
@@ -172,8 +173,11 @@ class HandoffDesk:
 
     # --- status and estimates ----------------------------------------------------------------
 
-    async def _customer_status(self, handoff: Handoff, policy: HandoffPolicy) -> dict[str, Any]:
-        """{"id", "status", "position", "eta_s", "reason", "back_at", "room", "join_url"}."""
+    async def _customer_status(
+        self, handoff: Handoff, policy: HandoffPolicy, recent: Recent | None = None
+    ) -> dict[str, Any]:
+        """{"id", "status", "position", "eta_s", "reason", "back_at", "room", "join_url"}; `recent`:
+        the tenant's recent claims (read here when not given)."""
         out: dict[str, Any] = {
             "id": str(handoff.id),
             "status": handoff.status,
@@ -183,7 +187,8 @@ class HandoffDesk:
             "back_at": None,
         }
         if handoff.status == "queued":
-            out["eta_s"], back = await self._eta(handoff, policy)
+            recent = recent or await self.store.recent_waits(handoff.tenant_id, self.cfg.recent_claims)
+            out["eta_s"], back = self._eta(handoff, policy, recent)
             out["back_at"] = back.isoformat() if back else None
         elif handoff.status == "claimed":
             out["eta_s"] = 0.0
@@ -191,11 +196,11 @@ class HandoffDesk:
             out["join_url"] = self._customer_link(handoff)
         return out
 
-    async def _eta(self, handoff: Handoff, policy: HandoffPolicy) -> tuple[float, datetime | None]:
+    def _eta(self, handoff: Handoff, policy: HandoffPolicy, recent: Recent) -> tuple[float, datetime | None]:
         """(seconds, when people are back if they are away now): the median wait of recent claims made
         in hours, plus the median gap between claims for each handoff ahead; plus the time until the
         next shift when closed."""
-        waits, gaps = await self.store.recent_waits(handoff.tenant_id, self.cfg.recent_claims)
+        waits, gaps = recent
         first = median_or(waits, policy.default_wait_s)
         ahead = (handoff.position or 1) - 1
         eta = first + ahead * median_or(gaps, policy.default_wait_s)
@@ -240,10 +245,11 @@ class HandoffDesk:
         mine = None if caller.role in AGENT_ROLES else (caller.key or "")
         found = await self.store.list(tenant, status, mine, limit, self.cfg.expire_after_s)
         policy = self.cfg.policy(tenant)
+        recent = await self.store.recent_waits(tenant, self.cfg.recent_claims)
         out = []
         for handoff in found:
             view = handoff.to_dict() if caller.role in AGENT_ROLES else {}
-            out.append({**view, **await self._customer_status(handoff, policy)})
+            out.append({**view, **await self._customer_status(handoff, policy, recent)})
         await self._queue_gauge(tenant)
         return {"handoffs": out}
 

@@ -47,9 +47,12 @@ SELECT_OPEN_OF_SESSION = (
     " WHERE h.session_id = $1 AND h.status IN ('queued', 'claimed')"
 )
 SELECT_LIST = f"""
-SELECT {_COLUMNS}, {_POSITION} FROM handoffs h
- WHERE ($1::text IS NULL OR h.status = $1) AND ($2::text IS NULL OR h.created_by = $2)
- ORDER BY h.created_at, h.id LIMIT $3
+WITH queue AS (
+    SELECT id, row_number() OVER (ORDER BY created_at, id) AS position FROM handoffs WHERE status = 'queued'
+)
+SELECT {_COLUMNS}, queue.position FROM handoffs LEFT JOIN queue USING (id)
+ WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR created_by = $2)
+ ORDER BY created_at, id LIMIT $3
 """
 CLAIM = f"""
 UPDATE handoffs SET status = 'claimed', claimed_by = $2, claimed_at = now(),
