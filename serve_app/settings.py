@@ -377,7 +377,7 @@ def _frustration_words() -> list[str]:
     return [
         "useless", "ridiculous", "frustrated", "frustrating", "annoying", "annoyed", "terrible",
         "awful", "horrible", "angry", "furious", "fed up", "waste of time", "not helpful",
-        "doesn't help", "does not help", "didn't help", "not working", "still broken", "stupid",
+        "doesn't help", "does not help", "didn't help", "still broken", "stupid",
         "pointless", "unacceptable", "wtf", "sick of", "give up",
     ]  # fmt: skip
 

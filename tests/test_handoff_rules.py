@@ -98,6 +98,7 @@ def test_frustration_words_and_shouting() -> None:
     words = HandoffSettings().frustration_words
     assert frustrated("this is a waste of time", words) and frustrated("WHY DOES THIS NEVER WORK", words)
     assert not frustrated("How do I export?", words) and not frustrated("Thanks, that helped!", words)
+    assert not frustrated("My sync is not working since the update", words)  # a problem, not frustration
 
 
 def test_service_hours_in_the_teams_time_zone_with_holidays() -> None:
