@@ -112,6 +112,9 @@ def test_a_person_is_asked_for_handed_off_claimed_and_resolved(
         with pytest.raises(jwt.InvalidSignatureError):
             api.TokenVerifier(LK_KEY, "another-secret-that-is-long-enough-000").verify(body["token"])
 
+        during = ask(client, keys["client"], "How do I export my notes?", session)  # a person has it now
+        assert "has taken over your conversation" in during["choices"][0]["message"]["content"]
+        assert during["supportgraph"]["handoff"]["status"] == "claimed"
         twice = client.post(f"/v1/handoffs/{handoff['id']}/claim", headers=auth(keys["agent"]))
         assert twice.status_code == 409 and "claimed" in twice.json()["detail"]
         # the customer follows it: claimed, with a join link of their own for the same room

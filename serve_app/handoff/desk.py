@@ -96,8 +96,9 @@ class HandoffDesk:
         return dataclasses.replace(request, system=system)
 
     async def after_turn(self, request: Any, routed: Any, prompt: Any = None, streamed: bool = False) -> Any:
-        """Hand off if a trigger fires (see the module doc); `streamed`: the answer already went out,
-        so what the customer is told is appended to it rather than replacing it."""
+        """Hand off if a trigger fires (see the module doc); while the session's handoff is claimed, the
+        reply says a person has the conversation instead of the AI's answer. `streamed`: the answer
+        already went out, so what the customer is told is appended to it rather than replacing it."""
         policy = self.cfg.policy(request.tenant_id)
         if not policy.enabled:
             return routed
@@ -109,7 +110,7 @@ class HandoffDesk:
                 open_ = await self.store.open_of_session(request.tenant_id, request.session_id)
             if reason is None and open_ is None:
                 return routed
-            if reason is None:  # the AI keeps helping while the customer waits; the status rides along
+            if reason is None and open_.status == "queued":  # the AI keeps helping while they wait
                 routed.handoff = await self._customer_status(open_, policy)
                 return routed
             handoff = open_ or await self._hand_off(request, reason, routed, prompt, policy)
@@ -124,7 +125,7 @@ class HandoffDesk:
             )
             return routed
         routed.handoff = await self._customer_status(handoff, policy)
-        self._tell(routed, self._notice(handoff, routed.handoff, policy), streamed)
+        self._tell(routed, self._notice(handoff, routed.handoff, policy, fresh=open_ is None), streamed)
         return routed
 
     @staticmethod
@@ -149,9 +150,12 @@ class HandoffDesk:
             self._count(request.tenant_id, reason)
         return handoff
 
-    def _notice(self, handoff: Handoff, status: dict[str, Any], policy: HandoffPolicy) -> str:
-        """What the customer is told: nothing but what happens next."""
-        opening = OPENING.get(handoff.reason, "")
+    def _notice(
+        self, handoff: Handoff, status: dict[str, Any], policy: HandoffPolicy, fresh: bool = True
+    ) -> str:
+        """What the customer is told: nothing but what happens next (`fresh`: handed off by this turn;
+        while a person has the conversation, the AI does not answer over it)."""
+        opening = OPENING.get(handoff.reason, "") if fresh else ""
         if handoff.status == "claimed":
             join = " Join the call with your link." if status.get("join_url") else ""
             return f"{opening}A person from our support team has taken over your conversation.{join}"
