@@ -110,6 +110,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
             self_hosted,
             screen,
             settings.experiment_set(),
+            handoff=settings.handoff,
         ),
         settings.http,
         settings.auth,

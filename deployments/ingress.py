@@ -16,7 +16,13 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.auth import KeyVerifier, RateLimiter, db_lookup
 from serve_app.db.database import Database
 from serve_app.frames.decode import FrameLimits
-from serve_app.handles import HandleChatBackend, HandleExperiments, HandleFrameBackend, HandleKnowledgeBackend
+from serve_app.handles import (
+    HandleChatBackend,
+    HandleExperiments,
+    HandleFrameBackend,
+    HandleHandoffs,
+    HandleKnowledgeBackend,
+)
 from serve_app.http import Access, create_app
 from serve_app.metrics import Metrics
 from serve_app.settings import AuthSettings, DatabaseSettings, HttpSettings
@@ -41,6 +47,7 @@ class Ingress:
         self.knowledge = HandleKnowledgeBackend(knowledge)
         self.chat = HandleChatBackend(router)
         self.experiments = HandleExperiments(router)
+        self.handoffs = HandleHandoffs(router)
         self.access = Access()
         if auth.mode == "keys":
             self.db = Database(db.model_copy(update={"pool_max_size": 4}), state_dir)
@@ -59,7 +66,7 @@ class Ingress:
                 ),
             )
 
-    async def _lookup(self, tenant_id: str, digest: bytes) -> bool:
+    async def _lookup(self, tenant_id: str, digest: bytes) -> str | None:
         await self.db.ready()
         return await self._db_lookup(tenant_id, digest)
 
@@ -69,4 +76,5 @@ class Ingress:
         app.state.knowledge = self.knowledge
         app.state.chat = self.chat
         app.state.experiments = self.experiments
+        app.state.handoffs = self.handoffs
         return app

@@ -28,6 +28,7 @@ from serve_app.db.database import Database
 from serve_app.experiments.backend import DbExperiments
 from serve_app.experiments.config import Assignment, Experiments
 from serve_app.experiments.store import ImplicitOutcome, record_request
+from serve_app.handoff.desk import HANDOFF_API, HandoffDesk
 from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.knowledge.retrieval import prompt_text
 from serve_app.metrics import Metrics
@@ -38,6 +39,7 @@ from serve_app.routing.service import ChatRequest, ChatService
 from serve_app.screen.state import ScreenContext
 from serve_app.settings import (
     DatabaseSettings,
+    HandoffSettings,
     PricingSettings,
     RoutingSettings,
     ScreenSettings,
@@ -117,9 +119,10 @@ class Router:
         self_hosted: dict[str, DeploymentHandle] | None = None,
         screen_reader: DeploymentHandle | None = None,
         experiments: Experiments | None = None,
+        handoff: HandoffSettings | None = None,
     ):
         """`experiments`: the A/B experiments (`Settings.experiment_set()`), replaced live by the
-        `experiments` key of the user_config."""
+        `experiments` key of the user_config. `handoff`: when and how turns go to people."""
         self.routing = routing
         self.screen_reader = screen_reader
         self.knowledge = knowledge
@@ -132,6 +135,7 @@ class Router:
         }
         self.service = ChatService.of(routing, screen, pricing, self._retrieve, self.ledger, providers)
         self.service.metrics = Metrics.ray()
+        self.service.handoffs = HandoffDesk(handoff or HandoffSettings(), self.db, self.service.metrics)
         if screen_reader is not None:
             self.service.screen = self._screen
         self.experiments = experiments or Experiments()
@@ -249,6 +253,14 @@ class Router:
 
     async def experiment_report(self, tenant_id: str | None, name: str) -> dict[str, Any] | None:
         return await self.experiment_api.experiment_report(tenant_id, name)
+
+    async def handoff(self, op: str, *args: Any) -> dict[str, Any]:
+        """The handoff desk's HTTP side (`serve_app.handles.HandleHandoffs`): list, get, create, claim,
+        resolve, give_back."""
+        if op not in HANDOFF_API:
+            raise ValueError(f"unknown handoff operation {op!r}")
+        await self._ready()
+        return await getattr(self.service.handoffs, op)(*args)
 
     async def costs(self, tenant_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         await self._ready()

@@ -20,7 +20,21 @@ from serve_app.db.database import Database, ensure_tenant
 from serve_app.tenancy import validate_tenant_id
 
 KEY_RE = re.compile(r"sgk_(?P<tenant>[a-z0-9][a-z0-9-]{0,62})_(?P<secret>[A-Za-z0-9_-]{43})")
-Lookup = Callable[[str, bytes], Awaitable[bool]]  # (tenant, key hash) -> the key is live
+# (tenant, key hash) -> the live key's role (True: a live key of the default role), else None/False
+Lookup = Callable[[str, bytes], Awaitable[str | bool | None]]
+# admin: everything (every key made before roles existed); agent: a tenant's human agents (the handoff
+# queue, knowledge search); client: a widget (chat, frames, feedback, its own handoffs)
+ROLES = ("admin", "agent", "client")
+DEFAULT_ROLE = "admin"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: the key's tenant, role and prefix (no key: local use, an admin without a prefix)."""
+
+    tenant: str | None
+    role: str = DEFAULT_ROLE
+    key: str | None = None  # the key's prefix (what `keys list` shows), never the key
 
 
 def new_key(tenant_id: str) -> str:
@@ -41,16 +55,20 @@ def key_prefix(key: str) -> str:
     return key[: len(key) - 43 + 6]  # sgk_<tenant>_ plus 6 characters of the secret
 
 
-async def create_key(db: Database, tenant_id: str, name: str = "") -> str:
+async def create_key(db: Database, tenant_id: str, name: str = "", role: str = DEFAULT_ROLE) -> str:
     """A new key for the tenant (creating the tenant row if needed); the key is shown once."""
+    if role not in ROLES:
+        raise ValueError(f"unknown key role {role!r}; one of {', '.join(ROLES)}")
     key = new_key(tenant_id)
     async with db.tenant(tenant_id) as conn:
         await ensure_tenant(conn, tenant_id)
         await conn.execute(
-            "INSERT INTO api_keys (tenant_id, prefix, key_hash, name) VALUES (current_tenant(), $1, $2, $3)",
+            "INSERT INTO api_keys (tenant_id, prefix, key_hash, name, role)"
+            " VALUES (current_tenant(), $1, $2, $3, $4)",
             key_prefix(key),
             key_hash(key),
             name,
+            role,
         )
     return key
 
@@ -66,19 +84,16 @@ async def revoke_key(db: Database, tenant_id: str, prefix: str) -> int:
 async def list_keys(db: Database, tenant_id: str) -> list[dict[str, object]]:
     async with db.tenant(tenant_id) as conn:
         rows = await conn.fetch(
-            "SELECT prefix, name, created_at, revoked_at FROM api_keys ORDER BY created_at, prefix"
+            "SELECT prefix, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at, prefix"
         )
     return [dict(r) for r in rows]
 
 
 def db_lookup(db: Database) -> Lookup:
-    async def lookup(tenant_id: str, digest: bytes) -> bool:
+    async def lookup(tenant_id: str, digest: bytes) -> str | None:
         async with db.tenant(tenant_id) as conn:
-            return bool(
-                await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL)",
-                    digest,
-                )
+            return await conn.fetchval(
+                "SELECT role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
             )
 
     return lookup
@@ -89,10 +104,15 @@ class KeyVerifier:
     lookup: Lookup
     cache_ttl_s: float = 60.0
     clock: Callable[[], float] = time.monotonic
-    _cache: dict[bytes, tuple[str, float]] = field(default_factory=dict)
+    _cache: dict[bytes, tuple[Caller, float]] = field(default_factory=dict)
 
     async def tenant_of(self, key: str) -> str | None:
         """The key's tenant if the key is live, else None."""
+        caller = await self.caller(key)
+        return caller.tenant if caller else None
+
+    async def caller(self, key: str) -> Caller | None:
+        """The live key's tenant, role and prefix, else None."""
         tenant = key_tenant(key)
         if tenant is None:
             return None
@@ -101,13 +121,15 @@ class KeyVerifier:
         now = self.clock()
         if cached and cached[1] > now:
             return cached[0]
-        if not await self.lookup(tenant, digest):
+        role = await self.lookup(tenant, digest)
+        if not role:
             self._cache.pop(digest, None)
             return None
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[digest] = (tenant, now + self.cache_ttl_s)
-        return tenant
+        caller = Caller(tenant, DEFAULT_ROLE if role is True else str(role), key_prefix(key))
+        self._cache[digest] = (caller, now + self.cache_ttl_s)
+        return caller
 
 
 @dataclass

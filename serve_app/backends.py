@@ -12,6 +12,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import uuid
+
+    from serve_app.auth import Caller
     from serve_app.frames.planes import Planes
     from serve_app.frames.sampler import Decision
     from serve_app.frames.service import DedupService
@@ -58,6 +61,34 @@ class ChatBackend(Protocol):
         self, tenant_id: str, since: datetime | None, until: datetime | None
     ) -> dict[str, Any]: ...
     async def status(self) -> dict[str, Any]: ...
+
+
+class HandoffBackend(Protocol):
+    """The handoff queue (`serve_app.handoff.desk.HandoffDesk` in process, or over the Router's handle).
+    Refusals are `serve_app.handoff.errors.HandoffError`s carrying their HTTP status."""
+
+    async def list(self, tenant: str, caller: Caller, status: str | None, limit: int) -> dict[str, Any]: ...
+    async def get(self, tenant: str, handoff_id: uuid.UUID, caller: Caller) -> dict[str, Any]: ...
+    async def create(
+        self,
+        tenant: str,
+        caller: Caller,
+        messages: Sequence[dict[str, str]],
+        reason: str,
+        session_id: uuid.UUID | None,
+        stream_id: str | None,
+        room: str | None,
+        note: str | None,
+    ) -> dict[str, Any]: ...
+    async def claim(
+        self, tenant: str, handoff_id: uuid.UUID, caller: Caller, name: str | None
+    ) -> dict[str, Any]: ...
+    async def resolve(
+        self, tenant: str, handoff_id: uuid.UUID, caller: Caller, note: str | None
+    ) -> dict[str, Any]: ...
+    async def give_back(
+        self, tenant: str, handoff_id: uuid.UUID, caller: Caller, note: str
+    ) -> dict[str, Any]: ...
 
 
 class LocalFrameBackend:

@@ -215,6 +215,13 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("--tenant", required=True)
     keys.add_argument("--name", default="", help="create: a label for the key")
     keys.add_argument("--prefix", help="revoke: the key's prefix, as `keys list` shows it")
+    keys.add_argument(
+        "--role",
+        choices=["admin", "agent", "client"],
+        default="admin",
+        help="create: admin (everything), agent (a human agent: the handoff queue, knowledge search), "
+        "client (a widget: chat, frames, feedback, its own handoffs)",
+    )
 
     token = sub.add_parser(
         "token",
@@ -863,7 +870,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     async def act() -> object:
         async with Database.of(settings) as db:
             if args.action == "create":
-                return await create_key(db, args.tenant, args.name)
+                return await create_key(db, args.tenant, args.name, args.role)
             if args.action == "revoke":
                 return await revoke_key(db, args.tenant, args.prefix)
             return await list_keys(db, args.tenant)

@@ -10,6 +10,10 @@
    tiers grounded extractive -> SmolLM2, verifier), the first with the last deduplicated frame of a stream
    attached; the report lists each reply's attempts (or its intent), which ones were declined rather than
    guessed, and the tenant's cost report (`/v1/costs`).
+4. Screen reading: an error toast on a screen share is read, then a vague question is answered from it.
+5. Human handoff: a customer asks for a person; the handoff is queued, claimed by a human agent (a
+   LiveKit token for the customer's room) and resolved, its human time in the costs
+   (`serve_app.handoff.demo`).
 
 A part that fails (the graph does not start, an HTTP call answers with an error, a question gets no
 answer) is reported with its reason and the other parts still run; `DemoReport.ok` (the CLI's exit
@@ -35,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
+from serve_app.handoff.demo import HandoffDemo, demo_livekit_env, handoff_demo
 from serve_app.runtime import local_graph
 from serve_app.samples import ingest_help_center
 from serve_app.screen.demo import ScreenDemo, screen_demo
@@ -209,6 +214,7 @@ class DemoReport:
     knowledge: KnowledgeReport | None = None
     router: RouterReport | None = None
     screen: ScreenDemo | None = None
+    handoff: HandoffDemo | None = None
     failures: list[PartFailure] = field(default_factory=list)
 
     @property
@@ -228,6 +234,7 @@ class DemoReport:
         head: dict[str, Any] = {"demo": "supportgraph", "ok": self.ok, "startup_s": round(self.startup_s, 2)}
         for part in (self.frames, self.knowledge, self.router, self.screen):
             head |= part.summary() if part else {}
+        head |= self.handoff.summary_dict() if self.handoff else {}
         head["failed"] = {f.part: f.reason for f in self.failures}
         return json.dumps(head)
 
@@ -240,6 +247,8 @@ class DemoReport:
             self._render_router(console, self.router)
         if self.screen:
             self.screen.render(console)
+        if self.handoff:
+            self.handoff.render(console)
         if self.failures:
             console.rule("[bold red]parts that failed")
             failed = Table()
@@ -398,13 +407,13 @@ def _auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-async def demo_key(settings: Settings, tenant: str = DEMO_TENANT) -> str:
+async def demo_key(settings: Settings, tenant: str = DEMO_TENANT, role: str = "admin") -> str:
     """An API key for the demo tenant (the graph requires keys unless auth.mode is off)."""
     from serve_app.auth import create_key
     from serve_app.db.database import Database
 
     async with Database.of(settings) as db:
-        return await create_key(db, tenant, "demo")
+        return await create_key(db, tenant, f"demo {role}", role)
 
 
 async def ask(
@@ -486,6 +495,7 @@ def run_demo(
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     specs = [ClipSpec(seed=i, duration_s=duration_s) for i in range(streams)]
     report = DemoReport(0.0)
+    demo_livekit_env()  # before the graph starts: its Router mints the handoff's room tokens
     with ExitStack() as stack:
         with console.status("starting local Ray and the graph..."):
             graph = report.run_part(
@@ -519,6 +529,8 @@ def run_demo(
                 "screen reading",
                 lambda: asyncio.run(screen_demo(graph.base_url, graph.app_name, DEMO_TENANT, headers)),
             )
+        with console.status("a conversation handed off to a person, claimed and resolved..."):
+            report.handoff = report.run_part("handoff", lambda: _handoff(settings, graph.base_url, key))
         if report.router and report.router.failed:
             n = len(report.router.failed)
             report.failures.append(
@@ -526,6 +538,15 @@ def run_demo(
             )
     report.render(console)
     return report
+
+
+def _handoff(settings: Settings, base_url: str, admin_key: str | None) -> HandoffDemo:
+    """The handoff part with a client key (the customer's widget) and an agent key (a person)."""
+    keys: dict[str, str | None] = {"admin": admin_key, "client": None, "agent": None}
+    if admin_key is not None:
+        keys["client"] = asyncio.run(demo_key(settings, role="client"))
+        keys["agent"] = asyncio.run(demo_key(settings, role="agent"))
+    return asyncio.run(handoff_demo(base_url, DEMO_TENANT, keys))
 
 
 def _knowledge(settings: Settings, base_url: str, key: str | None) -> KnowledgeReport:

@@ -8,6 +8,7 @@ router sees the stream id.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,6 +18,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.auth import Caller
 from serve_app.backends import Overloaded, ReplicaLost
 from serve_app.frames.planes import Planes
 from serve_app.routing.service import ChatRequest
@@ -119,6 +121,55 @@ class HandleChatBackend:
     async def status(self) -> dict[str, Any]:
         with _overload("router"):
             return await self.router.status.remote()
+
+
+class HandleHandoffs:
+    """HandoffBackend over the Router handle (the Router's desk answers; its refusals keep their type)."""
+
+    def __init__(self, router: DeploymentHandle):
+        self.router = router
+
+    async def list(self, tenant: str, caller: Caller, status: str | None, limit: int) -> dict[str, Any]:
+        with _overload("router"):
+            return await self.router.handoff.remote("list", tenant, caller, status, limit)
+
+    async def get(self, tenant: str, handoff_id: uuid.UUID, caller: Caller) -> dict[str, Any]:
+        with _overload("router"):
+            return await self.router.handoff.remote("get", tenant, handoff_id, caller)
+
+    async def create(
+        self,
+        tenant: str,
+        caller: Caller,
+        messages: Sequence[dict[str, str]],
+        reason: str,
+        session_id: uuid.UUID | None,
+        stream_id: str | None,
+        room: str | None,
+        note: str | None,
+    ) -> dict[str, Any]:
+        with _overload("router"):
+            return await self.router.handoff.remote(
+                "create", tenant, caller, list(messages), reason, session_id, stream_id, room, note
+            )
+
+    async def claim(
+        self, tenant: str, handoff_id: uuid.UUID, caller: Caller, name: str | None
+    ) -> dict[str, Any]:
+        with _overload("router"):
+            return await self.router.handoff.remote("claim", tenant, handoff_id, caller, name)
+
+    async def resolve(
+        self, tenant: str, handoff_id: uuid.UUID, caller: Caller, note: str | None
+    ) -> dict[str, Any]:
+        with _overload("router"):
+            return await self.router.handoff.remote("resolve", tenant, handoff_id, caller, note)
+
+    async def give_back(
+        self, tenant: str, handoff_id: uuid.UUID, caller: Caller, note: str
+    ) -> dict[str, Any]:
+        with _overload("router"):
+            return await self.router.handoff.remote("give_back", tenant, handoff_id, caller, note)
 
 
 class HandleExperiments:

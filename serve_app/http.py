@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from serve_app.api import API_VERSION, chat, costs, feedback, frames, health, knowledge
+from serve_app.api import API_VERSION, chat, costs, feedback, frames, handoffs, health, knowledge
 from serve_app.api.access import Access
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import Overloaded
@@ -24,7 +24,15 @@ from serve_app.metrics import Metrics
 
 __all__ = ["API_VERSION", "Access", "create_app"]
 
-ROUTERS = (health.router, frames.router, knowledge.router, chat.router, costs.router, feedback.router)
+ROUTERS = (
+    health.router,
+    frames.router,
+    knowledge.router,
+    chat.router,
+    costs.router,
+    feedback.router,
+    handoffs.router,
+)
 
 
 async def _overloaded(_: Request, exc: Exception) -> JSONResponse:

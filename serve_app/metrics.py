@@ -108,6 +108,26 @@ SPECS = {
             ("scope",),
             tuple(LATENCY_MS),
         ),
+        Spec(
+            "supportgraph_handoffs",
+            "counter",
+            "conversations handed to a person, by reason",
+            ("tenant", "reason"),
+        ),
+        Spec("supportgraph_handoff_queue", "gauge", "handoffs queued for a person", ("tenant",)),
+        Spec(
+            "supportgraph_handoff_wait_s",
+            "histogram",
+            "seconds from handoff to a person claiming it",
+            ("tenant",),
+            (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400),
+        ),
+        Spec(
+            "supportgraph_handoff_human_minutes",
+            "counter",
+            "minutes people spent on handoffs (claim to resolve or return)",
+            ("tenant", "outcome"),
+        ),
     )
 }
 
@@ -138,6 +158,10 @@ class Metrics:
 
     def observe(self, name: str, value: float, **tags: str) -> None:
         self._record(name, "observe", value, self._tags(SPECS[name], tags))
+
+    def set(self, name: str, value: float, **tags: str) -> None:
+        """A gauge's current value."""
+        self._record(name, "set", value, self._tags(SPECS[name], tags))
 
     def _record(self, name: str, method: str, value: float, labels: dict[str, str]) -> None:
         """Metrics are best effort: an exporter that fails (or is missing outside a replica) is logged,

@@ -20,6 +20,7 @@ from schemathesis.checks import not_a_server_error
 from serve_app.auth import KeyVerifier, RateLimiter, key_hash, new_key
 from serve_app.backends import LocalFrameBackend
 from serve_app.frames.service import DedupService
+from serve_app.handoff.errors import HandoffNotFound
 from serve_app.http import Access, create_app
 from tests.chat import LocalChat
 from tests.conftest import LiveDB
@@ -47,6 +48,31 @@ class ExperimentsDouble:
         return {"experiment": name, "arms": {}} if name == "reranker" else None
 
 
+class HandoffsDouble:
+    """The handoff backend's contract without Postgres: no handoff is known; a created one is queued."""
+
+    async def list(self, tenant, caller, status, limit) -> dict[str, Any]:
+        return {"handoffs": []}
+
+    async def get(self, tenant, handoff_id, caller) -> dict[str, Any]:
+        raise HandoffNotFound(f"no handoff {handoff_id} for tenant {tenant!r}")
+
+    async def create(
+        self, tenant, caller, messages, reason, session_id, stream_id, room, note
+    ) -> dict[str, Any]:
+        return {
+            "id": "00000000-0000-4000-8000-000000000000",
+            "status": "queued",
+            "position": 1,
+            "eta_s": 300.0,
+        }
+
+    async def claim(self, tenant, handoff_id, caller, name) -> dict[str, Any]:
+        raise HandoffNotFound(f"no handoff {handoff_id} for tenant {tenant!r}")
+
+    resolve = give_back = claim
+
+
 def build_app():
     async def lookup(tenant: str, digest: bytes) -> bool:
         return digest == key_hash(KEY)
@@ -56,6 +82,7 @@ def build_app():
     app.state.knowledge = KnowledgeDouble()
     app.state.chat = LocalChat()
     app.state.experiments = ExperimentsDouble()
+    app.state.handoffs = HandoffsDouble()
     return app
 
 

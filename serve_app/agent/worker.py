@@ -3,7 +3,11 @@
 It holds no models: speech comes from the Deepgram (STT) and Cartesia (TTS) plugins, voice activity from
 Silero, answers from the Router deployment, frame decisions from FrameDedup, both through Ray Serve
 handles (`serve.get_deployment_handle`). Rooms whose names do not carry a valid tenant are left with a
-log line. Run: `supportgraph agent dev|start` (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET,
+log line. The agent can hand the conversation to a person (`transfer_to_human`, a handoff for this
+room); while a person who claimed it is in the room (a participant whose token says
+`supportgraph.role=human`) the agent stops answering and keeps the transcript, and it resumes when
+they leave, with the note of a handoff they returned (the router's desk adds it to the session's turns).
+Run: `supportgraph agent dev|start` (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET,
 DEEPGRAM_API_KEY, CARTESIA_API_KEY; RAY_ADDRESS for a remote cluster).
 """
 
@@ -16,11 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.agents import Agent, llm
+from livekit.agents import Agent, RunContext, function_tool, llm
 
 from serve_app.agent.frames import FrameBuffer, VideoForwarder
 from serve_app.agent.llm import ChatStreamBackend, RouterLLM
+from serve_app.auth import Caller
 from serve_app.backends import FrameSink
+from serve_app.handoff.rooms import HUMAN_ROLE
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id
 
 log = logging.getLogger("supportgraph.agent")
@@ -57,8 +63,17 @@ def register_tool(tool: llm.FunctionTool) -> llm.FunctionTool:
 
 
 class SupportAgent(Agent):
-    def __init__(self, tools: list[llm.FunctionTool] | None = None):
+    """The support agent; `paused()` true (a person took the conversation over): it does not answer,
+    and the turns stay in its chat context (the transcript)."""
+
+    def __init__(self, tools: list[llm.FunctionTool] | None = None, paused: Callable[[], bool] | None = None):
         super().__init__(instructions=INSTRUCTIONS, tools=list(TOOLS if tools is None else tools))
+        self.paused = paused or (lambda: False)
+
+    async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: Any) -> Any:
+        if self.paused():
+            return None  # no reply; the user's turn is already in the chat context
+        return Agent.default.llm_node(self, chat_ctx, tools, model_settings)
 
 
 @dataclass
@@ -70,6 +85,7 @@ class Graph:
     active_fps: float = 30.0
     idle_fps: float = 5.0
     outcomes: Any = None  # session_feedback(tenant, session, resolved, rating): serve_app.experiments.backend
+    handoffs: Any = None  # the HandoffBackend (serve_app.backends): transfer_to_human creates one
 
 
 def graph_from_handles(app_name: str = "supportgraph") -> Graph:
@@ -77,7 +93,7 @@ def graph_from_handles(app_name: str = "supportgraph") -> Graph:
     import ray
     from ray import serve
 
-    from serve_app.handles import HandleChatBackend, HandleExperiments, HandleFrameBackend
+    from serve_app.handles import HandleChatBackend, HandleExperiments, HandleFrameBackend, HandleHandoffs
 
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False, logging_level="WARNING")
@@ -86,6 +102,7 @@ def graph_from_handles(app_name: str = "supportgraph") -> Graph:
         HandleChatBackend(router),
         HandleFrameBackend(serve.get_deployment_handle("FrameDedup", app_name=app_name)),
         outcomes=HandleExperiments(router),
+        handoffs=HandleHandoffs(router),
     )
 
 
@@ -101,6 +118,68 @@ class RoomSession:
     session_id: uuid.UUID = field(default_factory=uuid.uuid4)
     forwarders: dict[str, VideoForwarder] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    humans: set[str] = field(default_factory=set)  # identities of people who took the conversation over
+
+    def paused(self) -> bool:
+        """A person who claimed the handoff is in the room: the agent does not answer."""
+        return bool(self.humans)
+
+    def participant_joined(self, identity: str, attributes: dict[str, str]) -> bool:
+        """True when the participant is a person who claimed a handoff (the agent pauses)."""
+        if attributes.get("supportgraph.role") != HUMAN_ROLE:
+            return False
+        self.humans.add(identity)
+        log.info("room %s: %s took the conversation over; the agent pauses", self.room_name, identity)
+        return True
+
+    def participant_left(self, identity: str) -> bool:
+        """True when the last such person left (the agent resumes)."""
+        if identity not in self.humans:
+            return False
+        self.humans.discard(identity)
+        return not self.humans
+
+    async def transfer(self, reason: str, history: llm.ChatContext | None) -> str:
+        """Hand this room's conversation to a person; returns what to tell the customer."""
+        if self.graph.handoffs is None:
+            return "I can't reach the support team from here right now; please try again later."
+        messages = [
+            {"role": item.role, "content": (item.text_content or "").strip()}
+            for item in (history.items if history else [])
+            if item.type == "message"
+            and item.role in ("user", "assistant")
+            and (item.text_content or "").strip()
+        ] or [{"role": "user", "content": reason or "The customer asked for a person."}]
+        try:
+            made = await self.graph.handoffs.create(
+                self.tenant_id,
+                Caller(self.tenant_id),
+                messages,
+                "tool",
+                self.session_id,
+                None,
+                self.room_name,
+                reason or None,
+            )
+        except Exception:
+            log.warning("handing off room %s failed", self.room_name, exc_info=True)
+            return "I couldn't reach the support team's queue just now; please try again in a moment."
+        return str(made["message"])
+
+    def transfer_tool(self) -> llm.FunctionTool:
+        """`transfer_to_human`, bound to this room."""
+
+        @function_tool
+        async def transfer_to_human(context: RunContext, reason: str) -> str:
+            """Hand the conversation to a person from the support team. Use it when the customer asks
+            for a person, or when you cannot help them.
+
+            Args:
+                reason: what the customer needs help with, in one sentence.
+            """
+            return await self.transfer(reason, context.session.history)
+
+        return transfer_to_human
 
     def llm(self) -> RouterLLM:
         return RouterLLM(
@@ -173,6 +252,15 @@ async def entrypoint(ctx: Any) -> None:  # livekit.agents.JobContext
     room = RoomSession(ctx.room.name, tenant, graph, speaking=lambda: state["speaking"])
     session = AgentSession(stt=deepgram.STT(), tts=cartesia.TTS(), vad=silero.VAD.load(), llm=room.llm())
 
+    @ctx.room.on("participant_connected")
+    def _joined(participant: Any) -> None:
+        if room.participant_joined(participant.identity, dict(participant.attributes)):
+            session.interrupt()  # stop speaking over the person who took over
+
+    @ctx.room.on("participant_disconnected")
+    def _left(participant: Any) -> None:
+        room.participant_left(participant.identity)  # the next turn is the agent's again
+
     @session.on("user_state_changed")
     def _user_state(event: Any) -> None:
         state["speaking"] = event.new_state == "speaking"
@@ -193,7 +281,8 @@ async def entrypoint(ctx: Any) -> None:  # livekit.agents.JobContext
         await room.end(outcome)
 
     ctx.add_shutdown_callback(_record_outcome)
-    await session.start(agent=SupportAgent(), room=ctx.room)
+    tools = [*TOOLS, room.transfer_tool()]
+    await session.start(agent=SupportAgent(tools, paused=room.paused), room=ctx.room)
 
 
 def run_worker(argv: list[str]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from serve_app.auth import KeyVerifier, RateLimiter
+from serve_app.auth import Caller, KeyVerifier, RateLimiter
 from serve_app.routing.router import token_totals
 from serve_app.tenancy import InvalidIdentifier, validate_tenant_id
 
@@ -46,15 +46,17 @@ async def authenticate(request: Request) -> None:
     """Every route but health: a live API key (Bearer or X-API-Key), then the tenant's rate limit."""
     access: Access = request.app.state.access
     request.state.tenant = None
+    request.state.caller = Caller(None)  # no keys (local use): an admin
     if access.verifier is None:
         return
     key = api_key(request)
     if not key:
         raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
-    tenant = await access.verifier.tenant_of(key)
-    if tenant is None:
+    caller = await access.verifier.caller(key)
+    if caller is None:
         raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    request.state.tenant = tenant
+    tenant = caller.tenant
+    request.state.tenant, request.state.caller = tenant, caller
     if access.limiter is not None:
         _admit(request, access.limiter, tenant)
 
@@ -71,6 +73,24 @@ def _admit(request: Request, limiter: RateLimiter, tenant: str) -> None:
         raise HTTPException(
             429, f"rate limit of tenant {tenant!r} reached", headers={"Retry-After": str(math.ceil(wait))}
         )
+
+
+def caller_of(request: Request) -> Caller:
+    """Who calls (set by `authenticate`)."""
+    return getattr(request.state, "caller", None) or Caller(None)
+
+
+def allow(*roles: str) -> Any:
+    """A dependency: 403 unless the API key's role is one of `roles` (no keys: allowed)."""
+
+    async def check(request: Request) -> None:
+        role = caller_of(request).role
+        if role not in roles:
+            raise HTTPException(
+                403, f"a {role} key cannot use this route; it needs a {' or '.join(roles)} key"
+            )
+
+    return check
 
 
 def charge_frames(request: Request, frames: int) -> None:

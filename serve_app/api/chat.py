@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from serve_app.api.access import app_backend, authenticate, charge_tokens, request_tenant
+from serve_app.api.access import allow, app_backend, authenticate, charge_tokens, request_tenant
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import ChatBackend, Overloaded
 from serve_app.frames.decode import FrameLimits
@@ -33,7 +33,10 @@ from serve_app.routing.service import ChatRequest, ChatRequestError
 log = logging.getLogger(__name__)
 
 router = APIRouter(
-    prefix="/v1", tags=["router"], dependencies=[Depends(authenticate)], route_class=CheckedRoute
+    prefix="/v1",
+    tags=["router"],
+    dependencies=[Depends(authenticate), Depends(allow("admin", "client"))],
+    route_class=CheckedRoute,
 )
 
 

@@ -6,13 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 
-from serve_app.api.access import authenticate, request_tenant
+from serve_app.api.access import allow, authenticate, request_tenant
 from serve_app.api.chat import chat_backend
 from serve_app.api.checked import CheckedRoute
 from serve_app.inputs import UtcDateTime
 
 router = APIRouter(
-    prefix="/v1", tags=["costs"], dependencies=[Depends(authenticate)], route_class=CheckedRoute
+    prefix="/v1",
+    tags=["costs"],
+    dependencies=[Depends(authenticate), Depends(allow("admin"))],
+    route_class=CheckedRoute,
 )
 
 

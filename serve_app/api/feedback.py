@@ -12,11 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from serve_app.api.access import app_backend, authenticate, request_tenant
+from serve_app.api.access import allow, app_backend, authenticate, request_tenant
 from serve_app.api.checked import CheckedRoute
 
 router = APIRouter(
-    prefix="/v1", tags=["experiments"], dependencies=[Depends(authenticate)], route_class=CheckedRoute
+    prefix="/v1",
+    tags=["experiments"],
+    dependencies=[Depends(authenticate), Depends(allow("admin", "client"))],
+    route_class=CheckedRoute,
 )
 
 

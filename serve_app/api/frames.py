@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 
-from serve_app.api.access import authenticate, authorize, charge_frames
+from serve_app.api.access import allow, authenticate, authorize, charge_frames
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import FrameBackend
 from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame, split_batch
@@ -24,7 +24,10 @@ from serve_app.frames.planes import Planes
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id
 
 router = APIRouter(
-    prefix="/v1/streams", tags=["frames"], dependencies=[Depends(authenticate)], route_class=CheckedRoute
+    prefix="/v1/streams",
+    tags=["frames"],
+    dependencies=[Depends(authenticate), Depends(allow("admin", "client"))],
+    route_class=CheckedRoute,
 )
 
 STREAM_ID = Path(

@@ -11,14 +11,17 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from serve_app.api.access import app_backend, authenticate, authorize
+from serve_app.api.access import allow, app_backend, authenticate, authorize
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import KnowledgeBackend
 from serve_app.knowledge.query import MAX_QUERY_CHARS, check_query
 from serve_app.tenancy import validate_tenant_id
 
 router = APIRouter(
-    prefix="/v1/knowledge", tags=["knowledge"], dependencies=[Depends(authenticate)], route_class=CheckedRoute
+    prefix="/v1/knowledge",
+    tags=["knowledge"],
+    dependencies=[Depends(authenticate), Depends(allow("admin", "agent", "client"))],
+    route_class=CheckedRoute,
 )
 
 

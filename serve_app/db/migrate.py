@@ -30,6 +30,7 @@ TENANT_TABLES = (
     "api_keys",
     "request_arms",
     "outcomes",
+    "handoffs",
 )
 MIGRATION_LOCK = 0x5EED_6A  # pg_advisory_lock key held while migrating (released with the connection)
 

@@ -115,6 +115,7 @@ class RoutedAnswer:
     # the answer the best attempt gave, delivered or not (evaluations and the handoff's summary read it;
     # it is not part of the reply)
     candidate: str | None = None
+    handoff: dict[str, Any] | None = None  # the conversation's handoff to a person (serve_app/handoff)
 
     @property
     def cost_usd(self) -> float:
@@ -127,6 +128,7 @@ class RoutedAnswer:
             "model": self.model,
             "confidence": round(self.confidence, 4),
             "offline": self.offline,
+            "handoff": self.handoff,
             "cost_usd": round(self.cost_usd, 8),
             "baseline_usd": round(self.baseline_usd, 8),
             "degraded": self.degraded,

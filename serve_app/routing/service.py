@@ -115,6 +115,7 @@ class ChatService:
     metrics: Metrics | None = None
     screen: ScreenSource | None = None
     intents: IntentClassifier | None = None
+    handoffs: Any = None  # serve_app.handoff.desk.HandoffDesk: hands turns to people (None: never)
     _system: str = field(default="You are a concise, accurate customer-support assistant.")
 
     @classmethod
@@ -264,10 +265,12 @@ class ChatService:
 
     async def answer(self, request: ChatRequest) -> tuple[RoutedAnswer, list[str]]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
+        request = await self.handoffs.before_turn(request) if self.handoffs else request
         started = time.perf_counter()
         intent = await self.intent(request)
         turn = self._turn_reply(request, intent)
         if turn is not None:
+            turn = await self.handoffs.after_turn(request, turn) if self.handoffs else turn
             self._answered(request.tenant_id, turn, started)
             return turn, []
         prompt, passages = await self.prompt(request, request_id)
@@ -275,6 +278,7 @@ class ChatService:
             prompt, request.tenant_id, request.session_id, request_id, ladder=ladder
         )
         routed.intent = intent.label if intent else None
+        routed = await self.handoffs.after_turn(request, routed, prompt) if self.handoffs else routed
         self._answered(request.tenant_id, routed, started)
         return routed, passages
 
@@ -290,10 +294,12 @@ class ChatService:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
+        request = await self.handoffs.before_turn(request) if self.handoffs else request
         started = time.perf_counter()
         intent = await self.intent(request)
         turn = self._turn_reply(request, intent)
-        if turn is not None:
+        if turn is not None:  # nothing streamed yet: the handoff's notice can replace the reply
+            turn = await self.handoffs.after_turn(request, turn) if self.handoffs else turn
             self._answered(request.tenant_id, turn, started)
             yield turn.text
             yield turn
@@ -304,6 +310,11 @@ class ChatService:
             if isinstance(item, RoutedAnswer):
                 item.intent = intent.label if intent else None
                 self._answered(request.tenant_id, item, started)
+                if self.handoffs:  # what the customer is told of a handoff follows the streamed answer
+                    told = item.text
+                    item = await self.handoffs.after_turn(request, item, prompt, streamed=True)
+                    if item.text != told:
+                        yield item.text[len(told) :]
             yield item
 
     def _answered(self, tenant: str, routed: RoutedAnswer, started: float) -> None:
