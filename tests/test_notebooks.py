@@ -34,6 +34,7 @@ def test_notebook_executes(name: str, tmp_path: Path) -> None:
     text, outputs = executed(name)
     assert "best saved on the test curve" in text
     assert "guaranteed threshold" in text and "resplits" in text
+    assert "threshold at 5% wrong" in text and "test replies:" in text  # the answers' risk-coverage part
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plots were drawn
 
 

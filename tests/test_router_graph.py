@@ -60,14 +60,27 @@ def test_help_center_question_is_answered_by_the_cheap_grounded_tier(client: ope
     assert reply.model == "extractive-grounded" and reply.usage.total_tokens > 0
 
 
-def test_a_question_the_help_center_cannot_answer_escalates_to_smollm2(client: openai.OpenAI) -> None:
+def test_a_question_the_help_center_cannot_answer_escalates_and_then_declines(client: openai.OpenAI) -> None:
+    """No passage says it: the extractive tier escalates, SmolLM2's text does not verify against the
+    passages, and the reply declines (no invented answer) with both attempts in the routing."""
     reply = client.chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "Hi! Tell me a short joke."}], max_tokens=24
+        model="auto",
+        messages=[{"role": "user", "content": "What is the street address of your office in Berlin?"}],
+        max_tokens=24,
     )
     routing = reply.model_extra["supportgraph"]
-    assert [a["tier"] for a in routing["attempts"]] == ["extractive", "smollm2"]
-    assert routing["attempts"][0]["outcome"] == "escalated" and routing["tier"] == "smollm2"
+    assert [(a["tier"], a["outcome"]) for a in routing["attempts"]] == [
+        ("extractive", "escalated"),
+        ("smollm2", "rejected"),
+    ]
+    assert routing["abstained"] is True and routing["abstain_reason"] == "unverified"
     assert reply.choices[0].message.content.strip() and routing["offline"] is True
+    joke = client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Write a short poem about the sea for me."}],
+        max_tokens=24,
+    ).model_extra["supportgraph"]
+    assert joke["intent"] == "chatter" and joke["attempts"] == []  # declined before any tier
 
 
 def test_streaming_through_an_openai_client(client: openai.OpenAI) -> None:

@@ -10,7 +10,6 @@ which AgentSession runs and answers with the tool's output on the next turn.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -20,11 +19,9 @@ from livekit.agents.llm.utils import build_legacy_openai_schema
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
 from serve_app.agent.frames import FrameBuffer
-from serve_app.routing.providers.base import Message
+from serve_app.routing.providers.base import TOOL_CALL, Message
 from serve_app.routing.router import token_totals
 from serve_app.routing.service import ChatRequest
-
-_CALL = re.compile(r"^\s*CALL\s+([A-Za-z_][\w-]*)\s*(\{.*\})?\s*$", re.S)
 
 
 class ChatStreamBackend(Protocol):
@@ -161,7 +158,7 @@ class RouterLLMStream(llm.LLMStream):
         )
 
     def _finish_held(self, chunk_id: str, text: str, tools: list[Any]) -> None:
-        match = _CALL.match(text)
+        match = TOOL_CALL.match(text)
         names = {t.info.name for t in tools}
         if match and match.group(1) in names:
             arguments = match.group(2) or "{}"

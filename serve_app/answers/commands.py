@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import pickle
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -52,6 +53,16 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     )
     fa.add_argument("--out", type=Path, required=True, help="answer model JSON (routing.policy.answer_model)")
     fa.add_argument("--scores", type=Path, help="write the cross-fitted scores and labels here (JSONL)")
+    fa.add_argument(
+        "--cache", type=Path, help="keep the examples' features here and reuse them (a refit in seconds)"
+    )
+    fa.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="another knowledge base's --cache to fit on as well (one model for several help centers)",
+    )
 
     fi = sub.add_parser(
         "fit-intents",
@@ -241,12 +252,19 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
         return labelled + made
 
     started = time.perf_counter()
-    examples = asyncio.run(_with_db(settings, work))
     embed, name = local_embed()
-    with Progress(transient=True) as bar:
-        task = bar.add_task("features", total=len(examples))
-        prepared = fit.prepare(examples, embed, lambda: bar.advance(task))
-    model, scores, labels = fit.fit(prepared, delta=args.delta, seed=args.seed, embedder=name)
+    if args.cache and args.cache.exists():
+        prepared = pickle.loads(args.cache.read_bytes())
+    else:
+        examples = asyncio.run(_with_db(settings, work))
+        with Progress(transient=True) as bar:
+            task = bar.add_task("features", total=len(examples))
+            prepared = fit.prepare(examples, embed, lambda: bar.advance(task))
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps(prepared))
+    for other in args.also:
+        prepared = prepared + pickle.loads(other.read_bytes())
+    model, scores, labels, answers = fit.fit(prepared, delta=args.delta, seed=args.seed, embedder=name)
     sources = np.array([p.example.source for p in prepared])
     model.meta = {
         "examples": {s: int((sources == s).sum()) for s in sorted(set(sources))},
@@ -259,8 +277,18 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
     if args.scores:
         args.scores.write_text(
             "".join(
-                json.dumps({"source": str(src), "score": round(float(sc), 5), "correct": bool(ok)}) + "\n"
-                for src, sc, ok in zip(sources, scores, labels, strict=True)
+                json.dumps(
+                    {
+                        "source": p.example.source,
+                        "score": round(float(sc), 5),
+                        "correct": bool(ok),
+                        "question": p.example.question,
+                        "gold": p.example.gold,
+                        "answer": text,
+                    }
+                )
+                + "\n"
+                for p, sc, ok, text in zip(prepared, scores, labels, answers, strict=True)
             )
         )
     print(f"{'alpha':>6} {'threshold':>10} {'delivered':>10} {'wrong':>6}")

@@ -123,6 +123,8 @@ class Row:
     cost_usd: float
     latency_ms: float
     attempts: list[str] = field(default_factory=list)
+    candidate: str | None = None  # the best attempt's answer, delivered or not
+    gold: str | None = None
 
     @property
     def answerable(self) -> bool:
@@ -165,6 +167,8 @@ async def run(
                 float(routing.get("cost_usd") or 0.0),
                 took,
                 [f"{a['tier']}:{a['outcome']}" for a in routing.get("attempts", [])],
+                candidate,
+                q.answer,
             )
         )
         if progress:
@@ -180,7 +184,9 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
     correct = sum(r.outcome == "correct" for r in answerable)
     right_delivered = sum(r.outcome == "correct" for r in delivered)
     latencies = [r.latency_ms for r in rows]
-    score = auroc([r.confidence for r in rows], [r.candidate_correct for r in rows])
+    # the verifier's confidence, over the replies it scored (an intent reply's confidence is the intent's)
+    verified = [r for r in rows if r.tier != "intent"]
+    score = auroc([r.confidence for r in verified], [r.candidate_correct for r in verified])
     return {
         "questions": len(rows),
         "answerable": len(answerable),

@@ -180,7 +180,7 @@ def unit_features(
     question: Question,
     found: list[Unit],
     embed: Embed | None,
-    max_embedded: int = 24,
+    max_embedded: int = 32,
 ) -> Scored:
     """Feature rows for every unit. Only the `max_embedded` units with the best lexical scores (and the
     passages' headings) are embedded; the others get the lowest semantic score seen."""

@@ -112,12 +112,18 @@ def request_for(q: EvalQuestion, tenants: Tenants, tier: str | None = None) -> C
 async def examples_for(
     service: ChatService, questions: list[EvalQuestion], tenants: Tenants, tick: Callable[[], None]
 ) -> list[Example]:
-    """Labelled examples: each question's passages exactly as the chat path retrieves them."""
+    """Labelled examples: each question's passages exactly as the chat path retrieves them. Turns the
+    intent step answers itself (a request for a person, a greeting) never reach the verifier: skipped."""
+    from serve_app.answers.intent import IntentClassifier
+
+    intents = IntentClassifier.load(service.routing.intents.model)
     out = []
     for q in questions:
+        tick()
+        if intents.classify(q.text, service.routing.intents.min_confidence).label != "question":
+            continue
         prompt, _ = await service.prompt(request_for(q, tenants))
         out.append(Example(q.text, prompt.context, q.answer if q.answerable else None, "dev", q.id))
-        tick()
     return out
 
 
@@ -147,10 +153,10 @@ async def generated_examples(
         if len(out) >= 2 * n:
             break
         text = prompt_text(row["heading"], row["title"], row["content"])
-        made = [c for u in units([text]) if (c := cloze(u, rng))]
+        made = [(u, *c) for u in units([text]) if (c := cloze(u, rng))]
         if not made:
             continue
-        question, gold = rng.choice(made)
+        unit, question, gold = rng.choice(made)
         result = await retriever.search(tenant, question, mode="hybrid_rerank", top_k=k + 8)
         hits = [
             (h.passage.source, prompt_text(h.passage.heading, h.passage.title, h.passage.content))
@@ -159,6 +165,6 @@ async def generated_examples(
         group = f"gen:{len(out)}"
         out.append(Example(question, tuple(t for _, t in hits[:k]), gold, "generated", group))
         others = tuple(t for s, t in hits if s != row["source"])[:k]
-        out.append(Example(question, others, None, "generated-withheld", group))
+        out.append(Example(question, others, gold, "generated-withheld", group, reference=unit.text))
         tick()
     return out

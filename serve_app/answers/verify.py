@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,6 +24,17 @@ from serve_app.answers.evidence import Embed
 from serve_app.answers.model import AnswerModel, Evidence, Verdict
 
 NOT_FOUND = "I could not find this in the help center."
+_POINTS_AT_SCREEN = re.compile(
+    r"\b(this|that|these|those|the|it)\s+(\w+\s+)?(error|message|warning|code|popup|pop-up|toast|banner|"
+    r"dialog|notification|alert|screen|window|box)s?\b|\bon (my|the) screen\b|"
+    r"\bwhat (does|is) (this|that|it)\b|"
+    r"\b(see|seeing|shows?|showing|says?|saying) (this|that|here)\b",
+    re.I,
+)
+
+
+def points_at_screen(question: str) -> bool:
+    return bool(_POINTS_AT_SCREEN.search(question))
 
 
 @dataclass
@@ -37,7 +49,12 @@ class AnswerChecker:
 
     @staticmethod
     def question_text(question: str, screen_lines: tuple[str, ...] | list[str] = ()) -> str:
-        return " ".join([question.strip(), *screen_lines]).strip()
+        """What is asked: the question, and the screen lines when it points at the screen ("what does
+        this error mean?"); a question that names its subject is read alone, so the rest of a busy
+        screen cannot dilute it."""
+        if screen_lines and points_at_screen(question):
+            return " ".join([question.strip(), *screen_lines]).strip()
+        return question.strip()
 
     def evidence(
         self, question: str, passages: tuple[str, ...] | list[str], screen_lines: tuple[str, ...] = ()

@@ -38,7 +38,7 @@ from serve_app.costs.pricing import ModelPrice
 from serve_app.routing.confidence import ConfidenceScorer
 from serve_app.routing.confidence_line import ConfidenceLineFilter
 from serve_app.routing.precall import QueryScorer
-from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError
+from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError, tool_call
 from serve_app.routing.resilience import (
     CircuitBreaker,
     Deadline,
@@ -281,11 +281,11 @@ class EscalatingRouter:
     def verifying(self) -> bool:
         return self.checker is not None and self.policy.verify
 
-    def bar(self, tier: str, tenant_id: str | None = None) -> float:
+    def bar(self, tier: str, tenant_id: str | None = None, verifying: bool | None = None) -> float:
         """The confidence an answer of `tier` needs to be delivered: with a verifier, the answer model's
         threshold for the tenant's tolerated wrong-answer share (raised by a tier or tenant threshold set
         explicitly); without one, `threshold()`."""
-        if not self.verifying:
+        if not (self.verifying if verifying is None else verifying):
             return self.threshold(tier, tenant_id)
         assert self.checker is not None
         bar = self.checker.threshold(tenant_id)
@@ -294,8 +294,8 @@ class EscalatingRouter:
             explicit = self.policy.tier_thresholds.get(tier)
         return bar if explicit is None else max(bar, explicit)
 
-    async def _confidence(self, prompt: Prompt, completion: Completion) -> float:
-        if not self.verifying:
+    async def _confidence(self, prompt: Prompt, completion: Completion, verify: bool) -> float:
+        if not verify:
             return self.scorer.score(prompt, completion.text)
         assert self.checker is not None
         verdict = await asyncio.to_thread(
@@ -394,7 +394,7 @@ class EscalatingRouter:
     ) -> AsyncIterator[str | RoutedAnswer]:
         request_id = request_id or uuid.uuid4()
         full = self.ladder(tenant_id, override)
-        verifying = self.verifying
+        verifying = self.verifying and prompt.grounded
         if verifying and not prompt.context:
             # nothing to check an answer against: no tier is asked to make one up
             routed = self._abstained(request_id, tenant_id, [], "no_evidence", 0.0, 0.0)
@@ -445,8 +445,10 @@ class EscalatingRouter:
                 continue
             breaker.succeeded()
             self._priced(attempt, tier, completion, started)
-            attempt.confidence = await self._confidence(prompt, completion)
-            accepted = attempt.confidence >= self.bar(tier.name, tenant_id)
+            # a tool call is an action the agent runs (its output answers on the next turn): not a claim
+            action = verifying and tool_call(prompt.system, completion.answer) is not None
+            attempt.confidence = await self._confidence(prompt, completion, verifying and not action)
+            accepted = action or attempt.confidence >= self.bar(tier.name, tenant_id, verifying)
             if not (accepted or last):
                 attempt.outcome = "escalated"
                 self._emit(tenant_id, session_id, request_id, attempt)
@@ -467,7 +469,7 @@ class EscalatingRouter:
                     yield piece
             routed = self._answered(request_id, tier, attempt, completion, attempts, baseline or 0.0)
             routed.precall, routed.precall_skipped = precall, len(ladder) < len(full)
-            routed.verified = True if verifying else None
+            routed.verified = True if verifying and not action else None
             routed.candidate = completion.answer
             yield routed
             return

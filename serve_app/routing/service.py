@@ -172,8 +172,9 @@ class ChatService:
         self.router.configure(settings)
 
     async def intent(self, request: ChatRequest) -> Intent | None:
-        """The turn's intent (None: the step is off, or the turn carries images or a screen to ask about)."""
-        if self.intents is None or request.images:
+        """The turn's intent (None: the step is off, the turn carries images, or it pins a tier: a
+        request for one model's answer gets that model)."""
+        if self.intents is None or request.images or request.tier is not None:
             return None
         cfg = self.routing.intents
         return await asyncio.to_thread(
@@ -206,7 +207,9 @@ class ChatService:
         screen = await self._screen(request, request_id)
         lines = query_lines(screen, shown.query_chars)
         passages: list[str] = []
-        if request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve is not None:
+        grounded = bool(request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve)
+        if grounded:
+            assert self.retrieve is not None
             passages = await self.retrieve(
                 request.tenant_id,
                 grounded_query(request.messages[-1].content, lines),  # screen-grounded retrieval
@@ -223,6 +226,7 @@ class ChatService:
             temperature=request.temperature,
             screen=screen_block(screen.appeared, screen.current, shown.prompt_chars),
             screen_lines=tuple(lines),
+            grounded=grounded,
         )
         return prompt, passages
 

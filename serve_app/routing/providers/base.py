@@ -7,6 +7,7 @@ router's retry and circuit-breaker policy; nothing else about a backend leaks in
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +19,17 @@ from serve_app.routing.confidence_line import CONFIDENCE_INSTRUCTION, strip_conf
 Role = Literal["user", "assistant"]
 # internal: the backend raised something that is no API or transport failure (a bug); not retried
 FailureKind = Literal["timeout", "rate_limit", "server", "connection", "client", "internal"]
+
+
+# a reply that is one tool call (the agent's protocol, serve_app/agent/llm.py): `CALL <tool> <JSON>`
+TOOL_CALL = re.compile(r"^\s*CALL\s+([A-Za-z_][\w-]*)\s*(\{.*\})?\s*$", re.S)
+
+
+def tool_call(prompt_system: str, answer: str) -> str | None:
+    """The tool an answer calls, when it is one call line naming a tool the system text offers (a line
+    `- <name>: ...` of the agent's tool instructions)."""
+    match = TOOL_CALL.match(answer)
+    return match.group(1) if match and f"\n- {match.group(1)}: " in prompt_system else None
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,9 @@ class Prompt:
     # and its lines that ground retrieval and the extractive tier
     screen: str = ""
     screen_lines: tuple[str, ...] = ()
+    # retrieval ran for this turn, so an answer can be checked against `context` (a tenant or request
+    # without retrieval, e.g. a tool-calling agent turn, gets the tiers' answers unverified)
+    grounded: bool = True
 
     def __post_init__(self) -> None:
         if not self.messages or self.messages[-1].role != "user":
