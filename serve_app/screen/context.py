@@ -76,6 +76,35 @@ def query_lines(context: ScreenContext, max_chars: int = 300) -> list[str]:
     return [pool[i] for i in sorted(chosen)]
 
 
+_POINTS_AT_SCREEN = re.compile(
+    r"\b(this|that|these|those|the|it)\s+(\w+\s+)?(error|message|warning|code|popup|pop-up|toast|banner|"
+    r"dialog|notification|alert|screen|window|box)s?\b|\bon (my|the) screen\b|"
+    r"\bwhat (does|is) (this|that|it)\b|"
+    r"\b(see|seeing|shows?|showing|says?|saying) (this|that|here)\b",
+    re.I,
+)
+
+
+_VAGUE_WORDS = (
+    "how what why when where who which the and this that these those can could you does did mean means "
+    "fix get help please now here there with for from about happen happened happening going wrong doing "
+    "say says see shows showing mine keep keeps again still just work working problem issue"
+)
+_VAGUE = frozenset(_VAGUE_WORDS.split())
+
+
+def points_at_screen(question: str) -> bool:
+    """The question is about what the screen shows ("what does this error mean?", "why?", "how do I fix
+    it?") rather than naming its subject."""
+    if _POINTS_AT_SCREEN.search(question):
+        return True
+    named = [w for w in re.findall(r"[a-z0-9]{3,}", question.lower()) if w not in _VAGUE]
+    return len(named) <= 1
+
+
 def grounded_query(question: str, lines: list[str]) -> str:
-    """The retrieval query: the question, then the screen lines."""
+    """The retrieval query: the question, then the screen lines when it points at the screen; a question
+    that names its subject is searched alone, so the rest of a busy screen cannot drown it."""
+    if not points_at_screen(question):
+        return question.strip()
     return " ".join([question.strip(), *lines]).strip()
