@@ -262,8 +262,13 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
             prepared = fit.prepare(examples, embed, lambda: bar.advance(task))
         if args.cache:
             args.cache.write_bytes(pickle.dumps(prepared))
-    for other in args.also:
-        prepared = prepared + pickle.loads(other.read_bytes())
+    prepared = [p for p in prepared if fit.plausible_cloze(p.example)]
+    seen = {(p.example.source, p.example.question) for p in prepared}
+    for other in args.also:  # an example met twice (the dev questions of two runs) counts once
+        for p in pickle.loads(other.read_bytes()):
+            if fit.plausible_cloze(p.example) and (p.example.source, p.example.question) not in seen:
+                seen.add((p.example.source, p.example.question))
+                prepared.append(p)
     model, scores, labels, answers = fit.fit(prepared, delta=args.delta, seed=args.seed, embedder=name)
     sources = np.array([p.example.source for p in prepared])
     model.meta = {

@@ -38,6 +38,7 @@ from serve_app.answers.model import ANSWER_FEATURES, AnswerModel, Evidence, Logi
 from serve_app.answers.units import Unit, units
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
+_CITED = re.compile(r"\[\d+\]")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class Example:
     # a generated question's sentence: its withheld twin is still answered right by the same statement
     # in another document (the corpus repeats itself), and only by that
     reference: str | None = None
+    # a heading's question ("How do I create a bucket?"): answered right by a quote from that section
+    # (or, for its withheld twin, from a section that says the same)
+    section: str | None = None
 
 
 def min_delivered(alpha: float, delta: float) -> int:
@@ -129,6 +133,15 @@ def _unit_labels(found: list[Unit], gold: str) -> np.ndarray:
     return np.array([grade(f"{u.heading} {u.text}", gold) and grade(u.text, gold) for u in found], bool)
 
 
+def _labels(example: Example, found: list[Unit]) -> np.ndarray:
+    """Which units answer the example: those carrying the gold, or for a heading's question, those
+    quoting its section."""
+    section = getattr(example, "section", None)
+    if section is not None and example.source == "generated":
+        return np.array([_from_section(u.text, section) for u in found], bool)
+    return _unit_labels(found, example.gold) if example.gold else np.zeros(len(found), bool)
+
+
 @dataclass
 class Prepared:
     example: Example
@@ -146,7 +159,7 @@ def prepare(
         q = analyse(ex.question)
         found = units(ex.passages)
         scored = unit_features(q, found, embed)
-        labels = _unit_labels(found, ex.gold) if ex.gold else np.zeros(len(found), bool)
+        labels = _labels(ex, found)
         out.append(Prepared(ex, scored.x, found, labels, scored))
         if progress:
             progress()
@@ -162,7 +175,11 @@ def _weighted(rows: Sequence[Prepared]) -> list[Prepared]:
 
 def _fit_selector(rows: Sequence[Prepared]) -> Logistic:
     rows = _weighted(rows)
-    usable = [r for r in rows if r.example.gold and r.example.reference is None and r.unit_y.any()]
+    usable = [
+        r
+        for r in rows
+        if r.example.source in ("dev", "generated") and r.example.reference is None and r.unit_y.any()
+    ]
     x = np.vstack([r.ev_x for r in usable])
     y = np.concatenate([r.unit_y for r in usable]).astype(float)
     # every question weighs the same, however many units its passages have
@@ -192,8 +209,19 @@ def _answer_rows(
     return matrix, np.asarray(ys, bool)
 
 
+def _from_section(text: str, section: str) -> bool:
+    """The answer quotes the section: at least 80% of its content terms are the section's."""
+    said = terms(_CITED.sub(" ", text))
+    known = set(terms(section))
+    return len(said) >= 3 and sum(t in known for t in said) >= 0.8 * len(said)
+
+
 def _right(example: Example, text: str) -> bool:
-    """The answer carries the gold; for a withheld twin, also in a restatement of the same sentence."""
+    """The answer carries the gold; for a withheld twin, also in a restatement of the same sentence; for
+    a heading's question, it quotes the heading's section."""
+    section = getattr(example, "section", None)  # examples cached before headings had none
+    if section is not None:
+        return _from_section(text, section)
     if example.reference is None:
         return bool(example.gold) and grade(text, example.gold or "")
     said, ref = set(terms(text)), set(terms(example.reference))
@@ -301,15 +329,94 @@ def cloze(unit: Unit, rng: random.Random) -> tuple[str, str] | None:
     ]
     if not figures:
         return None
+    figures = [m for m in figures if _unit_word(m.group(2))]
+    if not figures:
+        return None
     m = rng.choice(figures)
     unit_word = (m.group(2) or "").strip()
     asked = _WH.get(unit_word.lower(), f"how many {unit_word}" if unit_word else "what number")
     # a customer names the subject, not the whole sentence: a few of its content words, in order
     pool = _content(text[: m.start()]) + _content(text[m.end() :])
-    keep = sorted(rng.sample(range(len(pool)), min(len(pool), max(2, min(6, len(pool) // 2)))))
+    if len(pool) < 4:
+        return None  # too little of the sentence left to say what is asked
+    keep = sorted(rng.sample(range(len(pool)), max(4, min(7, len(pool) // 2))))
     question = " ".join([asked, *(pool[i] for i in keep)])
     gold = f"{m.group(1)} {unit_word}".strip()
     return f"{question[0].upper()}{question[1:]}?", gold
+
+
+# words after a figure that are not its unit: function words, single letters ("2 x"), and (below)
+# capitalised words, which start the next sentence part or name something, bar the short units
+_NOT_A_UNIT_WORDS = (
+    "then than you your can will would that this which its not no all any each more less new one two "
+    "may might must should could also only times"
+)
+_NOT_A_UNIT = frozenset(_NOT_A_UNIT_WORDS.split())
+_SHORT_UNITS_WORDS = "KB MB GB TB PB KiB MiB GiB TiB PiB ms AZ AZs IP IPs CPU CPUs vCPU vCPUs"
+_SHORT_UNITS = frozenset(_SHORT_UNITS_WORDS.lower().split())
+
+
+def _unit_word(word: str | None) -> bool:
+    if word == "%":
+        return True
+    if not word or len(word) < 2 or not word.isalpha() or word.lower() in _NOT_A_UNIT:
+        return False
+    return word.islower() or word.lower() in _SHORT_UNITS  # not "900 Valid", "2 EXAMPLE"
+
+
+def plausible_cloze(example: Example) -> bool:
+    """A generated question that says what it asks (also used to clean examples cached before the
+    generator's current filters): a unit word and at least four words of its sentence."""
+    if not example.source.startswith("generated") or getattr(example, "section", None) is not None:
+        return True
+    unit = (example.gold or "").split(" ", 1)[1:] or [""]
+    words = example.question.rstrip("?").split()
+    asked = 3 if words[:2] == ["How", "many"] else 2
+    return _unit_word(unit[0]) and len(words) - asked >= 4
+
+
+_GERUND_E = ("at", "iz", "ur", "bl", "ag", "ov", "us", "ir", "ac", "iv", "uc", "et", "ot", "ut", "ar")
+
+
+def _base_verb(word: str) -> str:
+    """'Creating' -> 'create', 'Setting' -> 'set', 'Launching' -> 'launch' (headings' gerunds, roughly)."""
+    base = word[:-3].lower()
+    if len(base) > 2 and base[-1] == base[-2] and base[-1] not in "lsdf":
+        return base[:-1]
+    if base.endswith(_GERUND_E) or len(base) == 2:
+        return base + "e"
+    return base
+
+
+def heading_question(heading: str) -> str | None:
+    """A customer's question for a section from its heading's last part: "To create a bucket" and
+    "Creating a bucket" -> "How do I create a bucket?"; a task heading ("Share a note by link") ->
+    "How do I share a note by link?"; a noun heading ("Deleted notes") -> "What should I know about
+    deleted notes?". None for headings too short, too long or not words."""
+    last = _STEP.sub("", heading.rsplit(">", 1)[-1].strip().strip("#*` ").rstrip(":."))
+    last = re.sub(r"\byour\b", "my", last, flags=re.I)
+    words = last.split()
+    if not 2 <= len(words) <= 10 or not _prose(last) or any(w.isdigit() for w in words):
+        return None
+    if [w.lower() for w in words[:2]] == ["how", "to"]:
+        words = words[1:]
+    first, rest = words[0], " ".join(words[1:])
+    if first.lower() == "to" and len(words) >= 3:
+        return f"How do I {rest[0].lower()}{rest[1:]}?"
+    if first.endswith("ing") and len(first) > 5 and words[1].lower() not in ("and", "&", "or"):
+        return f"How do I {_base_verb(first)} {rest}?"
+    if first.lower() in _TASK_VERBS:
+        return f"How do I {first.lower()} {rest}?"
+    return f"What should I know about {last[0].lower()}{last[1:]}?"
+
+
+_TASK_VERB_WORDS = (
+    "add change choose configure connect create delete disable edit enable export find get import "
+    "install invite launch manage move remove rename reset restore set share sign start stop turn "
+    "update upgrade use view"
+)
+_TASK_VERBS = frozenset(_TASK_VERB_WORDS.split())
+_STEP = re.compile(r"^(step\s+\d+|\d+(\.\d+)*)\s*[:.)-]?\s*", re.I)
 
 
 def _content(text: str) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serve_app.answers.evaluate import EvalQuestion, withheld_sources
-from serve_app.answers.fit import Example, cloze
+from serve_app.answers.fit import Example, cloze, heading_question
 from serve_app.answers.units import units
 from serve_app.costs.ledger import CostLedger
 from serve_app.db.database import Database
@@ -137,9 +137,10 @@ async def generated_examples(
     seed: int,
     tick: Callable[[], None],
 ) -> list[Example]:
-    """Cloze questions from the tenant's own chunks (`fit.cloze`), asked twice: with the knowledge base
-    as it is, and with the question's own document left out of the passages (unanswerable). Documents in
-    `avoid` (those of reported questions) give none."""
+    """Questions from the tenant's own chunks, half from headings (`fit.heading_question`: "How do I
+    create a bucket?") and half cloze questions on a figure (`fit.cloze`), each asked twice: with the
+    knowledge base as it is, and with the question's own document left out of the passages (its withheld
+    twin). Documents in `avoid` (those of reported questions) give none."""
     rng = random.Random(seed)
     async with db.tenant(tenant) as conn:
         rows = await conn.fetch(
@@ -153,18 +154,27 @@ async def generated_examples(
         if len(out) >= 2 * n:
             break
         text = prompt_text(row["heading"], row["title"], row["content"])
-        made = [(u, *c) for u in units([text]) if (c := cloze(u, rng))]
-        if not made:
-            continue
-        unit, question, gold = rng.choice(made)
+        asked = heading_question(row["heading"] or "") if rng.random() < 0.5 else None
+        if asked is not None:  # a how-to or what-about question, answered by a quote of its section
+            question, gold, reference, section = asked, None, None, row["content"]
+        else:  # a figure's cloze question
+            made = [(u, *c) for u in units([text]) if (c := cloze(u, rng))]
+            if not made:
+                continue
+            unit, question, gold = rng.choice(made)
+            reference, section = unit.text, None
         result = await retriever.search(tenant, question, mode="hybrid_rerank", top_k=k + 8)
         hits = [
             (h.passage.source, prompt_text(h.passage.heading, h.passage.title, h.passage.content))
             for h in result.hits
         ]
-        group = f"gen:{len(out)}"
-        out.append(Example(question, tuple(t for _, t in hits[:k]), gold, "generated", group))
+        group = f"gen{seed}:{len(out)}"
+        out.append(
+            Example(question, tuple(t for _, t in hits[:k]), gold, "generated", group, section=section)
+        )
         others = tuple(t for s, t in hits if s != row["source"])[:k]
-        out.append(Example(question, others, gold, "generated-withheld", group, reference=unit.text))
+        out.append(
+            Example(question, others, gold, "generated-withheld", group, reference=reference, section=section)
+        )
         tick()
     return out
