@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from serve_app.answers.evaluate import auroc, grade
-from serve_app.answers.fit import cloze, min_delivered, selective_threshold
+from serve_app.answers.fit import (
+    Example,
+    _right,
+    cloze,
+    heading_question,
+    min_delivered,
+    plausible_cloze,
+    selective_threshold,
+)
 from serve_app.answers.model import Verdict
 from serve_app.answers.units import units
 from serve_app.costs.ledger import CostEvent
@@ -83,6 +91,47 @@ def test_auroc_and_cloze_questions() -> None:
     assert "64" not in question and len(question.split()) <= 9  # a few words of the subject, not all
     code = units(["## S\nRun `aws s3 ls --page-size 100` to list at most 100 objects per call."])[0]
     assert cloze(code, random.Random(0)) is None  # commands are no prose to ask about
+
+
+@pytest.mark.parametrize(
+    ("heading", "question"),
+    [
+        ("Guide > To create a bucket", "How do I create a bucket?"),
+        ("Creating a DB instance", "How do I create a DB instance?"),
+        ("Setting up your VPC", "How do I set up my VPC?"),
+        ("Step 2: Launch an instance", "How do I launch an instance?"),
+        ("Export > How to export a large workspace", "How do I export a large workspace?"),
+        ("Sharing > Share a note by link", "How do I share a note by link?"),
+        ("Export and import > Deleted notes", "What should I know about deleted notes?"),
+        ("Billing and plans", "What should I know about billing and plans?"),
+        ("Limits", None),  # one word says nothing to ask
+        ("CreateIndex > `--page-size` {json}", None),  # no prose
+    ],
+)
+def test_headings_become_customers_questions(heading: str, question: str | None) -> None:
+    assert heading_question(heading) == question
+
+
+def test_generated_questions_say_what_they_ask_and_are_graded_by_their_source() -> None:
+    import random
+
+    rng = random.Random(0)
+    for text in (
+        "Since 2013, then you can have 5 instances per Region in this account by default.",  # "2013, then"
+        "The Valid range is 900 Valid seconds for the console session of the account.",  # "900 Valid"
+        "Use 2 x larger instances when the workload of the cluster doubles overnight.",  # "2 x"
+    ):
+        made = cloze(units([f"## S\n{text}"])[0], rng)
+        assert made is None or made[1].split()[-1] in ("instances", "seconds"), made
+    vague = Example("How many MB limit enter?", (), "1024 MB", "generated")
+    assert not plausible_cloze(vague)  # too little of its sentence to say what is asked
+    assert plausible_cloze(
+        Example("How many GiB storage volume gp2 maximum size?", (), "16 GiB", "generated")
+    )
+    section = "Open the note, choose Share, then Create link. Links can be view-only or allow comments."
+    asked = Example("How do I share a note by link?", (), None, "generated", section=section)
+    assert plausible_cloze(asked) and _right(asked, "Open the note, choose Share, then Create link. [1]")
+    assert not _right(asked, "Owners change the plan under Admin > Billing > Plan. [1]")
 
 
 @dataclass
@@ -160,6 +209,21 @@ def test_router_asks_no_tier_without_anything_to_check_an_answer_against() -> No
     routed = asyncio.run(router.answer(Prompt((Message("user", "hi?"),)), "acme"))
     assert routed.abstained and routed.abstain_reason == "no_evidence"
     assert tiers[0].provider.calls == 0 and events == []
+
+
+def test_router_leaves_unchecked_what_it_cannot_check_and_lets_tool_calls_through() -> None:
+    """A turn without retrieval (a plain LLM tenant, an agent's tool turn) is not verified; a tool call
+    line naming an offered tool is an action, never rejected as an unsupported claim."""
+    router, tiers, _ = _router("Sure, here is a haiku.")
+    routed = asyncio.run(router.answer(Prompt((Message("user", "hi?"),), grounded=False), "acme"))
+    assert not routed.abstained and routed.verified is None and tiers[0].provider.calls == 1
+    router, _, _ = _router('CALL lookup_order {"order_id": "A1"}')
+    system = "You can call these tools:\n- lookup_order: Look up an order. Arguments (JSON schema): {}"
+    prompt = Prompt(
+        (Message("user", "Where is my order A1?"),), system=system, context=("[1] Orders ship daily.",)
+    )
+    routed = asyncio.run(router.answer(prompt, "acme"))
+    assert not routed.abstained and routed.text.startswith("CALL lookup_order") and routed.verified is None
 
 
 def test_router_tenant_wording_and_stream_sends_only_checked_text() -> None:
