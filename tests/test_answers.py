@@ -93,6 +93,17 @@ def test_auroc_and_cloze_questions() -> None:
     assert cloze(code, random.Random(0)) is None  # commands are no prose to ask about
 
 
+def test_a_question_without_a_content_word_is_scored_not_crashed() -> None:
+    from serve_app.answers.verify import shared_checker
+
+    checker = shared_checker()
+    passages = ["## Export\nChoose Settings > Data > Export to export your notes."]
+    for question in ("How do I do this?", "?", "why?"):
+        text, score = checker.extractive(question, passages)
+        assert 0.0 <= score <= 1.0 and text
+        assert 0.0 <= checker.verify(question, passages, "Choose Settings.").score <= 1.0
+
+
 @pytest.mark.parametrize(
     ("heading", "question"),
     [

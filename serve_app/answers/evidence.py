@@ -196,8 +196,8 @@ def unit_features(
     q_bigrams = _bigrams(question.terms)
     lex = np.array([sum(idf[t] for t in question.term_set if b[t]) / total for b in bags])
     lex_context = np.array([sum(idf[t] for t in question.term_set if c[t]) / total for c in context])
-    rare_context = np.array([sum(1 for t in rare if c[t]) / len(rare) for c in context])
-    rare_unit = np.array([sum(1 for t in rare if b[t]) / len(rare) for b in bags])
+    rare_context = np.array([sum(1 for t in rare if c[t]) / max(len(rare), 1) for c in context])
+    rare_unit = np.array([sum(1 for t in rare if b[t]) / max(len(rare), 1) for b in bags])
     bigram = np.array(
         [len(q_bigrams & _bigrams(t)) / len(q_bigrams) if q_bigrams else 0.0 for t in unit_terms]
     )
