@@ -264,6 +264,11 @@ class RoutingPolicySettings(_Section):
     tenant_wrong_answer_targets: dict[str, float] = Field(
         default_factory=dict, description="tenant -> its own wrong_answer_target"
     )
+    tenant_answer_models: dict[str, Path] = Field(
+        default_factory=dict,
+        description="tenant -> an answer model fitted on its own knowledge base (fit-answers --tenant); "
+        "the others use answer_model",
+    )
     abstain_message: str = Field(
         "I'm not sure about this one, and I'd rather not guess. Let me get a person from our team to help "
         "you with it.",

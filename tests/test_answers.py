@@ -170,7 +170,9 @@ class RuleChecker:
     tenant_alpha: dict[str, float] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
 
-    def verify(self, question: str, passages: tuple[str, ...], answer: str, screen_lines=()) -> Verdict:  # type: ignore[no-untyped-def]
+    def verify(
+        self, question: str, passages: tuple[str, ...], answer: str, screen_lines=(), tenant_id=None
+    ) -> Verdict:  # type: ignore[no-untyped-def]
         self.seen.append(answer)
         return Verdict(0.9 if self.good in answer else 0.2, "generated")
 

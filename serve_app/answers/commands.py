@@ -32,6 +32,11 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--tier", help="pin one tier (no escalation); default: the ladder")
     ev.add_argument("--out", type=Path, help="write every graded reply here (JSONL)")
     ev.add_argument("--limit", type=int, help="at most this many questions per file (a quick look)")
+    ev.add_argument(
+        "--answer-model",
+        type=Path,
+        help="the evaluation tenants' own answer model (fit-answers --out); default: routing.policy's",
+    )
 
     fa = sub.add_parser(
         "fit-answers",
@@ -42,6 +47,13 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     )
     _corpus_arguments(fa)
     fa.add_argument("--generate", type=int, default=300, help="generated questions (300; 0: none)")
+    fa.add_argument(
+        "--no-headings",
+        action="store_true",
+        help="generate no questions from headings, only on figures (and drop them from --cache); for"
+        " knowledge bases whose sections are split over several chunks, where a heading's answer is"
+        " hard to grade",
+    )
     fa.add_argument("--delta", type=float, default=0.1, help="risk level of the thresholds (0.1)")
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument(
@@ -131,6 +143,9 @@ def cmd_eval_answers(args: argparse.Namespace) -> int:
     from serve_app.answers.harness import local_chat, prepare_tenants, request_for
 
     settings = load_settings(args.config)
+    if args.answer_model:  # as a deployment would set it for these tenants
+        own = settings.routing.policy.tenant_answer_models
+        own.update({args.tenant: args.answer_model, f"{args.tenant}-withheld"[:63]: args.answer_model})
     questions = _questions(args)
     if args.limit:
         questions = questions[: args.limit]
@@ -247,7 +262,15 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
             retriever = build_retriever(db, settings.knowledge, embedder)
             k = settings.routing.context_passages
             made = await generated_examples(
-                db, retriever, tenants.full, args.generate, avoid, k, args.seed, lambda: bar.advance(task)
+                db,
+                retriever,
+                tenants.full,
+                args.generate,
+                avoid,
+                k,
+                args.seed,
+                lambda: bar.advance(task),
+                headings=not args.no_headings,
             )
         return labelled + made
 
@@ -263,6 +286,8 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
         if args.cache:
             args.cache.write_bytes(pickle.dumps(prepared))
     prepared = [p for p in prepared if fit.plausible_cloze(p.example)]
+    if args.no_headings:
+        prepared = [p for p in prepared if getattr(p.example, "section", None) is None]
     seen = {(p.example.source, p.example.question) for p in prepared}
     for other in args.also:  # an example met twice (the dev questions of two runs) counts once
         for p in pickle.loads(other.read_bytes()):

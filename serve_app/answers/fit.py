@@ -26,7 +26,7 @@ import math
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -61,7 +61,9 @@ def min_delivered(alpha: float, delta: float) -> int:
     return math.ceil(math.log(delta) / math.log(1 - alpha))
 
 
-def selective_threshold(scores: np.ndarray, correct: np.ndarray, alpha: float, delta: float) -> float:
+def selective_threshold(
+    scores: np.ndarray, correct: np.ndarray, alpha: float, delta: float, start: int | None = None
+) -> float:
     """The lowest threshold t such that P(wrong | score >= t) <= alpha is certified at level delta by
     fixed-sequence testing: thresholds are the distinct scores from high to low, starting where at least
     `min_delivered(alpha, delta)` answers would be delivered (the order depends on the scores only, not
@@ -72,7 +74,7 @@ def selective_threshold(scores: np.ndarray, correct: np.ndarray, alpha: float, d
     s, wrong = scores[order], ~correct[order]
     cum_wrong = np.cumsum(wrong)
     last_of = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each distinct score
-    start = min_delivered(alpha, delta)
+    start = max(start or 0, min_delivered(alpha, delta))
     chosen = math.inf
     for i in last_of:
         n = i + 1
@@ -82,6 +84,19 @@ def selective_threshold(scores: np.ndarray, correct: np.ndarray, alpha: float, d
             break
         chosen = float(s[i])
     return chosen
+
+
+def ltt_threshold(
+    scores: np.ndarray, correct: np.ndarray, alpha: float, delta: float, seed: int = 0
+) -> float:
+    """The lower of two Learn-then-Test thresholds, each at level delta / 2 (so the lower one holds at
+    delta by the union bound): `split_threshold`, and `selective_threshold` starting where three times
+    the answers needed to certify alpha with no error are delivered (so one early wrong answer among the
+    highest scores does not end the sequence before it has the data to pass)."""
+    half = delta / 2
+    by_split = split_threshold(scores, correct, alpha, half, seed)
+    by_sequence = selective_threshold(scores, correct, alpha, half, start=3 * min_delivered(alpha, half))
+    return min(by_split, by_sequence)
 
 
 def _empirical_threshold(scores: np.ndarray, correct: np.ndarray, rate: float, least: int) -> float:
@@ -163,6 +178,28 @@ def prepare(
         out.append(Prepared(ex, scored.x, found, labels, scored))
         if progress:
             progress()
+    return out
+
+
+def widen_sections(rows: Sequence[Prepared]) -> list[Prepared]:
+    """A heading's question is answered right by any passage of its document, not only its own chunk:
+    a knowledge base splits long pages over several chunks, and the steps under "To export a snapshot"
+    can sit in the chunk after the heading's. The document's passages among an example's are those
+    its withheld twin (same group) lacks."""
+    twins = {r.example.group: r.example for r in rows if r.example.source == "generated-withheld"}
+    out = []
+    for r in rows:
+        ex = r.example
+        twin = twins.get(ex.group)
+        if getattr(ex, "section", None) is None or ex.source != "generated" or twin is None:
+            out.append(r)
+            continue
+        own = [p for p in ex.passages if p not in twin.passages]
+        if not own:
+            out.append(r)
+            continue
+        wider = replace(ex, section="\n".join([ex.section or "", *own]))
+        out.append(Prepared(wider, r.ev_x, r.found, _labels(wider, r.found), r.scored))
     return out
 
 
@@ -261,7 +298,7 @@ def fit(
     x_all, y_all = _answer_rows(_weighted(rows), selector)
     ok = ~np.isnan(x_all).any(axis=1)
     verifier = Logistic.fit(x_all[ok], y_all[ok], l2=0.1)
-    thresholds = {str(a): split_threshold(scores, labels, a, delta, seed) for a in ALPHAS}
+    thresholds = {str(a): ltt_threshold(scores, labels, a, delta, seed) for a in ALPHAS}
     model = AnswerModel(selector, verifier, thresholds, delta, embedder)
     return model, scores, labels, answers
 

@@ -136,11 +136,12 @@ async def generated_examples(
     k: int,
     seed: int,
     tick: Callable[[], None],
+    headings: bool = True,
 ) -> list[Example]:
     """Questions from the tenant's own chunks, half from headings (`fit.heading_question`: "How do I
     create a bucket?") and half cloze questions on a figure (`fit.cloze`), each asked twice: with the
     knowledge base as it is, and with the question's own document left out of the passages (its withheld
-    twin). Documents in `avoid` (those of reported questions) give none."""
+    twin). Documents in `avoid` (those of reported questions) give none; `headings` off: figures only."""
     rng = random.Random(seed)
     async with db.tenant(tenant) as conn:
         rows = await conn.fetch(
@@ -154,7 +155,7 @@ async def generated_examples(
         if len(out) >= 2 * n:
             break
         text = prompt_text(row["heading"], row["title"], row["content"])
-        asked = heading_question(row["heading"] or "") if rng.random() < 0.5 else None
+        asked = heading_question(row["heading"] or "") if headings and rng.random() < 0.5 else None
         if asked is not None:  # a how-to or what-about question, answered by a quote of its section
             question, gold, reference, section = asked, None, None, row["content"]
         else:  # a figure's cloze question

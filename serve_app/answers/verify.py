@@ -32,6 +32,8 @@ class AnswerChecker:
     embed: Embed | None
     alpha: float = 0.05
     tenant_alpha: Mapping[str, float] = field(default_factory=dict)
+    # tenants verified by a model fitted on their own knowledge base (the others: `model`)
+    tenant_models: dict[str, AnswerModel] = field(default_factory=dict)
     cache_size: int = 256
     _cache: OrderedDict[str, Evidence] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -45,17 +47,25 @@ class AnswerChecker:
             return " ".join([question.strip(), *screen_lines]).strip()
         return question.strip()
 
+    def model_for(self, tenant_id: str | None) -> AnswerModel:
+        return self.tenant_models.get(tenant_id or "", self.model)
+
     def evidence(
-        self, question: str, passages: tuple[str, ...] | list[str], screen_lines: tuple[str, ...] = ()
+        self,
+        question: str,
+        passages: tuple[str, ...] | list[str],
+        screen_lines: tuple[str, ...] = (),
+        tenant_id: str | None = None,
     ) -> Evidence:
         """The passages read against the question (blocking: embeddings; call it from a thread)."""
         asked = self.question_text(question, screen_lines)
-        key = hashlib.sha256("\x1f".join([asked, *passages]).encode()).hexdigest()
+        model = self.model_for(tenant_id)
+        key = hashlib.sha256("\x1f".join([str(id(model)), asked, *passages]).encode()).hexdigest()
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        ev = self.model.evidence(asked, passages, self.embed)
+        ev = model.evidence(asked, passages, self.embed)
         with self._lock:
             self._cache[key] = ev
             while len(self._cache) > self.cache_size:
@@ -63,14 +73,18 @@ class AnswerChecker:
         return ev
 
     def extractive(
-        self, question: str, passages: tuple[str, ...] | list[str], screen_lines: tuple[str, ...] = ()
+        self,
+        question: str,
+        passages: tuple[str, ...] | list[str],
+        screen_lines: tuple[str, ...] = (),
+        tenant_id: str | None = None,
     ) -> tuple[str, float]:
         """(the quoted answer, its verifier score); NOT_FOUND at 0 when the passages have no unit."""
-        ev = self.evidence(question, passages, screen_lines)
+        ev = self.evidence(question, passages, screen_lines, tenant_id)
         text, chosen = compose(ev)
         if chosen is None:
             return NOT_FOUND, 0.0
-        return text, self.model.unit_verdict(ev, chosen)
+        return text, self.model_for(tenant_id).unit_verdict(ev, chosen)
 
     def verify(
         self,
@@ -78,16 +92,17 @@ class AnswerChecker:
         passages: tuple[str, ...] | list[str],
         answer: str,
         screen_lines: tuple[str, ...] = (),
+        tenant_id: str | None = None,
     ) -> Verdict:
-        ev = self.evidence(question, passages, screen_lines)
-        return self.model.verify(ev, answer, tuple(screen_lines))
+        ev = self.evidence(question, passages, screen_lines, tenant_id)
+        return self.model_for(tenant_id).verify(ev, answer, tuple(screen_lines))
 
     def target(self, tenant_id: str | None) -> float:
         """The tenant's tolerated share of wrong answers among delivered ones."""
         return self.tenant_alpha.get(tenant_id, self.alpha) if tenant_id else self.alpha
 
     def threshold(self, tenant_id: str | None) -> float:
-        return self.model.threshold(self.target(tenant_id))
+        return self.model_for(tenant_id).threshold(self.target(tenant_id))
 
 
 @functools.lru_cache(maxsize=4)
@@ -96,10 +111,15 @@ def _model(path: Path | None) -> AnswerModel:
 
 
 def shared_checker(
-    path: Path | None = None, alpha: float = 0.05, tenant_alpha: Mapping[str, float] | None = None
+    path: Path | None = None,
+    alpha: float = 0.05,
+    tenant_alpha: Mapping[str, float] | None = None,
+    tenant_models: Mapping[str, Path] | None = None,
 ) -> AnswerChecker:
-    """A checker on the model at `path` (default: the bundled one) with the process's MiniLM."""
+    """A checker on the model at `path` (default: the bundled one), and each tenant's own model where
+    one is given, with the process's MiniLM."""
     from serve_app.answers.embedding import local_embed
 
     embed, _ = local_embed()
-    return AnswerChecker(_model(path), embed, alpha, dict(tenant_alpha or {}))
+    own = {tenant: _model(Path(p)) for tenant, p in (tenant_models or {}).items()}
+    return AnswerChecker(_model(path), embed, alpha, dict(tenant_alpha or {}), own)

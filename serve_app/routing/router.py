@@ -299,7 +299,12 @@ class EscalatingRouter:
             return self.scorer.score(prompt, completion.text)
         assert self.checker is not None
         verdict = await asyncio.to_thread(
-            self.checker.verify, prompt.question, prompt.context, completion.answer, prompt.screen_lines
+            self.checker.verify,
+            prompt.question,
+            prompt.context,
+            completion.answer,
+            prompt.screen_lines,
+            prompt.tenant_id,
         )
         return verdict.score
 

@@ -49,7 +49,12 @@ def _checker(policy: RoutingPolicySettings) -> AnswerChecker | None:
     """The verifier the policy asks for (None: `verify` off)."""
     if not policy.verify:
         return None
-    return shared_checker(policy.answer_model, policy.wrong_answer_target, policy.tenant_wrong_answer_targets)
+    return shared_checker(
+        policy.answer_model,
+        policy.wrong_answer_target,
+        policy.tenant_wrong_answer_targets,
+        policy.tenant_answer_models,
+    )
 
 
 class ChatRequestError(ValueError):
@@ -166,7 +171,12 @@ class ChatService:
     def reconfigure(self, policy: dict[str, Any]) -> None:
         settings = RoutingPolicySettings(**policy)
         current = self.router.checker
-        if settings.verify and (current is None or settings.answer_model != self.router.policy.answer_model):
+        old = self.router.policy
+        changed = (settings.answer_model, settings.tenant_answer_models) != (
+            old.answer_model,
+            old.tenant_answer_models,
+        )
+        if settings.verify and (current is None or changed):
             self.router.checker = _checker(settings)
             self._share(self.router.checker)
         self.router.configure(settings)
@@ -227,6 +237,7 @@ class ChatService:
             screen=screen_block(screen.appeared, screen.current, shown.prompt_chars),
             screen_lines=tuple(lines),
             grounded=grounded,
+            tenant_id=request.tenant_id,
         )
         return prompt, passages
 

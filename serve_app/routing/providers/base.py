@@ -61,6 +61,7 @@ class Prompt:
     # retrieval ran for this turn, so an answer can be checked against `context` (a tenant or request
     # without retrieval, e.g. a tool-calling agent turn, gets the tiers' answers unverified)
     grounded: bool = True
+    tenant_id: str | None = None  # whose answer model checks the answers
 
     def __post_init__(self) -> None:
         if not self.messages or self.messages[-1].role != "user":

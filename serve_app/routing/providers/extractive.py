@@ -44,7 +44,9 @@ class ExtractiveResponder(LLMProvider):
         """(quoted answer with its citation, the verifier's score of it); blocking (embeddings)."""
         if not prompt.context:
             return NOT_FOUND, 0.0
-        text, score = self.checker.extractive(prompt.question, prompt.context, prompt.screen_lines)
+        text, score = self.checker.extractive(
+            prompt.question, prompt.context, prompt.screen_lines, prompt.tenant_id
+        )
         return text, round(score, 3)
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
