@@ -294,6 +294,7 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
             if fit.plausible_cloze(p.example) and (p.example.source, p.example.question) not in seen:
                 seen.add((p.example.source, p.example.question))
                 prepared.append(p)
+    prepared = fit.widen_sections(prepared)
     model, scores, labels, answers = fit.fit(prepared, delta=args.delta, seed=args.seed, embedder=name)
     sources = np.array([p.example.source for p in prepared])
     model.meta = {
