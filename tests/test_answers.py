@@ -93,6 +93,24 @@ def test_auroc_and_cloze_questions() -> None:
     assert cloze(code, random.Random(0)) is None  # commands are no prose to ask about
 
 
+def test_a_quoted_list_of_steps_verifies_as_the_quote_it_is() -> None:
+    """compose() numbers the steps it quotes; the numbers are not claims the passages must carry."""
+    from serve_app.answers.verify import shared_checker
+
+    checker = shared_checker()
+    passages = [
+        "## Account > Reset a forgotten password\n"
+        "1. On the sign-in page choose **Forgot password**.\n"
+        "2. Enter the email address of your account. A reset link arrives within five minutes.\n"
+        "3. Open the link and choose a new password of at least 12 characters.\n"
+        "4. Sign in with the new password on each of your devices.\n"
+    ]
+    question = "I forgot my password, how do I reset it?"
+    text, score = checker.extractive(question, passages)
+    assert text.startswith("1. ") and "2. " in text and score > 0
+    assert checker.verify(question, passages, text).score == pytest.approx(score)
+
+
 def test_a_question_without_a_content_word_is_scored_not_crashed() -> None:
     from serve_app.answers.verify import shared_checker
 

@@ -53,6 +53,7 @@ ANSWER_FEATURES = (
 BUNDLED = "answer_model.json"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CITATION = re.compile(r"\[\d+\]")
+_STEP_NUMBER = re.compile(r"(?:^|(?<=\s))\d{1,2}\.(?=\s|$)")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -148,6 +149,7 @@ class AnswerModel:
         rest = body
         for i in quoted:
             rest = rest.replace(ev.units[i].text, " ")
+        rest = _STEP_NUMBER.sub(" ", rest)  # "1. ... 2. ...": the numbers compose() gave the steps
         if len(rest.split()) >= 3:  # text beside the quotes must be supported like a generated answer's
             beside = self._generated(ev, rest, extra)
             if beside.supported_sentences < 1.0:
