@@ -264,6 +264,11 @@ class RoutingPolicySettings(_Section):
     tenant_wrong_answer_targets: dict[str, float] = Field(
         default_factory=dict, description="tenant -> its own wrong_answer_target"
     )
+    uncertified_thresholds: bool = Field(
+        True,
+        description="when the answer model cannot certify a tenant's target (too few calibration examples),"
+        " use its empirical threshold (replies say certified: false); off: decline every answer then",
+    )
     tenant_answer_models: dict[str, Path] = Field(
         default_factory=dict,
         description="tenant -> an answer model fitted on its own knowledge base (fit-answers --tenant); "

@@ -111,6 +111,21 @@ def test_a_quoted_list_of_steps_verifies_as_the_quote_it_is() -> None:
     assert checker.verify(question, passages, text).score == pytest.approx(score)
 
 
+def test_a_target_the_model_cannot_certify_falls_back_to_its_empirical_threshold() -> None:
+    from serve_app.answers.model import AnswerModel, Logistic
+
+    flat = Logistic(np.zeros(1), np.ones(1), np.zeros(2))
+    inf = float("inf")
+    model = AnswerModel(
+        flat, flat, {"0.05": inf, "0.1": 0.9, "0.2": 0.8}, empirical={"0.05": 0.7, "0.1": 0.6}
+    )
+    assert model.threshold(0.05) == inf and not model.certified(0.05)  # strict: nothing delivered
+    assert model.threshold(0.05, uncertified=True) == 0.9  # never below the bar certified for 10%
+    assert model.threshold(0.1, uncertified=True) == 0.9 and model.certified(0.1)
+    loose = AnswerModel(flat, flat, {"0.05": inf}, empirical={"0.05": 0.7})
+    assert loose.threshold(0.05, uncertified=True) == 0.7
+
+
 def test_a_question_without_a_content_word_is_scored_not_crashed() -> None:
     from serve_app.answers.verify import shared_checker
 
@@ -194,6 +209,9 @@ class RuleChecker:
         self.seen.append(answer)
         return Verdict(0.9 if self.good in answer else 0.2, "generated")
 
+    def certified(self, tenant_id: str | None) -> bool:
+        return True
+
     def threshold(self, tenant_id: str | None) -> float:
         return 0.5
 
@@ -219,6 +237,7 @@ def test_router_delivers_the_first_verified_attempt() -> None:
     router, tiers, events = _router("a guess", "VERIFIED: 5 layers [1]", "never asked")
     routed = asyncio.run(router.answer(PROMPT, "acme"))
     assert routed.text == "VERIFIED: 5 layers [1]" and routed.tier == "t1" and routed.verified
+    assert routed.to_dict()["certified"] is True
     assert not routed.abstained and tiers[2].provider.calls == 0
     assert [e.outcome for e in events] == ["escalated", "accepted"]
 

@@ -70,10 +70,11 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     )
     fa.add_argument(
         "--also",
-        type=Path,
         action="append",
         default=[],
-        help="another knowledge base's --cache to fit on as well (one model for several help centers)",
+        metavar="PATH[:WEIGHT]",
+        help="another run's --cache to fit on as well (one model for several knowledge bases); :WEIGHT"
+        " counts each of its examples that many times in the fit (not in the thresholds)",
     )
 
     fi = sub.add_parser(
@@ -290,9 +291,11 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
         prepared = [p for p in prepared if getattr(p.example, "section", None) is None]
     seen = {(p.example.source, p.example.question) for p in prepared}
     for other in args.also:  # an example met twice (the dev questions of two runs) counts once
-        for p in pickle.loads(other.read_bytes()):
+        path, _, weight = other.rpartition(":") if other.rpartition(":")[2].isdigit() else (other, "", "1")
+        for p in pickle.loads(Path(path).read_bytes()):
             if fit.plausible_cloze(p.example) and (p.example.source, p.example.question) not in seen:
                 seen.add((p.example.source, p.example.question))
+                p.weight = int(weight)
                 prepared.append(p)
     prepared = fit.widen_sections(prepared)
     model, scores, labels, answers = fit.fit(prepared, delta=args.delta, seed=args.seed, embedder=name)

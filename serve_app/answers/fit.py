@@ -164,6 +164,7 @@ class Prepared:
     found: list[Unit]
     unit_y: np.ndarray
     scored: object
+    weight: int = 1  # fit-answers --also PATH:N: another knowledge base's examples, weighted
 
 
 def prepare(
@@ -199,15 +200,22 @@ def widen_sections(rows: Sequence[Prepared]) -> list[Prepared]:
             out.append(r)
             continue
         wider = replace(ex, section="\n".join([ex.section or "", *own]))
-        out.append(Prepared(wider, r.ev_x, r.found, _labels(wider, r.found), r.scored))
+        out.append(
+            Prepared(wider, r.ev_x, r.found, _labels(wider, r.found), r.scored, getattr(r, "weight", 1))
+        )
     return out
 
 
+EMPIRICAL_LEAST = 10  # delivered answers an empirical threshold rests on at least
 DEV_WEIGHT = 4  # a labelled question counts as this many generated ones (they are what customers ask)
 
 
 def _weighted(rows: Sequence[Prepared]) -> list[Prepared]:
-    return [r for r in rows for _ in range(DEV_WEIGHT if r.example.source == "dev" else 1)]
+    return [
+        r
+        for r in rows
+        for _ in range((DEV_WEIGHT if r.example.source == "dev" else 1) * getattr(r, "weight", 1))
+    ]
 
 
 def _fit_selector(rows: Sequence[Prepared]) -> Logistic:
@@ -299,7 +307,8 @@ def fit(
     ok = ~np.isnan(x_all).any(axis=1)
     verifier = Logistic.fit(x_all[ok], y_all[ok], l2=0.1)
     thresholds = {str(a): ltt_threshold(scores, labels, a, delta, seed) for a in ALPHAS}
-    model = AnswerModel(selector, verifier, thresholds, delta, embedder)
+    empirical = {str(a): _empirical_threshold(scores, labels, a, EMPIRICAL_LEAST) for a in ALPHAS}
+    model = AnswerModel(selector, verifier, thresholds, delta, embedder, empirical=empirical)
     return model, scores, labels, answers
 
 

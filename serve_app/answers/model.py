@@ -56,6 +56,11 @@ _CITATION = re.compile(r"\[\d+\]")
 _STEP_NUMBER = re.compile(r"(?:^|(?<=\s))\d{1,2}\.(?=\s|$)")
 
 
+def _listed(thresholds: dict[str, float], alpha: float) -> float:
+    held = [(float(a), t) for a, t in thresholds.items() if float(a) <= alpha + 1e-12]
+    return max(held)[1] if held else math.inf
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
 
@@ -122,6 +127,10 @@ class AnswerModel:
     delta: float = 0.1
     embedder: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # str(alpha) -> the lowest threshold whose cross-fitted wrong share is <= alpha: no guarantee, the
+    # fallback for a rate the calibration examples are too few to certify (routing.policy.
+    # uncertified_thresholds)
+    empirical: dict[str, float] = field(default_factory=dict)
 
     # --- the selector -------------------------------------------------------------------------------
     def evidence(self, question: str, passages: tuple[str, ...] | list[str], embed: Embed | None) -> Evidence:
@@ -176,13 +185,22 @@ class AnswerModel:
             return Verdict(0.0, "generated", None, share)
         return Verdict(self.unit_verdict(ev, best), "generated", ev.units[best], share)
 
-    def threshold(self, alpha: float) -> float:
+    def threshold(self, alpha: float, uncertified: bool = False) -> float:
         """The calibrated threshold for a tolerated wrong-answer rate: the one listed for the largest
-        alpha not above it (inf: nothing is delivered at that rate)."""
-        held = [(float(a), t) for a, t in self.thresholds.items() if float(a) <= alpha + 1e-12]
-        if not held:
-            return math.inf
-        return max(held)[1]
+        alpha not above it (inf: nothing is delivered at that rate). With `uncertified`, a rate the
+        model cannot certify falls back to its empirical threshold."""
+        certified = _listed(self.thresholds, alpha)
+        if math.isfinite(certified) or not uncertified:
+            return certified
+        # never below a bar certified for a looser rate: the nearest one that holds
+        looser = [
+            t for a, t in sorted(self.thresholds.items(), key=lambda x: float(x[0])) if float(a) > alpha
+        ]
+        floor = next((t for t in looser if math.isfinite(t)), 0.0)
+        return max(_listed(self.empirical, alpha), floor)
+
+    def certified(self, alpha: float) -> bool:
+        return math.isfinite(_listed(self.thresholds, alpha))
 
     # --- storage ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -192,6 +210,7 @@ class AnswerModel:
             "selector": self.selector.to_dict(),
             "verifier": self.verifier.to_dict(),
             "thresholds": self.thresholds,
+            "empirical": self.empirical,
             "delta": self.delta,
             "embedder": self.embedder,
             "meta": self.meta,
@@ -213,6 +232,7 @@ class AnswerModel:
             float(data.get("delta", 0.1)),
             data.get("embedder", ""),
             data.get("meta", {}),
+            {str(k): float(v) for k, v in data.get("empirical", {}).items()},
         )
 
     @classmethod

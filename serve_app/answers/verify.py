@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from serve_app.answers.evidence import Embed
 from serve_app.answers.model import AnswerModel, Evidence, Verdict
 from serve_app.screen.context import points_at_screen
 
+log = logging.getLogger(__name__)
 NOT_FOUND = "I could not find this in the help center."
 
 
@@ -34,6 +36,7 @@ class AnswerChecker:
     tenant_alpha: Mapping[str, float] = field(default_factory=dict)
     # tenants verified by a model fitted on their own knowledge base (the others: `model`)
     tenant_models: dict[str, AnswerModel] = field(default_factory=dict)
+    uncertified: bool = True  # a target the model cannot certify uses its empirical threshold
     cache_size: int = 256
     _cache: OrderedDict[str, Evidence] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -102,7 +105,11 @@ class AnswerChecker:
         return self.tenant_alpha.get(tenant_id, self.alpha) if tenant_id else self.alpha
 
     def threshold(self, tenant_id: str | None) -> float:
-        return self.model_for(tenant_id).threshold(self.target(tenant_id))
+        return self.model_for(tenant_id).threshold(self.target(tenant_id), self.uncertified)
+
+    def certified(self, tenant_id: str | None) -> bool:
+        """The tenant's threshold holds its target with the model's guarantee (not a fallback)."""
+        return self.model_for(tenant_id).certified(self.target(tenant_id))
 
 
 @functools.lru_cache(maxsize=4)
@@ -115,6 +122,7 @@ def shared_checker(
     alpha: float = 0.05,
     tenant_alpha: Mapping[str, float] | None = None,
     tenant_models: Mapping[str, Path] | None = None,
+    uncertified: bool = True,
 ) -> AnswerChecker:
     """A checker on the model at `path` (default: the bundled one), and each tenant's own model where
     one is given, with the process's MiniLM."""
@@ -122,4 +130,16 @@ def shared_checker(
 
     embed, _ = local_embed()
     own = {tenant: _model(Path(p)) for tenant, p in (tenant_models or {}).items()}
-    return AnswerChecker(_model(path), embed, alpha, dict(tenant_alpha or {}), own)
+    checker = AnswerChecker(_model(path), embed, alpha, dict(tenant_alpha or {}), own, uncertified)
+    for tenant in [None, *own, *(tenant_alpha or {})]:
+        if not checker.certified(tenant):
+            log.warning(
+                "the answer model for %s cannot certify a %.0f%% wrong-answer target (too few calibration "
+                "examples): %s; fit-answers on the tenant's knowledge base",
+                f"tenant {tenant}" if tenant else "the other tenants",
+                100 * checker.target(tenant),
+                "its empirical threshold is used, without the guarantee"
+                if uncertified
+                else "every answer is declined",
+            )
+    return checker

@@ -109,6 +109,9 @@ class RoutedAnswer:
     precall: float | None = None
     precall_skipped: bool = False
     abstained: bool = False
+    # the delivered answer's bar holds the tenant's wrong-answer target with the model's guarantee
+    # (False: an empirical fallback threshold; None: not verified)
+    certified: bool | None = None
     abstain_reason: str | None = None
     intent: str | None = None
     verified: bool | None = None  # None: no verifier ran
@@ -136,6 +139,7 @@ class RoutedAnswer:
             "abstain_reason": self.abstain_reason,
             "intent": self.intent,
             "verified": self.verified,
+            "certified": self.certified,
             "precall": None
             if self.precall is None
             else {"score": round(self.precall, 4), "skipped_first_tier": self.precall_skipped},
@@ -475,6 +479,9 @@ class EscalatingRouter:
             routed = self._answered(request_id, tier, attempt, completion, attempts, baseline or 0.0)
             routed.precall, routed.precall_skipped = precall, len(ladder) < len(full)
             routed.verified = True if verifying and not action else None
+            if routed.verified:
+                assert self.checker is not None
+                routed.certified = self.checker.certified(tenant_id)
             routed.candidate = completion.answer
             yield routed
             return

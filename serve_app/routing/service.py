@@ -54,6 +54,7 @@ def _checker(policy: RoutingPolicySettings) -> AnswerChecker | None:
         policy.wrong_answer_target,
         policy.tenant_wrong_answer_targets,
         policy.tenant_answer_models,
+        policy.uncertified_thresholds,
     )
 
 
@@ -172,9 +173,10 @@ class ChatService:
         settings = RoutingPolicySettings(**policy)
         current = self.router.checker
         old = self.router.policy
-        changed = (settings.answer_model, settings.tenant_answer_models) != (
+        changed = (settings.answer_model, settings.tenant_answer_models, settings.uncertified_thresholds) != (
             old.answer_model,
             old.tenant_answer_models,
+            old.uncertified_thresholds,
         )
         if settings.verify and (current is None or changed):
             self.router.checker = _checker(settings)
