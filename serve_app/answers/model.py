@@ -3,10 +3,11 @@ the passages (the verifier), with the verifier's thresholds for each tolerated w
 
 Both are logistic regressions on standardised features (`serve_app.routing.confidence.standardized_
 logistic`), fitted by `supportgraph fit-answers` (serve_app/answers/fit.py) and saved as one JSON file;
-the package ships one fitted on the aws_docs_qa dev split, the project's own dev questions and questions
-generated from the knowledge base (`answer_model.json`). The thresholds come from Learn then Test on
-cross-fitted scores: at a threshold listed for `alpha`, the share of wrong answers among the delivered
-ones is <= alpha with probability >= 1 - delta over the calibration draw (`answers.risk`).
+the package ships one fitted on the sample help center (`answer_model.json`); a tenant gets its own,
+fitted on its knowledge base (`routing.policy.tenant_answer_models`). The thresholds come from Learn then
+Test on cross-fitted scores: at a threshold listed for `alpha`, the share of wrong answers among the
+delivered ones is <= alpha with probability >= 1 - delta over the calibration draw (`fit.ltt_threshold`);
+`empirical` lists the uncertified fallbacks for rates the examples are too few to certify.
 
 Verification of an answer:
 - extractive (it quotes units): the verifier's probability from the quoted unit's features, the
