@@ -35,6 +35,13 @@ TABLE = (
 )
 
 
+def test_a_quoted_message_full_stop_ends_no_sentence() -> None:
+    text = (
+        'The message "Sync failed. Error 0x80070005: access denied" appears when saving. Fix it right here.'
+    )
+    assert [u.text for u in units([f"## E\n{text}"])] == [text[: text.index(" Fix")], "Fix it right here."]
+
+
 def test_units_split_sentences_items_and_table_rows_with_their_headers() -> None:
     found = units([TABLE, "## Steps\n1. Open the console. 2. Choose Save, e.g. at the top. + Done for now"])
     rows = [u.text for u in found if u.kind == "row"]

@@ -77,13 +77,19 @@ def table_rows(table: str) -> list[str]:
     return out
 
 
+def _inside_quotes(text: str) -> bool:
+    """A quotation is still open at the end of `text` (a quoted message's full stop ends no sentence)."""
+    return text.count('"') % 2 == 1 or text.count("\u201c") > text.count("\u201d")
+
+
 def _sentences(text: str) -> list[str]:
-    """Sentences of running text (abbreviations such as "e.g." do not end one)."""
+    """Sentences of running text (abbreviations such as "e.g." and full stops inside a quoted message do
+    not end one)."""
     out: list[str] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
         piece = text[start : match.start()].strip()
-        if _ABBREVIATION.search(piece):
+        if _ABBREVIATION.search(piece) or _inside_quotes(text[start : match.end()]):
             continue
         out.append(piece)
         start = match.end()
