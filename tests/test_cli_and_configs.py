@@ -60,7 +60,7 @@ def test_demo_replays_streams_and_reports(graph: RunningGraph, graph_settings: S
     assert any("0x80070005" in line for line in summary["screen_read"]), summary["screen_read"]
     assert summary["screen_answer_tier"] == "extractive" and summary["screen_answer_cites"]
     assert "notes folder" in report.screen.answer
-    assert summary["router_answered_by"].get("extractive", 0) >= 3
+    assert summary["router_answered_by"].get("extractive", 0) >= 2  # the rest declined, none invented
     replies = {a.question: a for a in routed.answers}
     password = replies["I forgot my password, how do I reset it?"]
     assert password.tier == "extractive" and "Forgot password" in password.answer and not password.abstained
