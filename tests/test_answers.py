@@ -351,3 +351,29 @@ def test_turns_that_are_no_questions_get_what_fits_before_retrieval() -> None:
     question = turn("hello, my notes export keeps failing, how do I export my notes?")
     assert question.intent == "question" and asked and question.tier != INTENT_TIER
     assert asks_for_person("get me a human agent") and not asks_for_person("How do I export notes?")
+
+
+def test_the_summary_reports_latency_percentiles_not_the_maximum() -> None:
+    from serve_app.answers.evaluate import Row, by_tier, summarise
+
+    rows = [
+        Row(
+            str(i),
+            "answerable",
+            "test",
+            "q",
+            "a",
+            "extractive",
+            0.9,
+            False,
+            None,
+            None,
+            "correct",
+            True,
+            0.0,
+            ms,
+        )
+        for i, ms in enumerate([10.0, 20.0, 30.0, 40.0, 1000.0])
+    ]
+    assert summarise(rows)["latency_ms"] == {"p50": 30.0, "p95": 1000.0}
+    assert by_tier(rows)["extractive"]["latency_ms_p50"] == 30.0

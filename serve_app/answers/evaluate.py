@@ -201,8 +201,8 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
         "auroc": None if score is None else round(score, 3),
         "cost_usd": round(sum(r.cost_usd for r in rows), 6),
         "latency_ms": {
-            "p50": round(percentile(latencies, 50), 1) if latencies else None,
-            "p95": round(percentile(latencies, 95), 1) if latencies else None,
+            "p50": round(percentile(latencies, 0.5), 1) if latencies else None,
+            "p95": round(percentile(latencies, 0.95), 1) if latencies else None,
         },
     }
 
@@ -223,7 +223,7 @@ def by_tier(rows: list[Row]) -> dict[str, dict[str, Any]]:
             "correct": right,
             "wrong": wrong,
             "precision": _rate(right, right + wrong),
-            "latency_ms_p50": round(percentile([r.latency_ms for r in mine], 50), 1),
+            "latency_ms_p50": round(percentile([r.latency_ms for r in mine], 0.5), 1),
             "cost_usd": round(sum(r.cost_usd for r in mine), 6),
         }
     return out
