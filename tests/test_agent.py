@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from livekit import api, rtc
-from livekit.agents import AgentSession, function_tool
+from livekit.agents import AgentSession, function_tool, llm
 
 from serve_app.agent.frames import FrameBuffer
 from serve_app.agent.llm import LocalChatBackend, RouterLLM
@@ -247,3 +247,19 @@ def test_a_session_end_records_the_customers_outcome() -> None:
     assert outcomes.calls == [("acme", str(room.session_id), True, 4)]
     assert asyncio.run(room.end({})) == 0 and len(outcomes.calls) == 1  # no signal: nothing recorded
     assert session_outcome({"supportgraph.resolved": "FALSE", "supportgraph.rating": "9"}) == (False, None)
+
+
+def test_the_turn_after_a_tool_call_answers_from_its_output_unchecked() -> None:
+    """The tool's output, not the help center, answers the next turn: nothing is retrieved for it, so
+    nothing is verified against passages (and no intent step reads the tool's JSON)."""
+    from serve_app.agent.llm import to_request
+
+    ctx = llm.ChatContext()
+    ctx.add_message(role="user", content="Where is my order A1?")
+    assert to_request(ctx, "acme", uuid.uuid4(), None, [], 1).retrieve is True
+    ctx.items.append(llm.FunctionCall(call_id="c1", name="lookup_order", arguments='{"order_id": "A1"}'))
+    ctx.items.append(
+        llm.FunctionCallOutput(call_id="c1", name="lookup_order", output="packed", is_error=False)
+    )
+    request = to_request(ctx, "acme", uuid.uuid4(), None, [], 1)
+    assert request.retrieve is False and "Tool lookup_order returned: packed" in request.messages[-1].content

@@ -40,6 +40,11 @@ def test_a_quoted_message_full_stop_ends_no_sentence() -> None:
         'The message "Sync failed. Error 0x80070005: access denied" appears when saving. Fix it right here.'
     )
     assert [u.text for u in units([f"## E\n{text}"])] == [text[: text.index(" Fix")], "Fix it right here."]
+    # an inch mark or an unclosed quote holds no sentence break
+    inch = 'Use a 27" monitor for the dashboard. Then open the app again. It works well here.'
+    assert len(units([f"## E\n{inch}"])) == 3
+    stray = 'An "unclosed quote starts this one. Then more text comes here. And more text after that.'
+    assert len(units([f"## E\n{stray}"])) == 3
 
 
 def test_units_split_sentences_items_and_table_rows_with_their_headers() -> None:
@@ -148,6 +153,7 @@ def test_a_question_without_a_content_word_is_scored_not_crashed() -> None:
     ("heading", "question"),
     [
         ("Guide > To create a bucket", "How do I create a bucket?"),
+        ("How to export", "How do I export?"),
         ("Creating a DB instance", "How do I create a DB instance?"),
         ("Setting up your VPC", "How do I set up my VPC?"),
         ("Step 2: Launch an instance", "How do I launch an instance?"),

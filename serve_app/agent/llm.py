@@ -65,9 +65,13 @@ def to_request(
             messages.append(Message("user", f"Tool {item.name} returned: {item.output}"))
     if tools:
         system.append(tool_instructions(tools))
+    # the turn after a tool call answers from the tool's output, not from the help center: nothing is
+    # retrieved for it and nothing checks it against passages
+    after_tool = bool(chat_ctx.items) and chat_ctx.items[-1].type == "function_call_output"
     return ChatRequest(
         tenant_id=tenant_id,
         messages=tuple(messages),
+        retrieve=not after_tool,
         images=frames.latest(max_images) if frames else (),
         session_id=session_id,
         system="\n\n".join(s for s in system if s) or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import pickle
 import time
@@ -290,12 +291,14 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
     if args.no_headings:
         prepared = [p for p in prepared if getattr(p.example, "section", None) is None]
     seen = {(p.example.source, p.example.question) for p in prepared}
-    for other in args.also:  # an example met twice (the dev questions of two runs) counts once
+    for n, other in enumerate(args.also, 1):  # an example met twice (two runs' dev questions) counts once
         path, _, weight = other.rpartition(":") if other.rpartition(":")[2].isdigit() else (other, "", "1")
         for p in pickle.loads(Path(path).read_bytes()):
             if fit.plausible_cloze(p.example) and (p.example.source, p.example.question) not in seen:
                 seen.add((p.example.source, p.example.question))
                 p.weight = int(weight)
+                if p.example.group:  # its own groups: a twin is never matched across runs
+                    p.example = dataclasses.replace(p.example, group=f"also{n}/{p.example.group}")
                 prepared.append(p)
     prepared = fit.widen_sections(prepared)
     model, scores, labels, answers = fit.fit(prepared, delta=args.delta, seed=args.seed, embedder=name)

@@ -447,7 +447,7 @@ def heading_question(heading: str) -> str | None:
     if [w.lower() for w in words[:2]] == ["how", "to"]:
         words = words[1:]
     first, rest = words[0], " ".join(words[1:])
-    if first.lower() == "to" and len(words) >= 3:
+    if first.lower() == "to" and len(words) >= 2:
         return f"How do I {rest[0].lower()}{rest[1:]}?"
     if first.endswith("ing") and len(first) > 5 and words[1].lower() not in ("and", "&", "or"):
         return f"How do I {_base_verb(first)} {rest}?"

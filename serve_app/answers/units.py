@@ -77,9 +77,18 @@ def table_rows(table: str) -> list[str]:
     return out
 
 
-def _inside_quotes(text: str) -> bool:
-    """A quotation is still open at the end of `text` (a quoted message's full stop ends no sentence)."""
-    return text.count('"') % 2 == 1 or text.count("\u201c") > text.count("\u201d")
+_QUOTE = re.compile(r'(?<![0-9])"')  # not an inch mark (27" monitor)
+QUOTE_CHARS = 200  # a quotation closes within this many characters, or it is no quotation
+
+
+def _inside_quotes(before: str, after: str) -> bool:
+    """A quotation opened in `before` closes in `after` (a quoted message's full stop ends no sentence);
+    a stray or unclosed quote mark holds no sentence break."""
+    if len(_QUOTE.findall(before)) % 2 == 1:
+        return bool(_QUOTE.search(after[:QUOTE_CHARS]))
+    if before.count("\u201c") > before.count("\u201d"):
+        return "\u201d" in after[:QUOTE_CHARS]
+    return False
 
 
 def _sentences(text: str) -> list[str]:
@@ -89,7 +98,7 @@ def _sentences(text: str) -> list[str]:
     start = 0
     for match in _SENTENCE_END.finditer(text):
         piece = text[start : match.start()].strip()
-        if _ABBREVIATION.search(piece) or _inside_quotes(text[start : match.end()]):
+        if _ABBREVIATION.search(piece) or _inside_quotes(text[start : match.end()], text[match.end() :]):
             continue
         out.append(piece)
         start = match.end()

@@ -45,10 +45,17 @@ INTENT_TIER = "intent"  # the tier and model of replies to turns that are no hel
 INTENT_MODEL = "intent-minilm"
 
 
-def _checker(policy: RoutingPolicySettings) -> AnswerChecker | None:
-    """The verifier the policy asks for (None: `verify` off)."""
-    if not policy.verify:
-        return None
+def _checker_key(policy: RoutingPolicySettings) -> tuple[object, ...]:
+    return (
+        policy.answer_model,
+        tuple(sorted(policy.tenant_answer_models.items())),
+        policy.uncertified_thresholds,
+    )
+
+
+def _checker(policy: RoutingPolicySettings) -> AnswerChecker:
+    """The answer model the policy names, per tenant: the extractive tiers quote with it, and the router
+    verifies with it while `verify` is on."""
     return shared_checker(
         policy.answer_model,
         policy.wrong_answer_target,
@@ -122,6 +129,7 @@ class ChatService:
     screen: ScreenSource | None = None
     intents: IntentClassifier | None = None
     handoffs: Any = None  # serve_app.handoff.desk.HandoffDesk: hands turns to people (None: never)
+    _checker_built_from: tuple[object, ...] = ()  # the policy's models the router's checker was built from
     _system: str = field(default="You are a concise, accurate customer-support assistant.")
 
     @classmethod
@@ -155,6 +163,7 @@ class ChatService:
             checker=checker,
         )
         service = cls(routing, screen, router, retrieve, ledger)
+        service._checker_built_from = _checker_key(routing.policy)
         service._share(checker)
         if routing.intents.enabled:
             service.intents = IntentClassifier.load(routing.intents.model)
@@ -171,22 +180,17 @@ class ChatService:
 
     def reconfigure(self, policy: dict[str, Any]) -> None:
         settings = RoutingPolicySettings(**policy)
-        current = self.router.checker
-        old = self.router.policy
-        changed = (settings.answer_model, settings.tenant_answer_models, settings.uncertified_thresholds) != (
-            old.answer_model,
-            old.tenant_answer_models,
-            old.uncertified_thresholds,
-        )
-        if settings.verify and (current is None or changed):
+        # rebuilt when the models it was built from change (compared with those, not the last policy)
+        if self.router.checker is None or _checker_key(settings) != self._checker_built_from:
             self.router.checker = _checker(settings)
+            self._checker_built_from = _checker_key(settings)
             self._share(self.router.checker)
         self.router.configure(settings)
 
     async def intent(self, request: ChatRequest) -> Intent | None:
-        """The turn's intent (None: the step is off, the turn carries images, or it pins a tier: a
-        request for one model's answer gets that model)."""
-        if self.intents is None or request.images or request.tier is not None:
+        """The turn's intent (None: the step is off, the turn carries images, it pins a tier (a request
+        for one model's answer gets that model), or it asks for no retrieval (a tool's output))."""
+        if self.intents is None or request.images or request.tier is not None or not request.retrieve:
             return None
         cfg = self.routing.intents
         return await asyncio.to_thread(
