@@ -22,7 +22,7 @@ from pathlib import Path
 from serve_app.answers.compose import compose
 from serve_app.answers.evidence import Embed
 from serve_app.answers.model import AnswerModel, Evidence, Verdict
-from serve_app.screen.context import points_at_screen
+from serve_app.screen.context import grounded_query
 
 log = logging.getLogger(__name__)
 NOT_FOUND = "I could not find this in the help center."
@@ -46,9 +46,7 @@ class AnswerChecker:
         """What is asked: the question, and the screen lines when it points at the screen ("what does
         this error mean?"); a question that names its subject is read alone, so the rest of a busy
         screen cannot dilute it."""
-        if screen_lines and points_at_screen(question):
-            return " ".join([question.strip(), *screen_lines]).strip()
-        return question.strip()
+        return grounded_query(question, list(screen_lines))  # the text retrieval searched for
 
     def model_for(self, tenant_id: str | None) -> AnswerModel:
         return self.tenant_models.get(tenant_id or "", self.model)
