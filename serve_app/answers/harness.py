@@ -87,7 +87,7 @@ def retrieve_with(retriever: Retriever):  # type: ignore[no-untyped-def]
 async def local_chat(
     db: Database, embedder: Embedder, settings: Settings, verify: bool = True
 ) -> AsyncIterator[ChatService]:
-    """`verify` False: no answer model is loaded (fit-answers only needs the retrieval)."""
+    """`verify` False: nothing is verified and no intent step runs (fit-answers needs the retrieval only)."""
     ledger = CostLedger(db)
     ledger.start()
     retriever = build_retriever(db, settings.knowledge, embedder)
