@@ -19,6 +19,7 @@ from serve_app.answers.fit import (
     min_delivered,
     plausible_cloze,
     selective_threshold,
+    split_threshold,
 )
 from serve_app.answers.model import Verdict
 from serve_app.answers.units import units
@@ -91,6 +92,24 @@ def test_selective_threshold_certifies_precision_among_delivered_answers() -> No
     assert selective_threshold(scores[:30], np.ones(30, bool), 0.05, 0.1) == float("inf")
     # all wrong: none holds either
     assert selective_threshold(scores, np.zeros(n, bool), 0.05, 0.1) == float("inf")
+
+
+def test_the_split_threshold_keeps_each_group_on_one_side() -> None:
+    """Twins of one question (a group) are not independent: a candidate proposed on one twin and tested on
+    the other would be tested on its own data. With groups, each half holds whole groups."""
+    from serve_app.answers.fit import _halves
+
+    rng = np.random.default_rng(1)
+    groups = [f"q{i // 3}" for i in range(300)]  # 100 questions, three twins each
+    first, second = _halves(len(groups), 0, groups)
+    assert not {groups[i] for i in first} & {groups[i] for i in second}
+    assert sorted([*first, *second]) == list(range(300)) and 120 <= len(first) <= 180
+    scores = np.repeat(rng.uniform(size=100), 3)
+    correct = scores > 0.5
+    t = split_threshold(scores, correct, 0.05, 0.1, groups=groups)
+    assert 0.45 < t < 1.0 and (~correct[scores >= t]).mean() <= 0.05
+    with pytest.raises(ValueError, match="groups"):
+        split_threshold(scores, correct, 0.05, 0.1, groups=groups[:10])
 
 
 def test_auroc_and_cloze_questions() -> None:

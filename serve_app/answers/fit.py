@@ -87,14 +87,19 @@ def selective_threshold(
 
 
 def ltt_threshold(
-    scores: np.ndarray, correct: np.ndarray, alpha: float, delta: float, seed: int = 0
+    scores: np.ndarray,
+    correct: np.ndarray,
+    alpha: float,
+    delta: float,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> float:
     """The lower of two Learn-then-Test thresholds, each at level delta / 2 (so the lower one holds at
     delta by the union bound): `split_threshold`, and `selective_threshold` starting where three times
     the answers needed to certify alpha with no error are delivered (so one early wrong answer among the
     highest scores does not end the sequence before it has the data to pass)."""
     half = delta / 2
-    by_split = split_threshold(scores, correct, alpha, half, seed)
+    by_split = split_threshold(scores, correct, alpha, half, seed, groups)
     by_sequence = selective_threshold(scores, correct, alpha, half, start=3 * min_delivered(alpha, half))
     return min(by_split, by_sequence)
 
@@ -113,18 +118,23 @@ def _empirical_threshold(scores: np.ndarray, correct: np.ndarray, rate: float, l
 
 
 def split_threshold(
-    scores: np.ndarray, correct: np.ndarray, alpha: float, delta: float, seed: int = 0
+    scores: np.ndarray,
+    correct: np.ndarray,
+    alpha: float,
+    delta: float,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> float:
     """Learn then Test on a split: half the examples propose candidate thresholds (the lowest at which
     their own wrong share stays within alpha/4, alpha/2 and 3 alpha/4), the other half tests them, most
     conservative first, with the exact binomial p-value of the wrong count among its delivered answers;
     the sequence stops at the first candidate that fails. The candidates and their order come from the
     first half only, so the chosen threshold has P(wrong | delivered) <= alpha with probability
-    >= 1 - delta over the second half's draw. inf when none holds."""
+    >= 1 - delta over the second half's draw. With `groups` (twins of one question, examples of one
+    section), the halves split groups, not rows: rows of one group are not independent, and a group
+    on both sides would test a candidate on the rows that proposed it. inf when none holds."""
     scores, correct = np.asarray(scores, float), np.asarray(correct, bool)
-    rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(scores))
-    a, b = pick[: len(pick) // 2], pick[len(pick) // 2 :]
+    a, b = _halves(len(scores), seed, groups)
     least = max(1, min_delivered(alpha, delta) // 2)
     candidates = sorted(
         {
@@ -142,6 +152,20 @@ def split_threshold(
             break
         chosen = t
     return chosen
+
+
+def _halves(n: int, seed: int, groups: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of two halves drawn at random: whole groups to each side when groups are given."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        pick = rng.permutation(n)
+        return pick[: n // 2], pick[n // 2 :]
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} scores")
+    names = sorted(set(groups))
+    first = {names[i] for i in rng.permutation(len(names))[: len(names) // 2]}
+    side = np.array([g in first for g in groups], bool)
+    return np.nonzero(side)[0], np.nonzero(~side)[0]
 
 
 def _unit_labels(found: list[Unit], gold: str) -> np.ndarray:
@@ -306,7 +330,8 @@ def fit(
     x_all, y_all = _answer_rows(_weighted(rows), selector)
     ok = ~np.isnan(x_all).any(axis=1)
     verifier = Logistic.fit(x_all[ok], y_all[ok], l2=0.1)
-    thresholds = {str(a): ltt_threshold(scores, labels, a, delta, seed) for a in ALPHAS}
+    groups = [r.example.group or r.example.question for r in rows]
+    thresholds = {str(a): ltt_threshold(scores, labels, a, delta, seed, groups) for a in ALPHAS}
     empirical = {str(a): _empirical_threshold(scores, labels, a, EMPIRICAL_LEAST) for a in ALPHAS}
     model = AnswerModel(selector, verifier, thresholds, delta, embedder, empirical=empirical)
     return model, scores, labels, answers
