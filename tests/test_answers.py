@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +403,46 @@ def test_the_summary_reports_latency_percentiles_not_the_maximum() -> None:
     ]
     assert summarise(rows)["latency_ms"] == {"p50": 30.0, "p95": 1000.0}
     assert by_tier(rows)["extractive"]["latency_ms_p50"] == 30.0
+
+
+def test_a_refit_written_over_the_same_path_is_read_again(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from serve_app.answers.model import AnswerModel
+    from serve_app.answers.verify import _model
+
+    data = AnswerModel.load(None).to_dict()
+    path = tmp_path / "tenant.json"
+    path.write_text(json.dumps(data))
+    first = _model(path)
+    assert _model(path) is first  # unchanged file: the cached model
+    data["thresholds"]["0.05"] = 0.5
+    path.write_text(json.dumps(data))
+    os.utime(path, ns=(1, path.stat().st_mtime_ns + 10**9))  # a later write, even on a coarse clock
+    again = _model(path)
+    assert again is not first and again.thresholds["0.05"] == 0.5
+
+
+def test_a_fit_cache_made_for_other_questions_is_refused(tmp_path: Path) -> None:
+    import argparse
+    import pickle
+
+    from serve_app.answers.commands import _cache_key, _read_cache
+
+    args = argparse.Namespace(
+        dataset=tmp_path / "docs", tenant="t", queries=[tmp_path / "q.jsonl"], unanswerable=[],
+        withheld=None, split="dev", avoid=[], generate=100, seed=0,
+    )  # fmt: skip
+    cache = tmp_path / "prep.pkl"
+    cache.write_bytes(pickle.dumps({"made_with": _cache_key(args, "st:mini"), "prepared": ["example"]}))
+    assert _read_cache(cache, _cache_key(args, "st:mini")) == ["example"]
+    args.seed, args.generate = 3, 0  # a refit from the cache keeps its generated questions
+    assert _read_cache(cache, _cache_key(args, "st:mini")) == ["example"]
+    args.queries = [tmp_path / "other.jsonl"]
+    with pytest.raises(ValueError, match="--queries"):
+        _read_cache(cache, _cache_key(args, "st:mini"))
+    with pytest.raises(ValueError, match="--embedder"):
+        _read_cache(cache, {"embedder": "st:other"})  # --also: features of another embedder
+    cache.write_bytes(pickle.dumps(["old"]))  # written before caches recorded their arguments
+    assert _read_cache(cache, _cache_key(args, "st:mini")) == ["old"]

@@ -221,6 +221,42 @@ def cmd_eval_answers(args: argparse.Namespace) -> int:
     return 0
 
 
+# what fixes a --cache's examples: reusing one made for other questions, documents or embedder would fit
+# on examples that are not the ones asked for, silently
+_CACHE_FIXED = ("dataset", "tenant", "queries", "unanswerable", "withheld", "split", "avoid")
+
+
+def _cache_key(args: argparse.Namespace, embedder: str) -> dict[str, Any]:
+    def value(v: Any) -> Any:
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return str(Path(v).resolve()) if isinstance(v, Path) else v
+
+    key = {name: value(getattr(args, name)) for name in _CACHE_FIXED}
+    return key | {"embedder": embedder, "generate": args.generate, "seed": args.seed}
+
+
+def _read_cache(path: Path, made_with: dict[str, Any]) -> list[Any]:
+    """A --cache's examples, refused (ValueError: the command exits 2 with the difference) when the
+    arguments that fix them differ from this run's. --generate and --seed are reported, not refused: the
+    cache is how a refit keeps one run's generated questions."""
+    data = pickle.loads(path.read_bytes())
+    if isinstance(data, list):  # a cache written before the arguments were recorded
+        print(f"note: {path} does not record what made it; reused as it is")
+        return data
+    theirs = data["made_with"]
+    differ = [k for k in (*_CACHE_FIXED, "embedder") if k in made_with and theirs.get(k) != made_with[k]]
+    if differ:
+        shown = "; ".join(f"--{k}: cache {theirs.get(k)!r}, now {made_with[k]!r}" for k in differ)
+        raise ValueError(f"{path} was made with other arguments ({shown}): delete it or pass the same")
+    kept = [
+        f"--{k} {theirs[k]}" for k in ("generate", "seed") if theirs.get(k) != made_with.get(k, theirs[k])
+    ]
+    if kept:
+        print(f"note: {path} keeps the examples of {' '.join(kept)}")
+    return data["prepared"]
+
+
 def _avoided(paths: list[Path]) -> set[str]:
     """Corpus ids named by reported question sets (a `doc` field) or qrels files (corpus-id column)."""
     out: set[str] = set()
@@ -278,22 +314,23 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     embed, name = local_embed()
+    made_with = _cache_key(args, name)
     if args.cache and args.cache.exists():
-        prepared = pickle.loads(args.cache.read_bytes())
+        prepared = _read_cache(args.cache, made_with)
     else:
         examples = asyncio.run(_with_db(settings, work))
         with Progress(transient=True) as bar:
             task = bar.add_task("features", total=len(examples))
             prepared = fit.prepare(examples, embed, lambda: bar.advance(task))
         if args.cache:
-            args.cache.write_bytes(pickle.dumps(prepared))
+            args.cache.write_bytes(pickle.dumps({"made_with": made_with, "prepared": prepared}))
     prepared = [p for p in prepared if fit.plausible_cloze(p.example)]
     if args.no_headings:
         prepared = [p for p in prepared if getattr(p.example, "section", None) is None]
     seen = {(p.example.source, p.example.question) for p in prepared}
     for n, other in enumerate(args.also, 1):  # an example met twice (two runs' dev questions) counts once
         path, _, weight = other.rpartition(":") if other.rpartition(":")[2].isdigit() else (other, "", "1")
-        for p in pickle.loads(Path(path).read_bytes()):
+        for p in _read_cache(Path(path), {"embedder": name}):
             if fit.plausible_cloze(p.example) and (p.example.source, p.example.question) not in seen:
                 seen.add((p.example.source, p.example.question))
                 p.weight = int(weight)

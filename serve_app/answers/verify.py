@@ -110,8 +110,20 @@ class AnswerChecker:
         return self.model_for(tenant_id).certified(self.target(tenant_id))
 
 
-@functools.lru_cache(maxsize=4)
 def _model(path: Path | None) -> AnswerModel:
+    """The model at `path`, loaded once per version of the file: a refit written to the same path (a
+    reconfigure after `fit-answers --out` over it) is read again, not served from the cache."""
+    if path is None:
+        return _load(None, None)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _load(path, None)  # AnswerModel.load reports the missing file
+    return _load(path, (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: Path | None, version: tuple[int, int] | None) -> AnswerModel:
     return AnswerModel.load(path)
 
 
