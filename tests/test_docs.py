@@ -190,10 +190,8 @@ def test_example_screen_share_over_http(graph: RunningGraph) -> None:
 
 @pytest.mark.ray
 def test_example_openai_client(graph: RunningGraph, graph_settings: Settings) -> None:
-    asyncio.run(ingest_help_center(graph_settings, "docs-examples"))
-    out = _run(
-        [sys.executable, "examples/openai_chat.py", "--base-url", graph.base_url, "--tenant", "docs-examples"]
-    )
+    asyncio.run(ingest_help_center(graph_settings, "acme"))  # idempotent: the README test's tenant
+    out = _run([sys.executable, "examples/openai_chat.py", "--base-url", graph.base_url, "--tenant", "acme"])
     assert "-- answered by extractive" in out and "Forgot password" in out
     streamed = re.search(r"-- streamed (\d+) pieces, (\d+) characters", out)
     assert streamed and int(streamed[2]) > 0
