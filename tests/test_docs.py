@@ -123,6 +123,16 @@ def test_the_settings_page_is_generated_from_the_current_settings() -> None:
     assert gen.missing_descriptions() == [], "give these settings a Field(description=...)"
 
 
+def test_a_stale_settings_page_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = _settings_generator()
+    page = tmp_path / "settings.md"
+    monkeypatch.setattr(gen, "PAGE", page)
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    page.write_text(gen.render().replace("skip a frame within this many bits", "an old meaning"))
+    assert gen.main(["--check"]) == 1
+    assert gen.main([]) == 0 and gen.main(["--check"]) == 0
+
+
 def test_the_settings_page_lists_every_field_with_its_default() -> None:
     page = (DOCS / "settings.md").read_text()
     assert "| `dedup.hamming_threshold` | integer | `10` |" in page
