@@ -13,7 +13,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(strip $(shell nproc 2>/dev/null || echo 2
 # than -march=native (one build runs on AMD and Intel alike, no AMX kernels): a quarter less compiling.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: demo test bench bench-frames lint serve clean
+.PHONY: demo test bench bench-frames lint docs serve clean
 
 $(STAMP): pyproject.toml setup.py serve_app/frames/_phash_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,12 @@ bench-frames: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_settings_docs.py && $(BIN)/mkdocs build --strict
+
 serve: $(STAMP)
 	$(BIN)/serve run configs/local.yaml
 
 clean:
 	-[ -x $(BIN)/python ] && $(BIN)/python -c "from pathlib import Path; from serve_app.db.database import stop_embedded; stop_embedded(Path('.supportgraph/pgdata').resolve())"
-	rm -rf $(VENV) build *.egg-info serve_app/frames/*.so .supportgraph
+	rm -rf $(VENV) build site *.egg-info serve_app/frames/*.so .supportgraph

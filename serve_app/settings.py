@@ -40,8 +40,8 @@ class DedupSettings(_Section):
     hamming_threshold: int = Field(10, ge=0, le=64, description="skip a frame within this many bits")
     active_fps: float = Field(30.0, gt=0, le=240, description="sampling rate while the user speaks")
     idle_fps: float = Field(5.0, gt=0, le=240, description="sampling rate otherwise")
-    max_batch_size: int = Field(32, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    max_batch_size: int = Field(32, ge=1, le=1024, description="frames hashed together across streams")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1, description="how long a batch waits to fill")
     max_streams: int = Field(10_000, ge=1, description="streams kept per replica (least recent evicted)")
     stream_idle_ttl_s: float = Field(600.0, gt=0, description="forget a stream idle this long")
     stream_resume_gap_s: float = Field(
@@ -58,7 +58,9 @@ class DedupSettings(_Section):
         0.5, ge=0, le=60, description="only tiles that changed within this many seconds count"
     )
     region_max_shift: int = Field(12, ge=0, le=256, description="vertical scroll compensated, pixels")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when the replica sees a GPU; cuda needs serve.frame_dedup.num_gpus"
+    )
     hash_threads: int | None = Field(None, ge=1, le=256, description="CPU threads per batch (default: all)")
 
     def live_config(self) -> dict[str, Any]:
@@ -66,15 +68,17 @@ class DedupSettings(_Section):
 
 
 class HttpSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    """Where Serve's HTTP proxy listens, and the upload limits of the frame routes."""
+
+    host: str = Field("127.0.0.1", description="bind address")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port")
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted frame upload")
     max_frame_pixels: int = Field(3840 * 2160, ge=1, description="largest decoded frame (w*h)")
 
 
 class TenantLimits(_Section):
-    requests_per_min: float = Field(..., gt=0)
-    tokens_per_min: float = Field(..., gt=0)
+    requests_per_min: float = Field(..., gt=0, description="this tenant's API calls per minute")
+    tokens_per_min: float = Field(..., gt=0, description="this tenant's LLM tokens per minute")
 
 
 class AuthSettings(_Section):
@@ -91,16 +95,20 @@ class AuthSettings(_Section):
 
 
 class DeploymentResources(_Section):
-    num_replicas: int = Field(1, ge=1)
+    """A deployment's replicas and resources (Serve config files may override them)."""
+
+    num_replicas: int = Field(1, ge=1, description="replicas of the deployment")
     num_cpus: float = Field(0.5, gt=0, description="fractional so the graph fits on 2 cores")
-    num_gpus: float = Field(0.0, ge=0)
-    max_ongoing_requests: int = Field(64, ge=1)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (fractional shares allowed)")
+    max_ongoing_requests: int = Field(64, ge=1, description="requests a replica works on at once")
     max_queued_requests: int = Field(512, ge=-1, description="-1: unbounded; else 503 past this")
 
 
 class ServeSettings(_Section):
-    app_name: str = "supportgraph"
-    route_prefix: str = "/"
+    """The Serve application: its name, route prefix, each deployment's resources, and the local Ray."""
+
+    app_name: str = Field("supportgraph", description="Serve application name")
+    route_prefix: str = Field("/", description="HTTP route prefix of the application")
     ingress: DeploymentResources = DeploymentResources(num_cpus=0.25, max_ongoing_requests=128)
     frame_dedup: DeploymentResources = DeploymentResources()
     embeddings: DeploymentResources = DeploymentResources(num_cpus=0.25)
@@ -121,9 +129,13 @@ class DatabaseSettings(_Section):
 
     dsn: str | None = Field(None, description="app-role DSN of an external Postgres (production)")
     admin_dsn: str | None = Field(None, description="owner DSN for migrations (external Postgres)")
-    app_role: str = Field("supportgraph_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    pool_min_size: int = Field(1, ge=0)
-    pool_max_size: int = Field(8, ge=1)
+    app_role: str = Field(
+        "supportgraph_app",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="the non-owner role the app connects as (bound by row-level security)",
+    )
+    pool_min_size: int = Field(1, ge=0, description="connections kept open per process")
+    pool_max_size: int = Field(8, ge=1, description="connections at most per process")
     hnsw_ef_search: int = Field(100, ge=1, le=1000, description="HNSW candidate list per query")
 
     @model_validator(mode="after")
@@ -136,14 +148,18 @@ class DatabaseSettings(_Section):
 
 
 class EmbedderSettings(_Section):
-    backend: Literal["sentence-transformers", "openai-compatible"] = "sentence-transformers"
+    """The embedding model of chunks and queries (the Embeddings deployment)."""
+
+    backend: Literal["sentence-transformers", "openai-compatible"] = Field(
+        "sentence-transformers", description="local sentence-transformers model, or an OpenAI-style API"
+    )
     model: str = Field(
         "all-MiniLM-L6-v2", description="bundled MiniLM, a local path, or a hub/API model name"
     )
-    device: str = "cpu"
-    batch_size: int = Field(64, ge=1)
+    device: str = Field("cpu", description="sentence-transformers device (cpu, cuda)")
+    batch_size: int = Field(64, ge=1, description="texts embedded per call")
     base_url: str | None = Field(None, description="openai-compatible: the API base URL")
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai-compatible: variable holding the key")
     dim: int = Field(384, ge=1, description="vector size; the schema's column is vector(384)")
     cache_size: int = Field(10_000, ge=0, description="query embeddings kept in the in-process LRU")
     redis_url: str | None = Field(
@@ -153,14 +169,18 @@ class EmbedderSettings(_Section):
 
 
 class RerankerSettings(_Section):
-    backend: Literal["none", "learned", "cross-encoder", "cohere"] = "none"
+    """One reranker arm."""
+
+    backend: Literal["none", "learned", "cross-encoder", "cohere"] = Field(
+        "none", description="none keeps the fused order; learned: evidence model; cross-encoder; cohere (API)"
+    )
     model: str | None = Field(
         None,
         description="cross-encoder name or path; Cohere model; learned: weights JSON "
         "(`supportgraph fit-reranker`; default: the bundled fit)",
     )
-    base_url: str | None = None
-    api_key_env: str = "CO_API_KEY"
+    base_url: str | None = Field(None, description="cohere: another endpoint of its API")
+    api_key_env: str = Field("CO_API_KEY", description="cohere: variable holding the key")
 
     def options(self) -> dict[str, Any]:
         if self.backend == "none":
@@ -174,26 +194,33 @@ class RerankerSettings(_Section):
 
 
 class KnowledgeSettings(_Section):
+    """Chunking, embeddings, hybrid retrieval (depths, fusion) and the reranker arms."""
+
     embedder: EmbedderSettings = EmbedderSettings()
     rerankers: dict[str, RerankerSettings] = Field(
-        default_factory=lambda: {"learned": RerankerSettings(backend="learned"), "none": RerankerSettings()}
+        default_factory=lambda: {"learned": RerankerSettings(backend="learned"), "none": RerankerSettings()},
+        description="arm name -> reranker",
     )
     ab_weights: dict[str, float] = Field(
         default_factory=lambda: {"learned": 1.0},
         description="arm -> share of traffic (unnamed arms get none)",
     )
-    ab_split_by: Literal["tenant", "request"] = "tenant"
-    chunk_words: int = Field(180, ge=20)
-    chunk_overlap: int = Field(30, ge=0)
-    dense_k: int = Field(50, ge=1, le=1000)
-    lexical_k: int = Field(50, ge=1, le=1000)
+    ab_split_by: Literal["tenant", "request"] = Field(
+        "tenant", description="what the default reranker experiment assigns arms to"
+    )
+    chunk_words: int = Field(180, ge=20, description="chunk size, words")
+    chunk_overlap: int = Field(30, ge=0, description="words shared by consecutive chunks")
+    dense_k: int = Field(50, ge=1, le=1000, description="HNSW candidates per query")
+    lexical_k: int = Field(50, ge=1, le=1000, description="BM25 candidates per query")
     rrf_k: int = Field(10, ge=1, description="RRF constant (tuned on the aws_docs_qa dev split)")
-    dense_weight: float = Field(1.0, ge=0)
+    dense_weight: float = Field(1.0, ge=0, description="the dense list's weight in RRF")
     lexical_weight: float = Field(2.0, ge=0, description="BM25's weight in RRF (dev split: 2)")
-    fuse_by: Literal["document", "chunk"] = "document"
+    fuse_by: Literal["document", "chunk"] = Field(
+        "document", description="what RRF fuses (dev split: document)"
+    )
     lexical_postings_cap: int = Field(3000, ge=100, description="BM25 postings read per query term")
-    rerank_candidates: int = Field(30, ge=1, le=200)
-    top_k: int = Field(5, ge=1, le=100)
+    rerank_candidates: int = Field(30, ge=1, le=200, description="fused candidates the reranker sees")
+    top_k: int = Field(5, ge=1, le=100, description="passages returned (one per document)")
 
     @model_validator(mode="after")
     def _arms_exist(self) -> KnowledgeSettings:
@@ -206,9 +233,11 @@ class KnowledgeSettings(_Section):
 class TierSettings(_Section):
     """One rung of the escalation ladder; `model` names a row of the pricing table."""
 
-    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
-    backend: Literal["extractive", "gguf", "gemini", "anthropic", "openai-compatible"]
-    model: str
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="the tier's name")
+    backend: Literal["extractive", "gguf", "gemini", "anthropic", "openai-compatible"] = Field(
+        ..., description="offline (extractive, gguf) or a provider SDK"
+    )
+    model: str = Field(..., description="the model, a row of the pricing table")
     base_url: str | None = Field(None, description="another endpoint speaking the provider's wire format")
     api_key_env: str | None = Field(None, description="variable holding the key (provider default if unset)")
     path: str | None = Field(None, description="gguf: model file (default: bundled SmolLM2-135M)")
@@ -217,7 +246,7 @@ class TierSettings(_Section):
         description="gguf: let llama.cpp repack weights into CPU-specific buffers (AMX, Q4_0 layouts); "
         "off because its AMX path segfaults on Intel Xeons with AMX (llama.cpp issue 20824)",
     )
-    timeout_s: float = Field(30.0, gt=0, le=600)
+    timeout_s: float = Field(30.0, gt=0, le=600, description="bounds an attempt, retries included")
 
 
 class RoutingPolicySettings(_Section):
@@ -230,9 +259,12 @@ class RoutingPolicySettings(_Section):
         description="tenant -> tier -> threshold, calibrated online from outcomes (routing/calibration.py); "
         "a tenant or tier not listed uses tier_thresholds / threshold",
     )
-    max_attempts: int = Field(3, ge=1, le=10)
+    max_attempts: int = Field(3, ge=1, le=10, description="attempts at most (the ladder is cut there)")
     scorer_weights: dict[Literal["self_reported", "grounding", "shape", "calculation", "learned"], float] = (
-        Field(default_factory=lambda: {"self_reported": 0.5, "grounding": 0.3, "shape": 0.2})
+        Field(
+            default_factory=lambda: {"self_reported": 0.5, "grounding": 0.3, "shape": 0.2},
+            description="confidence = the weighted mean of these scorers",
+        )
     )
     learned_scorer: Path | None = Field(None, description="JSON from eval-router --save-scorer")
     precall_scorer: Path | None = Field(
@@ -286,7 +318,7 @@ class RoutingPolicySettings(_Section):
     )
     retries: int = Field(2, ge=0, le=10, description="retries of a failed call before escalating")
     backoff_s: float = Field(0.25, ge=0, le=60, description="first retry delay (doubles, jittered)")
-    backoff_max_s: float = Field(4.0, ge=0, le=600)
+    backoff_max_s: float = Field(4.0, ge=0, le=600, description="longest retry delay (Retry-After too)")
     breaker_failures: int = Field(5, ge=1, description="consecutive failures that open a tier's breaker")
     breaker_reset_s: float = Field(30.0, gt=0, description="open breaker lets one trial call after this")
 
@@ -338,7 +370,11 @@ class IntentSettings(_Section):
         min_length=1,
         description="the reply to a greeting",
     )
-    thanks: str = Field("You're welcome! Is there anything else I can help with?", min_length=1)
+    thanks: str = Field(
+        "You're welcome! Is there anything else I can help with?",
+        min_length=1,
+        description="the reply to thanks",
+    )
     chatter: str = Field(
         "I can only help with questions about the product and its help center. What can I help you with?",
         min_length=1,
@@ -364,13 +400,15 @@ class IntentSettings(_Section):
 
 
 class RoutingSettings(_Section):
+    """The escalating router: the ladder of tiers, its live policy, retrieval and the intent step."""
+
     tiers: list[TierSettings] = Field(default_factory=_offline_tiers, description="cheapest first")
     tenant_tiers: dict[str, list[str]] = Field(
         default_factory=dict, description="tenant -> its own ladder (tier names, cheapest first)"
     )
     policy: RoutingPolicySettings = RoutingPolicySettings()
     retrieve: bool = Field(True, description="add help-center passages for the question")
-    context_passages: int = Field(4, ge=0, le=20)
+    context_passages: int = Field(4, ge=0, le=20, description="help-center passages in a prompt")
     max_images: int = Field(4, ge=0, le=32, description="frames attached per turn (latest kept)")
     max_tokens: int = Field(512, ge=1, le=8192, description="answer length cap per attempt")
     intents: IntentSettings = IntentSettings()
@@ -407,7 +445,7 @@ class ScreenSettings(_Section):
     max_side: int = Field(1600, ge=64, le=8192, description="longer sides are scaled down to this")
     max_batch_size: int = Field(8, ge=1, le=64, description="region reads per OCR call")
     frame_batch_size: int = Field(2, ge=1, le=64, description="whole-frame reads per OCR call (own queue)")
-    batch_wait_timeout_s: float = Field(0.01, ge=0, le=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=1, description="how long a batch waits to fill")
     warm: bool = Field(True, description="run OCR once when a replica starts (the first run is slow)")
     turn_wait_s: float = Field(0.3, ge=0, le=5, description="a turn waits this long for a running read")
     prompt_chars: int = Field(1500, ge=0, le=20000, description="screen text quoted in a prompt")
@@ -418,7 +456,7 @@ class ScreenSettings(_Section):
     vocabulary_refresh_s: float = Field(
         10.0, ge=0, le=3600, description="how often a tenant's help-center words are checked for an ingest"
     )
-    max_streams: int = Field(10000, ge=1)
+    max_streams: int = Field(10000, ge=1, description="streams whose screen text a replica keeps")
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -521,6 +559,9 @@ class HandoffSettings(HandoffPolicy):
 
 
 class PricingSettings(_Section):
+    """The one pricing table (YAML): per model, $ per 1M input and output tokens, per image and per rerank
+    search (`per_search`); and `image_usd`, one frame to a vision model (the demo's report)."""
+
     table: Path | None = Field(None, description="pricing YAML (default: serve_app/costs/pricing.yaml)")
 
     def load(self) -> PricingTable:
@@ -530,8 +571,12 @@ class PricingSettings(_Section):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SUPPORTGRAPH_", env_nested_delimiter="__", extra="forbid")
 
-    state_dir: Path = Path(".supportgraph")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    state_dir: Path = Field(
+        Path(".supportgraph"), description="embedded Postgres data and other local state (made absolute)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="replicas' log level (access logs are always off)"
+    )
     dedup: DedupSettings = DedupSettings()
     http: HttpSettings = HttpSettings()
     auth: AuthSettings = AuthSettings()

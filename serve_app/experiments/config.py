@@ -31,9 +31,9 @@ DEFAULT_RERANKER_EXPERIMENT = "reranker"
 class ExperimentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="the experiment's name")
     arms: dict[str, float] = Field(..., description="arm -> weight (share of units)")
-    unit: Unit = "tenant"
+    unit: Unit = Field("tenant", description="what gets an arm: a tenant, a session or a request")
     control: str | None = Field(None, description="the arm others are compared to (default: the first)")
     start: datetime | None = Field(None, description="assign from (inclusive; naive: UTC)")
     stop: datetime | None = Field(None, description="assign until (exclusive; naive: UTC)")
