@@ -194,6 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     from serve_app.answers.commands import add_arguments as answers_arguments
 
     answers_arguments(sub)
+    from serve_app.knowledge.commands import add_arguments as knowledge_arguments
+
+    knowledge_arguments(sub)
 
     costs = sub.add_parser("costs", help="a tenant's recorded costs by service and provider")
     costs.add_argument("--tenant", required=True)
@@ -936,9 +939,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from serve_app.answers.commands import COMMANDS as ANSWERS
+    from serve_app.knowledge.commands import COMMANDS as KNOWLEDGE
 
     commands = {
         **ANSWERS,
+        **KNOWLEDGE,
         "demo": _cmd_demo,
         "serve": _cmd_serve,
         "ingest": _cmd_ingest,
