@@ -153,11 +153,12 @@ class EmbedderSettings(_Section):
 
 
 class RerankerSettings(_Section):
-    backend: Literal["none", "learned", "cross-encoder", "cohere"] = "none"
+    backend: Literal["none", "learned", "cross-encoder", "cohere", "adapted"] = "none"
     model: str | None = Field(
         None,
         description="cross-encoder name or path; Cohere model; learned: weights JSON "
-        "(`supportgraph fit-reranker`; default: the bundled fit)",
+        "(`supportgraph fit-reranker`; default: the bundled fit); adapted: the folder of the tenants' "
+        "models (`supportgraph adapt`; default: STATE_DIR/models)",
     )
     base_url: str | None = None
     api_key_env: str = "CO_API_KEY"
@@ -167,6 +168,8 @@ class RerankerSettings(_Section):
             return {}
         if self.backend == "learned":
             return {"path": self.model} if self.model else {}
+        if self.backend == "adapted":
+            return {"models": self.model} if self.model else {}
         opts: dict[str, Any] = {"model": self.model} if self.model else {}
         if self.backend == "cohere":
             opts.update(api_key_env=self.api_key_env, base_url=self.base_url)
