@@ -179,7 +179,13 @@ class RerankerSettings(_Section):
 class KnowledgeSettings(_Section):
     embedder: EmbedderSettings = EmbedderSettings()
     rerankers: dict[str, RerankerSettings] = Field(
-        default_factory=lambda: {"learned": RerankerSettings(backend="learned"), "none": RerankerSettings()}
+        default_factory=lambda: {
+            "learned": RerankerSettings(backend="learned"),
+            "none": RerankerSettings(),
+            "adapted": RerankerSettings(backend="adapted"),
+        },
+        description="arm -> backend; `adapted` ranks with the tenant's own model (`supportgraph adapt`) "
+        "and falls back to the learned order for a tenant without one",
     )
     ab_weights: dict[str, float] = Field(
         default_factory=lambda: {"learned": 1.0},

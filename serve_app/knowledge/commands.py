@@ -84,6 +84,35 @@ async def run_adapt(
             )
 
 
+def default_arms(settings: Settings, tenant: str) -> list[str]:
+    """The reranker arm(s) `supportgraph search` gives the tenant by default (its `ab_weights` split)."""
+    from serve_app.knowledge.rerankers import assign_arm
+
+    weights = settings.knowledge.ab_weights
+    if not weights:
+        return []
+    if settings.knowledge.ab_split_by == "tenant":
+        return [assign_arm(weights, tenant)]
+    return sorted(a for a, w in weights.items() if w > 0)
+
+
+async def prepare_arms(
+    settings: Settings, db: Any, embedder: Any, tenant: str, arms: list[str], max_minutes: float
+) -> dict[str, Any]:
+    """What the given arms need before an evaluation: the tenant's adapted reranker, trained (bounded by
+    `max_minutes`, resumed if a run was cut) unless already there. Returns each adapt run's report."""
+    from serve_app.knowledge.adapt import AdaptConfig, adapt_tenant
+
+    backends = {a: settings.knowledge.rerankers[a].backend for a in arms if a in settings.knowledge.rerankers}
+    if "adapted" not in backends.values():
+        return {}
+    inner = getattr(embedder, "inner", embedder)
+    report = await adapt_tenant(
+        db, inner, settings.state_dir, tenant, AdaptConfig(), max_minutes=max_minutes, device="auto"
+    )
+    return {"adapted": {k: report.get(k) for k in ("steps", "total_steps", "complete", "skipped", "seconds")}}
+
+
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from serve_app.knowledge.adapt import tenant_dir
 
