@@ -138,7 +138,7 @@ class Trainer:
         batch = self.tokenizer(
             questions,
             passages,
-            truncation="only_second",
+            truncation="longest_first",  # as the CrossEncoder does at serving time
             max_length=self.cfg.max_length,
             padding=True,
             return_tensors="pt",
@@ -164,7 +164,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     def first_place_rate(self, held_out: list[kb_pairs.Pair]) -> float:
         """Share of held-out questions whose own passage scores above all its negatives."""
@@ -224,10 +224,12 @@ async def adapt_tenant(
     device: str = "cpu",
     progress: Progress | None = None,
     retrain: bool = False,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Generate (or reuse) the tenant's pairs, train (or resume) its cross-encoder until done or out of
     time, publish it under `reranker/` and return what the run did. A model already trained to the end
-    with the same settings is kept (`retrain`: new pairs, new training)."""
+    with the same settings is kept (`retrain`: new pairs, new training). `max_steps`: at most this many
+    steps in this run (then it stops as at the time limit)."""
     started = time.perf_counter()
     deadline = started + max_minutes * 60
     home = tenant_dir(state_dir, tenant_id)
@@ -243,15 +245,17 @@ async def adapt_tenant(
     total = math.ceil(len(train) / cfg.batch_questions)
     trainer = Trainer(cfg, pick_device(device), checkpoint if checkpoint.exists() else None)
     resumed_at, losses = trainer.step, []
-    while trainer.step < total and time.perf_counter() < deadline:
+    last = total if max_steps is None else min(total, resumed_at + max_steps)
+    while trainer.step < last and time.perf_counter() < deadline:
         at = trainer.step * cfg.batch_questions
         losses.append(trainer.train_step(train[at : at + cfg.batch_questions], total))
         if progress:
             progress("training", trainer.step, total)
-        if trainer.step % cfg.checkpoint_every == 0:
+        if trainer.step % cfg.checkpoint_every == 0 and trainer.step < last:
             trainer.save(checkpoint, with_optimizer=True)
     complete = trainer.step >= total
-    trainer.save(checkpoint, with_optimizer=True)
+    if not complete:
+        trainer.save(checkpoint, with_optimizer=True)
     trained_s = time.perf_counter() - started - generated_s
     report = {
         "tenant": tenant_id,
