@@ -6,8 +6,9 @@ The model is a tenant's adapted reranker folder (`STATE_DIR/models/TENANT/rerank
 an untrained one made from the bundled MiniLM (the same architecture and cost: a trained model differs
 only in its weights). Candidates are real help-center passages (the bundled sample, repeated to k)
 truncated like the served model (its `max_length`, default 192 tokens). Prints a table (p50 / p95 ms
-per query for each k, ms per candidate, CPU ms per query over all threads) and ends with one JSON line. Add these figures to the
-search latency of retrieval_bench.py (database stages at 100k chunks) for a search with this arm.
+per query for each k, ms per candidate, CPU ms per query over all threads) and ends with one JSON
+line. Add these figures to the search latency of retrieval_bench.py (database stages at 100k chunks)
+for a search with this arm.
 """
 
 from __future__ import annotations
