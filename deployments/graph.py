@@ -74,7 +74,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         settings.state_dir,
         settings.pricing,
         embeddings.bind(settings.knowledge.embedder),
-        reranker_arms.bind(settings.knowledge),
+        reranker_arms.bind(settings.knowledge, settings.state_dir),
     )
     self_hosted = {
         t.name: serve.deployment(SelfHostedLLM, name=self_hosted_name(t.name))

@@ -1,8 +1,9 @@
 """Knowledge deployments: Embeddings (batched, cached), RerankerArms (every configured backend, one per
-arm), KnowledgeBase (Postgres pool + hybrid retrieval, calling the other two through handles; what a
-billed embedder or reranker charged for a search goes to the tenant's cost ledger, written before the
-search returns). Each is built from
-its own settings section; factory.build_retriever wires the KnowledgeBase's retriever."""
+arm; the `adapted` arm's per-tenant models loaded through Serve's model multiplexing), KnowledgeBase
+(Postgres pool + hybrid retrieval, calling the other two through handles; what a billed embedder or
+reranker charged for a search goes to the tenant's cost ledger, written before the search returns).
+Each is built from its own settings section; factory.build_retriever wires the KnowledgeBase's
+retriever."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from serve_app.db.database import Database
 from serve_app.experiments.config import Experiments, default_reranker_experiment
 from serve_app.knowledge.factory import build_embedder, build_rerankers, build_retriever
 from serve_app.knowledge.rerankers import Candidate, Ranking
+from serve_app.knowledge.rerankers.adapted import AdaptedReranker, TenantModel
 from serve_app.metrics import Metrics
 from serve_app.settings import DatabaseSettings, EmbedderSettings, KnowledgeSettings, PricingSettings
 
@@ -43,10 +45,23 @@ class Embeddings:
 
 
 class RerankerArms:
-    """Every configured reranker, by arm name (its Serve deployment is named `Reranker`)."""
+    """Every configured reranker, by arm name (its Serve deployment is named `Reranker`).
 
-    def __init__(self, knowledge: KnowledgeSettings):
-        self.rerankers = build_rerankers(knowledge)
+    A per-tenant arm (`adapted`) gets the tenant as the request's multiplexed model id: the replica
+    loads that tenant's model through `tenant_model` (Serve keeps the last MODELS_PER_REPLICA per
+    replica, least recently used out first, and routes a tenant's requests to a replica holding its
+    model). A tenant without a model is never loaded: its request is ranked by the arm's fallback."""
+
+    MODELS_PER_REPLICA = 4
+
+    def __init__(self, knowledge: KnowledgeSettings, state_dir: Path | None = None):
+        self.rerankers = build_rerankers(knowledge, state_dir)
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def tenant_model(self, tenant_id: str) -> TenantModel:
+        """Serve's loader for one model id (a tenant); every adapted arm shares the tenant's model."""
+        adapted = next(r for r in self.rerankers.values() if isinstance(r, AdaptedReranker))
+        return await asyncio.to_thread(adapted.load, tenant_id)
 
     async def rerank(
         self, arm: str, query: str, candidates: list[Candidate], top_n: int
@@ -54,7 +69,19 @@ class RerankerArms:
         """The ranking, and what the backend billed for it (None for self-hosted ones)."""
         if arm not in self.rerankers:
             raise ValueError(f"unknown reranker arm {arm!r}")
-        return await asyncio.to_thread(self.rerankers[arm].rerank, query, candidates, top_n)
+        reranker = self.rerankers[arm]
+        if isinstance(reranker, AdaptedReranker):
+            model = await self._adapted_model(reranker, serve.get_multiplexed_model_id())
+            return await asyncio.to_thread(reranker.rerank_with, model, query, candidates, top_n)
+        return await asyncio.to_thread(reranker.rerank, query, candidates, top_n)
+
+    async def _adapted_model(self, reranker: AdaptedReranker, tenant_id: str) -> TenantModel | None:
+        """The tenant's model (None: no tenant on the request, or no model for it: the fallback ranks).
+        A model retrained since it was loaded is read again in place."""
+        if not tenant_id or not reranker.has_model(tenant_id):
+            return None
+        model = await self.tenant_model(tenant_id)
+        return await asyncio.to_thread(model.refreshed)
 
 
 class KnowledgeBase:

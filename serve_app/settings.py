@@ -171,13 +171,16 @@ class EmbedderSettings(_Section):
 class RerankerSettings(_Section):
     """One reranker arm."""
 
-    backend: Literal["none", "learned", "cross-encoder", "cohere"] = Field(
-        "none", description="none keeps the fused order; learned: evidence model; cross-encoder; cohere (API)"
+    backend: Literal["none", "learned", "cross-encoder", "cohere", "adapted"] = Field(
+        "none",
+        description="none keeps the fused order; learned: evidence model; cross-encoder; cohere (API);"
+        " adapted: the tenant's own cross-encoder (`supportgraph adapt`)",
     )
     model: str | None = Field(
         None,
         description="cross-encoder name or path; Cohere model; learned: weights JSON "
-        "(`supportgraph fit-reranker`; default: the bundled fit)",
+        "(`supportgraph fit-reranker`; default: the bundled fit); adapted: the folder of the tenants' "
+        "models (`supportgraph adapt`; default: STATE_DIR/models)",
     )
     base_url: str | None = Field(None, description="cohere: another endpoint of its API")
     api_key_env: str = Field("CO_API_KEY", description="cohere: variable holding the key")
@@ -187,6 +190,8 @@ class RerankerSettings(_Section):
             return {}
         if self.backend == "learned":
             return {"path": self.model} if self.model else {}
+        if self.backend == "adapted":
+            return {"models": self.model} if self.model else {}
         opts: dict[str, Any] = {"model": self.model} if self.model else {}
         if self.backend == "cohere":
             opts.update(api_key_env=self.api_key_env, base_url=self.base_url)
@@ -198,8 +203,13 @@ class KnowledgeSettings(_Section):
 
     embedder: EmbedderSettings = EmbedderSettings()
     rerankers: dict[str, RerankerSettings] = Field(
-        default_factory=lambda: {"learned": RerankerSettings(backend="learned"), "none": RerankerSettings()},
-        description="arm name -> reranker",
+        default_factory=lambda: {
+            "learned": RerankerSettings(backend="learned"),
+            "none": RerankerSettings(),
+            "adapted": RerankerSettings(backend="adapted"),
+        },
+        description="arm name -> reranker; `adapted` ranks with the tenant's own model (`supportgraph adapt`) "
+        "and falls back to the learned order for a tenant without one",
     )
     ab_weights: dict[str, float] = Field(
         default_factory=lambda: {"learned": 1.0},

@@ -52,6 +52,7 @@ def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
                 "rerankers": {
                     "learned": {"backend": "learned"},
                     "none": {},
+                    "adapted": {"backend": "adapted"},  # no traffic share: asked for by name
                     "cohere": {
                         "backend": "cohere",
                         "base_url": wire_url,

@@ -396,3 +396,58 @@ def test_a_billed_rerankers_searches_reach_the_tenants_costs(
         joined = asyncio.run(services_of_request())
         time.sleep(0.3)
     assert joined == {"llm", "rerank"}
+
+
+def test_the_adapted_arm_ranks_with_each_tenants_own_model(
+    graph: RunningGraph, graph_settings: Settings
+) -> None:
+    """A tenant with a trained reranker is ranked by it in the Reranker replica (its model loaded
+    through Serve's model multiplexing, the tenant as model id): the same scores as the model loaded
+    here. A tenant without one gets the learned arm's order, not an error."""
+    from serve_app import samples
+    from serve_app.db.database import Database
+    from serve_app.knowledge.adapt import AdaptConfig, adapt_tenant
+    from serve_app.knowledge.factory import build_embedder
+    from serve_app.knowledge.ingest import ingest_path
+    from serve_app.knowledge.rerankers import Candidate
+    from serve_app.knowledge.rerankers.adapted import AdaptedReranker
+
+    adapted, plain = "graph-adapted", "graph-unadapted"
+    tiny = AdaptConfig(questions=20, negatives=2, max_length=64, holdout=2, checkpoint_every=99)
+
+    async def prepare() -> None:
+        embedder = build_embedder(graph_settings.knowledge.embedder)
+        async with Database.of(graph_settings) as db:
+            for tenant in (adapted, plain):
+                await ingest_path(db, embedder, samples.HELP_CENTER, tenant)
+            await adapt_tenant(db, embedder.inner, graph_settings.state_dir, adapted, tiny, max_steps=1)
+
+    asyncio.run(prepare())
+    kb = serve.get_deployment_handle("KnowledgeBase", app_name=graph.app_name)
+    question = "How long do deleted notes stay in the trash?"
+    with_model = kb.search.remote(adapted, question, arm="adapted").result()
+    without = kb.search.remote(plain, question, arm="adapted").result()
+    learned = kb.search.remote(plain, question, arm="learned").result()
+    assert with_model["arm"] == "adapted" and with_model["passages"]
+    assert without["arm"] == "adapted" and without["passages"]
+    assert [p["source"] for p in without["passages"]] == [p["source"] for p in learned["passages"]]
+
+    reranker = serve.get_deployment_handle("Reranker", app_name=graph.app_name)
+    texts = ["Deleted notes stay in the trash for 30 days.", "Change your avatar in settings."]
+    candidates = [Candidate(t) for t in texts]
+    served, _ = (
+        reranker.options(multiplexed_model_id=adapted)
+        .rerank.remote("adapted", question, candidates, 2)
+        .result()
+    )
+    local, _ = AdaptedReranker(graph_settings.state_dir / "models").rerank_for(
+        adapted, question, candidates, 2
+    )
+    assert [i for i, _ in served] == [i for i, _ in local]
+    assert [s for _, s in served] == pytest.approx([s for _, s in local], abs=1e-4)
+    fallback, _ = (
+        reranker.options(multiplexed_model_id=plain)
+        .rerank.remote("adapted", question, candidates, 2)
+        .result()
+    )
+    assert fallback == [(0, 1.0), (1, 0.5)]  # no model, no evidence: the fused order

@@ -30,10 +30,13 @@ class AsyncEmbedder(Protocol):
 
 
 class AsyncReranker(Protocol):
+    """`tenant_id`: whose search it is (a per-tenant backend, `adapted`, ranks with that tenant's model;
+    the others ignore it)."""
+
     name: str
 
     async def rerank(
-        self, query: str, candidates: list[Candidate], top_n: int
+        self, query: str, candidates: list[Candidate], top_n: int, tenant_id: str | None = None
     ) -> tuple[Ranking, Usage | None]: ...
 
 
@@ -75,28 +78,42 @@ class InlineReranker:
     def __init__(self, reranker: Reranker):
         self.reranker, self.name = reranker, reranker.name
 
-    async def rerank(
-        self, query: str, candidates: list[Candidate], top_n: int
+    def _call(
+        self, query: str, candidates: list[Candidate], top_n: int, tenant_id: str | None
     ) -> tuple[Ranking, Usage | None]:
+        per_tenant = getattr(self.reranker, "rerank_for", None)
+        if per_tenant is not None:
+            if tenant_id is None:
+                raise TypeError(f"reranker {self.name} ranks per tenant: the search's tenant is needed")
+            return per_tenant(tenant_id, query, candidates, top_n)
         return self.reranker.rerank(query, candidates, top_n)
+
+    async def rerank(
+        self, query: str, candidates: list[Candidate], top_n: int, tenant_id: str | None = None
+    ) -> tuple[Ranking, Usage | None]:
+        return self._call(query, candidates, top_n, tenant_id)
 
 
 class ThreadedReranker(InlineReranker):
     """An in-process text reranker (a model, an SDK call), run in a worker thread."""
 
     async def rerank(
-        self, query: str, candidates: list[Candidate], top_n: int
+        self, query: str, candidates: list[Candidate], top_n: int, tenant_id: str | None = None
     ) -> tuple[Ranking, Usage | None]:
-        return await asyncio.to_thread(self.reranker.rerank, query, candidates, top_n)
+        return await asyncio.to_thread(self._call, query, candidates, top_n, tenant_id)
 
 
 class HandleReranker:
-    """One arm of the `RerankerArms` deployment."""
+    """One arm of the `RerankerArms` deployment. A per-tenant arm sends the tenant as the request's
+    multiplexed model id, so Serve routes it to a replica that has the tenant's model loaded."""
 
-    def __init__(self, handle: DeploymentHandle, arm: str):
-        self.handle, self.arm, self.name = handle, arm, f"arm:{arm}"
+    def __init__(self, handle: DeploymentHandle, arm: str, per_tenant: bool = False):
+        self.handle, self.arm, self.name, self.per_tenant = handle, arm, f"arm:{arm}", per_tenant
 
     async def rerank(
-        self, query: str, candidates: list[Candidate], top_n: int
+        self, query: str, candidates: list[Candidate], top_n: int, tenant_id: str | None = None
     ) -> tuple[Ranking, Usage | None]:
-        return await self.handle.rerank.remote(self.arm, query, candidates, top_n)
+        handle = self.handle
+        if self.per_tenant and tenant_id:
+            handle = handle.options(multiplexed_model_id=tenant_id)
+        return await handle.rerank.remote(self.arm, query, candidates, top_n)

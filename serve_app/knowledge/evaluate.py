@@ -3,7 +3,9 @@
 The dataset folder holds `docs/` (ingested once into an evaluation tenant; re-runs skip unchanged files)
 and `qrels/test.tsv` (query-id, corpus-id, score); corpus ids are document paths without their suffix.
 Queries come from a separate JSONL file (`_id`, `text`), so tuning uses the dev split and reporting the
-test split. Passages are ranked, then collapsed to documents in order of their first passage.
+test split; a query row may carry its own judgement in `doc` (a corpus id, or a list of them), as the
+question sets under evals/ do. Passages are ranked, then collapsed to documents in order of their first
+passage.
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ def load_queries(path: Path) -> list[Query]:
                     raise ValueError(f"{path}:{n}: each line needs _id and text")
                 queries.append(Query(str(row["_id"]), row["text"]))
     return queries
+
+
+def inline_qrels(path: Path) -> dict[str, set[str]]:
+    """query id -> corpus ids from the `doc` field of the query file's rows (rows without one: none)."""
+    qrels: dict[str, set[str]] = {}
+    with path.open() as fh:
+        for line in fh:
+            row = json.loads(line) if line.strip() else {}
+            if row.get("doc"):
+                docs = row["doc"] if isinstance(row["doc"], list) else [row["doc"]]
+                qrels[str(row["_id"])] = {str(d) for d in docs}
+    return qrels
 
 
 def load_qrels(dataset: Path) -> dict[str, set[str]]:

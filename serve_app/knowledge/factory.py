@@ -3,6 +3,7 @@ place a Retriever is built (for the CLI and for the KnowledgeBase deployment ali
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serve_app.db.database import Database
@@ -44,12 +45,22 @@ def build_embedder(cfg: EmbedderSettings) -> CachedEmbedder:
     return CachedEmbedder(inner, cfg.cache_size, shared)
 
 
-def build_reranker(cfg: RerankerSettings) -> Reranker:
-    return create_reranker(cfg.backend, **cfg.options())
+PER_TENANT_BACKENDS = frozenset({"adapted"})  # ranked by the tenant's own model: `rerank_for(tenant, ...)`
 
 
-def build_rerankers(cfg: KnowledgeSettings) -> dict[str, Reranker]:
-    return {name: build_reranker(r) for name, r in cfg.rerankers.items()}
+def build_reranker(cfg: RerankerSettings, state_dir: Path | None = None) -> Reranker:
+    """The backend `cfg` names; an `adapted` one finds the tenants' models under `state_dir/models`
+    unless its `model` names another folder."""
+    options = cfg.options()
+    if cfg.backend == "adapted" and "models" not in options:
+        if state_dir is None:
+            raise ValueError("the adapted reranker needs the state dir (or its `model` folder)")
+        options["models"] = Path(state_dir) / "models"
+    return create_reranker(cfg.backend, **options)
+
+
+def build_rerankers(cfg: KnowledgeSettings, state_dir: Path | None = None) -> dict[str, Reranker]:
+    return {name: build_reranker(r, state_dir) for name, r in cfg.rerankers.items()}
 
 
 def build_retriever(
@@ -65,8 +76,9 @@ def build_retriever(
 
     Queries are embedded by the `Embeddings` deployment when its handle `embeddings` is given, else by
     `embedder` (default: the configured one) in a worker thread. Text rerankers run in the `RerankerArms`
-    deployment when its handle `reranker_arms` is given, else in a worker thread; the learned reranker
-    runs inline either way. `rerank=False`: no arms, the fused order (what fit-reranker learns from)."""
+    deployment when its handle `reranker_arms` is given (a per-tenant arm with the tenant as its
+    multiplexed model id), else in a worker thread; the learned reranker runs inline either way.
+    `rerank=False`: no arms, the fused order (what fit-reranker learns from)."""
     query_embedder: AsyncEmbedder = (
         HandleEmbedder(embeddings, cfg.embedder.model, cfg.embedder.dim)
         if embeddings is not None
@@ -77,8 +89,8 @@ def build_retriever(
         if r.backend in INLINE_BACKENDS:
             arms[arm] = InlineReranker(build_reranker(r))
         elif reranker_arms is not None:
-            arms[arm] = HandleReranker(reranker_arms, arm)
+            arms[arm] = HandleReranker(reranker_arms, arm, per_tenant=r.backend in PER_TENANT_BACKENDS)
         else:
-            arms[arm] = ThreadedReranker(build_reranker(r))
+            arms[arm] = ThreadedReranker(build_reranker(r, db.state_dir))
     weights = cfg.ab_weights if rerank else {}
     return Retriever(db, query_embedder, arms, weights, cfg.ab_split_by, cfg)

@@ -148,7 +148,9 @@ class Retriever:
         if mode == "hybrid_rerank" and (chosen in self.rerankers or self.arms):
             unit = tenant_id if self.split_by == "tenant" else (request_id or text)
             arm = chosen if chosen in self.rerankers else assign_arm(self.arms, unit)
-            ranked = await self._rerank(arm, text, ranked[: cfg.rerank_candidates], k, timings, usage)
+            ranked = await self._rerank(
+                arm, tenant_id, text, ranked[: cfg.rerank_candidates], k, timings, usage
+            )
         timings["total"] = (time.perf_counter() - t0) * 1e3
         if self.metrics is not None:
             self.metrics.inc("supportgraph_retrievals", tenant=tenant_id, mode=mode)
@@ -167,6 +169,7 @@ class Retriever:
     async def _rerank(
         self,
         arm: str,
+        tenant_id: str,
         query: str,
         candidates: list[Hit],
         k: int,
@@ -181,6 +184,7 @@ class Retriever:
                 query,
                 [Candidate(f"{h.passage.heading}\n{h.passage.content}", h.evidence) for h in candidates],
                 k,
+                tenant_id,
             )
             if billed is not None:
                 usage.append(billed)

@@ -1,5 +1,6 @@
 """Rerankers: one protocol (`rerank(query, candidates, top_n) -> (ranking, Usage | None)`), one module
-per backend (none, learned, cross-encoder, Cohere), a registry, and the A/B split that assigns a request
+per backend (none, learned, cross-encoder, Cohere, adapted: a per-tenant cross-encoder, which ranks
+through `rerank_for(tenant_id, ...)`), a registry, and the A/B split that assigns a request
 to an arm by tenant or by request hash. Each candidate carries its text and its retrieval evidence: text
 rerankers score (query, text) pairs, the learned one scores what the retrievers said about it.
 """
@@ -64,7 +65,11 @@ def create_reranker(backend: str, **options: Any) -> Reranker:
         from serve_app.knowledge.rerankers.cohere import CohereReranker
 
         return CohereReranker(**options)
-    raise ValueError(f"unknown reranker backend {backend!r} (none, learned, cross-encoder, cohere)")
+    if backend == "adapted":
+        from serve_app.knowledge.rerankers.adapted import AdaptedReranker
+
+        return AdaptedReranker(**options)
+    raise ValueError(f"unknown reranker backend {backend!r} (none, learned, cross-encoder, cohere, adapted)")
 
 
 @dataclass

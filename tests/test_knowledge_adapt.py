@@ -1,0 +1,151 @@
+"""The tenant-adapted reranker: training pairs made from a knowledge base without labels, `adapt`
+training that stops, resumes and publishes, and the `adapted` arm ranking with a tenant's own model or
+falling back (no model: the learned evidence order) without an error."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from serve_app import samples
+from serve_app.knowledge import pairs as kb_pairs
+from serve_app.knowledge.adapt import META, AdaptConfig, adapt_tenant, schedule, tenant_dir
+from serve_app.knowledge.ingest import ingest_path
+from serve_app.knowledge.rerankers import Candidate
+from serve_app.knowledge.rerankers.adapted import AdaptedReranker
+from serve_app.knowledge.rerankers.learned import Evidence, LearnedFusionReranker
+from serve_app.knowledge.store import Passage
+from tests.conftest import LiveDB
+
+# a few steps of short pairs; a checkpoint only where a run stops early
+TINY = AdaptConfig(
+    questions=30, negatives=2, max_length=64, batch_questions=4, holdout=4, checkpoint_every=99
+)
+
+CONTENT = (
+    "Amazon S3 stores objects in buckets. Each bucket lives in one AWS Region that you choose when "
+    "you create it. You can turn on versioning to keep every version of an object in the bucket. "
+    "DynamoDB tables and IAM policies are configured elsewhere in the console."
+)
+
+
+def chunk(n: int, content: str = CONTENT, doc: int | None = None) -> kb_pairs.KbChunk:
+    return kb_pairs.KbChunk(
+        n, doc if doc is not None else n, f"Guide {n}", f"Guide {n} > Using buckets {n}", content
+    )
+
+
+def passage(chunk_id: int, doc: int) -> Passage:
+    return Passage(chunk_id, doc, f"d{doc}.md", f"D{doc}", f"heading {chunk_id}", f"content {chunk_id}", 1.0)
+
+
+def test_inverse_cloze_takes_its_sentence_out_of_the_passage() -> None:
+    for seed in range(10):
+        question, positive = kb_pairs.question_for(chunk(1), "cloze", random.Random(seed))
+        assert question in kb_pairs.sentences(CONTENT)
+        assert question not in positive and positive.startswith("Guide 1 > Using buckets 1\n")
+        assert len(kb_pairs.sentences(positive.split("\n", 1)[1])) == len(kb_pairs.sentences(CONTENT)) - 1
+
+
+def test_customer_rewrites_drop_product_terms_and_repeat_for_a_seed() -> None:
+    question = "How do I turn on versioning for an Amazon S3 bucket with DynamoDB and IAM on db.m5.large?"
+    rewrites = [kb_pairs.customer_rewrite(question, random.Random(seed)) for seed in range(20)]
+    for text in rewrites:
+        assert not any(term in text for term in ("Amazon S3", "DynamoDB", "IAM", "db.m5.large", "S3"))
+        assert "versioning" in text and text == text.lower()
+    assert rewrites == [kb_pairs.customer_rewrite(question, random.Random(seed)) for seed in range(20)]
+    assert len(set(rewrites)) > 10  # filler, symptoms and vague words vary with the seed
+
+
+def test_questions_come_in_every_kind_and_are_seeded() -> None:
+    chunks = [chunk(n) for n in range(80)]
+    made = kb_pairs.make_questions(chunks, 60, seed=3)
+    assert len(made) == 60 and {p.kind for p in made} == set(kb_pairs.KINDS)
+    assert all(p.query.strip() and p.positive.strip() for p in made)
+    assert [p.query for p in made] == [p.query for p in kb_pairs.make_questions(chunks, 60, seed=3)]
+    assert [p.query for p in made] != [p.query for p in kb_pairs.make_questions(chunks, 60, seed=4)]
+    heading = next(p for p in made if p.kind == "heading")
+    assert "using buckets" in heading.query
+
+
+def test_hard_negatives_skip_the_positives_document_and_interleave_both_retrievers() -> None:
+    pair = kb_pairs.Pair("q", "p", "cloze", document_id=7, chunk_id=70)
+    lexical = [passage(70, 7), passage(71, 7), passage(10, 1), passage(11, 1)]
+    dense = [passage(20, 2), passage(10, 1), passage(72, 7), passage(30, 3)]
+    negatives = kb_pairs.hard_negatives(pair, lexical, dense, 3)
+    assert negatives == ["heading 20\ncontent 20", "heading 10\ncontent 10", "heading 11\ncontent 11"]
+
+
+def test_the_schedule_warms_up_then_decays_to_zero() -> None:
+    rates = [schedule(step, 100) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and max(rates) == pytest.approx(1.0)
+    assert rates[9] == pytest.approx(1.0) and rates[-1] < 0.02 and rates == sorted(rates[:10]) + rates[10:]
+
+
+def test_adapt_stops_resumes_publishes_and_the_arm_ranks_with_it(live_db: LiveDB, embedder) -> None:
+    """A run cut after two steps publishes an incomplete model and leaves a checkpoint; the next run
+    resumes there, on the same pairs, to the end; a third keeps it. The adapted reranker then ranks the
+    tenant's candidates with that model, and a tenant without one gets the learned evidence order."""
+    state = live_db.db.state_dir
+    live_db.run(ingest_path(live_db.db, embedder, samples.HELP_CENTER, "adapt-t"))
+    model = embedder.inner
+    first = live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", TINY, max_steps=2))
+    home = tenant_dir(state, "adapt-t")
+    assert first["steps"] == 2 and not first["complete"] and (home / "work" / "checkpoint").is_dir()
+    assert json.loads((home / "reranker" / META).read_text())["complete"] is False
+    second = live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", TINY))
+    assert second["resumed_at"] == 2 and second["complete"] and second["steps"] == second["total_steps"] > 2
+    assert second["pairs"] == first["pairs"] and not (home / "work" / "checkpoint").exists()
+    assert "skipped" in live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", TINY))
+
+    reranker = AdaptedReranker(state / "models")
+    texts = ["Exports larger than 2 GB fail; split the export by date.", "Change your avatar in settings."]
+    candidates = [Candidate(t) for t in texts]
+    ranking, usage = reranker.rerank_for("adapt-t", "my export is too big", candidates, 2)
+    assert reranker.last_source == "model" and usage is None and sorted(i for i, _ in ranking) == [0, 1]
+    scores = reranker.model_for("adapt-t").cross_encoder.model.predict(
+        [("my export is too big", t) for t in texts]
+    )
+    assert [s for _, s in ranking] == pytest.approx(sorted(np.asarray(scores).ravel().tolist(), reverse=True))
+
+    evidence = [Evidence(3, None, 0.2, 0.5), Evidence(1, 1, 1.0, 1.0)]
+    with_evidence = [Candidate(t, e) for t, e in zip(texts, evidence, strict=True)]
+    fallback, _ = reranker.rerank_for("no-model-t", "my export is too big", with_evidence, 2)
+    assert reranker.last_source == "fallback"
+    assert fallback == LearnedFusionReranker().rerank_evidence(evidence, 2)
+    assert reranker.rerank_for("no-model-t", "q", candidates, 2)[0] == [(0, 1.0), (1, 0.5)]
+
+    loaded = reranker.model_for("adapt-t")
+    meta = home / "reranker" / META
+    os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))  # a new adapt run
+    assert loaded.stale()
+    again = reranker.model_for("adapt-t")
+    assert again is not loaded and again.version == meta.stat().st_mtime_ns and not again.stale()
+
+
+def test_the_adapted_arm_serves_searches_with_and_without_a_model(live_db: LiveDB, embedder) -> None:
+    from serve_app.knowledge.factory import build_retriever
+    from serve_app.settings import KnowledgeSettings
+
+    state = live_db.db.state_dir
+    for tenant in ("adapt-t", "plain-t"):
+        live_db.run(ingest_path(live_db.db, embedder, samples.HELP_CENTER, tenant))
+    live_db.run(adapt_tenant(live_db.db, embedder.inner, state, "adapt-t", replace(TINY), max_steps=1))
+    retriever = build_retriever(live_db.db, KnowledgeSettings(), embedder)
+
+    async def search(tenant: str, arm: str) -> list[str]:
+        result = await retriever.search(tenant, "How long do deleted notes stay in the trash?", arm=arm)
+        assert result.arm == arm
+        return [h.passage.source for h in result.hits]
+
+    adapted = live_db.run(search("adapt-t", "adapted"))
+    assert adapted and retriever.rerankers["adapted"].reranker.last_source == "model"
+    without = live_db.run(search("plain-t", "adapted"))
+    assert retriever.rerankers["adapted"].reranker.last_source == "fallback"
+    assert without == live_db.run(search("plain-t", "learned"))  # no model: the default arm's order
+    assert retriever.arm_stats["adapted"].failures == 0
