@@ -2,7 +2,8 @@
 
 The graph is found by import path (`GRAPH_BUILDER`), the way `serve run` finds it, so this core package
 does not import the Ray layer. Ray is told to stay quiet and local: no dashboard, no usage stats, no
-token auth, access logs off.
+token auth, access logs off; its workers start at `serve.worker_niceness` (0: the priority of the
+processes around them, so background replicas have room below it: `serve.background_niceness`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def local_graph(settings: Settings, *, shutdown: bool = True) -> Iterator[Runnin
     started = time.perf_counter()
     own_ray = not ray.is_initialized()
     if own_ray:
+        if settings.serve.worker_niceness is not None:  # read by the raylet that ray.init starts
+            os.environ.setdefault("RAY_worker_niceness", str(settings.serve.worker_niceness))
         ray.init(
             num_cpus=settings.serve.ray_num_cpus,
             include_dashboard=False,
