@@ -18,7 +18,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AV
 $(STAMP): pyproject.toml setup.py serve_app/frames/_phash_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,haproxy]"
 	$(BIN)/python -c "from serve_app.frames.phash import native_available as n; assert n(), 'native pHash kernel missing'"
 	touch $@
 

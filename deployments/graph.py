@@ -29,6 +29,8 @@ def _options(res: DeploymentResources, log_level: str) -> dict[str, Any]:
     actor: dict[str, Any] = {"num_cpus": res.num_cpus}
     if res.num_gpus:
         actor["num_gpus"] = res.num_gpus
+    if res.resources:
+        actor["resources"] = dict(res.resources)
     return {
         "num_replicas": res.num_replicas,
         "ray_actor_options": actor,
@@ -79,7 +81,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     self_hosted = {
         t.name: serve.deployment(SelfHostedLLM, name=self_hosted_name(t.name))
         .options(**_options(settings.serve.self_hosted_llm, level))
-        .bind(t)
+        .bind(t, niceness=settings.serve.background_niceness)
         for t in settings.routing.tiers
         if t.backend == "gguf"
     }
@@ -93,7 +95,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
             **_options(settings.serve.screen_reader, level),
             request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
         )
-        .bind(settings.screen, settings.db, settings.state_dir)
+        .bind(settings.screen, settings.db, settings.state_dir, niceness=settings.serve.background_niceness)
         if settings.screen.enabled
         else None
     )

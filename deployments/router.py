@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from serve_app.handoff.desk import HANDOFF_API, HandoffDesk
 from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.knowledge.retrieval import prompt_text
 from serve_app.metrics import Metrics
+from serve_app.priority import lower_process_priority, process_niceness, thread_niceness
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
 from serve_app.routing.providers.errors import call_errors
@@ -57,17 +59,31 @@ _ASSIGNED: contextvars.ContextVar[dict[uuid.UUID, list[Assignment]] | None] = co
 )
 
 
-class SelfHostedLLM:
-    """One GGUF model (default: the bundled SmolLM2-135M) behind a handle."""
+def replica_cpus() -> int:
+    """The CPUs Ray assigned this replica (`num_cpus`), rounded up, at least 1."""
+    import ray
 
-    def __init__(self, tier: TierSettings):
-        self.provider = tier_provider(tier)
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    return max(1, math.ceil(assigned - 1e-9))
+
+
+class SelfHostedLLM:
+    """One GGUF model (default: the bundled SmolLM2-135M) behind a handle: background work, so its
+    process runs `niceness` steps below the interactive replicas and llama.cpp gets the replica's CPUs
+    (`tier.threads`, else `num_cpus` rounded up) rather than every core of the machine."""
+
+    def __init__(self, tier: TierSettings, niceness: int = 0):
+        self.niceness = lower_process_priority(niceness) if niceness else thread_niceness()
+        self.provider = tier_provider(tier, threads=tier.threads or replica_cpus())
 
     def loaded(self) -> dict[str, Any]:
-        """How the model was loaded: `repack_weights` is llama.cpp's use_extra_bufts, read back."""
+        """How the model was loaded: `repack_weights` is llama.cpp's use_extra_bufts, read back;
+        `threads` its CPU threads; `niceness` the lowest nice value among the process's threads."""
         return {
             "model": self.provider.model,
             "repack_weights": getattr(self.provider, "repacks_weights", None),
+            "threads": getattr(self.provider, "threads", None),
+            "niceness": process_niceness()["min"],
         }
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:

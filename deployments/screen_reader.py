@@ -62,7 +62,9 @@ class ScreenReaderDeployment:
         db: DatabaseSettings | None = None,
         state_dir: Path | None = None,
         engine_factory: Callable[[], Any] | None = None,
+        niceness: int = 5,
     ):
+        """`niceness`: how far below the replica's priority its whole-frame reads run."""
         self.cfg = cfg
         vocab = Vocabulary().add(vocabulary_texts(cfg.vocabulary))
         # each tenant's ingested help center adds its words (read under RLS, cached, rebuilt on ingest)
@@ -81,7 +83,12 @@ class ScreenReaderDeployment:
         # region reads and whole frames in queues (and threads) of their own: regions never wait behind
         # a whole frame, and a whole frame superseded by a newer one of its stream is not read
         self.queues = ReadQueues(
-            self.reader, cfg.max_batch_size, cfg.frame_batch_size, cfg.batch_wait_timeout_s, cfg.max_streams
+            self.reader,
+            cfg.max_batch_size,
+            cfg.frame_batch_size,
+            cfg.batch_wait_timeout_s,
+            cfg.max_streams,
+            frame_niceness=niceness,
         )
         if cfg.warm:
             log.info("screen reader warmed in %.1f s", self.reader.warm())

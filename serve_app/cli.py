@@ -423,9 +423,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     from serve_app.knowledge.chunking import iter_files
     from serve_app.knowledge.ingest import ingest_path
+    from serve_app.priority import lower_process_priority
 
     settings = load_settings(args.config)
     validate_tenant_id(args.tenant)
+    lower_process_priority(settings.serve.background_niceness)  # the graph's requests go first
     total = len(iter_files(args.path.expanduser()))
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> tuple[IngestReport, float]:

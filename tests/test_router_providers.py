@@ -442,13 +442,31 @@ def test_weight_repacking_is_off_unless_the_tier_turns_it_on(monkeypatch: pytest
         with local_gguf._model_params(use_extra_bufts=wanted):
             assert lib.llama_model_default_params().use_extra_bufts is wanted
     assert lib.llama_model_default_params().use_extra_bufts is True  # restored after the load
-    made: list[bool] = []
+    made: list[tuple[bool, int | None]] = []
 
     class Recorded(local_gguf.LocalGGUFProvider):
-        def __init__(self, model: str, path: str | None = None, repack_weights: bool = False) -> None:
-            made.append(repack_weights)
+        def __init__(
+            self,
+            model: str,
+            path: str | None = None,
+            threads: int | None = None,
+            repack_weights: bool = False,
+        ) -> None:
+            made.append((repack_weights, threads))
 
     monkeypatch.setattr(local_gguf, "LocalGGUFProvider", Recorded)
     for settings in ({}, {"repack_weights": True}):
         tier_provider(TierSettings(name="smol", backend="gguf", model="smollm2-135m", **settings))
-    assert made == [False, True]
+    # threads: what the caller (the replica: the tier's setting, else its CPUs) gives, else the tier's
+    tier_provider(TierSettings(name="smol", backend="gguf", model="smollm2-135m", threads=3))
+    tier_provider(TierSettings(name="smol", backend="gguf", model="smollm2-135m"), threads=1)
+    assert made == [(False, None), (True, None), (False, 3), (False, 1)]
+
+
+def test_llama_cpp_runs_generation_and_prompt_processing_on_the_given_threads() -> None:
+    """llama-cpp-python would give prompt processing (n_threads_batch) every core of the machine."""
+    from serve_app.routing.providers.local_gguf import LocalGGUFProvider
+
+    provider = LocalGGUFProvider(threads=1)
+    params = provider._llm.context_params
+    assert (provider.threads, params.n_threads, params.n_threads_batch) == (1, 1, 1)

@@ -4,12 +4,13 @@ A region read (a changed box: what a turn is likely waiting for) takes a fractio
 frame takes seconds on a CPU. In one queue a region read would wait behind whole frames. Here each kind
 has its own queue, its own batching (up to `max_batch` reads gathered for `wait_s`) and its own thread,
 so a region read starts as soon as the region thread is free; the whole-frame thread runs at a lower
-CPU priority (Linux: `nice` +5 for that thread alone: about a third of a region thread's share of a
-busy core, so whole frames yield without starving). A whole-frame read of a stream that a newer
-whole frame of the same stream has superseded before its batch began is not read: its reading comes
-back `skipped="stale"` (the newer one replaces the stream's lines anyway); requests that do not
-supersede (`ReadRequest.supersedes` false: the images of a chat message) are each read. No Ray: the
-ScreenReader deployment holds one of these.
+CPU priority (Linux: `frame_niceness` steps, `serve.background_niceness`, above the replica's nice value
+for that thread alone (serve_app/priority.py): at +10 about a tenth of a busy core's share beside a
+thread at the replica's value, so whole frames yield to every interactive replica without starving).
+A whole-frame read of a stream that a newer whole frame of the same stream has superseded before its
+batch began is not read: its reading comes back `skipped="stale"` (the newer one replaces the stream's
+lines anyway); requests that do not supersede (`ReadRequest.supersedes` false: the images of a chat
+message) are each read. No Ray: the ScreenReader deployment holds one of these.
 """
 
 from __future__ import annotations
@@ -17,21 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from serve_app.priority import lower_thread_priority
 from serve_app.screen.reader import Reading, ReadRequest, ScreenReader
 
 Item = tuple[ReadRequest, asyncio.Future]
-
-
-def lower_thread_priority(niceness: int = 5) -> None:
-    """The calling thread (on Linux a task of its own) yields the cores to the other threads."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: equal priority
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 class _Lane:
@@ -119,10 +115,12 @@ class ReadQueues:
         frame_batch: int = 2,
         wait_s: float = 0.01,
         max_streams: int = 10_000,
+        frame_niceness: int = 5,
     ):
         self.reader, self.max_streams = reader, max_streams
         self.regions = _Lane("region", reader.read_batch, region_batch, wait_s)
-        self.frames = _Lane("frame", self._read_frames, frame_batch, wait_s, lower_thread_priority)
+        lower = functools.partial(lower_thread_priority, frame_niceness)
+        self.frames = _Lane("frame", self._read_frames, frame_batch, wait_s, lower)
         self._seq = 0
         self._latest: OrderedDict[str, int] = OrderedDict()  # stream -> seq of its newest whole frame
         self._lock = threading.Lock()

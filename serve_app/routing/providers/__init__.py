@@ -21,11 +21,12 @@ def create_provider(
     api_key_env: str | None = None,
     path: str | None = None,
     repack_weights: bool = False,
+    threads: int | None = None,
 ) -> LLMProvider:
     """A provider by config name. SDKs and models load only for the backends actually configured."""
     factories: dict[str, Callable[[], LLMProvider]] = {
         "extractive": lambda: _extractive(model),
-        "gguf": lambda: _gguf(model, path, repack_weights),
+        "gguf": lambda: _gguf(model, path, repack_weights, threads),
         "gemini": lambda: _gemini(model, base_url, api_key_env or "GEMINI_API_KEY"),
         "anthropic": lambda: _claude(model, base_url, api_key_env or "ANTHROPIC_API_KEY"),
         "openai-compatible": lambda: _openai(model, base_url, api_key_env or "OPENAI_API_KEY"),
@@ -35,8 +36,9 @@ def create_provider(
     return factories[backend]()
 
 
-def tier_provider(tier: TierSettings) -> LLMProvider:
-    """The provider of one configured tier."""
+def tier_provider(tier: TierSettings, threads: int | None = None) -> LLMProvider:
+    """The provider of one configured tier; `threads`: a gguf model's CPU threads (default: the
+    tier's `threads`, else the provider's own default)."""
     return create_provider(
         tier.backend,
         tier.model,
@@ -44,6 +46,7 @@ def tier_provider(tier: TierSettings) -> LLMProvider:
         api_key_env=tier.api_key_env,
         path=tier.path,
         repack_weights=tier.repack_weights,
+        threads=threads or tier.threads,
     )
 
 
@@ -53,10 +56,10 @@ def _extractive(model: str) -> LLMProvider:
     return ExtractiveResponder(model)
 
 
-def _gguf(model: str, path: str | None, repack_weights: bool) -> LLMProvider:
+def _gguf(model: str, path: str | None, repack_weights: bool, threads: int | None) -> LLMProvider:
     from serve_app.routing.providers.local_gguf import LocalGGUFProvider
 
-    return LocalGGUFProvider(model, path, repack_weights=repack_weights)
+    return LocalGGUFProvider(model, path, threads=threads, repack_weights=repack_weights)
 
 
 def _gemini(model: str, base_url: str | None, key_env: str) -> LLMProvider:

@@ -7,6 +7,10 @@ repacks into AMX buffers and segfaults on the first decode (`ggml_backend_amx_mu
 llama.cpp issue 20824); without repacking the same build generates normally on every x86-64 CPU. The
 high-level `Llama` takes no argument for it, so the model parameters are amended as `Llama` makes them
 and checked after the load.
+
+Generation (`n_threads`) and prompt processing (`n_threads_batch`, which llama-cpp-python otherwise
+sets to every core of the machine) run on the same `threads`: the replica's share of the cores, so an
+escalation does not take the cores interactive requests run on.
 """
 
 from __future__ import annotations
@@ -82,11 +86,13 @@ class LocalGGUFProvider(LLMProvider):
         weights = Path(path) if path else bundled_smollm2()
         if not weights.is_file():
             raise FileNotFoundError(f"GGUF model not found: {weights}")
+        self.threads = threads or max(1, min(4, os.cpu_count() or 1))
         with _model_params(use_extra_bufts=repack_weights):
             self._llm = Llama(
                 model_path=str(weights),
                 n_ctx=n_ctx,
-                n_threads=threads or max(1, min(4, os.cpu_count() or 1)),
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
                 verbose=False,
             )
         if self.repacks_weights != repack_weights:
