@@ -1,6 +1,7 @@
 """Where a frame's time goes on the handle path: CPU milliseconds per frame of each stage, one thread.
 
     python benchmarks/frames_profile.py [--size 1280x720] [--streams 16] [--batch 16] [--rounds 6] [--no-ray]
+        [--busy]
 
 One round is what a FrameDedup replica gets from `streams` callers sending `batch` frames each (720p,
 16 x 16 = 256 frames of a generated screen share, every frame sampled, none throttled), and each stage
@@ -16,7 +17,12 @@ cores move the figures less than wall time would):
 - `to_planes`: what a client spends making planes of its RGB frames, one thread;
 - `decide_numpy` / `decide_native`: every decision (pHash distance, region detector, state update) with
   the region detector's numpy definition or its C port;
-- `to_dict`: the decision as the reply carries it.
+- `to_dict`: the decision as the reply carries it;
+- `decide_native_no_growth`: `decide_native` with the text-growth test off (`region_growth_max_h=0`):
+  the difference is what the test costs a frame; `growth_test_call`: one call of the test on a changed
+  box 976 x 42 (what it costs each time the detector found a region).
+
+`--busy` profiles a busy desktop (chat sidebar, growing log, pasted phrases: `frames/busy.py`).
 
 Serve's own per-call work (the router, the `@serve.batch` queue, the reply) is what
 `benchmarks/frames_bench.py` shows beyond these (its `service` reference is admit + kernel + decisions
@@ -36,6 +42,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from serve_app.frames import sampler as sampler_module
+from serve_app.frames.growth import text_growth
 from serve_app.frames.phash import signals_batch
 from serve_app.frames.planes import planes_signals, to_planes
 from serve_app.frames.region import RegionDetector, Thumb
@@ -61,10 +68,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--no-ray", action="store_true", help="skip the object-store round trips")
+    parser.add_argument("--busy", action="store_true", help="a busy desktop (frames/busy.py)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     n = args.streams * args.batch
-    clip = EventClip(EventClipSpec(seed=17, width=width, height=height, duration_s=n / 5 + 1))
+    spec = EventClipSpec(seed=17, width=width, height=height, duration_s=n / 5 + 1, busy=args.busy)
+    clip = EventClip(spec)
     distinct = np.stack([clip.rgb(i / 5) for i in range(min(n, 48))])
     frames = np.concatenate([distinct] * -(-n // len(distinct)))[:n]
     planes = to_planes(frames)
@@ -100,11 +109,12 @@ def main() -> None:
     out["to_planes"] = cpu_ms(lambda: to_planes(frames, 1), n, args.rounds)
     signals = signals_batch(frames, cell=cell, threads=1)
     thumbs = [Thumb(c, height, width, 16) for c in signals.cells]
-    for name, native in (("decide_numpy", False), ("decide_native", True)):
+    runs = (("decide_numpy", False, 60), ("decide_native", True, 60), ("decide_native_no_growth", True, 0))
+    for name, native, growth in runs:
         detector_of = sampler_module.RegionDetector
         sampler_module.RegionDetector = lambda policy, native=native: RegionDetector(policy, native=native)
         try:
-            service = DedupService(DedupSettings(hash_threads=1))
+            service = DedupService(DedupSettings(hash_threads=1, region_growth_max_h=growth))
 
             def decide(service: DedupService = service) -> list:
                 r = next(rounds)
@@ -124,6 +134,10 @@ def main() -> None:
         finally:
             sampler_module.RegionDetector = detector_of
     out["to_dict"] = cpu_ms(lambda: [d.to_dict() for d in decisions], n, args.rounds)
+    reference = np.rint(thumbs[0].strip_means()).astype(np.uint8)
+    means = np.rint(thumbs[1].strip_means()).astype(np.uint8)
+    box = (16, height - 120, min(976, width - 32), 42)
+    out["growth_test_call"] = cpu_ms(lambda: text_growth(means, reference, box, 16, 60, 22.0), 1, 2000)
     reasons: dict[str, int] = {}
     for d in decisions:
         reasons[d.reason.value] = reasons.get(d.reason.value, 0) + 1
@@ -139,6 +153,7 @@ def main() -> None:
         "size": f"{width}x{height}",
         "streams": args.streams,
         "batch": args.batch,
+        "busy": args.busy,
         "cpu_ms_per_frame": {k: round(v, 4) for k, v in out.items()},
     }
     print(json.dumps(result))

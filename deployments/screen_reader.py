@@ -29,7 +29,7 @@ from serve_app.metrics import Metrics
 from serve_app.screen.normalize import Vocabulary
 from serve_app.screen.ocr import OcrEngine
 from serve_app.screen.queues import ReadQueues
-from serve_app.screen.reader import ReaderLimits, Reading, ReadRequest, ScreenReader, crop_box
+from serve_app.screen.reader import ReaderLimits, Reading, ReadRequest, ScreenReader, compact, crop_box
 from serve_app.screen.state import ScreenStore
 from serve_app.screen.tenant_vocabulary import TenantVocabularies
 from serve_app.screen.vocabulary import vocabulary_texts
@@ -195,9 +195,21 @@ class ScreenHandOff:
         self.failed = 0
 
     def offer(self, stream_id: str, frame: np.ndarray, decision: dict[str, Any]) -> None:
+        """Hand a processed frame off: the changed box of a `region` decision; the whole frame of a
+        `first` / `phash` one, and also, first, the changed box of a `phash` decision that has a compact
+        one (a toast on a busy screen): the fast region read is what a turn about it waits for."""
         if not decision.get("send"):
             return
-        box = decision.get("box") if decision.get("reason") == "region" else None
+        box = decision.get("box")
+        reason = str(decision.get("reason") or "")
+        if box is not None and (reason == "region" or (reason == "phash" and compact(frame.shape, box))):
+            self._hand(stream_id, frame, decision, box)
+        if reason != "region":
+            self._hand(stream_id, frame, decision, None)
+
+    def _hand(
+        self, stream_id: str, frame: np.ndarray, decision: dict[str, Any], box: list[int] | None
+    ) -> None:
         x, y, w, h = crop_box(frame.shape, box, self.margin)
         crop = np.ascontiguousarray(frame[y : y + h, x : x + w])
         call = self.handle.read.remote(

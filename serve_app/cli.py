@@ -274,6 +274,11 @@ def _eval_dedup_arguments(sub: argparse._SubParsersAction) -> None:
     ed.add_argument("--seeds", default=REPORT_SEEDS, help=f"e.g. 100-105 or 1,2,7 ({REPORT_SEEDS})")
     ed.add_argument("--resolution", nargs="+", default=["1280x720", "640x480"], metavar="WxH", help="(both)")
     ed.add_argument("--duration", type=float, default=30.0, metavar="S", help="seconds per clip (30)")
+    ed.add_argument(
+        "--busy",
+        action="store_true",
+        help="busy desktops: a chat sidebar and a terminal that grow line by line (frames/busy.py)",
+    )
 
 
 def _eval_screen_arguments(sub: argparse._SubParsersAction) -> None:
@@ -294,6 +299,10 @@ def _eval_screen_arguments(sub: argparse._SubParsersAction) -> None:
     es.add_argument("--per-error", type=int, default=2, help="cases (questions, screens) per error (2)")
     es.add_argument("--seed", type=int, default=1000, help="first screen seed (1000)")
     es.add_argument("--tenant", default="eval-screen", help="tenant the help center is ingested for")
+    es.add_argument("--busy", action="store_true", help="busy desktops (chat sidebar, log, typing, clock)")
+    es.add_argument(
+        "--resolution", default="1280x720", metavar="WxH", help="screen size (1280x720; also 640x480)"
+    )
 
 
 def _cmd_eval_screen(args: argparse.Namespace) -> int:
@@ -317,6 +326,9 @@ def _cmd_eval_screen(args: argparse.Namespace) -> int:
         engine_factory=lambda: OcrEngine(device=cfg.device, threads=cfg.threads),
     )
     all_cases = evaluate.cases(errors, args.per_error, args.seed)
+    from serve_app.frames.evaluate import parse_resolution
+
+    width, height = parse_resolution(args.resolution)
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> dict:
         await ingest_path(db, embedder, args.help_center, args.tenant, bill=bill)
@@ -325,10 +337,13 @@ def _cmd_eval_screen(args: argparse.Namespace) -> int:
         reader.vocabulary = await TenantVocabularies(db, base).get(args.tenant)
         retriever = build_retriever(db, settings.knowledge, embedder)
         rank = evaluate.ranker(retriever.search, args.tenant)
-        return await evaluate.evaluate_screen(rank, reader, all_cases, query_chars=cfg.query_chars)
+        return await evaluate.evaluate_screen(
+            rank, reader, all_cases, width, height, query_chars=cfg.query_chars, busy=args.busy
+        )
 
     result = asyncio.run(_with_knowledge(settings, args.tenant, work))
-    table = Table(title=f"eval-screen: {result['cases']} cases on {args.help_center.name}")
+    screens_ = f"{'busy ' if args.busy else ''}{args.resolution}"
+    table = Table(title=f"eval-screen: {result['cases']} cases on {args.help_center.name} ({screens_})")
     for col in ("query", "R@1", "R@5", "MRR@10"):
         table.add_column(col, justify="left" if col == "query" else "right")
     for name in ("question_only", "with_screen"):
@@ -344,8 +359,11 @@ def _cmd_eval_screen(args: argparse.Namespace) -> int:
     for row in result["rows"]:
         if row["top_grounded"] != [row["doc"]]:
             console.print(f"miss: {row['doc']} ({row['surface']}, {row['reason']}): read {row['read']}")
-    keys = ("ocr_char_accuracy", "with_screen", "question_only", "ocr_p95_ms")
-    print(json.dumps({"eval": "screen", **{k: result[k] for k in keys}}))
+    keys = ("ocr_char_accuracy", "with_screen", "question_only", "ocr_p95_ms", "busy")
+    usable = result["latency_ms"]["toast_to_text"]
+    print(
+        json.dumps({"eval": "screen", **{k: result[k] for k in keys}, "toast_to_text_p95_ms": usable["p95"]})
+    )
     return 0
 
 
@@ -358,7 +376,9 @@ def _cmd_eval_dedup(args: argparse.Namespace) -> int:
     resolutions = [evaluate.parse_resolution(r) for r in args.resolution]
     if not 2.0 <= args.duration <= 600:
         raise ValueError("--duration must be 2 to 600 seconds")
-    result = evaluate.evaluate(seeds, resolutions, load_settings(args.config).dedup, args.duration)
+    result = evaluate.evaluate(
+        seeds, resolutions, load_settings(args.config).dedup, args.duration, busy=args.busy
+    )
     Console(width=120).print(evaluate.table(result, args.seeds, args.resolution))
     print(json.dumps(result.summary()))
     return 0

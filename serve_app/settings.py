@@ -58,6 +58,15 @@ class DedupSettings(_Section):
         0.5, ge=0, le=60, description="only tiles that changed within this many seconds count"
     )
     region_max_shift: int = Field(12, ge=0, le=256, description="vertical scroll compensated, pixels")
+    region_growth_max_h: int = Field(
+        60,
+        ge=0,
+        le=512,
+        description="a change this short that only adds grey ink on the page is not sent (0: off)",
+    )
+    region_growth_colour: float = Field(
+        22.0, gt=0, le=255, description="colourfulness a change may add and still count as text growing"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when the replica sees a GPU; cuda needs serve.frame_dedup.num_gpus"
     )
@@ -502,6 +511,9 @@ class ScreenSettings(_Section):
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=1, description="how long a batch waits to fill")
     warm: bool = Field(True, description="run OCR once when a replica starts (the first run is slow)")
     turn_wait_s: float = Field(0.3, ge=0, le=5, description="a turn waits this long for a running read")
+    vague_wait_s: float = Field(
+        2.0, ge=0, le=10, description="a question about the screen waits this long for a running read"
+    )
     prompt_chars: int = Field(1500, ge=0, le=20000, description="screen text quoted in a prompt")
     query_chars: int = Field(300, ge=0, le=2000, description="screen text added to the retrieval query")
     vocabulary: list[Path] = Field(

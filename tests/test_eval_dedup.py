@@ -19,7 +19,9 @@ def test_eval_dedup_prints_a_table_and_the_json_line(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out.strip().splitlines()
     assert any("pHash + region" in line for line in out)
     summary = json.loads(out[-1])
-    assert set(summary) == {"eval", *FIELDS, "phash_only"} and summary["eval"] == "dedup"
+    # the field names stay; busy and clips were added beside them
+    assert set(summary) == {"eval", *FIELDS, "phash_only", "busy", "clips"} and summary["eval"] == "dedup"
+    assert summary["busy"] is False and summary["clips"] == 1
     assert set(summary["phash_only"]) == FIELDS
     assert 0.9 < summary["skip_rate"] < 1 and 0 < summary["event_recall"] <= 1
     assert set(summary["recall_by_kind"]) == set(summary["phash_only"]["recall_by_kind"])

@@ -75,3 +75,47 @@ def test_an_error_toast_is_read_and_grounds_the_answer(graph: RunningGraph, grap
     assert answer["supportgraph"]["tier"] == "extractive"
     assert other.status_code == 403
     assert vision is not None and vision["cost_usd"] == 0 and vision["attempts"] >= 2  # both reads
+
+
+def _jpeg(rgb) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="JPEG", quality=75)
+    return out.getvalue()
+
+
+def test_on_a_busy_screen_what_changed_leads_the_vague_question(
+    graph: RunningGraph, graph_settings: Settings
+) -> None:
+    """A dashboard with a chat sidebar, typed text and a clock (alert words of its own: 'error',
+    'access', 'password'), then the toast: the vague question is answered from the toast's article by
+    the extractive tier, and the reply names the toast's lines and when they were read."""
+    from serve_app import samples
+
+    asyncio.run(samples.ingest_help_center(graph_settings, TENANT))
+    shot = error_screen(ERRORS[0], seed=12, surface="toast", busy=True)
+    stream = f"tenant_{TENANT}_desk-busy.screen"
+    reader = serve.get_deployment_handle("ScreenReader", app_name=graph.app_name)
+    with httpx.Client(base_url=graph.base_url, timeout=120) as client:
+        url, jpeg = f"/v1/streams/{stream}/frames", {"content-type": "image/jpeg"}
+        client.post(url, params={"ts": 0}, content=_jpeg(shot.before), headers=jpeg).raise_for_status()
+        toast = client.post(url, params={"ts": 1}, content=_jpeg(shot.after), headers=jpeg).json()
+        assert toast["send"], toast
+        deadline, seen = time.monotonic() + 240, {}
+        while time.monotonic() < deadline:
+            seen = reader.peek.remote(stream_id=stream).result()
+            if any("0x80070005" in line for line in seen["appeared"]) and not seen["pending"]:
+                break
+            time.sleep(1)
+        body = {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "What does this error mean and how do I fix it?"}],
+            "stream_id": stream,
+        }
+        reply = client.post("/v1/chat/completions", json=body, headers={"X-Tenant-Id": TENANT})
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    text, report = answer["choices"][0]["message"]["content"], answer["supportgraph"]["screen"]
+    assert "notes folder" in text and answer["supportgraph"]["tier"] == "extractive", (text, report)
+    assert any("0x80070005" in line for line in report["lines"]) and len(report["lines"]) <= 3, report
+    assert report["source"] == "change" and report["status"] == "read" and report["read_at"] > 0
+    assert report["frame_ts"] == 1

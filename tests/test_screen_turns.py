@@ -65,7 +65,7 @@ def _request(stream_id: str | None = STREAM, text: str = "what does this error m
 
 def test_screen_text_reaches_every_tier_and_the_retrieval_query() -> None:
     async def screen(request: ChatRequest, wait_s: float) -> ScreenContext:
-        assert request.stream_id == STREAM and wait_s == 0.3
+        assert request.stream_id == STREAM and wait_s == 2.0  # a question about the screen waits longer
         return ScreenContext(
             ["Inbox", *TOAST], TOAST, usage=[(420.0, 42, False, False), (9.0, 0, True, True)]
         )
@@ -106,7 +106,7 @@ def test_no_stream_no_screen_and_a_failing_or_slow_screen_never_fails_the_turn()
         return ScreenContext(TOAST, TOAST)
 
     service, recording, _, _ = _service(hangs)
-    service.shown.turn_wait_s = 0.05
+    service.shown.turn_wait_s = service.shown.vague_wait_s = 0.05
     started = time.perf_counter()
     asyncio.run(service.answer(_request()))
     assert time.perf_counter() - started < 5 and recording.prompts[-1].screen == ""

@@ -91,8 +91,16 @@ class Evaluation:
     phash_only: RunScore = field(default_factory=RunScore)
     clips: int = 0
 
+    busy: bool = False
+
     def summary(self) -> dict[str, Any]:
-        return {"eval": "dedup", **self.combined.summary(), "phash_only": self.phash_only.summary()}
+        return {
+            "eval": "dedup",
+            **self.combined.summary(),
+            "phash_only": self.phash_only.summary(),
+            "busy": self.busy,
+            "clips": self.clips,
+        }
 
 
 def _services(settings: DedupSettings) -> tuple[DedupService, DedupService]:
@@ -136,13 +144,15 @@ def evaluate(
     settings: DedupSettings | None = None,
     duration_s: float = 30.0,
     threads: int = 2,
+    busy: bool = False,
 ) -> Evaluation:
-    """Both dedups over every (seed, resolution) clip."""
+    """Both dedups over every (seed, resolution) clip (`busy`: busy desktops, `busy.py`)."""
     settings = settings or DedupSettings()
-    result = Evaluation()
+    result = Evaluation(busy=busy)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render") as pool:
         for seed, (width, height) in itertools.product(seeds, resolutions):
-            clip = EventClip(EventClipSpec(seed=seed, width=width, height=height, duration_s=duration_s))
+            spec = EventClipSpec(seed=seed, width=width, height=height, duration_s=duration_s, busy=busy)
+            clip = EventClip(spec)
             combined, alone = run_clip(clip, settings, pool)
             result.combined.add_clip(clip.n_frames, combined, clip.events)
             result.phash_only.add_clip(clip.n_frames, alone, clip.events)

@@ -46,6 +46,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from serve_app.frames.growth import text_growth
+
 try:
     from serve_app.frames import _phash_native
 except ImportError:  # built by `pip install`; the numpy definition below decides the same without it
@@ -69,6 +71,8 @@ class RegionPolicy:
     min_area: int = 32000
     window_s: float = 0.5
     max_shift: int = 12
+    growth_max_h: int = 60  # a shorter change that only adds grey ink is text growing (growth.py); 0: off
+    growth_colour: float = 22.0
 
     def __post_init__(self) -> None:
         if self.tile < CELL_H or self.tile % CELL_H:
@@ -274,7 +278,17 @@ class RegionDetector:
         if found is None:
             return None
         x, y, width, height, tiles, shift = found
-        return RegionChange((x, y, width, height), tiles, shift)
+        return self._news(state, thumb, RegionChange((x, y, width, height), tiles, shift))
+
+    def _news(self, state: RegionState, thumb: Thumb, change: RegionChange) -> RegionChange | None:
+        """The change, unless it is only text growing on the page (`growth.text_growth`)."""
+        assert state.pending is not None
+        policy = self.policy
+        if text_growth(
+            state.pending, state.reference, change.box, thumb.tile, policy.growth_max_h, policy.growth_colour
+        ):
+            return None
+        return change
 
     def observe_numpy(self, state: RegionState, thumb: Thumb, ts: float) -> RegionChange | None:
         """`observe` in numpy and scipy: the definition the C port is tested against."""
@@ -302,7 +316,7 @@ class RegionDetector:
         if found is None:
             return None
         box, tiles_changed = found
-        return RegionChange(box, tiles_changed, round(shift * CELL_H))
+        return self._news(state, thumb, RegionChange(box, tiles_changed, round(shift * CELL_H)))
 
     def _compensated(
         self,

@@ -58,6 +58,8 @@ def region_policy(settings: DedupSettings) -> RegionPolicy:
         min_area=settings.region_min_area,
         window_s=settings.region_window_s,
         max_shift=settings.region_max_shift,
+        growth_max_h=settings.region_growth_max_h,
+        growth_colour=settings.region_growth_colour,
     )
 
 

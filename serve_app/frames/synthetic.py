@@ -19,6 +19,8 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from serve_app.frames.busy import GROWTH, BusyDesk, plan_growth
+
 WORDS = [
     "def",
     "handle",
@@ -210,6 +212,7 @@ SIGNIFICANT = (
     "code_scroll",
 )
 DISTRACTORS = ("cursor", "caret", "typing", "clock", "spinner", "tooltip", "smooth_scroll")
+BUSY_DISTRACTORS = (*DISTRACTORS, *GROWTH)  # what a busy clip adds: text growing line by line
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
@@ -238,6 +241,7 @@ class EventClipSpec:
     kinds: tuple[str, ...] = SIGNIFICANT  # significant events to plan
     distractors: tuple[str, ...] = DISTRACTORS  # background activity to draw
     min_gap_s: float = 0.6  # between two significant events
+    busy: bool = False  # a chat sidebar and a terminal that grow line by line (`busy.py`)
 
 
 class EventClip:
@@ -255,7 +259,7 @@ class EventClip:
         self.spec = spec
         rng = np.random.default_rng([spec.seed, spec.width, spec.height])
         self.quality = spec.jpeg_quality or int(rng.integers(50, 81))
-        self.screen = _Screen(spec.width, spec.height, rng)
+        self.screen = _Screen(spec.width, spec.height, rng, busy=spec.busy)
         self._speech = _speech_spans(rng, spec.duration_s)
         self.plan = _Planner(self.screen, spec, rng).run()
         self.events = sorted(self.plan.events, key=lambda e: e.ts)
@@ -402,6 +406,8 @@ class _State:
     typed: dict[tuple[int, int, int], str] = field(default_factory=dict)  # (app, tab, field) -> text
     caret: bool = False
     clock: str = ""
+    chat: int = 0  # busy desktops: chat messages shown, log lines appended
+    log: int = 0
 
     @property
     def view(self) -> tuple[int, int]:
@@ -418,7 +424,7 @@ class _Screen:
 
     TASKBAR = 30
 
-    def __init__(self, width: int, height: int, rng: np.random.Generator):
+    def __init__(self, width: int, height: int, rng: np.random.Generator, busy: bool = False):
         self.width, self.height = width, height
         self.rng = rng
         size = int(rng.integers(12, 15))
@@ -428,6 +434,11 @@ class _Screen:
         self.line_h = size + int(rng.integers(5, 9))
         self.apps = ["browser", "editor"] + (["terminal"] if rng.random() < 0.6 else [])
         self.tops = {"browser": 62, "editor": 28, "terminal": 24}
+        self.busy: BusyDesk | None = None
+        if busy:
+            self.apps = ["browser", "editor", "terminal"]
+            rows = (height - self.TASKBAR - self.tops["terminal"]) // self.line_h
+            self.busy = BusyDesk.draw_from(rng, width, rows)
         kinds = ["form", "article", str(rng.choice(["article", "dashboard"]))]
         if rng.random() < 0.6:
             kinds.append(str(rng.choice(["dashboard", "article"])))
@@ -595,13 +606,15 @@ class _Screen:
         lines = self.viewport_h(len(self.apps) - 1) // self.line_h
         image = Image.new("RGB", (w, lines * self.line_h + 8), bg)
         draw = ImageDraw.Draw(image)
-        for n in range(lines - 1):
+        shown = self.busy.log_start if self.busy else lines - 1  # busy: the log grows below
+        for n in range(shown):
             stamp = f"12:{n // 60:02d}:{n % 60:02d} "
             draw.text(
                 (8, 4 + n * self.line_h), self._fit(stamp + self._words(9), w - 16), fill=ink, font=self.font
             )
         y = 4 + (lines - 1) * self.line_h
-        draw.text((8, y), "$", fill=ink, font=self.font)
+        if self.busy is None:
+            draw.text((8, y), "$", fill=ink, font=self.font)
         return _Page("terminal", image, (24, y), ink)
 
     # drawing --------------------------------------------------------------------------------------
@@ -663,6 +676,8 @@ class _Screen:
         self._draw_typing(draw, state, page, offset)
         if state.spinner is not None:
             self._draw_spinner(draw, state.spinner, ts, page.ink)
+        if self.busy is not None:
+            self.busy.draw(draw, self, state, top)
         if state.banner is not None:
             banner = state.banner
             box = (0, self.top(state.app), self.width, banner.box[3])
@@ -1098,6 +1113,8 @@ class _Planner:
             self._spinners()
         if "smooth_scroll" in kinds:
             self._nudges()
+        if self.spec.busy:
+            plan_growth(self)
         if "clock" in kinds:
             step = 1 if self.plan.clock_seconds else 60
             first = step - self.plan.clock_start % step

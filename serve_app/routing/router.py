@@ -119,6 +119,7 @@ class RoutedAnswer:
     # it is not part of the reply)
     candidate: str | None = None
     handoff: dict[str, Any] | None = None  # the conversation's handoff to a person (serve_app/handoff)
+    screen: dict[str, Any] | None = None  # the screen lines the turn used, and when they were read
 
     @property
     def cost_usd(self) -> float:
@@ -132,6 +133,7 @@ class RoutedAnswer:
             "confidence": round(self.confidence, 4),
             "offline": self.offline,
             "handoff": self.handoff,
+            "screen": self.screen,
             "cost_usd": round(self.cost_usd, 8),
             "baseline_usd": round(self.baseline_usd, 8),
             "degraded": self.degraded,

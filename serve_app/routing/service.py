@@ -27,7 +27,13 @@ from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
 from serve_app.routing.providers.extractive import ExtractiveResponder
 from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
-from serve_app.screen.context import grounded_query, query_lines, screen_block
+from serve_app.screen.context import (
+    grounded_query,
+    grounding,
+    points_at_screen,
+    screen_block,
+    screen_summary,
+)
 from serve_app.screen.state import ScreenContext
 from serve_app.settings import (
     PricingSettings,
@@ -43,6 +49,11 @@ log = logging.getLogger(__name__)
 
 INTENT_TIER = "intent"  # the tier and model of replies to turns that are no help-center question
 INTENT_MODEL = "intent-minilm"
+SCREEN_TIER, SCREEN_MODEL = "screen", "pp-ocrv4-onnx"  # the reply that the screen is still being read
+STILL_READING = (
+    "I'm still reading your screen, so I can't tell yet what it shows. Ask me again in a moment, or "
+    "tell me what the message on your screen says."
+)
 
 
 def _checker_key(policy: RoutingPolicySettings) -> tuple[object, ...]:
@@ -215,24 +226,39 @@ class ChatService:
             routed.abstain_reason = "asked_for_person" if intent.label == "human" else "out_of_scope"
         return routed
 
+    @staticmethod
+    def _still_reading(prompt: Prompt) -> RoutedAnswer | None:
+        """A question about the screen while its reads are still running and nothing has landed in the
+        turn's wait: the reply says the screen is being read (no tier guesses at what it shows)."""
+        report = prompt.screen_report
+        if not report or report["status"] != "reading" or not report["asked_about_screen"]:
+            return None
+        routed = RoutedAnswer(uuid.uuid4(), STILL_READING, SCREEN_TIER, SCREEN_MODEL, 0.0, True)
+        routed.screen = report
+        return routed
+
     async def prompt(
         self, request: ChatRequest, request_id: uuid.UUID | None = None
     ) -> tuple[Prompt, list[str]]:
         cfg, shown = self.routing, self.shown
         request_id = request_id or uuid.uuid4()
-        screen = await self._screen(request, request_id)
-        lines = query_lines(screen, shown.query_chars)
+        question = request.messages[-1].content
+        wanted = points_at_screen(question)
+        screen = await self._screen(request, request_id, wanted)
+        used = grounding(screen, shown.query_chars)
+        lines = used.lines
         passages: list[str] = []
         grounded = bool(request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve)
         if grounded:
             assert self.retrieve is not None
             passages = await self.retrieve(
                 request.tenant_id,
-                grounded_query(request.messages[-1].content, lines),  # screen-grounded retrieval
+                grounded_query(question, lines),  # screen-grounded retrieval: what changed leads
                 cfg.context_passages,
                 request_id,
             )
         images = request.images[-cfg.max_images :] if cfg.max_images else ()
+        appeared = [*lines, *(x for x in screen.appeared if x not in lines)]
         prompt = Prompt(
             request.messages,
             system=f"{self._system}\n\n{request.system}" if request.system else self._system,
@@ -240,21 +266,30 @@ class ChatService:
             images=tuple(images),
             max_tokens=min(request.max_tokens or cfg.max_tokens, cfg.max_tokens),
             temperature=request.temperature,
-            screen=screen_block(screen.appeared, screen.current, shown.prompt_chars),
+            screen=screen_block(appeared, screen.current, shown.prompt_chars),
             screen_lines=tuple(lines),
             grounded=grounded,
             tenant_id=request.tenant_id,
+            screen_report=screen_summary(screen, used, wanted) if self._screen_on(request) else None,
         )
         return prompt, passages
 
-    async def _screen(self, request: ChatRequest, request_id: uuid.UUID) -> ScreenContext:
+    def _screen_on(self, request: ChatRequest) -> bool:
+        return bool(self.screen is not None and self.shown.enabled and (request.stream_id or request.images))
+
+    async def _screen(
+        self, request: ChatRequest, request_id: uuid.UUID, wanted: bool = False
+    ) -> ScreenContext:
         """The turn's screen text; empty when there is none or it could not be had in time (a turn never
-        fails for its screen). Each read that landed since the last turn is a `vision` cost event."""
+        fails for its screen). A question about the screen (`wanted`) waits longer for reads still
+        running (`vague_wait_s`). Each read that landed since the last turn is a `vision` cost event."""
         cfg = self.shown
-        if self.screen is None or not cfg.enabled or not (request.stream_id or request.images):
+        if not self._screen_on(request):
             return ScreenContext()
+        assert self.screen is not None
+        wait_s = max(cfg.turn_wait_s, cfg.vague_wait_s) if wanted else cfg.turn_wait_s
         try:
-            context = await asyncio.wait_for(self.screen(request, cfg.turn_wait_s), cfg.turn_wait_s + 0.5)
+            context = await asyncio.wait_for(self.screen(request, wait_s), wait_s + 0.5)
         except Exception:
             log.warning("screen text for tenant %s unavailable", request.tenant_id, exc_info=True)
             return ScreenContext()
@@ -295,9 +330,14 @@ class ChatService:
             self._answered(request.tenant_id, turn, started)
             return turn, []
         prompt, passages = await self.prompt(request, request_id)
+        reading = self._still_reading(prompt)
+        if reading is not None:
+            self._answered(request.tenant_id, reading, started)
+            return reading, passages
         routed = await self.router.answer(
             prompt, request.tenant_id, request.session_id, request_id, ladder=ladder
         )
+        routed.screen = prompt.screen_report
         routed.intent = intent.label if intent else None
         routed = await self.handoffs.after_turn(request, routed, prompt) if self.handoffs else routed
         self._answered(request.tenant_id, routed, started)
@@ -326,9 +366,16 @@ class ChatService:
             yield turn
             return
         prompt, _ = await self.prompt(request, request_id)
+        reading = self._still_reading(prompt)
+        if reading is not None:
+            self._answered(request.tenant_id, reading, started)
+            yield reading.text
+            yield reading
+            return
         items = self.router.stream(prompt, request.tenant_id, request.session_id, request_id, ladder=ladder)
         async for item in items:
             if isinstance(item, RoutedAnswer):
+                item.screen = prompt.screen_report
                 item.intent = intent.label if intent else None
                 self._answered(request.tenant_id, item, started)
                 if self.handoffs:  # what the customer is told of a handoff follows the streamed answer
@@ -347,7 +394,7 @@ class ChatService:
             m.inc("supportgraph_chat_intents", tenant=tenant, intent=routed.intent)
         if routed.abstained:
             m.inc("supportgraph_chat_abstained", tenant=tenant, reason=routed.abstain_reason or "")
-        if routed.tier == INTENT_TIER:
+        if routed.tier in (INTENT_TIER, SCREEN_TIER):
             return
         answer = {"tenant": tenant, "tier": routed.tier, "model": routed.model}
         m.inc("supportgraph_llm_requests", **answer, offline=str(routed.offline).lower())

@@ -95,6 +95,15 @@ class Reading:
         return out
 
 
+COMPACT_SHARE = 0.25  # a pHash send's changed box at most this share of the frame is also read alone
+
+
+def compact(shape: tuple[int, ...], box: list[int] | tuple[int, ...]) -> bool:
+    """Whether a changed box is a compact part of the frame (a toast, a dialog), not most of it: the
+    hand-off reads it alone too (fast, what a turn about it waits for) when pHash sent the frame."""
+    return box[2] * box[3] <= COMPACT_SHARE * shape[0] * shape[1]
+
+
 def crop_box(shape: tuple[int, ...], box: Box | None, margin: int) -> Box:
     """The box grown by `margin` and clipped to the frame; the whole frame for None."""
     h, w = shape[:2]

@@ -75,13 +75,25 @@ class ErrorScreen:
 
 
 def error_screen(
-    error: ErrorMessage, seed: int, width: int = 1280, height: int = 720, surface: str | None = None
+    error: ErrorMessage,
+    seed: int,
+    width: int = 1280,
+    height: int = 720,
+    surface: str | None = None,
+    busy: bool = False,
 ) -> ErrorScreen:
-    """A generated desktop (from `seed`) before and after `error` shows on a toast, banner or dialog."""
+    """A generated desktop (from `seed`) before and after `error` shows on a toast, banner or dialog.
+    `busy`: a busy desktop (`frames/busy.py`: a chat sidebar, a terminal's log, typed text, a clock, in
+    an app drawn from the seed) where a chat message and a log line also arrive with the error."""
     rng = np.random.default_rng(seed)
-    screen = syn._Screen(width, height, rng)
+    screen = syn._Screen(width, height, rng, busy=busy)
     state = syn._State()
+    if busy:
+        _busy_state(screen, state, rng)
     before = screen.render(state, 0.0)
+    if busy:
+        state.chat, state.log = state.chat + 1, state.log + 1
+        state.clock = f"{state.clock[:3]}{(int(state.clock[3:]) + 1) % 60:02d}"
     surface = surface or str(rng.choice(["toast", "toast", "banner", "dialog"]))
     fill_key = "banner" if surface == "banner" else "toast"
     fill = syn.PALETTE[fill_key][int(rng.integers(0, len(syn.PALETTE[fill_key])))]
@@ -109,6 +121,20 @@ def error_screen(
             state.toast = overlay
     after = screen.render(state, 0.0)
     return ErrorScreen(_rgb(before), _rgb(after), box, surface, error)
+
+
+def _busy_state(screen: syn._Screen, state: syn._State, rng: np.random.Generator) -> None:
+    """What a busy desktop shows before the error: an app and tab, chat and log so far, typed text."""
+    desk = screen.busy
+    assert desk is not None
+    state.app = int(rng.integers(0, len(screen.apps)))
+    state.tab = int(rng.integers(0, screen.tabs(state.app)))
+    state.chat = int(rng.integers(1, max(2, desk.chat_capacity(screen))))
+    terminal = screen.apps.index("terminal")
+    state.log = int(rng.integers(1, max(2, desk.log_capacity(screen, terminal))))
+    state.clock = f"{int(rng.integers(0, 24)):02d}:{int(rng.integers(0, 59)):02d}"
+    words = " ".join(str(w) for w in rng.choice(syn.WORDS + syn.TEXT_WORDS, size=int(rng.integers(3, 9))))
+    state.typed = {(*state.view, 0): words}
 
 
 def _rgb(image: Image.Image) -> np.ndarray:

@@ -8,11 +8,16 @@ appeared, not to the current text.
 `turn()` returns the screen context for a turn (current text, text that appeared
 since the previous turn) and starts a new "since"; it waits at most `wait_s` for reads of the stream
 still running, then answers with what has landed.
+
+What appeared is kept per read (`ScreenChange`: the lines of one changed box, or the new lines of a whole
+frame, with the frame's timestamp and when the read landed), newest read first: a turn's question is
+grounded on what changed, not on the whole of a busy screen (`context.query_lines`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -26,8 +31,41 @@ def _overlaps(a: Box, b: Box) -> bool:
 
 
 @dataclass
+class ScreenChange:
+    """The lines one read found new: those of a changed box (a region read), or of a whole frame the
+    stream's screen did not show before; `ts` is the frame's, `read_at` when the read landed (epoch s)."""
+
+    lines: list[str]
+    whole_frame: bool
+    ts: float | None = None
+    read_at: float = 0.0
+    box: Box | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "whole_frame": self.whole_frame,
+            "ts": self.ts,
+            "read_at": round(self.read_at, 3),
+            "box": None if self.box is None else list(self.box),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScreenChange:
+        box = data.get("box")
+        return cls(
+            [str(x) for x in data.get("lines", [])],
+            bool(data.get("whole_frame", False)),
+            None if data.get("ts") is None else float(data["ts"]),
+            float(data.get("read_at", 0.0)),
+            None if box is None else (int(box[0]), int(box[1]), int(box[2]), int(box[3])),
+        )
+
+
+@dataclass
 class ScreenContext:
-    """What a turn gets: the screen's text now and the lines that appeared since the last turn."""
+    """What a turn gets: the screen's text now and the lines that appeared since the last turn (newest
+    read first; each read's lines in screen order), with the reads they came from (`changes`)."""
 
     current: list[str] = field(default_factory=list)
     appeared: list[str] = field(default_factory=list)
@@ -36,6 +74,8 @@ class ScreenContext:
     waited_ms: float = 0.0
     # reads landed since the last turn, for the cost ledger: (latency ms, characters, failed, whole frame)
     usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)
+    changes: list[ScreenChange] = field(default_factory=list)  # newest first
+    read_at: float | None = None  # when the newest read of the stream landed (epoch s)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +85,8 @@ class ScreenContext:
             "pending": self.pending,
             "waited_ms": round(self.waited_ms, 1),
             "usage": [list(u) for u in self.usage],
+            "changes": [c.to_dict() for c in self.changes],
+            "read_at": self.read_at,
         }
 
     @classmethod
@@ -57,6 +99,8 @@ class ScreenContext:
             int(data.get("pending", 0)),
             float(data.get("waited_ms", 0.0)),
             [(float(u[0]), int(u[1]), bool(u[2]), bool(u[3])) for u in data.get("usage", [])],
+            [ScreenChange.from_dict(c) for c in data.get("changes", [])],
+            None if data.get("read_at") is None else float(data["read_at"]),
         )
 
     def __bool__(self) -> bool:
@@ -78,11 +122,28 @@ def _before(a: _Order, b: _Order) -> bool:
     return bool(a[1] and b[1] and a[1] < b[1])
 
 
+def _newest_first(changes: list[ScreenChange], orders: list[_Order]) -> list[ScreenChange]:
+    """The changes, the newest frame's first (by frame timestamp, else submission order; reads that
+    cannot be ordered so, by when they landed)."""
+    landed = list(range(len(changes)))
+
+    def compare(i: int, j: int) -> int:
+        if _before(orders[i], orders[j]):
+            return 1
+        if _before(orders[j], orders[i]):
+            return -1
+        return j - i
+
+    return [changes[i] for i in sorted(landed, key=functools.cmp_to_key(compare))]
+
+
 @dataclass
 class _Stream:
     lines: list[ScreenLine] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)  # texts on screen at the last turn
-    appeared: list[str] = field(default_factory=list)  # since the last turn, in order
+    changes: list[ScreenChange] = field(default_factory=list)  # since the last turn, as they landed
+    orders: list[_Order] = field(default_factory=list)  # the frame order of each change's read
+    read_at: float | None = None  # when the newest read landed (epoch s)
     usage: list[tuple[float, int, bool, bool]] = field(default_factory=list)  # unbilled reads
     digests: set[str] = field(default_factory=set)  # chat images already read for this key
     reads: int = 0
@@ -131,12 +192,22 @@ class ScreenStore:
         state.usage = state.usage[-1000:]
         if reading.region is not None and reading.error is None:
             self._place(state, reading)
-            for line in reading.lines:
-                if line.text not in state.seen and line.text not in state.appeared:
-                    state.appeared.append(line.text)
-            state.appeared = state.appeared[-self.max_lines :]
+            state.read_at = time.time()
+            self._appeared(state, reading)
         if state.changed is not None:
             state.changed.set()
+
+    def _appeared(self, state: _Stream, reading: Reading) -> None:
+        """The reading's lines not on screen at the last turn nor already appeared, as one change."""
+        known = state.seen | {text for c in state.changes for text in c.lines}
+        new = list(dict.fromkeys(ln.text for ln in reading.lines if ln.text not in known))
+        if not new:
+            return
+        change = ScreenChange(new, reading.whole_frame, reading.ts, state.read_at or 0.0, reading.region)
+        state.changes, state.orders = [*state.changes, change], [*state.orders, _order(reading)]
+        while sum(len(c.lines) for c in state.changes) > self.max_lines and len(state.changes) > 1:
+            state.changes.pop(0)
+            state.orders.pop(0)
 
     def _place(self, state: _Stream, reading: Reading) -> None:
         """The reading's lines into the stream's current text, in the order of the frames they read."""
@@ -166,9 +237,17 @@ class ScreenStore:
         state = self._streams.get(stream_id)
         if state is None:
             return ScreenContext()
-        # what appeared stays even if it has gone since (a toast that closed before the question)
+        # what appeared stays even if it has gone since (a toast that closed before the question);
+        # newest read first
+        changes = _newest_first(state.changes, state.orders)
+        appeared = [text for c in changes for text in c.lines]
         return ScreenContext(
-            [ln.text for ln in state.lines], list(state.appeared), state.reads, len(state.pending)
+            [ln.text for ln in state.lines],
+            appeared,
+            state.reads,
+            len(state.pending),
+            changes=changes,
+            read_at=state.read_at,
         )
 
     async def turn(self, stream_id: str, wait_s: float = 0.3) -> ScreenContext:
@@ -189,7 +268,7 @@ class ScreenStore:
         context.waited_ms = (time.perf_counter() - started) * 1000
         context.usage, state.usage = state.usage, []
         state.seen = set(context.current)
-        state.appeared = []
+        state.changes, state.orders = [], []
         return context
 
     def first_sight(self, stream_id: str, digest: str) -> bool:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from serve_app.costs.pricing import estimate_tokens
 from serve_app.routing.confidence_line import CONFIDENCE_INSTRUCTION, strip_confidence
@@ -62,6 +62,8 @@ class Prompt:
     # without retrieval, e.g. a tool-calling agent turn, gets the tiers' answers unverified)
     grounded: bool = True
     tenant_id: str | None = None  # whose answer model checks the answers
+    # the reply's `supportgraph.screen` (serve_app.screen.context.screen_summary); None: no screen
+    screen_report: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.messages or self.messages[-1].role != "user":
