@@ -254,7 +254,8 @@ class KnowledgeSettings(_Section):
             "none": RerankerSettings(),
             "adapted": RerankerSettings(backend="adapted"),
         },
-        description="arm name -> reranker; `adapted` ranks with the tenant's own model (`supportgraph adapt`) "
+        description="arm name -> reranker; `adapted` ranks with the tenant's own model "
+        "(`supportgraph adapt`) "
         "and falls back to the learned order for a tenant without one",
     )
     ab_weights: dict[str, float] = Field(
