@@ -1,6 +1,6 @@
 """Interactive paths alone and under the mixed load, in one run, with the CPU each deployment used.
 
-    python benchmarks/interactive.py --modes plain,haproxy   # ~5 min on 2 cores: docs/latency.md
+    python benchmarks/interactive.py --modes plain,haproxy   # ~5 min on 2 idle cores: docs/latency.md
     python benchmarks/interactive.py                         # ~2.5 min: the graph's default mode only
     python benchmarks/interactive.py --quick                 # shorter phases (a smoke run)
 
@@ -242,8 +242,8 @@ def free_port() -> int:
 
 
 MODES = {
-    "plain": {"throughput_optimized": False, "haproxy": False},  # Ray Serve's default mode
-    "optimized": {"throughput_optimized": True, "haproxy": False},  # the graph's default
+    "plain": {"throughput_optimized": False, "haproxy": False},  # Ray Serve's default: the graph's
+    "optimized": {"throughput_optimized": True, "haproxy": False},
     "haproxy": {"throughput_optimized": True, "haproxy": True},
 }
 
@@ -294,9 +294,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short phases (a smoke run)")
     parser.add_argument(
         "--modes",
-        default="optimized",
-        help="comma-separated, run one after the other: plain (Ray Serve's default mode), optimized "
-        "(serve.throughput_optimized, the graph's default: the replicas run "
+        default="plain",
+        help="comma-separated, run one after the other: plain (Ray Serve's default mode, the graph's "
+        "default), optimized (serve.throughput_optimized: the replicas run "
         "RAY_SERVE_THROUGHPUT_OPTIMIZED=1), haproxy (optimized, and serve.haproxy: HAProxy in front of "
         "the ingress replicas instead of Serve's Python proxy)",
     )
