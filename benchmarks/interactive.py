@@ -20,8 +20,8 @@ keys on, rate limits raised so they never answer), ingests the sample help cente
 4. `mixed`: the users, the screen shares and, every fifth turn of each user, a question that escalates
    to SmolLM2 (one the help center cannot answer, or one whose extractive answer did not verify;
    `benchmarks/load.py`'s mix), all at once;
-5. `burst`: `--burst` escalating questions at once: the LLM replica takes 2 and queues 4, the rest
-   must come back at once as degraded replies (never a 5xx).
+5. `burst`: `--burst` escalating questions at once: the LLM replica takes 2 and queues 4, the rest are
+   refused (429) and retried by the router; a turn still refused is answered degraded (never a 5xx).
 Paths: `chat_ladder` is a ladder chat answered without an LLM attempt, `chat_escalated` one with one
 (both the help-center questions and the unanswerable ones can escalate). Each phase reports requests,
 throughput, throughput per core (requests/s over the machine's cores), p50/p95/p99, non-200 statuses
