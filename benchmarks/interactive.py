@@ -1,6 +1,6 @@
 """Interactive paths alone and under the mixed load, in one run, with the CPU each deployment used.
 
-    python benchmarks/interactive.py --modes plain,haproxy   # ~5 min on 2 cores: docs/latency.md
+    python benchmarks/interactive.py --modes plain,haproxy   # ~5 min on 2 idle cores: docs/latency.md
     python benchmarks/interactive.py                         # ~2.5 min: the graph's default mode only
     python benchmarks/interactive.py --quick                 # shorter phases (a smoke run)
 
@@ -20,8 +20,8 @@ keys on, rate limits raised so they never answer), ingests the sample help cente
 4. `mixed`: the users, the screen shares and, every fifth turn of each user, a question that escalates
    to SmolLM2 (one the help center cannot answer, or one whose extractive answer did not verify;
    `benchmarks/load.py`'s mix), all at once;
-5. `burst`: `--burst` escalating questions at once: the LLM replica takes 2 and queues 4, the rest
-   must come back at once as degraded replies (never a 5xx).
+5. `burst`: `--burst` escalating questions at once: the LLM replica takes 2 and queues 4, the rest are
+   refused (429) and retried by the router; a turn still refused is answered degraded (never a 5xx).
 Paths: `chat_ladder` is a ladder chat answered without an LLM attempt, `chat_escalated` one with one
 (both the help-center questions and the unanswerable ones can escalate). Each phase reports requests,
 throughput, throughput per core (requests/s over the machine's cores), p50/p95/p99, non-200 statuses
@@ -242,8 +242,8 @@ def free_port() -> int:
 
 
 MODES = {
-    "plain": {"throughput_optimized": False, "haproxy": False},  # Ray Serve's default mode
-    "optimized": {"throughput_optimized": True, "haproxy": False},  # the graph's default
+    "plain": {"throughput_optimized": False, "haproxy": False},  # Ray Serve's default: the graph's
+    "optimized": {"throughput_optimized": True, "haproxy": False},
     "haproxy": {"throughput_optimized": True, "haproxy": True},
 }
 
@@ -294,9 +294,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short phases (a smoke run)")
     parser.add_argument(
         "--modes",
-        default="optimized",
-        help="comma-separated, run one after the other: plain (Ray Serve's default mode), optimized "
-        "(serve.throughput_optimized, the graph's default: the replicas run "
+        default="plain",
+        help="comma-separated, run one after the other: plain (Ray Serve's default mode, the graph's "
+        "default), optimized (serve.throughput_optimized: the replicas run "
         "RAY_SERVE_THROUGHPUT_OPTIMIZED=1), haproxy (optimized, and serve.haproxy: HAProxy in front of "
         "the ingress replicas instead of Serve's Python proxy)",
     )

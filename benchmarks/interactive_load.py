@@ -187,7 +187,7 @@ async def screen_share(client: Client, frames: Frames, n: int, until: float, lap
 
 async def burst(client: Client, n: int) -> dict[str, Any]:
     """`n` escalating questions at once: what the LLM's admission control does with more than it takes
-    (an escalation refused past the queue comes back at once as a degraded reply; none may be a 5xx).
+    (an escalation refused past the queue is retried by the router, then answered degraded; no 5xx).
     Returns replies by outcome and the attempts' failure messages (first 60 characters) by count."""
     asked = (client.escalating[k % len(client.escalating)] for k in range(n))
     replies = await asyncio.gather(*(client.chat("burst", q, "auto") for q in asked))

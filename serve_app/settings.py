@@ -147,11 +147,11 @@ class ServeSettings(_Section):
         "knowledge ingest (0: the same priority as interactive requests)",
     )
     throughput_optimized: bool = Field(
-        True,
+        False,
         description="a local Ray's replicas run Ray Serve's high-throughput mode "
         "(RAY_SERVE_THROUGHPUT_OPTIMIZED=1: user code and handle routers on the replica's event loop, "
-        "gRPC between replicas: about a fifth less CPU per chat turn); the calling process keeps Serve's "
-        "default mode, so its handles work from any thread or event loop (docs/latency.md)",
+        "gRPC between replicas); the calling process keeps Serve's default mode, so its handles work "
+        "from any thread or event loop (docs/latency.md)",
     )
     haproxy: bool = Field(
         False,

@@ -86,8 +86,8 @@ def test_serves_high_throughput_mode_goes_to_the_graphs_job_only(monkeypatch: py
     def env(**serve: bool) -> dict[str, str]:
         return runtime.serve_env(load_settings(None, serve=serve))
 
-    assert env(throughput_optimized=False) == {}
-    assert env() == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}  # the default
+    assert env() == {}  # the default: Serve's own mode
+    assert env(throughput_optimized=True) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     haproxy = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
     assert env(throughput_optimized=False, haproxy=True) == haproxy  # HAProxy needs direct ingress
