@@ -19,15 +19,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
+from serve_app.errors import Overloaded, ReplicaLost
 from serve_app.experiments.backend import DbExperiments
 from serve_app.experiments.config import Assignment, Experiments
 from serve_app.experiments.store import ImplicitOutcome, record_request
+from serve_app.handles import serve_failures
 from serve_app.handoff.desk import HANDOFF_API, HandoffDesk
 from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.knowledge.retrieval import prompt_text
@@ -79,11 +79,12 @@ class SelfHostedLLM:
 
 
 def _serve_status(exc: BaseException) -> tuple[int | None, bool]:
-    """Serve's failures in HTTP terms for `call_errors`: a full queue is a 429, a dead replica a 503."""
-    if isinstance(exc, BackPressureError):
-        return 429, True
-    if isinstance(exc, RayActorError):
+    """Serve's failures (as `serve_failures` types them) in HTTP terms for `call_errors`: a full queue
+    is a 429, a lost replica a 503."""
+    if isinstance(exc, ReplicaLost):
         return 503, True
+    if isinstance(exc, Overloaded):
+        return 429, True
     return None, False
 
 
@@ -99,12 +100,14 @@ class HandleProvider(LLMProvider):
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
         async with call_errors(self.provider, timeout_s, _serve_status):
-            return await self.handle.complete.remote(prompt, timeout_s)
+            with serve_failures("self-hosted model"):
+                return await self.handle.complete.remote(prompt, timeout_s)
 
     async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
         async with call_errors(self.provider, timeout_s, _serve_status):
-            async for piece in self.handle.options(stream=True).stream.remote(prompt, timeout_s):
-                yield piece
+            with serve_failures("self-hosted model"):
+                async for piece in self.handle.options(stream=True).stream.remote(prompt, timeout_s):
+                    yield piece
 
 
 class Router:

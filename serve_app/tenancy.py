@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from serve_app.errors import InvalidIdentifier
+
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _NAME = r"[A-Za-z0-9][A-Za-z0-9-]{0,127}"
 STREAM_RE = re.compile(rf"tenant_(?P<tenant>{TENANT_RE.pattern})_(?P<room>{_NAME})(?:\.(?P<track>{_NAME}))?")
-
-
-class InvalidIdentifier(ValueError):
-    """A tenant, room or stream id that does not match its format."""
 
 
 def validate_tenant_id(tenant_id: str) -> str:

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from serve_app.answers.verify import AnswerChecker
 from serve_app.costs.ledger import CostEvent
 from serve_app.costs.pricing import ModelPrice
+from serve_app.errors import NoTierAvailable
 from serve_app.routing.confidence import ConfidenceScorer
 from serve_app.routing.confidence_line import ConfidenceLineFilter
 from serve_app.routing.precall import QueryScorer
@@ -61,10 +62,6 @@ def _pieces(text: str) -> list[str]:
     """A checked answer sent as a stream: sentence by sentence (each keeps its trailing space)."""
     parts = _SENTENCE_END.split(text)
     return [p + (" " if i < len(parts) - 1 else "") for i, p in enumerate(parts) if p]
-
-
-class NoTierAvailable(Exception):
-    """Every tier of the ladder failed or is switched off by its breaker (HTTP 503)."""
 
 
 @dataclass

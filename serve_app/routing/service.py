@@ -22,6 +22,7 @@ from typing import Any
 from serve_app.answers.intent import Intent, IntentClassifier
 from serve_app.answers.verify import AnswerChecker, shared_checker
 from serve_app.costs.ledger import CostEvent, CostLedger
+from serve_app.errors import ChatRequestError
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
@@ -63,10 +64,6 @@ def _checker(policy: RoutingPolicySettings) -> AnswerChecker:
         policy.tenant_answer_models,
         policy.uncertified_thresholds,
     )
-
-
-class ChatRequestError(ValueError):
-    """A chat request this router cannot take (unknown tier, bad messages): HTTP 422."""
 
 
 # (tenant, question, k, the routed request's id) -> passages; the id joins what retrieval cost (billed

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from serve_app.costs.pricing import estimate_tokens
+from serve_app.errors import FailureKind, ProviderError, failure_kind  # noqa: F401 (re-exported)
 from serve_app.routing.confidence_line import CONFIDENCE_INSTRUCTION, strip_confidence
 
 Role = Literal["user", "assistant"]
-# internal: the backend raised something that is no API or transport failure (a bug); not retried
-FailureKind = Literal["timeout", "rate_limit", "server", "connection", "client", "internal"]
 
 
 # a reply that is one tool call (the agent's protocol, serve_app/agent/llm.py): `CALL <tool> <JSON>`
@@ -103,33 +102,6 @@ class Completion:
     def answer(self) -> str:
         """The text without the model's closing 'Confidence: X' line."""
         return strip_confidence(self.text)
-
-
-@dataclass
-class ProviderError(Exception):
-    provider: str
-    kind: FailureKind
-    message: str
-    status: int | None = None
-    retry_after_s: float | None = None
-
-    def __str__(self) -> str:
-        code = f" {self.status}" if self.status else ""
-        return f"{self.provider}: {self.kind}{code}: {self.message}"
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind not in ("client", "internal")
-
-
-def failure_kind(status: int | None) -> FailureKind:
-    if status is None:
-        return "connection"
-    if status in (408, 504):
-        return "timeout"
-    if status == 429:
-        return "rate_limit"
-    return "server" if status >= 500 else "client"
 
 
 class LLMProvider(ABC):

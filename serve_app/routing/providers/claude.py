@@ -87,4 +87,6 @@ def _status(exc: BaseException) -> tuple[int | None, bool]:
         return exc.status_code, True
     if isinstance(exc, anthropic.APITimeoutError):
         return 408, True
+    if isinstance(exc, anthropic.APIConnectionError):
+        return None, True
     return None, False

@@ -94,4 +94,6 @@ def _status(exc: BaseException) -> tuple[int | None, bool]:
         return exc.status_code, True
     if isinstance(exc, openai.APITimeoutError):
         return 408, True
+    if isinstance(exc, openai.APIConnectionError):
+        return None, True
     return None, False
