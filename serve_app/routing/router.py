@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,13 +73,28 @@ class Tier:
     timeout_s: float = 30.0
 
 
+class AttemptOutcome(StrEnum):
+    """What became of one attempt (the values are what the API, the ledger and the metrics show)."""
+
+    ACCEPTED = "accepted"  # delivered: its confidence reached the bar
+    ESCALATED = "escalated"  # below the bar: the next tier was asked
+    FINAL = "final"  # the ladder's last attempt, delivered whatever its confidence (no verifier)
+    REJECTED = "rejected"  # the ladder's last attempt, not verified: the router abstained
+    FAILED = "failed"  # the provider failed (after its retries)
+    SKIPPED = "skipped"  # the tier's circuit breaker was open
+
+
+# attempts that produced no answer
+UNANSWERED = (AttemptOutcome.FAILED, AttemptOutcome.SKIPPED)
+
+
 @dataclass
 class Attempt:
     attempt: int
     tier: str
     provider: str
     model: str
-    outcome: str  # accepted | escalated | final | rejected (last, unverified) | failed | skipped
+    outcome: AttemptOutcome
     input_tokens: int = 0
     output_tokens: int = 0
     images: int = 0
@@ -143,9 +159,9 @@ class RoutedAnswer:
             "failures": [
                 {"attempt": a.attempt, "tier": a.tier, "error": a.error}
                 for a in self.attempts
-                if a.outcome in ("failed", "skipped")
+                if a.outcome in UNANSWERED
             ],
-            "attempts": [asdict(a) for a in self.attempts],
+            "attempts": [{**asdict(a), "outcome": str(a.outcome)} for a in self.attempts],
         }
 
 
@@ -317,7 +333,7 @@ class EscalatingRouter:
             lambda: _complete(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
         )
 
-    def _attempt(self, n: int, tier: Tier, prompt: Prompt, outcome: str) -> Attempt:
+    def _attempt(self, n: int, tier: Tier, prompt: Prompt, outcome: AttemptOutcome) -> Attempt:
         return Attempt(
             n, tier.name, tier.provider.provider, tier.price.model, outcome, images=len(prompt.images)
         )
@@ -352,7 +368,7 @@ class EscalatingRouter:
                     session_id=session_id,
                     request_id=request_id,
                     tier=a.tier,
-                    outcome=a.outcome,
+                    outcome=str(a.outcome),
                     confidence=a.confidence,
                     baseline_usd=baseline_usd,
                 )
@@ -417,7 +433,7 @@ class EscalatingRouter:
         for n, tier in enumerate(ladder, 1):
             last = n == len(ladder)
             breaker = self.breakers[tier.name]
-            attempt = self._attempt(n, tier, prompt, "skipped")
+            attempt = self._attempt(n, tier, prompt, AttemptOutcome.SKIPPED)
             attempts.append(attempt)
             # a degraded answer's baseline goes on the ladder's last attempt, failed or skipped
             fallback = best[1] if best and last else None
@@ -444,7 +460,7 @@ class EscalatingRouter:
                     completion = await self._call(tier, prompt, attempt)
             except ProviderError as exc:
                 breaker.failed()
-                attempt.outcome, attempt.error = "failed", str(exc)
+                attempt.outcome, attempt.error = AttemptOutcome.FAILED, str(exc)
                 attempt.latency_ms = (self._clock() - started) * 1000
                 errors.append(str(exc))
                 self._emit(tenant_id, session_id, request_id, attempt, self._baseline(top, prompt, fallback))
@@ -456,19 +472,19 @@ class EscalatingRouter:
             attempt.confidence = await self._confidence(prompt, completion, verifying and not action)
             accepted = action or attempt.confidence >= self.bar(tier.name, tenant_id, verifying)
             if not (accepted or last):
-                attempt.outcome = "escalated"
+                attempt.outcome = AttemptOutcome.ESCALATED
                 self._emit(tenant_id, session_id, request_id, attempt)
                 if best is None or attempt.confidence > (best[0].confidence or 0.0):
                     best = attempt, completion
                 continue
             baseline = self._baseline(top, prompt, completion)
             if verifying and not accepted:  # the last attempt did not verify either
-                attempt.outcome = "rejected"
+                attempt.outcome = AttemptOutcome.REJECTED
                 self._emit(tenant_id, session_id, request_id, attempt, baseline)
                 if best is None or attempt.confidence > (best[0].confidence or 0.0):
                     best = attempt, completion
                 break
-            attempt.outcome = "accepted" if accepted else "final"
+            attempt.outcome = AttemptOutcome.ACCEPTED if accepted else AttemptOutcome.FINAL
             self._emit(tenant_id, session_id, request_id, attempt, baseline)
             if not (last and live):
                 for piece in _pieces(completion.answer) if live != stream_last else [completion.answer]:
@@ -514,7 +530,7 @@ class EscalatingRouter:
         baseline: float,
     ) -> RoutedAnswer:
         """The reply when no answer verified: the tenant's "I don't know" wording, nothing invented."""
-        offline = all(a.offline for a in attempts if a.outcome not in ("failed", "skipped"))
+        offline = all(a.offline for a in attempts if a.outcome not in UNANSWERED)
         routed = RoutedAnswer(
             request_id,
             self.policy.abstain_text(tenant_id),
@@ -574,7 +590,7 @@ class EscalatingRouter:
                     "model": self.tiers[name].price.model,
                     "offline": self.tiers[name].provider.offline,
                     "threshold": self.threshold(name),
-                    "breaker": self.breakers[name].state,
+                    "breaker": str(self.breakers[name].state),
                 }
                 for name in self.order
             ],

@@ -27,7 +27,7 @@ from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
 from serve_app.routing.providers.extractive import ExtractiveResponder
-from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
+from serve_app.routing.router import AttemptOutcome, EscalatingRouter, RoutedAnswer, Tier
 from serve_app.screen.context import grounded_query, query_lines, screen_block
 from serve_app.screen.state import ScreenContext
 from serve_app.settings import (
@@ -353,7 +353,7 @@ class ChatService:
             m.inc("supportgraph_llm_degraded", tenant=tenant, tier=routed.tier)
         for a in routed.attempts:
             m.inc("supportgraph_llm_attempts", tenant=tenant, tier=a.tier, model=a.model, outcome=a.outcome)
-            if a.outcome != "accepted" and a is not routed.attempts[-1]:
+            if a.outcome != AttemptOutcome.ACCEPTED and a is not routed.attempts[-1]:
                 m.inc("supportgraph_llm_escalations", tenant=tenant, tier=a.tier)
             if a.cost_usd:
                 m.inc("supportgraph_llm_cost_usd", a.cost_usd, tenant=tenant, tier=a.tier, model=a.model)
