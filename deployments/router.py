@@ -35,7 +35,8 @@ from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
 from serve_app.routing.providers.errors import call_errors
-from serve_app.routing.service import ChatRequest, ChatService
+from serve_app.routing.router import RoutedAnswer
+from serve_app.routing.service import ChatRequest, ChatService, chat_event
 from serve_app.screen.state import ScreenContext
 from serve_app.settings import (
     DatabaseSettings,
@@ -207,10 +208,10 @@ class Router:
         _SESSION.set(request.session_id)  # this request's task (and context) only
         _ASSIGNED.set({})
         started = time.perf_counter()
-        result = await self.service.reply(request)
-        await self._durable(result["routing"])
-        await self._record(request, result["routing"], started)
-        return result
+        routed, passages = await self.service.answer(request)
+        await self._durable(routed)
+        await self._record(request, routed, started)
+        return routed.reply(len(passages))
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         """{"delta": text} events, then {"routing": ...}."""
@@ -218,20 +219,20 @@ class Router:
         _SESSION.set(request.session_id)
         _ASSIGNED.set({})
         started = time.perf_counter()
-        async for event in self.service.events(request):
-            if "routing" in event:  # recorded before the caller learns the request id it may rate
-                await self._durable(event["routing"])
-                await self._record(request, event["routing"], started)
-            yield event
+        async for item in self.service.stream(request):
+            if isinstance(item, RoutedAnswer):  # recorded before the caller learns the request id it may rate
+                await self._durable(item)
+                await self._record(request, item, started)
+            yield chat_event(item)
 
-    async def _durable(self, routing: dict[str, Any]) -> None:
+    async def _durable(self, routed: RoutedAnswer) -> None:
         """Answered only once the request's cost events are written (at most the ledger's wait); the
         reply says whether they were (`costs_written`)."""
-        routing["costs_written"] = await self.ledger.durable(uuid.UUID(routing["request_id"]))
+        routed.costs_written = await self.ledger.durable(routed.request_id)
 
-    async def _record(self, request: ChatRequest, routing: dict[str, Any], started: float) -> None:
+    async def _record(self, request: ChatRequest, routed: RoutedAnswer, started: float) -> None:
         """The request's experiment arms and implicit outcome; a failed write is logged, not raised."""
-        request_id = uuid.UUID(routing["request_id"])
+        request_id = routed.request_id
         try:
             await record_request(
                 self.db,
@@ -239,7 +240,7 @@ class Router:
                 request_id,
                 request.session_id,
                 self._assign(request.tenant_id, request.session_id, request_id),
-                ImplicitOutcome.of_routing(routing, (time.perf_counter() - started) * 1e3),
+                ImplicitOutcome.of_routed(routed, (time.perf_counter() - started) * 1e3),
             )
         except Exception:
             log.warning("recording request %s for experiments failed", request_id, exc_info=True)

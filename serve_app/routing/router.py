@@ -132,6 +132,9 @@ class RoutedAnswer:
     # it is not part of the reply)
     candidate: str | None = None
     handoff: dict[str, Any] | None = None  # the conversation's handoff to a person (serve_app/handoff)
+    # the Router deployment's: whether the request's cost events were written before it answered
+    # (None: not asked, and not part of the reply)
+    costs_written: bool | None = None
 
     @property
     def cost_usd(self) -> float:
@@ -162,7 +165,11 @@ class RoutedAnswer:
                 if a.outcome in UNANSWERED
             ],
             "attempts": [{**asdict(a), "outcome": str(a.outcome)} for a in self.attempts],
-        }
+        } | ({} if self.costs_written is None else {"costs_written": self.costs_written})
+
+    def reply(self, passages: int) -> dict[str, Any]:
+        """The whole reply as plain data (what crosses a deployment handle)."""
+        return {"answer": self.text, "routing": self.to_dict(), "passages": passages}
 
 
 def token_totals(routing: dict[str, Any]) -> tuple[int, int]:

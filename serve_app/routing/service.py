@@ -102,6 +102,11 @@ class ChatRequest:
             raise ValueError("the last user message is empty")
 
 
+def chat_event(item: str | RoutedAnswer) -> dict[str, Any]:
+    """One item of `ChatService.stream` as plain data (what crosses a deployment handle)."""
+    return {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
+
+
 def build_tiers(
     routing: RoutingSettings, pricing: PricingSettings, providers: Mapping[str, LLMProvider] | None = None
 ) -> list[Tier]:
@@ -303,12 +308,12 @@ class ChatService:
     async def reply(self, request: ChatRequest) -> dict[str, Any]:
         """`answer()` as plain data (what crosses a deployment handle)."""
         routed, passages = await self.answer(request)
-        return {"answer": routed.text, "routing": routed.to_dict(), "passages": len(passages)}
+        return routed.reply(len(passages))
 
     async def events(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         """`stream()` as plain data: {"delta": text} events, then {"routing": ...}."""
         async for item in self.stream(request):
-            yield {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
+            yield chat_event(item)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
