@@ -62,6 +62,10 @@ class InvalidIdentifier(InvalidInput):
     """A tenant, room or stream id that does not match its format."""
 
 
+class ForeignStream(InvalidInput):
+    """A stream id of another tenant than the caller's (HTTP 403)."""
+
+
 class InvalidText(InvalidInput):
     """Input text that is not valid Unicode."""
 

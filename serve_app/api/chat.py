@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from serve_app.api.access import allow, app_backend, authenticate, charge_tokens, request_tenant
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import ChatBackend, Overloaded
+from serve_app.errors import ForeignStream
 from serve_app.frames.decode import FrameLimits
 from serve_app.routing.openai_format import (
     ChatCompletionIn,
@@ -105,12 +106,12 @@ async def chat_completions(
     x_tenant_id: str | None = Header(None, max_length=63),
 ) -> Any:
     tenant = request_tenant(request, body.tenant_id, x_tenant_id)
-    if body.stream_id is not None and not body.stream_id.startswith(f"tenant_{tenant}_"):
-        raise HTTPException(403, "stream_id names a stream of another tenant")
     backend = chat_backend(request)
     limits: FrameLimits = request.app.state.limits
     try:
         chat, _ = to_request(body, tenant, limits.max_bytes)
+    except ForeignStream as exc:
+        raise HTTPException(403, str(exc)) from None
     except (ChatFormatError, ValueError) as exc:
         raise HTTPException(422, str(exc)) from None
     if body.stream:

@@ -19,8 +19,9 @@ from pydantic import BaseModel, Field
 from serve_app.api.access import allow, app_backend, authenticate, caller_of, request_tenant
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import HandoffBackend
+from serve_app.errors import ForeignStream
 from serve_app.handoff.errors import HandoffError
-from serve_app.tenancy import InvalidIdentifier, parse_stream_id
+from serve_app.tenancy import InvalidIdentifier, tenant_stream
 
 router = APIRouter(
     prefix="/v1/handoffs",
@@ -86,11 +87,11 @@ def _own_room(value: str | None, tenant: str, what: str, track: bool) -> str | N
     if value is None:
         return None
     try:
-        parsed = parse_stream_id(value)
+        parsed = tenant_stream(tenant, value)
+    except ForeignStream:
+        raise HTTPException(403, f"{what} names a room of another tenant") from None
     except InvalidIdentifier as exc:
         raise HTTPException(422, str(exc)) from None
-    if parsed.tenant_id != tenant:
-        raise HTTPException(403, f"{what} names a room of another tenant")
     if not track and parsed.track is not None:
         raise HTTPException(422, f"{what} is a room name, without a .track part")
     return value

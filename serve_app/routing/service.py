@@ -37,7 +37,7 @@ from serve_app.settings import (
     ScreenSettings,
     Settings,
 )
-from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
+from serve_app.tenancy import tenant_stream, validate_tenant_id
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,7 @@ class ChatRequest:
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
         if self.stream_id is not None:
-            try:
-                owner = parse_stream_id(self.stream_id).tenant_id
-            except InvalidIdentifier as exc:
-                raise ValueError(str(exc)) from None
-            if owner != self.tenant_id:
-                raise ValueError("stream_id names a stream of another tenant")
+            tenant_stream(self.tenant_id, self.stream_id)
         if not self.messages or self.messages[-1].role != "user":
             raise ValueError("messages must end with a user message")
         if not self.messages[-1].content.strip():
