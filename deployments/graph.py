@@ -2,7 +2,9 @@
 
 `serve run configs/local.yaml` imports `deployments.graph:build_app` with the config's `args`;
 `serve.run(build_app(settings))` does the same from Python. Options that Serve config files may also set
-(replicas, CPUs, user_config) take their defaults from Settings here.
+(replicas, CPUs, user_config) take their defaults from Settings here. Every deployment is bound by
+keyword, each argument from its own Settings section, so the graph's shape reads off the binds and does
+not hang on the order of a constructor's parameters.
 """
 
 from __future__ import annotations
@@ -69,17 +71,17 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
     kb = knowledge.bind(
-        settings.knowledge,
-        settings.db,
-        settings.state_dir,
-        settings.pricing,
-        embeddings.bind(settings.knowledge.embedder),
-        reranker_arms.bind(settings.knowledge),
+        knowledge=settings.knowledge,
+        db=settings.db,
+        state_dir=settings.state_dir,
+        pricing=settings.pricing,
+        embeddings=embeddings.bind(embedder=settings.knowledge.embedder),
+        reranker_arms=reranker_arms.bind(knowledge=settings.knowledge),
     )
     self_hosted = {
         t.name: serve.deployment(SelfHostedLLM, name=self_hosted_name(t.name))
         .options(**_options(settings.serve.self_hosted_llm, level))
-        .bind(t)
+        .bind(tier=t)
         for t in settings.routing.tiers
         if t.backend == "gguf"
     }
@@ -93,30 +95,30 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
             **_options(settings.serve.screen_reader, level),
             request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
         )
-        .bind(settings.screen, settings.db, settings.state_dir)
+        .bind(cfg=settings.screen, db=settings.db, state_dir=settings.state_dir)
         if settings.screen.enabled
         else None
     )
     return ingress.bind(
-        frame_dedup.bind(dedup_init, screen),
-        kb,
-        router.bind(
-            settings.routing,
-            settings.screen,
-            settings.pricing,
-            settings.db,
-            settings.state_dir,
-            kb,
-            self_hosted,
-            screen,
-            settings.experiment_set(),
+        frame_dedup=frame_dedup.bind(dedup=dedup_init, screen_reader=screen),
+        knowledge=kb,
+        router=router.bind(
+            routing=settings.routing,
+            screen=settings.screen,
+            pricing=settings.pricing,
+            db=settings.db,
+            state_dir=settings.state_dir,
+            knowledge=kb,
+            self_hosted=self_hosted,
+            screen_reader=screen,
+            experiments=settings.experiment_set(),
             handoff=settings.handoff,
         ),
-        settings.http,
-        settings.auth,
-        settings.db,
-        settings.state_dir,
-        settings.serve.ingress.num_replicas,
+        http=settings.http,
+        auth=settings.auth,
+        db=settings.db,
+        state_dir=settings.state_dir,
+        replicas=settings.serve.ingress.num_replicas,
     )
 
 
