@@ -235,7 +235,11 @@ async def _provider_pieces(tier: Tier, prompt: Prompt, deadline: Deadline) -> As
         await stream.aclose()
 
 
-class EscalatingRouter:
+class EscalationLadder:
+    """The escalation policy: a request climbs its tenant's ladder of tiers, cheapest first, until an
+    answer is accepted (see the module docstring). Not a Serve deployment (`deployments.router`) nor a
+    request router (`deployments.stream_affinity`)."""
+
     def __init__(
         self,
         tiers: list[Tier],
@@ -604,3 +608,6 @@ class EscalatingRouter:
             "max_attempts": self.policy.max_attempts,
             "precall_threshold": self.policy.precall_threshold if self.precall else None,
         }
+
+
+EscalatingRouter = EscalationLadder  # the former name, which tests still use

@@ -27,7 +27,7 @@ from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
 from serve_app.routing.providers.extractive import ExtractiveResponder
-from serve_app.routing.router import AttemptOutcome, EscalatingRouter, RoutedAnswer, Tier
+from serve_app.routing.router import AttemptOutcome, EscalationLadder, RoutedAnswer, Tier
 from serve_app.screen.context import grounded_query, query_lines, screen_block
 from serve_app.screen.state import ScreenContext
 from serve_app.settings import (
@@ -118,7 +118,7 @@ def build_tiers(
 class ChatService:
     routing: RoutingSettings
     shown: ScreenSettings  # how much screen text a turn carries, and how long it waits for it
-    router: EscalatingRouter
+    router: EscalationLadder
     retrieve: Retrieve | None = None
     ledger: CostLedger | None = None
     answered: int = 0
@@ -152,7 +152,7 @@ class ChatService:
     ) -> ChatService:
         tiers = build_tiers(routing, pricing, providers)
         checker = _checker(routing.policy)
-        router = EscalatingRouter(
+        router = EscalationLadder(
             tiers,
             routing.policy,
             record=ledger.record if ledger else None,
