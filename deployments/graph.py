@@ -20,7 +20,7 @@ from deployments.ingress import Ingress
 from deployments.knowledge import Embeddings, KnowledgeBase, RerankerArms
 from deployments.router import Router, SelfHostedLLM
 from deployments.screen_reader import ScreenReaderDeployment
-from deployments.stream_affinity import StreamAffinityRouter
+from deployments.stream_affinity import StreamAffinityRequestRouter
 from serve_app.experiments.config import live_config
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
@@ -57,7 +57,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     frame_dedup = serve.deployment(FrameDedup, name="FrameDedup").options(
         **_options(settings.serve.frame_dedup, level),
         user_config=settings.dedup.live_config(),
-        request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
+        request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRequestRouter),
     )
     ingress = serve.deployment(Ingress, name="Ingress").options(**_options(settings.serve.ingress, level))
     embeddings = serve.deployment(Embeddings, name="Embeddings").options(
@@ -93,7 +93,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         serve.deployment(ScreenReaderDeployment, name="ScreenReader")
         .options(
             **_options(settings.serve.screen_reader, level),
-            request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
+            request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRequestRouter),
         )
         .bind(cfg=settings.screen, db=settings.db, state_dir=settings.state_dir)
         if settings.screen.enabled
