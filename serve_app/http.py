@@ -24,14 +24,14 @@ from serve_app.metrics import Metrics
 
 __all__ = ["API_VERSION", "Access", "create_app"]
 
-ROUTERS = (
-    health.router,
-    frames.router,
-    knowledge.router,
-    chat.router,
-    costs.router,
-    feedback.router,
-    handoffs.router,
+ROUTES = (
+    health.routes,
+    frames.routes,
+    knowledge.routes,
+    chat.routes,
+    costs.routes,
+    feedback.routes,
+    handoffs.routes,
 )
 
 
@@ -62,7 +62,7 @@ def _observe_http(app: FastAPI, metrics: Metrics) -> None:
 def create_app(
     limits: FrameLimits | None = None, metrics: Metrics | None = None, access: Access | None = None
 ) -> FastAPI:
-    """The app: every area's router, frame `limits`, `access` (no keys by default), `metrics` if given."""
+    """The app: every area's routes, frame `limits`, `access` (no keys by default), `metrics` if given."""
     app = FastAPI(
         title="supportgraph",
         version=API_VERSION,
@@ -74,6 +74,6 @@ def create_app(
     if metrics is not None:
         _observe_http(app, metrics)
     app.add_exception_handler(Overloaded, _overloaded)
-    for router in ROUTERS:
-        app.include_router(router)
+    for routes in ROUTES:
+        app.include_router(routes)
     return app

@@ -33,7 +33,7 @@ from serve_app.routing.service import ChatRequest, ChatRequestError
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
+routes = APIRouter(
     prefix="/v1",
     tags=["router"],
     dependencies=[Depends(authenticate), Depends(allow("admin", "client"))],
@@ -91,7 +91,7 @@ async def _complete(request: Request, backend: ChatBackend, chat: ChatRequest) -
     return completion_body(result["answer"], result["routing"])
 
 
-@router.post(
+@routes.post(
     "/chat/completions",
     summary="OpenAI-compatible chat completions through the escalating router (stream: SSE)",
     responses={
@@ -119,7 +119,7 @@ async def chat_completions(
     return await _complete(request, backend, chat)
 
 
-@router.get("/models", summary="The router ('auto') and its tiers, OpenAI-style")
+@routes.get("/models", summary="The router ('auto') and its tiers, OpenAI-style")
 async def models(request: Request) -> dict[str, Any]:
     status = await chat_backend(request).status()
     names = ["auto"] + [t["name"] for t in status["tiers"]]
@@ -129,6 +129,6 @@ async def models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/router", summary="Tiers, thresholds, breaker states, ledger counters")
+@routes.get("/router", summary="Tiers, thresholds, breaker states, ledger counters")
 async def router_status(request: Request) -> dict[str, Any]:
     return await chat_backend(request).status()
