@@ -92,7 +92,7 @@ def _serve_status(exc: BaseException) -> tuple[int | None, bool]:
 class HandleProvider(LLMProvider):
     """A tier whose model runs in another deployment; Serve failures become typed provider errors."""
 
-    provider = "self-hosted"
+    vendor = "self-hosted"
     offline = True
 
     def __init__(self, model: str, handle: DeploymentHandle):
@@ -100,12 +100,12 @@ class HandleProvider(LLMProvider):
         self.handle = handle
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
-        async with call_errors(self.provider, timeout_s, _serve_status):
+        async with call_errors(self.vendor, timeout_s, _serve_status):
             with serve_failures("self-hosted model"):
                 return await self.handle.complete.remote(prompt, timeout_s)
 
     async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
-        async with call_errors(self.provider, timeout_s, _serve_status):
+        async with call_errors(self.vendor, timeout_s, _serve_status):
             with serve_failures("self-hosted model"):
                 async for piece in self.handle.options(stream=True).stream.remote(prompt, timeout_s):
                     yield piece

@@ -182,7 +182,7 @@ Recorder = Callable[[CostEvent], None]
 
 
 def _timed_out(tier: Tier) -> ProviderError:
-    return ProviderError(tier.provider.provider, "timeout", f"no answer within {tier.timeout_s:g} s")
+    return ProviderError(tier.provider.vendor, "timeout", f"no answer within {tier.timeout_s:g} s")
 
 
 async def _within(tier: Tier, call: Awaitable[T], timeout_s: float | None = None) -> T:
@@ -203,7 +203,7 @@ def _broken(tier: Tier, exc: Exception) -> ProviderError:
     """A tier that raised something other than a provider failure: logged as the bug it is, and a
     failed attempt for the request (which goes on to the next tier)."""
     log.error("tier %s raised %s", tier.name, type(exc).__name__, exc_info=exc)
-    return ProviderError(tier.provider.provider, "internal", f"{type(exc).__name__}: {exc}"[:300])
+    return ProviderError(tier.provider.vendor, "internal", f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _left(deadline: Deadline) -> float:
@@ -346,7 +346,7 @@ class EscalationLadder:
 
     def _attempt(self, n: int, tier: Tier, prompt: Prompt, outcome: AttemptOutcome) -> Attempt:
         return Attempt(
-            n, tier.name, tier.provider.provider, tier.price.model, outcome, images=len(prompt.images)
+            n, tier.name, tier.provider.vendor, tier.price.model, outcome, images=len(prompt.images)
         )
 
     def _priced(self, attempt: Attempt, tier: Tier, completion: Completion, started: float) -> None:
@@ -597,7 +597,7 @@ class EscalationLadder:
             "tiers": [
                 {
                     "name": name,
-                    "provider": self.tiers[name].provider.provider,
+                    "provider": self.tiers[name].provider.vendor,
                     "model": self.tiers[name].price.model,
                     "offline": self.tiers[name].provider.offline,
                     "threshold": self.threshold(name),

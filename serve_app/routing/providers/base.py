@@ -107,7 +107,7 @@ class Completion:
 class LLMProvider(ABC):
     """One tier's backend. `complete` is required; `stream` yields text deltas then the Completion."""
 
-    provider: str = "?"
+    vendor: str = "?"  # who serves the model: anthropic, google, openai-compatible, self-hosted
     offline: bool = False
 
     def __init__(self, model: str):
