@@ -235,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _eval_dedup_arguments(sub: argparse._SubParsersAction) -> None:
-    from serve_app.frames.evaluate import REPORT_SEEDS
+    from supportgraph_tools.frames.evaluate import REPORT_SEEDS
 
     ed = sub.add_parser(
         "eval-dedup",

@@ -22,7 +22,7 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from serve_app.routing.evaluate import (
+    from supportgraph_tools.routing.evaluate import (
         cached_embed,
         fit_learned,
         load_logged,
@@ -53,8 +53,8 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
         embed, embedder_name = cached_embed(embed_stored, fit + test), embedder.name
     precall, precall_scorer, background_dir = None, None, None
     if embed is not None and not args.no_precall:
-        from serve_app.routing.evaluate import WEAK, precall_split_scores
         from serve_app.routing.precall import QueryScorer, background_model
+        from supportgraph_tools.routing.evaluate import WEAK, precall_split_scores
 
         background = None
         background_dir = args.precall_background or args.fit.parent.parent / "mmlu" / "responses"
@@ -191,7 +191,7 @@ def _cmd_eval_router(args: argparse.Namespace) -> int:
 def _cmd_eval_dedup(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from serve_app.frames import evaluate
+    from supportgraph_tools.frames import evaluate
 
     seeds = evaluate.parse_seeds(args.seeds)
     resolutions = [evaluate.parse_resolution(r) for r in args.resolution]
@@ -209,12 +209,12 @@ def _cmd_eval_screen(args: argparse.Namespace) -> int:
 
     from serve_app.knowledge.factory import build_retriever
     from serve_app.knowledge.ingest import ingest_path
-    from serve_app.screen import evaluate, screens
     from serve_app.screen.normalize import Vocabulary
     from serve_app.screen.ocr import OcrEngine
     from serve_app.screen.reader import ReaderLimits, ScreenReader
     from serve_app.screen.tenant_vocabulary import TenantVocabularies
     from serve_app.screen.vocabulary import vocabulary_texts
+    from supportgraph_tools.screen import evaluate, screens
 
     settings = load_settings(args.config)
     cfg = settings.screen

@@ -132,8 +132,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from serve_app.knowledge.evaluate import evaluate, load_qrels, load_queries
     from serve_app.knowledge.factory import build_retriever
+    from supportgraph_tools.knowledge.evaluate import evaluate, load_qrels, load_queries
 
     settings = load_settings(args.config)
     queries, qrels = load_queries(args.queries), load_qrels(args.dataset)
@@ -179,8 +179,8 @@ def _eval_arms(
     from rich.console import Console
     from rich.table import Table
 
-    from serve_app.experiments.offline import COMPARED, evaluate_arms
     from serve_app.knowledge.factory import build_retriever
+    from supportgraph_tools.experiments.offline import COMPARED, evaluate_arms
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> dict[str, object]:
         started = time.perf_counter()
@@ -221,9 +221,14 @@ def _eval_arms(
 
 
 def _cmd_fit_reranker(args: argparse.Namespace) -> int:
-    from serve_app.knowledge.evaluate import judged_candidates, leave_one_out, load_qrels, load_queries
     from serve_app.knowledge.factory import build_retriever
     from serve_app.knowledge.rerankers.learned import FEATURES, fit_pairwise, save_weights
+    from supportgraph_tools.knowledge.evaluate import (
+        judged_candidates,
+        leave_one_out,
+        load_qrels,
+        load_queries,
+    )
 
     settings = load_settings(args.config)
     queries, qrels = load_queries(args.queries), load_qrels(args.dataset)

@@ -12,7 +12,7 @@ from serve_app.settings import load_settings
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from serve_app.demo import run_demo
+    from supportgraph_tools.demo import run_demo
 
     if args.duration <= 0 or args.streams < 1:
         raise SystemExit("supportgraph demo: --duration must be > 0 and --streams >= 1")

@@ -1,4 +1,4 @@
-"""The words and messages the generated screens show (`serve_app.frames.synthetic` draws them).
+"""The words and messages the generated screens show (`supportgraph_tools.frames.synthetic` draws them).
 
 They live in the runtime package because the screen reader's base vocabulary (`screen.normalize`) is
 built from the project's own texts, these among them; the clip generator imports them from here.
