@@ -28,7 +28,6 @@ import numpy as np
 from serve_app.db.database import Database
 from serve_app.knowledge import store
 from serve_app.knowledge.adapt import tenant_dir
-from serve_app.knowledge.evaluate import corpus_id, inline_qrels, load_qrels, load_queries, metrics_for
 from serve_app.knowledge.factory import build_embedder
 from serve_app.knowledge.pairs import load_pairs
 from serve_app.knowledge.rerankers import Candidate
@@ -36,6 +35,13 @@ from serve_app.knowledge.rerankers.adapted import AdaptedReranker
 from serve_app.knowledge.rerankers.learned import LearnedFusionReranker
 from serve_app.knowledge.retrieval import fuse
 from serve_app.settings import load_settings
+from supportgraph_tools.knowledge.evaluate import (
+    corpus_id,
+    inline_qrels,
+    load_qrels,
+    load_queries,
+    metrics_for,
+)
 
 NAMES = ("R@1", "R@5", "MRR@10")
 

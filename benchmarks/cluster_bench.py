@@ -415,7 +415,7 @@ class Load:
         return call
 
     async def screen_share(self, client: httpx.AsyncClient, sid: str, seed: int) -> None:
-        from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
+        from supportgraph_tools.frames.synthetic import ClipSpec, ScreenShareClip
 
         for frame in ScreenShareClip(ClipSpec(seed=seed, **CLIP)).frames():
             if self.stop.is_set():
@@ -993,8 +993,8 @@ def ingest(state: Path) -> None:
 
 
 def api_key(state: Path) -> str:
-    from serve_app.demo import demo_key
     from serve_app.settings import load_settings
+    from supportgraph_tools.demo import demo_key
 
     return asyncio.run(demo_key(load_settings(None, state_dir=state), TENANT))
 

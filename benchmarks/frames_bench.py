@@ -66,9 +66,9 @@ from serve_app.frames.phash import default_threads, signals_batch
 from serve_app.frames.planes import MEDIA_TYPE, Planes, planes_signals, to_planes
 from serve_app.frames.region import RegionPolicy
 from serve_app.frames.service import DedupService
-from serve_app.frames.synthetic import EventClip, EventClipSpec
 from serve_app.settings import DedupSettings
 from serve_app.stats import percentile
+from supportgraph_tools.frames.synthetic import EventClip, EventClipSpec
 
 POOL = 24  # distinct frames per run (cycled): 66 MB at 720p
 KERNEL_BATCH = 64

@@ -47,8 +47,8 @@ from serve_app.frames.phash import signals_batch
 from serve_app.frames.planes import planes_signals, to_planes
 from serve_app.frames.region import RegionDetector, Thumb
 from serve_app.frames.service import DedupService, Pending
-from serve_app.frames.synthetic import EventClip, EventClipSpec
 from serve_app.settings import DedupSettings
+from supportgraph_tools.frames.synthetic import EventClip, EventClipSpec
 
 
 def cpu_ms(fn: Callable[[], object], frames: int, rounds: int) -> float:

@@ -72,11 +72,11 @@ from interactive_load import (
 from procs import CpuMeter, priorities
 
 from serve_app.db.database import stop_embedded
-from serve_app.demo import demo_key
 from serve_app.runtime import local_graph
 from serve_app.samples import ingest_help_center
 from serve_app.settings import load_settings
 from serve_app.stats import percentile
+from supportgraph_tools.demo import demo_key
 
 
 async def hops(client: Client, app: str, n: int) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.stats import percentile
+from supportgraph_tools.frames.synthetic import ClipSpec, ScreenShareClip
 
 TENANT = "interactive"
 QUESTIONS = (

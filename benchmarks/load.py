@@ -26,12 +26,12 @@ from pathlib import Path
 
 import httpx
 
-from serve_app.demo import demo_key
-from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
 from serve_app.runtime import local_graph
 from serve_app.samples import HELP_CENTER, ingest_help_center
 from serve_app.settings import load_settings
 from serve_app.stats import percentile
+from supportgraph_tools.demo import demo_key
+from supportgraph_tools.frames.synthetic import ClipSpec, ScreenShareClip
 
 TENANT = "load"
 QUESTIONS = (

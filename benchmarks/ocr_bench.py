@@ -28,12 +28,12 @@ import time
 
 import numpy as np
 
-from serve_app.screen.evaluate import cases, dedup_decision
 from serve_app.screen.normalize import Vocabulary, normalize_line
 from serve_app.screen.ocr import OcrEngine
 from serve_app.screen.reader import crop_box
-from serve_app.screen.screens import ERRORS, error_screen
 from serve_app.stats import percentile
+from supportgraph_tools.screen.evaluate import cases, dedup_decision
+from supportgraph_tools.screen.screens import ERRORS, error_screen
 
 STAGES = ("det_pre", "det_infer", "det_post", "crops", "rec_pre", "rec_infer", "rec_decode", "normalize")
 

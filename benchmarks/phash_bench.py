@@ -37,8 +37,8 @@ from PIL import Image
 from serve_app.frames.phash import default_threads, native_available, phash_batch, signals_batch
 from serve_app.frames.region import RegionPolicy, Thumb
 from serve_app.frames.sampler import FrameSampler, SamplingPolicy
-from serve_app.frames.synthetic import EventClip, EventClipSpec
 from serve_app.tenancy import parse_stream_id
+from supportgraph_tools.frames.synthetic import EventClip, EventClipSpec
 
 RESOLUTIONS = [(480, 640), (720, 1280)]
 BATCHES = [1, 32, 128]

@@ -2,7 +2,9 @@
 
 `serve run configs/local.yaml` imports `deployments.graph:build_app` with the config's `args`;
 `serve.run(build_app(settings))` does the same from Python. Options that Serve config files may also set
-(replicas, CPUs, user_config) take their defaults from Settings here.
+(replicas, CPUs, user_config) take their defaults from Settings here. Every deployment is bound by
+keyword, each argument from its own Settings section, so the graph's shape reads off the binds and does
+not hang on the order of a constructor's parameters.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from deployments.ingress import Ingress
 from deployments.knowledge import Embeddings, KnowledgeBase, RerankerArms
 from deployments.router import Router, SelfHostedLLM
 from deployments.screen_reader import ScreenReaderDeployment
-from deployments.stream_affinity import StreamAffinityRouter
+from deployments.stream_affinity import StreamAffinityRequestRouter
 from serve_app.experiments.config import live_config
 from serve_app.settings import DeploymentResources, Settings, load_settings
 
@@ -57,7 +59,7 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     frame_dedup = serve.deployment(FrameDedup, name="FrameDedup").options(
         **_options(settings.serve.frame_dedup, level),
         user_config=settings.dedup.live_config(),
-        request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
+        request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRequestRouter),
     )
     ingress = serve.deployment(Ingress, name="Ingress").options(**_options(settings.serve.ingress, level))
     embeddings = serve.deployment(Embeddings, name="Embeddings").options(
@@ -71,17 +73,17 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
     )
     dedup_init = {"device": settings.dedup.device, "hash_threads": settings.dedup.hash_threads}
     kb = knowledge.bind(
-        settings.knowledge,
-        settings.db,
-        settings.state_dir,
-        settings.pricing,
-        embeddings.bind(settings.knowledge.embedder),
-        reranker_arms.bind(settings.knowledge, settings.state_dir),
+        knowledge=settings.knowledge,
+        db=settings.db,
+        state_dir=settings.state_dir,
+        pricing=settings.pricing,
+        embeddings=embeddings.bind(embedder=settings.knowledge.embedder),
+        reranker_arms=reranker_arms.bind(knowledge=settings.knowledge, state_dir=settings.state_dir),
     )
     self_hosted = {
         t.name: serve.deployment(SelfHostedLLM, name=self_hosted_name(t.name))
         .options(**_options(settings.serve.self_hosted_llm, level))
-        .bind(t, niceness=settings.serve.background_niceness)
+        .bind(tier=t, niceness=settings.serve.background_niceness)
         for t in settings.routing.tiers
         if t.backend == "gguf"
     }
@@ -93,32 +95,37 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         serve.deployment(ScreenReaderDeployment, name="ScreenReader")
         .options(
             **_options(settings.serve.screen_reader, level),
-            request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRouter),
+            request_router_config=RequestRouterConfig(request_router_class=StreamAffinityRequestRouter),
         )
-        .bind(settings.screen, settings.db, settings.state_dir, niceness=settings.serve.background_niceness)
+        .bind(
+            cfg=settings.screen,
+            db=settings.db,
+            state_dir=settings.state_dir,
+            niceness=settings.serve.background_niceness,
+        )
         if settings.screen.enabled
         else None
     )
     return ingress.bind(
-        frame_dedup.bind(dedup_init, screen),
-        kb,
-        router.bind(
-            settings.routing,
-            settings.screen,
-            settings.pricing,
-            settings.db,
-            settings.state_dir,
-            kb,
-            self_hosted,
-            screen,
-            settings.experiment_set(),
+        frame_dedup=frame_dedup.bind(dedup=dedup_init, screen_reader=screen),
+        knowledge=kb,
+        router=router.bind(
+            routing=settings.routing,
+            screen=settings.screen,
+            pricing=settings.pricing,
+            db=settings.db,
+            state_dir=settings.state_dir,
+            knowledge=kb,
+            self_hosted=self_hosted,
+            screen_reader=screen,
+            experiments=settings.experiment_set(),
             handoff=settings.handoff,
         ),
-        settings.http,
-        settings.auth,
-        settings.db,
-        settings.state_dir,
-        settings.serve.ingress.num_replicas,
+        http=settings.http,
+        auth=settings.auth,
+        db=settings.db,
+        state_dir=settings.state_dir,
+        replicas=settings.serve.ingress.num_replicas,
     )
 
 

@@ -20,15 +20,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.costs.ledger import CostLedger, cost_report
 from serve_app.db.database import Database
+from serve_app.errors import Overloaded, ReplicaLost
 from serve_app.experiments.backend import DbExperiments
 from serve_app.experiments.config import Assignment, Experiments
 from serve_app.experiments.store import ImplicitOutcome, record_request
+from serve_app.handles import serve_failures
 from serve_app.handoff.desk import HANDOFF_API, HandoffDesk
 from serve_app.knowledge.query import MAX_QUERY_CHARS
 from serve_app.knowledge.retrieval import prompt_text
@@ -37,7 +37,8 @@ from serve_app.priority import lower_process_priority, process_niceness, thread_
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Completion, LLMProvider, Prompt
 from serve_app.routing.providers.errors import call_errors
-from serve_app.routing.service import ChatRequest, ChatService
+from serve_app.routing.router import RoutedAnswer
+from serve_app.routing.service import ChatRequest, ChatService, chat_event
 from serve_app.screen.state import ScreenContext
 from serve_app.settings import (
     DatabaseSettings,
@@ -95,18 +96,19 @@ class SelfHostedLLM:
 
 
 def _serve_status(exc: BaseException) -> tuple[int | None, bool]:
-    """Serve's failures in HTTP terms for `call_errors`: a full queue is a 429, a dead replica a 503."""
-    if isinstance(exc, BackPressureError):
-        return 429, True
-    if isinstance(exc, RayActorError):
+    """Serve's failures (as `serve_failures` types them) in HTTP terms for `call_errors`: a full queue
+    is a 429, a lost replica a 503."""
+    if isinstance(exc, ReplicaLost):
         return 503, True
+    if isinstance(exc, Overloaded):
+        return 429, True
     return None, False
 
 
 class HandleProvider(LLMProvider):
     """A tier whose model runs in another deployment; Serve failures become typed provider errors."""
 
-    provider = "self-hosted"
+    vendor = "self-hosted"
     offline = True
 
     def __init__(self, model: str, handle: DeploymentHandle):
@@ -114,13 +116,15 @@ class HandleProvider(LLMProvider):
         self.handle = handle
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
-        async with call_errors(self.provider, timeout_s, _serve_status):
-            return await self.handle.complete.remote(prompt, timeout_s)
+        async with call_errors(self.vendor, timeout_s, _serve_status):
+            with serve_failures("self-hosted model"):
+                return await self.handle.complete.remote(prompt, timeout_s)
 
     async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
-        async with call_errors(self.provider, timeout_s, _serve_status):
-            async for piece in self.handle.options(stream=True).stream.remote(prompt, timeout_s):
-                yield piece
+        async with call_errors(self.vendor, timeout_s, _serve_status):
+            with serve_failures("self-hosted model"):
+                async for piece in self.handle.options(stream=True).stream.remote(prompt, timeout_s):
+                    yield piece
 
 
 class Router:
@@ -220,10 +224,10 @@ class Router:
         _SESSION.set(request.session_id)  # this request's task (and context) only
         _ASSIGNED.set({})
         started = time.perf_counter()
-        result = await self.service.reply(request)
-        await self._durable(result["routing"])
-        await self._record(request, result["routing"], started)
-        return result
+        routed, passages = await self.service.answer(request)
+        await self._durable(routed)
+        await self._record(request, routed, started)
+        return routed.reply(len(passages))
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         """{"delta": text} events, then {"routing": ...}."""
@@ -231,20 +235,20 @@ class Router:
         _SESSION.set(request.session_id)
         _ASSIGNED.set({})
         started = time.perf_counter()
-        async for event in self.service.events(request):
-            if "routing" in event:  # recorded before the caller learns the request id it may rate
-                await self._durable(event["routing"])
-                await self._record(request, event["routing"], started)
-            yield event
+        async for item in self.service.stream(request):
+            if isinstance(item, RoutedAnswer):  # recorded before the caller learns the request id it may rate
+                await self._durable(item)
+                await self._record(request, item, started)
+            yield chat_event(item)
 
-    async def _durable(self, routing: dict[str, Any]) -> None:
+    async def _durable(self, routed: RoutedAnswer) -> None:
         """Answered only once the request's cost events are written (at most the ledger's wait); the
         reply says whether they were (`costs_written`)."""
-        routing["costs_written"] = await self.ledger.durable(uuid.UUID(routing["request_id"]))
+        routed.costs_written = await self.ledger.durable(routed.request_id)
 
-    async def _record(self, request: ChatRequest, routing: dict[str, Any], started: float) -> None:
+    async def _record(self, request: ChatRequest, routed: RoutedAnswer, started: float) -> None:
         """The request's experiment arms and implicit outcome; a failed write is logged, not raised."""
-        request_id = uuid.UUID(routing["request_id"])
+        request_id = routed.request_id
         try:
             await record_request(
                 self.db,
@@ -252,7 +256,7 @@ class Router:
                 request_id,
                 request.session_id,
                 self._assign(request.tenant_id, request.session_id, request_id),
-                ImplicitOutcome.of_routing(routing, (time.perf_counter() - started) * 1e3),
+                ImplicitOutcome.of_routed(routed, (time.perf_counter() - started) * 1e3),
             )
         except Exception:
             log.warning("recording request %s for experiments failed", request_id, exc_info=True)

@@ -1,7 +1,7 @@
 """Sticky routing: every request that names a stream goes to the same FrameDedup replica.
 
 A stream's dedup state (last sampled time, last processed hash) lives in one replica's memory, so the
-handle must not spread a stream over replicas. `StreamAffinityRouter` ranks replicas by rendezvous
+handle must not spread a stream over replicas. `StreamAffinityRequestRouter` ranks replicas by rendezvous
 (highest-random-weight) hashing of (stream id, replica id) with blake2b, which is stable across
 processes (unlike `hash()`), and offers only the winner: a busy owner makes the request wait (backoff)
 rather than go elsewhere.
@@ -46,7 +46,7 @@ def owner(stream_id: str, replica_ids: list[str]) -> str:
     return max(replica_ids, key=lambda rid: owner_score(stream_id, rid))
 
 
-class StreamAffinityRouter(RequestRouter):
+class StreamAffinityRequestRouter(RequestRouter):
     async def choose_replicas(
         self,
         candidate_replicas: list[RunningReplica],

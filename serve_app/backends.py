@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from serve_app.errors import Overloaded, ReplicaLost  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     import uuid
 
@@ -19,15 +21,6 @@ if TYPE_CHECKING:
     from serve_app.frames.sampler import Decision
     from serve_app.frames.service import DedupService
     from serve_app.routing.service import ChatRequest
-
-
-class Overloaded(Exception):
-    """The backend refused work (queue full): HTTP 503 with Retry-After."""
-
-
-class ReplicaLost(Overloaded):
-    """The replica serving the request died (its process or node lost): HTTP 503 with Retry-After;
-    Serve starts a replacement, so a retry is answered."""
 
 
 class FrameSink(Protocol):

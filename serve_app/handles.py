@@ -19,16 +19,17 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.auth import Caller
-from serve_app.backends import Overloaded, ReplicaLost
+from serve_app.errors import Overloaded, ReplicaLost
 from serve_app.frames.planes import Planes
 from serve_app.routing.service import ChatRequest
 
 
 @contextmanager
-def _overload(what: str) -> Iterator[None]:
-    """Serve's backpressure (a full `max_queued_requests`) as `Overloaded`, and a replica that died
-    under the request (`RayActorError`: its process or node lost) as `ReplicaLost`: both the HTTP
-    layer's 503 with Retry-After, not a 500."""
+def serve_failures(what: str) -> Iterator[None]:
+    """The one mapping of Ray's failures to the project's errors: Serve's backpressure (a full
+    `max_queued_requests`) as `Overloaded`, and a replica that died under the request (`RayActorError`:
+    its process or node lost) as `ReplicaLost`: both the HTTP layer's 503 with Retry-After, not a 500;
+    a model deployment's caller (`deployments.router.HandleProvider`) retries or escalates on them."""
     try:
         yield
     except BackPressureError as exc:
@@ -42,6 +43,9 @@ def _overload(what: str) -> Iterator[None]:
             else f"the {what} replica serving this request"
         )
         raise ReplicaLost(f"{lost} was lost; retry") from exc
+
+
+_overload = serve_failures  # the short name the wrappers below use
 
 
 class HandleFrameBackend:

@@ -24,14 +24,14 @@ from serve_app.metrics import Metrics
 
 __all__ = ["API_VERSION", "Access", "create_app"]
 
-ROUTERS = (
-    health.router,
-    frames.router,
-    knowledge.router,
-    chat.router,
-    costs.router,
-    feedback.router,
-    handoffs.router,
+ROUTES = (
+    health.routes,
+    frames.routes,
+    knowledge.routes,
+    chat.routes,
+    costs.routes,
+    feedback.routes,
+    handoffs.routes,
 )
 
 
@@ -75,7 +75,7 @@ class _ObservedHttp:
 def create_app(
     limits: FrameLimits | None = None, metrics: Metrics | None = None, access: Access | None = None
 ) -> FastAPI:
-    """The app: every area's router, frame `limits`, `access` (no keys by default), `metrics` if given."""
+    """The app: every area's routes, frame `limits`, `access` (no keys by default), `metrics` if given."""
     app = FastAPI(
         title="supportgraph",
         version=API_VERSION,
@@ -87,6 +87,6 @@ def create_app(
     if metrics is not None:
         app.add_middleware(_ObservedHttp, metrics=metrics)
     app.add_exception_handler(Overloaded, _overloaded)
-    for router in ROUTERS:
-        app.include_router(router)
+    for routes in ROUTES:
+        app.include_router(routes)
     return app

@@ -15,11 +15,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
+from serve_app.errors import InvalidText
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class InvalidText(ValueError):
-    """Input text that is not valid Unicode."""
 
 
 def check_text(value: Any, where: str = "body") -> None:

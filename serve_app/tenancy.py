@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from serve_app.errors import ForeignStream, InvalidIdentifier
+
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _NAME = r"[A-Za-z0-9][A-Za-z0-9-]{0,127}"
 STREAM_RE = re.compile(rf"tenant_(?P<tenant>{TENANT_RE.pattern})_(?P<room>{_NAME})(?:\.(?P<track>{_NAME}))?")
-
-
-class InvalidIdentifier(ValueError):
-    """A tenant, room or stream id that does not match its format."""
 
 
 def validate_tenant_id(tenant_id: str) -> str:
@@ -51,6 +49,16 @@ def parse_stream_id(value: str) -> StreamId:
             "(tenant: lowercase letters, digits, '-'; room/track: letters, digits, '-', at most 128)"
         )
     return StreamId(match["tenant"], match["room"], match["track"])
+
+
+def tenant_stream(tenant_id: str, stream_id: str) -> StreamId:
+    """The one tenant-owns-stream rule: `stream_id` parsed, when it is well-formed and one of
+    `tenant_id`'s streams. InvalidIdentifier when it is malformed, ForeignStream when it names another
+    tenant (the tenant is the parsed one, never a prefix of the raw string)."""
+    stream = parse_stream_id(stream_id)
+    if stream.tenant_id != tenant_id:
+        raise ForeignStream("stream_id names a stream of another tenant")
+    return stream
 
 
 def room_name(tenant_id: str, room: str) -> str:

@@ -66,7 +66,7 @@ def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 
 @pytest.fixture(scope="session")
 def graph(graph_settings: Settings) -> Iterator[RunningGraph]:
-    from serve_app.handoff.demo import demo_livekit_env
+    from supportgraph_tools.handoff.demo import demo_livekit_env
 
     demo_livekit_env()  # as `make demo` does: the Router mints handoff room tokens with them
     with local_graph(graph_settings) as running:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
+from supportgraph_tools.frames.synthetic import ClipSpec, ScreenShareClip
 
 
 def noise(h: int, w: int, seed: int = 0) -> np.ndarray:

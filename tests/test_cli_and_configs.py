@@ -15,9 +15,9 @@ from rich.console import Console
 
 from deployments.graph import self_hosted_name
 from serve_app.cli import main
-from serve_app.demo import run_demo
 from serve_app.runtime import RunningGraph
 from serve_app.settings import DedupSettings, RoutingPolicySettings, Settings
+from supportgraph_tools.demo import run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_demo_reports_a_graph_that_cannot_start_and_exits_non_zero(
 ) -> None:
     from contextlib import contextmanager
 
-    import serve_app.demo as demo
+    import supportgraph_tools.demo as demo
 
     @contextmanager
     def no_graph(settings: Settings, shutdown: bool = True):
@@ -99,8 +99,8 @@ def test_demo_reports_a_graph_that_cannot_start_and_exits_non_zero(
 def test_a_failing_demo_part_is_reported_and_the_rest_still_runs(
     graph: RunningGraph, graph_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import serve_app.demo as demo
     import serve_app.samples as samples
+    import supportgraph_tools.demo as demo
 
     monkeypatch.setattr(samples, "HELP_CENTER", tmp_path / "no-help-center")  # ingest fails
     monkeypatch.setattr(demo, "ROUTER_QUESTIONS", demo.DEMO_QUESTIONS[:1])

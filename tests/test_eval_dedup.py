@@ -7,9 +7,9 @@ import json
 import pytest
 
 from serve_app.cli import main
-from serve_app.frames.evaluate import RunScore, parse_resolution, parse_seeds
 from serve_app.frames.sampler import Decision, Reason, Verdict
-from serve_app.frames.synthetic import ClipEvent
+from supportgraph_tools.frames.evaluate import RunScore, parse_resolution, parse_seeds
+from supportgraph_tools.frames.synthetic import ClipEvent
 
 FIELDS = {"skip_rate", "event_recall", "recall_by_kind", "spurious_sends"}
 

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from serve_app.frames.synthetic import DISTRACTORS, SIGNIFICANT, EventClip, EventClipSpec
+from supportgraph_tools.frames.synthetic import DISTRACTORS, SIGNIFICANT, EventClip, EventClipSpec
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 720), (640, 480)])

@@ -222,7 +222,7 @@ def test_ab_report_command(
 
 
 def test_paired_bootstrap_sees_a_shift_and_not_noise() -> None:
-    from serve_app.experiments.offline import paired_bootstrap
+    from supportgraph_tools.experiments.offline import paired_bootstrap
 
     rng = np.random.default_rng(5)
     base = rng.random(200)
@@ -240,8 +240,8 @@ def test_paired_bootstrap_sees_a_shift_and_not_noise() -> None:
 def test_evaluate_arms_scores_every_arm_on_the_same_queries() -> None:
     from types import SimpleNamespace
 
-    from serve_app.experiments.offline import evaluate_arms
-    from serve_app.knowledge.evaluate import Query
+    from supportgraph_tools.experiments.offline import evaluate_arms
+    from supportgraph_tools.knowledge.evaluate import Query
 
     class Fake:
         def __init__(self) -> None:

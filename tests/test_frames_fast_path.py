@@ -22,9 +22,9 @@ from serve_app.frames.decode import FrameLimits
 from serve_app.frames.phash import frame_signals, stacked
 from serve_app.frames.sampler import FrameSampler
 from serve_app.frames.service import DedupService
-from serve_app.frames.synthetic import EventClip, EventClipSpec
 from serve_app.http import create_app
 from serve_app.tenancy import parse_stream_id
+from supportgraph_tools.frames.synthetic import EventClip, EventClipSpec
 
 SIZES = [(1280, 720), (640, 480)]
 

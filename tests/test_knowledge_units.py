@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from serve_app.knowledge.cache import CachedEmbedder
 from serve_app.knowledge.chunking import Document, chunk_document, load_document
-from serve_app.knowledge.evaluate import corpus_id, metrics_for
 from serve_app.knowledge.fusion import rrf
 from serve_app.knowledge.rerankers import Candidate, NoReranker, assign_arm, create_reranker
 from serve_app.samples import HELP_CENTER
 from serve_app.settings import load_settings
+from supportgraph_tools.knowledge.evaluate import corpus_id, metrics_for
 from tests.wire import reply_json, running, serving
 
 SAMPLES = HELP_CENTER

@@ -1,4 +1,5 @@
-"""The agent and the handle backends reach the graph without the HTTP layer: no FastAPI on their path."""
+"""The agent and the handle backends reach the graph without the HTTP layer: no FastAPI on their path;
+no deployment (replica) imports the demo and evaluation tools; in the runtime package only the CLI does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 AGENT = [f"serve_app.agent.{p.stem}" for p in (ROOT / "serve_app" / "agent").glob("[!_]*.py")]
 HTTP_FREE = ["serve_app.backends", "serve_app.handles", *AGENT]  # and everything they import
 HTTP_LAYER = ("fastapi", "starlette", "serve_app.http", "serve_app.api")
+REPLICAS = [f"deployments.{p.stem}" for p in (ROOT / "deployments").glob("[!_]*.py")]
+TOOLS = "supportgraph_tools"
 
 
 def _module_file(name: str) -> Path | None:
@@ -43,7 +46,7 @@ def _project_closure(roots: list[str]) -> dict[str, set[str]]:
         if name in seen or path is None:
             continue
         seen[name] = _imports(path)
-        todo += [m for m in seen[name] if m.startswith("serve_app")]
+        todo += [m for m in seen[name] if m.startswith(("serve_app", "deployments"))]
     return seen
 
 
@@ -66,3 +69,26 @@ def test_importing_the_agent_and_backends_loads_no_fastapi() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def _is_tool(module: str) -> bool:
+    return module == TOOLS or module.startswith(f"{TOOLS}.")
+
+
+def _tool_importers(imports_by: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Who imports the demo and evaluation tools, and which of them."""
+    found = {name: sorted(filter(_is_tool, imports)) for name, imports in imports_by.items()}
+    return {name: tools for name, tools in found.items() if tools}
+
+
+def test_no_replica_imports_the_demo_or_evaluation_tools() -> None:
+    closure = _project_closure(REPLICAS)
+    assert {"deployments.graph", "deployments.router", "serve_app.routing.service"} <= set(closure)
+    assert _tool_importers(closure) == {}
+
+
+def test_in_the_runtime_package_only_the_cli_imports_the_tools() -> None:
+    runtime = [p for p in (ROOT / "serve_app").rglob("*.py") if "cli" not in p.relative_to(ROOT).parts[1:2]]
+    assert len(runtime) > 50
+    assert _tool_importers({str(p.relative_to(ROOT)): _imports(p) for p in runtime}) == {}
+    assert _tool_importers({"cli": _imports(ROOT / "serve_app" / "cli" / "run.py")})  # the CLI does

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from serve_app.frames.region import RegionPolicy, Thumb
 from serve_app.frames.sampler import Decision, FrameSampler, Reason, SamplingPolicy, Verdict
 from serve_app.frames.service import DedupService
-from serve_app.frames.synthetic import DISTRACTORS, SIGNIFICANT, EventClip, EventClipSpec
 from serve_app.settings import DedupSettings
 from serve_app.tenancy import parse_stream_id
+from supportgraph_tools.frames.synthetic import DISTRACTORS, SIGNIFICANT, EventClip, EventClipSpec
 from tests import images
 
 RESOLUTIONS = [(1280, 720), (640, 480)]

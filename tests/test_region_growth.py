@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve_app.frames.busy import GROWTH
 from serve_app.frames.growth import text_growth
 from serve_app.frames.region import RegionPolicy
 from serve_app.frames.sampler import FrameSampler, Reason, SamplingPolicy
-from serve_app.frames.synthetic import EventClip, EventClipSpec
 from serve_app.tenancy import parse_stream_id
+from supportgraph_tools.frames.busy import GROWTH
+from supportgraph_tools.frames.synthetic import EventClip, EventClipSpec
 
 STREAM = parse_stream_id("tenant_t_growth.screen")
 

@@ -15,8 +15,8 @@ from serve_app.frames import sampler as sampler_module
 from serve_app.frames.phash import signals_batch
 from serve_app.frames.region import RegionDetector, RegionPolicy, RegionState, Thumb, native_detector
 from serve_app.frames.sampler import FrameSampler, SamplingPolicy
-from serve_app.frames.synthetic import EventClip, EventClipSpec
 from serve_app.tenancy import parse_stream_id
+from supportgraph_tools.frames.synthetic import EventClip, EventClipSpec
 
 pytestmark = pytest.mark.skipif(not native_detector(), reason="the native extension is not built")
 RESOLUTIONS = [(1280, 720), (640, 480)]

@@ -13,7 +13,11 @@ import pytest
 from scipy import optimize
 
 from serve_app.routing.confidence import logistic
-from serve_app.routing.evaluate import (
+from serve_app.routing.precall import QUERY_FEATURES, Linear, QueryScorer, load_background, query_features
+from serve_app.routing.providers.base import Message, Prompt
+from serve_app.routing.risk import betting_pvalues, betting_ucb, calibrate_paired, paired_losses
+from serve_app.settings import RoutingPolicySettings
+from supportgraph_tools.routing.evaluate import (
     Logged,
     Outcomes,
     apply,
@@ -23,10 +27,6 @@ from serve_app.routing.evaluate import (
     precall_split_scores,
     stored_embed,
 )
-from serve_app.routing.precall import QUERY_FEATURES, Linear, QueryScorer, load_background, query_features
-from serve_app.routing.providers.base import Message, Prompt
-from serve_app.routing.risk import betting_pvalues, betting_ucb, calibrate_paired, paired_losses
-from serve_app.settings import RoutingPolicySettings
 from tests.test_router_policy import SURE, UNSURE, Scripted, answer, ladder
 
 

@@ -24,7 +24,7 @@ from serve_app.routing.confidence import (
     features,
     revisions,
 )
-from serve_app.routing.evaluate import Logged, cheapest_at_quality, curve, evaluate_threshold
+from supportgraph_tools.routing.evaluate import Logged, cheapest_at_quality, curve, evaluate_threshold
 
 PROMPT = (
     "Janet has 16 eggs. She eats 3 and bakes with 4. She sells the rest at $2 each. How much does she make?"

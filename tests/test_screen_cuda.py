@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from serve_app.screen.ocr import OcrEngine
-from serve_app.screen.screens import ERRORS, error_screen
+from supportgraph_tools.screen.screens import ERRORS, error_screen
 
 pytestmark = pytest.mark.skipif(
     "CUDAExecutionProvider" not in ort.get_available_providers(), reason="no CUDA execution provider"

@@ -14,8 +14,8 @@ from PIL import Image
 from ray import serve
 
 from serve_app.runtime import RunningGraph
-from serve_app.screen.screens import ERRORS, error_screen
 from serve_app.settings import Settings
+from supportgraph_tools.screen.screens import ERRORS, error_screen
 
 pytestmark = pytest.mark.ray
 TENANT = "screen-t"

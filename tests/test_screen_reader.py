@@ -11,8 +11,8 @@ import pytest
 
 from serve_app.screen.normalize import Vocabulary, normalize_line
 from serve_app.screen.reader import ReaderLimits, Reading, ReadRequest, ScreenLine, ScreenReader, crop_box
-from serve_app.screen.screens import ERRORS, error_screen
 from serve_app.screen.state import ScreenStore
+from supportgraph_tools.screen.screens import ERRORS, error_screen
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_a_turn_waits_at_most_wait_s_for_a_running_read() -> None:
 
 def test_eval_screen_path_scores_the_grounded_query(reader: ScreenReader) -> None:
     """eval-screen's loop on one case, with a stand-in ranker: the screen's error code finds the article."""
-    from serve_app.screen import evaluate
+    from supportgraph_tools.screen import evaluate
 
     async def rank(query: str) -> list[str]:
         return ["error-storage-full", "billing"] if "E-2207" in query else ["billing", "error-storage-full"]

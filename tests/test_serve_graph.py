@@ -18,10 +18,10 @@ from serve_app.costs.pricing import default_pricing
 from serve_app.frames.planes import MEDIA_TYPE as PLANES_TYPE
 from serve_app.frames.planes import Planes, to_planes
 from serve_app.frames.service import DedupService
-from serve_app.frames.synthetic import ClipFrame, ClipSpec, EventClip, EventClipSpec, ScreenShareClip
 from serve_app.handles import HandleFrameBackend
 from serve_app.runtime import RunningGraph, load_builder
 from serve_app.settings import Settings
+from supportgraph_tools.frames.synthetic import ClipFrame, ClipSpec, EventClip, EventClipSpec, ScreenShareClip
 from tests import images
 from tests.conftest import GRAPH_ARMS
 from tests.wire import KnowledgeWire

@@ -63,3 +63,19 @@ def test_stream_ids_parse_into_tenant_room_track() -> None:
 def test_bad_tenant_ids(bad: str) -> None:
     with pytest.raises(InvalidIdentifier):
         validate_tenant_id(bad)
+
+
+def test_a_stream_belongs_to_the_tenant_its_id_parses_to() -> None:
+    """The one tenant-owns-stream rule: the parsed tenant, not a prefix of the raw string; a malformed
+    id is malformed whoever it seems to name."""
+    from serve_app.errors import ForeignStream
+    from serve_app.tenancy import tenant_stream
+
+    assert tenant_stream("acme", "tenant_acme_desk-1.screen").room == "desk-1"
+    for foreign in ("tenant_acme-eu_desk-1", "tenant_other_desk-1.screen"):
+        with pytest.raises(ForeignStream):
+            tenant_stream("acme", foreign)
+    for malformed in ("tenant_acme_", "tenant_acme_desk 1", "desk-1", "tenant_acme_a.b.c"):
+        with pytest.raises(InvalidIdentifier):
+            tenant_stream("acme", malformed)
+    assert issubclass(ForeignStream, ValueError) and not issubclass(ForeignStream, InvalidIdentifier)

@@ -14,7 +14,6 @@ import functools
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from serve_app.answers.compose import compose
 from serve_app.answers.evidence import Embed
 from serve_app.answers.model import AnswerModel, Evidence, Verdict
+from serve_app.lru import LRU
 from serve_app.screen.context import grounded_query
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,11 @@ class AnswerChecker:
     tenant_models: dict[str, AnswerModel] = field(default_factory=dict)
     uncertified: bool = True  # a target the model cannot certify uses its empirical threshold
     cache_size: int = 256
-    _cache: OrderedDict[str, Evidence] = field(default_factory=OrderedDict, repr=False)
+    _cache: LRU[str, Evidence] = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._cache = LRU(self.cache_size)
 
     @staticmethod
     def question_text(question: str, screen_lines: tuple[str, ...] | list[str] = ()) -> str:
@@ -63,14 +66,11 @@ class AnswerChecker:
         model = self.model_for(tenant_id)
         key = hashlib.sha256("\x1f".join([str(id(model)), asked, *passages]).encode()).hexdigest()
         with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+            if (cached := self._cache.lookup(key)) is not None:
+                return cached
         ev = model.evidence(asked, passages, self.embed)
         with self._lock:
-            self._cache[key] = ev
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(key, ev)
         return ev
 
     def extractive(

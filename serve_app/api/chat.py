@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from serve_app.api.access import allow, app_backend, authenticate, charge_tokens, request_tenant
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import ChatBackend, Overloaded
+from serve_app.errors import ForeignStream
 from serve_app.frames.decode import FrameLimits
 from serve_app.routing.openai_format import (
     ChatCompletionIn,
@@ -32,7 +33,7 @@ from serve_app.routing.service import ChatRequest, ChatRequestError
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
+routes = APIRouter(
     prefix="/v1",
     tags=["router"],
     dependencies=[Depends(authenticate), Depends(allow("admin", "client"))],
@@ -90,7 +91,7 @@ async def _complete(request: Request, backend: ChatBackend, chat: ChatRequest) -
     return completion_body(result["answer"], result["routing"])
 
 
-@router.post(
+@routes.post(
     "/chat/completions",
     summary="OpenAI-compatible chat completions through the escalating router (stream: SSE)",
     responses={
@@ -105,12 +106,12 @@ async def chat_completions(
     x_tenant_id: str | None = Header(None, max_length=63),
 ) -> Any:
     tenant = request_tenant(request, body.tenant_id, x_tenant_id)
-    if body.stream_id is not None and not body.stream_id.startswith(f"tenant_{tenant}_"):
-        raise HTTPException(403, "stream_id names a stream of another tenant")
     backend = chat_backend(request)
     limits: FrameLimits = request.app.state.limits
     try:
         chat, _ = to_request(body, tenant, limits.max_bytes)
+    except ForeignStream as exc:
+        raise HTTPException(403, str(exc)) from None
     except (ChatFormatError, ValueError) as exc:
         raise HTTPException(422, str(exc)) from None
     if body.stream:
@@ -118,7 +119,7 @@ async def chat_completions(
     return await _complete(request, backend, chat)
 
 
-@router.get("/models", summary="The router ('auto') and its tiers, OpenAI-style")
+@routes.get("/models", summary="The router ('auto') and its tiers, OpenAI-style")
 async def models(request: Request) -> dict[str, Any]:
     status = await chat_backend(request).status()
     names = ["auto"] + [t["name"] for t in status["tiers"]]
@@ -128,6 +129,6 @@ async def models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/router", summary="Tiers, thresholds, breaker states, ledger counters")
+@routes.get("/router", summary="Tiers, thresholds, breaker states, ledger counters")
 async def router_status(request: Request) -> dict[str, Any]:
     return await chat_backend(request).status()

@@ -1,4 +1,4 @@
-"""`CheckedRoute`: the route class of every router, so one text rule covers every JSON body field."""
+"""`CheckedRoute`: the route class of every area's routes, so one text rule covers every JSON body field."""
 
 from __future__ import annotations
 

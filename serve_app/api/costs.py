@@ -11,7 +11,7 @@ from serve_app.api.chat import chat_backend
 from serve_app.api.checked import CheckedRoute
 from serve_app.inputs import UtcDateTime
 
-router = APIRouter(
+routes = APIRouter(
     prefix="/v1",
     tags=["costs"],
     dependencies=[Depends(authenticate), Depends(allow("admin"))],
@@ -19,7 +19,7 @@ router = APIRouter(
 )
 
 
-@router.get(
+@routes.get(
     "/costs", summary="A tenant's costs by service, provider and tier, vs all requests on the top tier"
 )
 async def costs(

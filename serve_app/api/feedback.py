@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from serve_app.api.access import allow, app_backend, authenticate, request_tenant
 from serve_app.api.checked import CheckedRoute
 
-router = APIRouter(
+routes = APIRouter(
     prefix="/v1",
     tags=["experiments"],
     dependencies=[Depends(authenticate), Depends(allow("admin", "client"))],
@@ -44,7 +44,7 @@ def experiment_backend(request: Request) -> Any:
     return app_backend(request, "experiments", "experiments are")
 
 
-@router.post(
+@routes.post(
     "/feedback",
     response_model=FeedbackOut,
     summary="A routed request's outcome: resolved, rating 1-5, comment (again: replaces it)",
@@ -62,7 +62,7 @@ async def feedback(
     return row
 
 
-@router.get(
+@routes.get(
     "/experiments/{name}",
     summary="Per arm: units, resolution and escalation rates, rating, cost, latency; vs control; SRM",
     responses={404: {"description": "unknown experiment"}},

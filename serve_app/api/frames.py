@@ -23,7 +23,7 @@ from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame,
 from serve_app.frames.planes import Planes
 from serve_app.tenancy import InvalidIdentifier, parse_stream_id
 
-router = APIRouter(
+routes = APIRouter(
     prefix="/v1/streams",
     tags=["frames"],
     dependencies=[Depends(authenticate), Depends(allow("admin", "client"))],
@@ -80,7 +80,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post(
+@routes.post(
     "/{stream_id}/frames",
     response_model=FrameDecisionOut,
     summary="Offer one screen-share frame; says whether to send it on (processed) or skip it",
@@ -112,7 +112,7 @@ async def submit_frame(
     return await frame_backend(request).offer(stream_id, frame, speaking, ts)
 
 
-@router.post(
+@routes.post(
     "/{stream_id}/frames/batch",
     response_model=FrameBatchOut,
     summary="Offer several frames of one stream in one request (the fast path); one decision per frame",
@@ -166,11 +166,11 @@ async def submit_frames(
     return {"decisions": decisions}
 
 
-@router.get("/{stream_id}/stats", summary="Counters of a stream and its tenant")
+@routes.get("/{stream_id}/stats", summary="Counters of a stream and its tenant")
 async def stream_stats(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
     return await frame_backend(request).stats(checked_stream(request, stream_id))
 
 
-@router.delete("/{stream_id}", summary="End a stream; returns its final counters")
+@routes.delete("/{stream_id}", summary="End a stream; returns its final counters")
 async def close_stream(request: Request, stream_id: str = STREAM_ID) -> dict[str, Any]:
     return await frame_backend(request).close(checked_stream(request, stream_id))

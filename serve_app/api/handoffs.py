@@ -19,10 +19,11 @@ from pydantic import BaseModel, Field
 from serve_app.api.access import allow, app_backend, authenticate, caller_of, request_tenant
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import HandoffBackend
+from serve_app.errors import ForeignStream
 from serve_app.handoff.errors import HandoffError
-from serve_app.tenancy import InvalidIdentifier, parse_stream_id
+from serve_app.tenancy import InvalidIdentifier, tenant_stream
 
-router = APIRouter(
+routes = APIRouter(
     prefix="/v1/handoffs",
     tags=["handoffs"],
     dependencies=[Depends(authenticate), Depends(allow("admin", "agent", "client"))],
@@ -86,17 +87,17 @@ def _own_room(value: str | None, tenant: str, what: str, track: bool) -> str | N
     if value is None:
         return None
     try:
-        parsed = parse_stream_id(value)
+        parsed = tenant_stream(tenant, value)
+    except ForeignStream:
+        raise HTTPException(403, f"{what} names a room of another tenant") from None
     except InvalidIdentifier as exc:
         raise HTTPException(422, str(exc)) from None
-    if parsed.tenant_id != tenant:
-        raise HTTPException(403, f"{what} names a room of another tenant")
     if not track and parsed.track is not None:
         raise HTTPException(422, f"{what} is a room name, without a .track part")
     return value
 
 
-@router.get("", summary="The tenant's handoffs, oldest first, each with its position and wait estimate")
+@routes.get("", summary="The tenant's handoffs, oldest first, each with its position and wait estimate")
 async def list_handoffs(
     request: Request,
     status: Status | None = Query(None, description="e.g. queued"),
@@ -108,7 +109,7 @@ async def list_handoffs(
     return await _answer(handoff_backend(request).list(tenant, caller_of(request), status, limit))
 
 
-@router.post("", summary="Hand a conversation off to a person (a client hands off itself)", responses=ERRORS)
+@routes.post("", summary="Hand a conversation off to a person (a client hands off itself)", responses=ERRORS)
 async def create_handoff(
     request: Request, body: HandoffIn, x_tenant_id: str | None = Header(None, max_length=63)
 ) -> dict[str, Any]:
@@ -123,7 +124,7 @@ async def create_handoff(
     )
 
 
-@router.get("/{handoff_id}", summary="One handoff (a client key: the customer's view)", responses=ERRORS)
+@routes.get("/{handoff_id}", summary="One handoff (a client key: the customer's view)", responses=ERRORS)
 async def get_handoff(
     request: Request,
     handoff_id: uuid.UUID,
@@ -134,7 +135,7 @@ async def get_handoff(
     return await _answer(handoff_backend(request).get(tenant, handoff_id, caller_of(request)))
 
 
-@router.post(
+@routes.post(
     "/{handoff_id}/claim",
     summary="Claim a queued handoff: a LiveKit token for exactly the conversation's room",
     responses=ERRORS,
@@ -152,7 +153,7 @@ async def claim_handoff(
     return await _answer(handoff_backend(request).claim(tenant, handoff_id, caller_of(request), name))
 
 
-@router.post(
+@routes.post(
     "/{handoff_id}/resolve",
     summary="Resolve a claimed handoff (the person's time becomes a 'human' cost event)",
     responses=ERRORS,
@@ -170,7 +171,7 @@ async def resolve_handoff(
     return await _answer(handoff_backend(request).resolve(tenant, handoff_id, caller_of(request), note))
 
 
-@router.post(
+@routes.post(
     "/{handoff_id}/return",
     summary="Give a claimed conversation back to the AI with a note its next turns get as context",
     responses=ERRORS,

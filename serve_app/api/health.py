@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from serve_app.api import API_VERSION
 from serve_app.api.checked import CheckedRoute
 
-router = APIRouter(tags=["ops"], route_class=CheckedRoute)
+routes = APIRouter(tags=["ops"], route_class=CheckedRoute)
 
 
 class Health(BaseModel):
@@ -16,6 +16,6 @@ class Health(BaseModel):
     version: str
 
 
-@router.get("/healthz", response_model=Health)
+@routes.get("/healthz", response_model=Health)
 async def healthz() -> Health:
     return Health(status="ok", version=API_VERSION)

@@ -17,7 +17,7 @@ from serve_app.backends import KnowledgeBackend
 from serve_app.knowledge.query import MAX_QUERY_CHARS, check_query
 from serve_app.tenancy import validate_tenant_id
 
-router = APIRouter(
+routes = APIRouter(
     prefix="/v1/knowledge",
     tags=["knowledge"],
     dependencies=[Depends(authenticate), Depends(allow("admin", "agent", "client"))],
@@ -53,7 +53,7 @@ def knowledge_backend(request: Request) -> KnowledgeBackend:
     return app_backend(request, "knowledge", "the knowledge base is")
 
 
-@router.post(
+@routes.post(
     "/search",
     response_model=SearchOut,
     summary="Hybrid retrieval (vector + full text, RRF, rerank) of cited passages for a tenant",
@@ -72,6 +72,6 @@ async def knowledge_search(request: Request, body: SearchIn) -> dict[str, Any]:
     return await knowledge_backend(request).search(body.tenant_id, body.query, body.mode, body.top_k)
 
 
-@router.get("/stats", summary="Per-arm rerank metrics, embedding cache hits")
+@routes.get("/stats", summary="Per-arm rerank metrics, embedding cache hits")
 async def knowledge_stats(request: Request) -> dict[str, Any]:
     return await knowledge_backend(request).stats()

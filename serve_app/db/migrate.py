@@ -15,6 +15,8 @@ from importlib import resources
 
 import asyncpg
 
+from serve_app.errors import MigrationError
+
 MIGRATIONS = "serve_app.db.migrations"
 ROLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 TENANT_TABLES = (
@@ -33,10 +35,6 @@ TENANT_TABLES = (
     "handoffs",
 )
 MIGRATION_LOCK = 0x5EED_6A  # pg_advisory_lock key held while migrating (released with the connection)
-
-
-class MigrationError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ units keep the arm they had before experiments existed.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,10 +23,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve_app.knowledge.rerankers import assign_arm
-
 Unit = Literal["tenant", "session", "request"]
 DEFAULT_RERANKER_EXPERIMENT = "reranker"
+
+
+def assign_arm(arms: dict[str, float], unit: str) -> str:
+    """Deterministic weighted split: the same unit (tenant id or request id) always gets the same arm."""
+    if not arms:
+        raise ValueError("at least one arm")
+    total = sum(arms.values())
+    if total <= 0 or any(w < 0 for w in arms.values()):
+        raise ValueError("arm weights must be >= 0 and not all 0")
+    point = int.from_bytes(hashlib.blake2b(unit.encode(), digest_size=8).digest(), "big") / 2**64 * total
+    for name, weight in sorted(arms.items()):
+        if point < weight:
+            return name
+        point -= weight
+    return sorted(arms)[-1]
 
 
 class ExperimentSettings(BaseModel):

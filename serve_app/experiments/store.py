@@ -6,14 +6,26 @@ and the per-arm aggregates a report is computed from. Every call runs in a tenan
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from serve_app.db.database import Database, ensure_tenant
 from serve_app.experiments.config import Assignment
+
+
+class Routed(Protocol):
+    """What an implicit outcome reads of `serve_app.routing.router.RoutedAnswer`."""
+
+    tier: str
+    confidence: float
+
+    @property
+    def attempts(self) -> Sequence[object]: ...
+    @property
+    def cost_usd(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -27,13 +39,14 @@ class ImplicitOutcome:
     latency_ms: float
 
     @classmethod
-    def of_routing(cls, routing: dict[str, Any], latency_ms: float) -> ImplicitOutcome:
-        """From `RoutedAnswer.to_dict()`: escalated when more than one attempt was made."""
+    def of_routed(cls, routed: Routed, latency_ms: float) -> ImplicitOutcome:
+        """From the router's answer (`RoutedAnswer`): escalated when more than one attempt was made;
+        confidence and cost rounded as the API shows them."""
         return cls(
-            escalated=len(routing.get("attempts", ())) > 1,
-            final_tier=routing["tier"],
-            confidence=float(routing["confidence"]),
-            cost_usd=float(routing["cost_usd"]),
+            escalated=len(routed.attempts) > 1,
+            final_tier=routed.tier,
+            confidence=round(routed.confidence, 4),
+            cost_usd=round(routed.cost_usd, 8),
             latency_ms=latency_ms,
         )
 

@@ -19,19 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from serve_app.errors import FrameDecodeError
 from serve_app.frames.planes import MEDIA_TYPE as PLANES_TYPE
 from serve_app.frames.planes import Planes
 
 FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 RAW_TYPES = ("application/octet-stream", "image/x-raw-rgb")
-
-
-class FrameDecodeError(ValueError):
-    """The upload is not a usable frame; `status` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import scipy.fftpack
 
+from serve_app.errors import FrameShapeError
 from serve_app.frames.resample import PRECISION_BITS, THUMB, ResamplePlan, plan_for
 
 if TYPE_CHECKING:
@@ -45,10 +46,6 @@ HASH_BITS = 64
 CHANNELS = 2  # region cells: luma, colourfulness
 MAX_CELL_PIXELS = 1 << 23  # 255 * pixels of a cell must fit an int32 sum
 _TORCH_CHUNK_PIXELS = 16 * 1280 * 720  # frames per torch step: bounds float64 scratch to ~120 MB
-
-
-class FrameShapeError(ValueError):
-    """Frames are not uint8 RGB `[B, H, W, 3]`."""
 
 
 def native_available() -> bool:

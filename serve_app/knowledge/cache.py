@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 
 import numpy as np
 
 from serve_app.costs.pricing import estimate_tokens
 from serve_app.costs.usage import Usage
 from serve_app.knowledge.embedders import Embedder
+from serve_app.lru import LRU
 from serve_app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class CachedEmbedder:
         self.name, self.dim = inner.name, inner.dim
         self.maxsize = maxsize
         self.shared = shared
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: LRU[str, np.ndarray] = LRU(maxsize)
         self.hits = 0  # from the LRU or from Redis
         self.shared_hits = 0
         self.misses = 0  # embedded
@@ -134,11 +134,10 @@ class CachedEmbedder:
         out = np.empty((len(texts), self.dim), np.float32)
         missing: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
-            vector = self._cache.get(text)
+            vector = self._cache.lookup(text)
             if vector is None:
                 missing.setdefault(text, []).append(i)
             else:
-                self._cache.move_to_end(text)
                 out[i] = vector
         if missing and self.shared is not None:
             for text, vector in self.shared.get_many(list(missing)).items():
@@ -162,9 +161,7 @@ class CachedEmbedder:
         return out, usage, missing
 
     def _remember(self, text: str, vector: np.ndarray) -> None:
-        self._cache[text] = vector
-        while len(self._cache) > self.maxsize:
-            self._cache.popitem(last=False)
+        self._cache.put(text, vector)
 
     def stats(self) -> dict[str, float]:
         out = {"hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate, "size": len(self._cache)}

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve_app.errors import UnsupportedDocument
+
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html"}
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ANCHOR = re.compile(r"<a\s+name=\"[^\"]*\"\s*>\s*</a>", re.I)
@@ -38,10 +40,6 @@ class Document:
     @property
     def content_hash(self) -> str:
         return hashlib.sha256(f"{self.title}\n{self.text}".encode()).hexdigest()
-
-
-class UnsupportedDocument(ValueError):
-    pass
 
 
 def _clean_markdown(text: str) -> str:

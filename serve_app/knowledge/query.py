@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from serve_app.errors import QueryError
+
 Mode = Literal["bm25", "dense", "hybrid", "hybrid_rerank"]
 MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "hybrid_rerank")
 MAX_QUERY_CHARS = 2000
-
-
-class QueryError(ValueError):
-    """A query that cannot be searched (empty, too long, an unknown mode); maps to HTTP 422."""
 
 
 def check_query(query: str) -> str:

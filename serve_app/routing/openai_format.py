@@ -19,16 +19,13 @@ from typing import Any, Literal
 from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.errors import ChatFormatError
 from serve_app.routing.providers.base import Image, Message
 from serve_app.routing.router import token_totals
 from serve_app.routing.service import ChatRequest
 
 AUTO = ("auto", "supportgraph")
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
-
-
-class ChatFormatError(ValueError):
-    """The request is well-formed JSON but not a chat we can answer (HTTP 422)."""
 
 
 class ImageURL(BaseModel):

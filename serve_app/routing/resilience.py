@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from serve_app.routing.providers.base import Completion, ProviderError
@@ -125,6 +126,12 @@ async def retried_stream(
                 raise
 
 
+class BreakerState(StrEnum):
+    CLOSED = "closed"  # calls go through
+    OPEN = "open"  # calls are refused until `reset_s` has passed
+    HALF_OPEN = "half-open"  # one trial call is through: it closes or reopens the breaker
+
+
 @dataclass
 class CircuitBreaker:
     """Opens after `failures` consecutive failures; after `reset_s` lets one trial call through."""
@@ -153,5 +160,7 @@ class CircuitBreaker:
             self.opened_at, self._trial = self.clock(), False
 
     @property
-    def state(self) -> str:
-        return "closed" if self.opened_at is None else ("half-open" if self._trial else "open")
+    def state(self) -> BreakerState:
+        if self.opened_at is None:
+            return BreakerState.CLOSED
+        return BreakerState.HALF_OPEN if self._trial else BreakerState.OPEN

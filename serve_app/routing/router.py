@@ -27,18 +27,26 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from serve_app.answers.verify import AnswerChecker
 from serve_app.costs.ledger import CostEvent
-from serve_app.costs.pricing import ModelPrice
+from serve_app.errors import NoTierAvailable
+from serve_app.routing.attempts import (  # noqa: F401 (re-exported)
+    UNANSWERED,
+    Attempt,
+    AttemptOutcome,
+    RoutedAnswer,
+    Tier,
+    token_totals,
+)
+from serve_app.routing.calls import complete_within, provider_pieces
 from serve_app.routing.confidence import ConfidenceScorer
 from serve_app.routing.confidence_line import ConfidenceLineFilter
 from serve_app.routing.precall import QueryScorer
-from serve_app.routing.providers.base import Completion, LLMProvider, Prompt, ProviderError, tool_call
+from serve_app.routing.providers.base import Completion, Prompt, ProviderError, tool_call
 from serve_app.routing.resilience import (
     CircuitBreaker,
     Deadline,
@@ -63,161 +71,14 @@ def _pieces(text: str) -> list[str]:
     return [p + (" " if i < len(parts) - 1 else "") for i, p in enumerate(parts) if p]
 
 
-class NoTierAvailable(Exception):
-    """Every tier of the ladder failed or is switched off by its breaker (HTTP 503)."""
-
-
-@dataclass
-class Tier:
-    name: str
-    provider: LLMProvider
-    price: ModelPrice
-    timeout_s: float = 30.0
-
-
-@dataclass
-class Attempt:
-    attempt: int
-    tier: str
-    provider: str
-    model: str
-    outcome: str  # accepted | escalated | final | rejected (last, unverified) | failed | skipped
-    input_tokens: int = 0
-    output_tokens: int = 0
-    images: int = 0
-    latency_ms: float = 0.0
-    cost_usd: float = 0.0
-    confidence: float | None = None
-    retries: int = 0
-    error: str | None = None
-    offline: bool = False
-
-
-@dataclass
-class RoutedAnswer:
-    request_id: uuid.UUID
-    text: str
-    tier: str
-    model: str
-    confidence: float
-    offline: bool
-    attempts: list[Attempt] = field(default_factory=list)
-    baseline_usd: float = 0.0  # the same request on the ladder's top tier alone
-    # not accepted, and the tiers it escalated to failed or were switched off: the best answer in hand
-    degraded: bool = False
-    # the pre-call step's score of the question (None: step off); skipped: the first tier was not asked
-    precall: float | None = None
-    precall_skipped: bool = False
-    abstained: bool = False
-    # the delivered answer's bar holds the tenant's wrong-answer target with the model's guarantee
-    # (False: an empirical fallback threshold; None: not verified)
-    certified: bool | None = None
-    abstain_reason: str | None = None
-    intent: str | None = None
-    verified: bool | None = None  # None: no verifier ran
-    # the answer the best attempt gave, delivered or not (evaluations and the handoff's summary read it;
-    # it is not part of the reply)
-    candidate: str | None = None
-    handoff: dict[str, Any] | None = None  # the conversation's handoff to a person (serve_app/handoff)
-    screen: dict[str, Any] | None = None  # the screen lines the turn used, and when they were read
-
-    @property
-    def cost_usd(self) -> float:
-        return sum(a.cost_usd for a in self.attempts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "request_id": str(self.request_id),
-            "tier": self.tier,
-            "model": self.model,
-            "confidence": round(self.confidence, 4),
-            "offline": self.offline,
-            "handoff": self.handoff,
-            "screen": self.screen,
-            "cost_usd": round(self.cost_usd, 8),
-            "baseline_usd": round(self.baseline_usd, 8),
-            "degraded": self.degraded,
-            "abstained": self.abstained,
-            "abstain_reason": self.abstain_reason,
-            "intent": self.intent,
-            "verified": self.verified,
-            "certified": self.certified,
-            "precall": None
-            if self.precall is None
-            else {"score": round(self.precall, 4), "skipped_first_tier": self.precall_skipped},
-            "failures": [
-                {"attempt": a.attempt, "tier": a.tier, "error": a.error}
-                for a in self.attempts
-                if a.outcome in ("failed", "skipped")
-            ],
-            "attempts": [asdict(a) for a in self.attempts],
-        }
-
-
-def token_totals(routing: dict[str, Any]) -> tuple[int, int]:
-    """(input, output) tokens over all attempts of a `RoutedAnswer.to_dict()`."""
-    attempts = routing["attempts"]
-    return sum(a["input_tokens"] for a in attempts), sum(a["output_tokens"] for a in attempts)
-
-
 Recorder = Callable[[CostEvent], None]
 
 
-def _timed_out(tier: Tier) -> ProviderError:
-    return ProviderError(tier.provider.provider, "timeout", f"no answer within {tier.timeout_s:g} s")
+class EscalationLadder:
+    """The escalation policy: a request climbs its tenant's ladder of tiers, cheapest first, until an
+    answer is accepted (see the module docstring). Not a Serve deployment (`deployments.router`) nor a
+    request router (`deployments.stream_affinity`)."""
 
-
-async def _within(tier: Tier, call: Awaitable[T], timeout_s: float | None = None) -> T:
-    """One provider call (or stream step) under the tier's timeout (or what is left of it), which the
-    router enforces too: a backend that hangs past it is a failed attempt, not a hung request; a backend
-    that raises what is no provider failure is a failed attempt as well."""
-    try:
-        return await asyncio.wait_for(call, tier.timeout_s if timeout_s is None else timeout_s)
-    except TimeoutError:
-        raise _timed_out(tier) from None
-    except (ProviderError, StopAsyncIteration):
-        raise
-    except Exception as exc:
-        raise _broken(tier, exc) from exc
-
-
-def _broken(tier: Tier, exc: Exception) -> ProviderError:
-    """A tier that raised something other than a provider failure: logged as the bug it is, and a
-    failed attempt for the request (which goes on to the next tier)."""
-    log.error("tier %s raised %s", tier.name, type(exc).__name__, exc_info=exc)
-    return ProviderError(tier.provider.provider, "internal", f"{type(exc).__name__}: {exc}"[:300])
-
-
-def _left(deadline: Deadline) -> float:
-    return max(deadline.left(), 0.001)
-
-
-async def _complete(tier: Tier, prompt: Prompt, deadline: Deadline) -> Completion:
-    """One call, within what is left of the attempt's time."""
-    left = _left(deadline)
-    return await _within(tier, tier.provider.complete(prompt, left), left)
-
-
-async def _provider_pieces(tier: Tier, prompt: Prompt, deadline: Deadline) -> AsyncIterator[str | Completion]:
-    """The provider's stream: its first piece within what is left of the attempt's time (the router
-    enforces that), each later one within the tier's timeout (a stalled stream fails); the backend is
-    given the tier's timeout, since some take it for the whole stream."""
-    left = _left(deadline)
-    stream = tier.provider.stream(prompt, tier.timeout_s)
-    first = True
-    try:
-        while True:
-            try:
-                piece = await _within(tier, anext(stream), left if first else None)
-            except StopAsyncIteration:
-                return
-            first = False
-            yield piece
-    finally:
-        await stream.aclose()
-
-
-class EscalatingRouter:
     def __init__(
         self,
         tiers: list[Tier],
@@ -319,12 +180,12 @@ class EscalatingRouter:
         within the tier's timeout."""
         deadline = Deadline.after(tier.timeout_s, self._clock)
         return await retried(
-            lambda: _complete(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
+            lambda: complete_within(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
         )
 
-    def _attempt(self, n: int, tier: Tier, prompt: Prompt, outcome: str) -> Attempt:
+    def _attempt(self, n: int, tier: Tier, prompt: Prompt, outcome: AttemptOutcome) -> Attempt:
         return Attempt(
-            n, tier.name, tier.provider.provider, tier.price.model, outcome, images=len(prompt.images)
+            n, tier.name, tier.provider.vendor, tier.price.model, outcome, images=len(prompt.images)
         )
 
     def _priced(self, attempt: Attempt, tier: Tier, completion: Completion, started: float) -> None:
@@ -357,7 +218,7 @@ class EscalatingRouter:
                     session_id=session_id,
                     request_id=request_id,
                     tier=a.tier,
-                    outcome=a.outcome,
+                    outcome=str(a.outcome),
                     confidence=a.confidence,
                     baseline_usd=baseline_usd,
                 )
@@ -422,7 +283,7 @@ class EscalatingRouter:
         for n, tier in enumerate(ladder, 1):
             last = n == len(ladder)
             breaker = self.breakers[tier.name]
-            attempt = self._attempt(n, tier, prompt, "skipped")
+            attempt = self._attempt(n, tier, prompt, AttemptOutcome.SKIPPED)
             attempts.append(attempt)
             # a degraded answer's baseline goes on the ladder's last attempt, failed or skipped
             fallback = best[1] if best and last else None
@@ -449,7 +310,7 @@ class EscalatingRouter:
                     completion = await self._call(tier, prompt, attempt)
             except ProviderError as exc:
                 breaker.failed()
-                attempt.outcome, attempt.error = "failed", str(exc)
+                attempt.outcome, attempt.error = AttemptOutcome.FAILED, str(exc)
                 attempt.latency_ms = (self._clock() - started) * 1000
                 errors.append(str(exc))
                 self._emit(tenant_id, session_id, request_id, attempt, self._baseline(top, prompt, fallback))
@@ -461,19 +322,19 @@ class EscalatingRouter:
             attempt.confidence = await self._confidence(prompt, completion, verifying and not action)
             accepted = action or attempt.confidence >= self.bar(tier.name, tenant_id, verifying)
             if not (accepted or last):
-                attempt.outcome = "escalated"
+                attempt.outcome = AttemptOutcome.ESCALATED
                 self._emit(tenant_id, session_id, request_id, attempt)
                 if best is None or attempt.confidence > (best[0].confidence or 0.0):
                     best = attempt, completion
                 continue
             baseline = self._baseline(top, prompt, completion)
             if verifying and not accepted:  # the last attempt did not verify either
-                attempt.outcome = "rejected"
+                attempt.outcome = AttemptOutcome.REJECTED
                 self._emit(tenant_id, session_id, request_id, attempt, baseline)
                 if best is None or attempt.confidence > (best[0].confidence or 0.0):
                     best = attempt, completion
                 break
-            attempt.outcome = "accepted" if accepted else "final"
+            attempt.outcome = AttemptOutcome.ACCEPTED if accepted else AttemptOutcome.FINAL
             self._emit(tenant_id, session_id, request_id, attempt, baseline)
             if not (last and live):
                 for piece in _pieces(completion.answer) if live != stream_last else [completion.answer]:
@@ -519,7 +380,7 @@ class EscalatingRouter:
         baseline: float,
     ) -> RoutedAnswer:
         """The reply when no answer verified: the tenant's "I don't know" wording, nothing invented."""
-        offline = all(a.offline for a in attempts if a.outcome not in ("failed", "skipped"))
+        offline = all(a.offline for a in attempts if a.outcome not in UNANSWERED)
         routed = RoutedAnswer(
             request_id,
             self.policy.abstain_text(tenant_id),
@@ -567,7 +428,7 @@ class EscalatingRouter:
         within the tier's timeout until the first piece."""
         deadline = Deadline.after(tier.timeout_s, self._clock)
         return retried_stream(
-            lambda: _provider_pieces(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
+            lambda: provider_pieces(tier, prompt, deadline), self.retry, attempt, self._sleep, deadline
         )
 
     def status(self) -> dict[str, Any]:
@@ -575,14 +436,17 @@ class EscalatingRouter:
             "tiers": [
                 {
                     "name": name,
-                    "provider": self.tiers[name].provider.provider,
+                    "provider": self.tiers[name].provider.vendor,
                     "model": self.tiers[name].price.model,
                     "offline": self.tiers[name].provider.offline,
                     "threshold": self.threshold(name),
-                    "breaker": self.breakers[name].state,
+                    "breaker": str(self.breakers[name].state),
                 }
                 for name in self.order
             ],
             "max_attempts": self.policy.max_attempts,
             "precall_threshold": self.policy.precall_threshold if self.precall else None,
         }
+
+
+EscalatingRouter = EscalationLadder  # the former name, which tests still use

@@ -22,11 +22,12 @@ from typing import Any
 from serve_app.answers.intent import Intent, IntentClassifier
 from serve_app.answers.verify import AnswerChecker, shared_checker
 from serve_app.costs.ledger import CostEvent, CostLedger
+from serve_app.errors import ChatRequestError
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
 from serve_app.routing.providers.extractive import ExtractiveResponder
-from serve_app.routing.router import EscalatingRouter, RoutedAnswer, Tier
+from serve_app.routing.router import AttemptOutcome, EscalationLadder, RoutedAnswer, Tier
 from serve_app.screen.context import (
     grounded_query,
     grounding,
@@ -42,7 +43,7 @@ from serve_app.settings import (
     ScreenSettings,
     Settings,
 )
-from serve_app.tenancy import InvalidIdentifier, parse_stream_id, validate_tenant_id
+from serve_app.tenancy import tenant_stream, validate_tenant_id
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ def _checker(policy: RoutingPolicySettings) -> AnswerChecker:
     )
 
 
-class ChatRequestError(ValueError):
-    """A chat request this router cannot take (unknown tier, bad messages): HTTP 422."""
-
-
 # (tenant, question, k, the routed request's id) -> passages; the id joins what retrieval cost (billed
 # embeddings, rerank searches) to the request's LLM attempts in the cost ledger
 Retrieve = Callable[[str, str, int, uuid.UUID], Awaitable[list[str]]]
@@ -104,16 +101,16 @@ class ChatRequest:
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
         if self.stream_id is not None:
-            try:
-                owner = parse_stream_id(self.stream_id).tenant_id
-            except InvalidIdentifier as exc:
-                raise ValueError(str(exc)) from None
-            if owner != self.tenant_id:
-                raise ValueError("stream_id names a stream of another tenant")
+            tenant_stream(self.tenant_id, self.stream_id)
         if not self.messages or self.messages[-1].role != "user":
             raise ValueError("messages must end with a user message")
         if not self.messages[-1].content.strip():
             raise ValueError("the last user message is empty")
+
+
+def chat_event(item: str | RoutedAnswer) -> dict[str, Any]:
+    """One item of `ChatService.stream` as plain data (what crosses a deployment handle)."""
+    return {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
 
 
 def build_tiers(
@@ -132,7 +129,7 @@ def build_tiers(
 class ChatService:
     routing: RoutingSettings
     shown: ScreenSettings  # how much screen text a turn carries, and how long it waits for it
-    router: EscalatingRouter
+    router: EscalationLadder
     retrieve: Retrieve | None = None
     ledger: CostLedger | None = None
     answered: int = 0
@@ -166,7 +163,7 @@ class ChatService:
     ) -> ChatService:
         tiers = build_tiers(routing, pricing, providers)
         checker = _checker(routing.policy)
-        router = EscalatingRouter(
+        router = EscalationLadder(
             tiers,
             routing.policy,
             record=ledger.record if ledger else None,
@@ -346,12 +343,12 @@ class ChatService:
     async def reply(self, request: ChatRequest) -> dict[str, Any]:
         """`answer()` as plain data (what crosses a deployment handle)."""
         routed, passages = await self.answer(request)
-        return {"answer": routed.text, "routing": routed.to_dict(), "passages": len(passages)}
+        return routed.reply(len(passages))
 
     async def events(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         """`stream()` as plain data: {"delta": text} events, then {"routing": ...}."""
         async for item in self.stream(request):
-            yield {"routing": item.to_dict()} if isinstance(item, RoutedAnswer) else {"delta": item}
+            yield chat_event(item)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | RoutedAnswer]:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
@@ -403,7 +400,7 @@ class ChatService:
             m.inc("supportgraph_llm_degraded", tenant=tenant, tier=routed.tier)
         for a in routed.attempts:
             m.inc("supportgraph_llm_attempts", tenant=tenant, tier=a.tier, model=a.model, outcome=a.outcome)
-            if a.outcome != "accepted" and a is not routed.attempts[-1]:
+            if a.outcome != AttemptOutcome.ACCEPTED and a is not routed.attempts[-1]:
                 m.inc("supportgraph_llm_escalations", tenant=tenant, tier=a.tier)
             if a.cost_usd:
                 m.inc("supportgraph_llm_cost_usd", a.cost_usd, tenant=tenant, tier=a.tier, model=a.model)

@@ -46,14 +46,14 @@ def words_of(text: str) -> list[str]:
 
 def _project_texts() -> Iterable[str]:
     """The project's own texts: the sample help center and the synthetic screens' strings."""
-    from serve_app.frames import synthetic
     from serve_app.samples import HELP_CENTER
+    from serve_app.screen import screen_text
 
     for path in sorted(Path(HELP_CENTER).iterdir()):
         if path.is_file():
             yield path.read_text(encoding="utf-8", errors="replace")
     for name in ("WORDS", "TOAST_TEXT", "BANNER_TEXT", "ERROR_TEXT", "TOOLTIP_TEXT", "DIALOG_TEXT"):
-        yield repr(getattr(synthetic, name, ""))
+        yield repr(getattr(screen_text, name, ""))
 
 
 @lru_cache(maxsize=1)

@@ -20,10 +20,10 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from serve_app.lru import LRU
 from serve_app.priority import lower_thread_priority
 from serve_app.screen.reader import Reading, ReadRequest, ScreenReader
 
@@ -122,7 +122,7 @@ class ReadQueues:
         lower = functools.partial(lower_thread_priority, frame_niceness)
         self.frames = _Lane("frame", self._read_frames, frame_batch, wait_s, lower)
         self._seq = 0
-        self._latest: OrderedDict[str, int] = OrderedDict()  # stream -> seq of its newest whole frame
+        self._latest: LRU[str, int] = LRU(max_streams)  # stream -> seq of its newest whole frame
         self._lock = threading.Lock()
         self.stale = 0
 
@@ -139,10 +139,8 @@ class ReadQueues:
         if whole:
             if request.supersedes:
                 with self._lock:
-                    self._latest[request.stream_id] = max(request.seq, self._latest.get(request.stream_id, 0))
-                    self._latest.move_to_end(request.stream_id)
-                    while len(self._latest) > self.max_streams:
-                        self._latest.popitem(last=False)
+                    newest = max(request.seq, self._latest.get(request.stream_id) or 0)
+                    self._latest.put(request.stream_id, newest)
             self.frames.put((request, future))
         else:
             self.regions.put((request, future))

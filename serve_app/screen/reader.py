@@ -16,7 +16,6 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from serve_app.lru import LRU
 from serve_app.screen.normalize import Vocabulary, normalize_line
 from serve_app.screen.ocr import OcrEngine, OcrLine
 
@@ -151,7 +151,7 @@ class ScreenReader:
     ):
         self._engine, self._factory = engine, engine_factory
         # readings of recent crops by content: a toast that shows again is not read again
-        self._cache: OrderedDict[bytes, list[OcrLine]] = OrderedDict()
+        self._cache: LRU[bytes, list[OcrLine]] = LRU(cache_size)
         self.cache_size = cache_size
         self.cache_hits = 0
         self._lock = threading.RLock()
@@ -231,8 +231,7 @@ class ScreenReader:
                 continue
             key = prepared.key()
             with self._lock:
-                if (cached := self._cache.get(key)) is not None:
-                    self._cache.move_to_end(key)
+                if (cached := self._cache.lookup(key)) is not None:
                     self.cache_hits += 1
             if cached is not None:
                 readings[n].lines = self._lines(cached, prepared.region, prepared.scale, request.vocabulary)
@@ -252,9 +251,7 @@ class ScreenReader:
                 )
                 if found is not None and self.cache_size > 0:
                     with self._lock:
-                        self._cache[key] = lines
-                        while len(self._cache) > self.cache_size:
-                            self._cache.popitem(last=False)
+                        self._cache.put(key, lines)
         elapsed = (time.perf_counter() - started) * 1000
         with self._lock:
             for reading in readings:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.lru import LRU
 from serve_app.screen.reader import Box, Reading, ScreenLine
 
 
@@ -159,15 +159,13 @@ class ScreenStore:
 
     def __init__(self, max_streams: int = 10_000, max_lines: int = 200, stale_s: float = 30.0):
         self.max_streams, self.max_lines, self.stale_s = max_streams, max_lines, stale_s
-        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._streams: LRU[str, _Stream] = LRU(max_streams)
 
     def _get(self, stream_id: str) -> _Stream:
         state = self._streams.get(stream_id)
         if state is None:
-            state = self._streams[stream_id] = _Stream()
-            while len(self._streams) > self.max_streams:
-                self._streams.popitem(last=False)
-        self._streams.move_to_end(stream_id)
+            state = _Stream()
+        self._streams.put(stream_id, state)
         state.touched = time.monotonic()
         return state
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from serve_app.db.database import Database
+from serve_app.lru import LRU
 from serve_app.screen.normalize import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class TenantVocabularies:
     ):
         self.db, self.base = db, base
         self.refresh_s, self.max_tenants, self.max_chunks = refresh_s, max_tenants, max_chunks
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: LRU[str, _Entry] = LRU(max_tenants)
         self._tasks: dict[str, asyncio.Task] = {}  # builds or checks under way
         self.builds = 0
 
@@ -64,7 +64,7 @@ class TenantVocabularies:
             return self.base
         entry = self._cache.get(tenant_id)
         if entry is not None and time.monotonic() - entry.checked < self.refresh_s:
-            self._cache.move_to_end(tenant_id)
+            self._cache.touch(tenant_id)
             return entry.vocabulary
         task = self._tasks.get(tenant_id)
         if task is None or task.done():
@@ -82,10 +82,7 @@ class TenantVocabularies:
             return self.cached(tenant_id)
         finally:
             self._tasks.pop(tenant_id, None)
-        self._cache[tenant_id] = entry
-        self._cache.move_to_end(tenant_id)
-        while len(self._cache) > self.max_tenants:
-            self._cache.popitem(last=False)
+        self._cache.put(tenant_id, entry)
         return entry.vocabulary
 
     async def _load(self, tenant_id: str, entry: _Entry | None) -> _Entry:

@@ -1,16 +1,17 @@
 """Rerankers: one protocol (`rerank(query, candidates, top_n) -> (ranking, Usage | None)`), one module
 per backend (none, learned, cross-encoder, Cohere, adapted: a per-tenant cross-encoder, which ranks
-through `rerank_for(tenant_id, ...)`), a registry, and the A/B split that assigns a request
-to an arm by tenant or by request hash. Each candidate carries its text and its retrieval evidence: text
-rerankers score (query, text) pairs, the learned one scores what the retrievers said about it.
+through `rerank_for(tenant_id, ...)`), a registry, and the A/B split that assigns a request to an arm by
+tenant or by request hash (`assign_arm`, owned by `serve_app.experiments.config`). Each candidate carries
+its text and its retrieval evidence: text rerankers score (query, text) pairs, the learned one scores what
+the retrievers said about it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from serve_app.experiments.config import assign_arm  # noqa: F401 (re-exported)
 from serve_app.stats import percentile
 
 if TYPE_CHECKING:
@@ -85,18 +86,3 @@ class ArmStats:
             "p50_ms": percentile(self.latency_ms, 0.5),
             "p95_ms": percentile(self.latency_ms, 0.95),
         }
-
-
-def assign_arm(arms: dict[str, float], unit: str) -> str:
-    """Deterministic weighted split: the same unit (tenant id or request id) always gets the same arm."""
-    if not arms:
-        raise ValueError("at least one arm")
-    total = sum(arms.values())
-    if total <= 0 or any(w < 0 for w in arms.values()):
-        raise ValueError("arm weights must be >= 0 and not all 0")
-    point = int.from_bytes(hashlib.blake2b(unit.encode(), digest_size=8).digest(), "big") / 2**64 * total
-    for name, weight in sorted(arms.items()):
-        if point < weight:
-            return name
-        point -= weight
-    return sorted(arms)[-1]

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from serve_app.costs.pricing import estimate_tokens
+from serve_app.errors import FailureKind, ProviderError, failure_kind  # noqa: F401 (re-exported)
 from serve_app.routing.confidence_line import CONFIDENCE_INSTRUCTION, strip_confidence
 
 Role = Literal["user", "assistant"]
-# internal: the backend raised something that is no API or transport failure (a bug); not retried
-FailureKind = Literal["timeout", "rate_limit", "server", "connection", "client", "internal"]
 
 
 # a reply that is one tool call (the agent's protocol, serve_app/agent/llm.py): `CALL <tool> <JSON>`
@@ -107,37 +106,10 @@ class Completion:
         return strip_confidence(self.text)
 
 
-@dataclass
-class ProviderError(Exception):
-    provider: str
-    kind: FailureKind
-    message: str
-    status: int | None = None
-    retry_after_s: float | None = None
-
-    def __str__(self) -> str:
-        code = f" {self.status}" if self.status else ""
-        return f"{self.provider}: {self.kind}{code}: {self.message}"
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind not in ("client", "internal")
-
-
-def failure_kind(status: int | None) -> FailureKind:
-    if status is None:
-        return "connection"
-    if status in (408, 504):
-        return "timeout"
-    if status == 429:
-        return "rate_limit"
-    return "server" if status >= 500 else "client"
-
-
 class LLMProvider(ABC):
     """One tier's backend. `complete` is required; `stream` yields text deltas then the Completion."""
 
-    provider: str = "?"
+    vendor: str = "?"  # who serves the model: anthropic, google, openai-compatible, self-hosted
     offline: bool = False
 
     def __init__(self, model: str):

@@ -12,7 +12,7 @@ from serve_app.routing.providers.errors import call_errors
 
 
 class ClaudeProvider(LLMProvider):
-    provider = "anthropic"
+    vendor = "anthropic"
 
     def __init__(self, model: str, api_key_env: str = "ANTHROPIC_API_KEY", base_url: str | None = None):
         super().__init__(model)
@@ -59,7 +59,7 @@ class ClaudeProvider(LLMProvider):
         )
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
-        async with call_errors(self.provider, timeout_s, _status):
+        async with call_errors(self.vendor, timeout_s, _status):
             message = await self._client.messages.create(**self._request(prompt), timeout=timeout_s)
         text = "".join(block.text for block in message.content if block.type == "text")
         return self._completion(prompt, text, message.usage, message.stop_reason)
@@ -67,7 +67,7 @@ class ClaudeProvider(LLMProvider):
     async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
         request = self._request(prompt)
         async with (
-            call_errors(self.provider, timeout_s, _status),
+            call_errors(self.vendor, timeout_s, _status),
             self._client.messages.stream(**request, timeout=timeout_s) as events,
         ):
             async for delta in events.text_stream:
@@ -87,4 +87,6 @@ def _status(exc: BaseException) -> tuple[int | None, bool]:
         return exc.status_code, True
     if isinstance(exc, anthropic.APITimeoutError):
         return 408, True
+    if isinstance(exc, anthropic.APIConnectionError):
+        return None, True
     return None, False

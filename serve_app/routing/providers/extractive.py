@@ -20,7 +20,7 @@ __all__ = ["EXTRACTIVE", "NOT_FOUND", "ExtractiveResponder"]
 
 
 class ExtractiveResponder(LLMProvider):
-    provider = "self-hosted"
+    vendor = "self-hosted"
     offline = True
 
     def __init__(self, model: str = EXTRACTIVE, checker: AnswerChecker | None = None):

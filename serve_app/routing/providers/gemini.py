@@ -22,7 +22,7 @@ from serve_app.routing.providers.errors import call_errors
 
 
 class GeminiProvider(LLMProvider):
-    provider = "google"
+    vendor = "google"
 
     def __init__(self, model: str, api_key_env: str = "GEMINI_API_KEY", base_url: str | None = None):
         super().__init__(model)
@@ -63,18 +63,18 @@ class GeminiProvider(LLMProvider):
         )
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
-        async with call_errors(self.provider, timeout_s, _status):
+        async with call_errors(self.vendor, timeout_s, _status):
             response = await asyncio.wait_for(
                 self._client.aio.models.generate_content(**self._request(prompt)), timeout_s
             )
         candidate = (response.candidates or [None])[0]
         if candidate is None:
-            raise ProviderError(self.provider, "server", "no candidates in the response")
+            raise ProviderError(self.vendor, "server", "no candidates in the response")
         return self._completion(prompt, response.text or "", response.usage_metadata, candidate.finish_reason)
 
     async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
         text, usage, finish = [], None, None
-        async with call_errors(self.provider, timeout_s, _status):
+        async with call_errors(self.vendor, timeout_s, _status):
             chunks = await asyncio.wait_for(
                 self._client.aio.models.generate_content_stream(**self._request(prompt)), timeout_s
             )

@@ -69,7 +69,7 @@ def _model_params(use_extra_bufts: bool) -> Iterator[None]:
 
 
 class LocalGGUFProvider(LLMProvider):
-    provider = "self-hosted"
+    vendor = "self-hosted"
     offline = True
 
     def __init__(
@@ -138,7 +138,7 @@ class LocalGGUFProvider(LLMProvider):
         try:
             out = await asyncio.wait_for(asyncio.to_thread(self._generate, prompt), timeout_s)
         except TimeoutError:
-            raise ProviderError(self.provider, "timeout", f"no answer within {timeout_s:g} s") from None
+            raise ProviderError(self.vendor, "timeout", f"no answer within {timeout_s:g} s") from None
         choice = out["choices"][0]
         return self._completion(
             prompt, choice["message"]["content"] or "", out.get("usage"), choice["finish_reason"]
@@ -167,11 +167,11 @@ class LocalGGUFProvider(LLMProvider):
                     asyncio.to_thread(deltas.get, True, max(remaining, 0.001)), None
                 )
             except queue.Empty:
-                raise ProviderError(self.provider, "timeout", f"no answer within {timeout_s:g} s") from None
+                raise ProviderError(self.vendor, "timeout", f"no answer within {timeout_s:g} s") from None
             if item is done:
                 break
             if isinstance(item, Exception):
-                raise ProviderError(self.provider, "server", str(item)) from item
+                raise ProviderError(self.vendor, "server", str(item)) from item
             choice = item["choices"][0]
             piece = choice["delta"].get("content") or ""
             finish = choice.get("finish_reason") or finish

@@ -12,7 +12,7 @@ from serve_app.routing.providers.errors import call_errors
 
 
 class OpenAICompatibleProvider(LLMProvider):
-    provider = "openai-compatible"
+    vendor = "openai-compatible"
 
     def __init__(self, model: str, api_key_env: str = "OPENAI_API_KEY", base_url: str | None = None):
         super().__init__(model)
@@ -60,14 +60,14 @@ class OpenAICompatibleProvider(LLMProvider):
         )
 
     async def complete(self, prompt: Prompt, timeout_s: float) -> Completion:
-        async with call_errors(self.provider, timeout_s, _status):
+        async with call_errors(self.vendor, timeout_s, _status):
             reply = await self._client.chat.completions.create(**self._request(prompt), timeout=timeout_s)
         choice = reply.choices[0]
         return self._completion(prompt, choice.message.content or "", reply.usage, choice.finish_reason)
 
     async def stream(self, prompt: Prompt, timeout_s: float) -> AsyncIterator[str | Completion]:
         text, usage, finish = [], None, None
-        async with call_errors(self.provider, timeout_s, _status):
+        async with call_errors(self.vendor, timeout_s, _status):
             chunks = await self._client.chat.completions.create(
                 **self._request(prompt),
                 stream=True,
@@ -94,4 +94,6 @@ def _status(exc: BaseException) -> tuple[int | None, bool]:
         return exc.status_code, True
     if isinstance(exc, openai.APITimeoutError):
         return 408, True
+    if isinstance(exc, openai.APIConnectionError):
+        return None, True
     return None, False

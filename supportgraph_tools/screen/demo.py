@@ -13,7 +13,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from serve_app.screen.screens import ERRORS, error_screen
+from supportgraph_tools.screen.screens import ERRORS, error_screen
 
 QUESTION = "what does this error mean?"
 

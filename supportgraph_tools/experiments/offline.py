@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from serve_app.costs.usage import Usage
-from serve_app.knowledge.evaluate import Query, corpus_id, metrics_for
 from serve_app.stats import percentile
+from supportgraph_tools.knowledge.evaluate import Query, corpus_id, metrics_for
 
 COMPARED = ("R@5", "MRR@10", "nDCG@10")
 

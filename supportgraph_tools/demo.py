@@ -13,7 +13,7 @@
 4. Screen reading: an error toast on a screen share is read, then a vague question is answered from it.
 5. Human handoff: a customer asks for a person; the handoff is queued, claimed by a human agent (a
    LiveKit token for the customer's room) and resolved, its human time in the costs
-   (`serve_app.handoff.demo`).
+   (`supportgraph_tools.handoff.demo`).
 
 A part that fails (the graph does not start, an HTTP call answers with an error, a question gets no
 answer) is reported with its reason and the other parts still run; `DemoReport.ok` (the CLI's exit
@@ -38,13 +38,13 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from serve_app.frames.synthetic import ClipSpec, ScreenShareClip
-from serve_app.handoff.demo import HandoffDemo, demo_livekit_env, handoff_demo
 from serve_app.runtime import local_graph
 from serve_app.samples import ingest_help_center
-from serve_app.screen.demo import ScreenDemo, screen_demo
 from serve_app.settings import Settings
 from serve_app.stats import percentile
+from supportgraph_tools.frames.synthetic import ClipSpec, ScreenShareClip
+from supportgraph_tools.handoff.demo import HandoffDemo, demo_livekit_env, handoff_demo
+from supportgraph_tools.screen.demo import ScreenDemo, screen_demo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -27,8 +27,8 @@ import numpy as np
 
 from serve_app.frames.sampler import Decision
 from serve_app.frames.service import DedupService, Pending
-from serve_app.frames.synthetic import SIGNIFICANT, ClipEvent, EventClip, EventClipSpec, jpeg_rgb
 from serve_app.settings import DedupSettings
+from supportgraph_tools.frames.synthetic import SIGNIFICANT, ClipEvent, EventClip, EventClipSpec, jpeg_rgb
 
 WINDOW_S = 0.5
 BATCH = 32

@@ -1,8 +1,8 @@
 """Generated screens that show an error message: the demo's clip and `supportgraph eval-screen`.
 
-Each screen is one of the synthetic desktops of `serve_app.frames.synthetic` (themes, fonts, pages drawn
-from a seed) with an error surface on top: a toast, a banner or a dialog carrying an error message of
-a help center. `ERRORS` are the messages the sample help center documents (one article each);
+Each screen is one of the synthetic desktops of `supportgraph_tools.frames.synthetic` (themes, fonts,
+pages drawn from a seed) with an error surface on top: a toast, a banner or a dialog carrying an error
+message of a help center. `ERRORS` are the messages the sample help center documents (one article each);
 `load_errors` reads another help center's from a JSONL file (`doc`, `title`, `text`).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from serve_app.frames import synthetic as syn
+from supportgraph_tools.frames import synthetic as syn
 
 Box = tuple[int, int, int, int]
 

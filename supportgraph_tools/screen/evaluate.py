@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from serve_app.frames.service import DedupService
-from serve_app.knowledge.evaluate import corpus_id
 from serve_app.screen.context import grounded_query, query_lines
 from serve_app.screen.reader import ReadRequest, ScreenReader, compact
-from serve_app.screen.screens import QUESTIONS, Box, ErrorMessage, ErrorScreen, error_screen
 from serve_app.screen.state import ScreenStore
 from serve_app.settings import DedupSettings
 from serve_app.stats import percentile
+from supportgraph_tools.knowledge.evaluate import corpus_id
+from supportgraph_tools.screen.screens import QUESTIONS, Box, ErrorMessage, ErrorScreen, error_screen
 
 # (question) -> ranked document ids
 Rank = Callable[[str], Awaitable[list[str]]]

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import ImageDraw
 
 if TYPE_CHECKING:
-    from serve_app.frames.synthetic import _Planner, _Screen, _State
+    from supportgraph_tools.frames.synthetic import _Planner, _Screen, _State
 
 GROWTH = ("chat_line", "log_line", "paste_line")
 NAMES = ["Ana", "Bo", "Chen", "Dara", "Eli", "Farah", "Gus", "Hana", "Ivo", "Jun"]

@@ -19,38 +19,15 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from serve_app.frames.busy import GROWTH, BusyDesk, plan_growth
-
-WORDS = [
-    "def",
-    "handle",
-    "ticket",
-    "refund",
-    "order",
-    "status",
-    "retry",
-    "token",
-    "config",
-    "region",
-    "timeout",
-    "invoice",
-    "user",
-    "agent",
-    "stream",
-    "frame",
-    "hash",
-    "cache",
-    "deploy",
-    "replica",
-    "error",
-    "return",
-    "await",
-    "async",
-    "import",
-    "class",
-    "self",
-    "value",
-]
+from serve_app.screen.screen_text import (
+    BANNER_TEXT,
+    DIALOG_TEXT,
+    ERROR_TEXT,
+    TOAST_TEXT,
+    TOOLTIP_TEXT,
+    WORDS,
+)
+from supportgraph_tools.frames.busy import GROWTH, BusyDesk, plan_growth
 
 
 @dataclass(frozen=True)
@@ -319,36 +296,6 @@ PALETTE = {
     "error_dark": [(248, 113, 113), (255, 99, 99), (239, 83, 80), (252, 129, 129)],  # on dark pages
     "tooltip": [(40, 40, 44), (60, 64, 72), (255, 255, 225), (250, 250, 250), (30, 41, 59)],
 }
-TOAST_TEXT = [
-    ("Payment failed", "Your card was declined. Try another card."),
-    ("Saved", "Your changes were saved."),
-    ("Sync error", "Could not reach the server, retrying."),
-    ("New message", "Support replied to ticket #4821."),
-    ("Upload complete", "invoice-2026-11.pdf is ready."),
-    ("Session expiring", "You will be signed out in 2 minutes."),
-]
-BANNER_TEXT = [
-    "Your subscription has expired. Renew now to keep access.",
-    "Scheduled maintenance tonight 22:00-23:00 UTC.",
-    "We could not verify your email address. Resend link",
-    "You are offline. Changes will sync when you reconnect.",
-    "Two-factor authentication is now required for admins.",
-]
-ERROR_TEXT = [
-    "Please enter a valid email address.",
-    "This field is required.",
-    "Password must be at least 12 characters long.",
-    "Card number is invalid.",
-    "Passwords do not match, please try again.",
-    "Enter a date in the format YYYY-MM-DD.",
-]
-TOOLTIP_TEXT = ["Copy link", "Open in new tab", "Settings", "Mark as read", "Download", "Share", "More"]
-DIALOG_TEXT = [
-    ("Delete this ticket?", "This cannot be undone. The customer will be notified."),
-    ("Session timed out", "Sign in again to continue where you left off."),
-    ("Unsaved changes", "Do you want to save the changes you made?"),
-    ("Permission required", "Ask an administrator to grant you access to billing."),
-]
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Demo and evaluation tools of `serve_app.routing`."""
