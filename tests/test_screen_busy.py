@@ -160,3 +160,38 @@ def test_a_question_about_the_screen_waits_for_the_read_or_says_it_is_still_read
         asyncio.run(service.reply(_request("how do I export invoices?")))["routing"]["tier"]
     ]
     assert queries == ["how do I export invoices?"]
+
+
+def test_a_phash_send_with_a_compact_box_is_also_read_alone_first() -> None:
+    """The hand-off: a region send reads its box; a pHash send reads the whole frame, and first its
+    changed box alone when the decision has a compact one (a toast on a busy screen)."""
+    import numpy as np
+
+    from deployments.screen_reader import ScreenHandOff
+
+    calls: list[dict] = []
+
+    class Read:
+        def remote(self, **kwargs: object):
+            calls.append(kwargs)
+            return asyncio.sleep(0)
+
+    class Handle:
+        read = Read()
+
+    async def offer(decision: dict) -> list[dict]:
+        calls.clear()
+        hand = ScreenHandOff(Handle(), margin=12)  # type: ignore[arg-type]
+        hand.offer("tenant_acme_s.screen", np.zeros((720, 1280, 3), np.uint8), decision)
+        await asyncio.sleep(0.01)
+        return [dict(c) for c in calls]
+
+    toast = {"send": True, "reason": "phash", "box": [986, 594, 269, 71], "ts": 1.0}
+    first, whole = asyncio.run(offer(toast))
+    assert (first["whole_frame"], first["origin"], first["box"]) == (False, (974, 582), (12, 12, 269, 71))
+    assert whole["whole_frame"] is True and whole["frame"].shape == (720, 1280, 3)
+    big = {**toast, "box": [0, 62, 1280, 628]}  # a tab switch: the whole frame only
+    assert [c["whole_frame"] for c in asyncio.run(offer(big))] == [True]
+    region = {**toast, "reason": "region"}
+    assert [c["whole_frame"] for c in asyncio.run(offer(region))] == [False]
+    assert asyncio.run(offer({**toast, "send": False})) == []

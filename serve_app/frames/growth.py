@@ -41,8 +41,8 @@ def _cells(box: Box, tile: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
 
 
 def _mode(values: np.ndarray) -> tuple[int, float]:
-    """The most common bin of uint8-range values and the share of values in it."""
-    counts = np.bincount(np.clip(values, 0, 255).astype(np.int64).ravel() // BIN, minlength=256 // BIN)
+    """The most common bin of values in 0-255 (strip means of uint8 pixels) and the share in it."""
+    counts = np.bincount(values.astype(np.int64).ravel() // BIN, minlength=256 // BIN)
     best = int(np.argmax(counts))
     return best, float(counts[best] / max(1, values.size))
 
@@ -65,5 +65,6 @@ def text_growth(
         after, share = _mode(now[channel])
         if before != after or share < BACKGROUND_SHARE or blank < BLANK_SHARE:
             return False
-    rise = now[1] - then[1]
-    return float(np.percentile(rise, 90)) < colour
+    rise = (now[1] - then[1]).ravel()
+    k = (rise.size - 1) * 9 // 10  # the 90th percentile's rank (partition: cheaper than percentile)
+    return float(np.partition(rise, k)[k]) < colour
