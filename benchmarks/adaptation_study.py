@@ -101,7 +101,7 @@ async def study(args: argparse.Namespace) -> dict:
                 "SELECT id, embedding FROM knowledge_chunks WHERE id = ANY($1::bigint[])",
                 [p.chunk_id for p in pairs],
             )
-        by_id = {r["id"]: np.asarray(r["embedding"], np.float32) for r in stored}
+        by_id = {r["id"]: np.asarray(r["embedding"].to_numpy(), np.float32) for r in stored}
         pos = np.stack([by_id[p.chunk_id] for p in pairs])
         w = train_adapter(q, pos)
         adapter_s = time.perf_counter() - started

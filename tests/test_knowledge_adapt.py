@@ -149,3 +149,18 @@ def test_the_adapted_arm_serves_searches_with_and_without_a_model(live_db: LiveD
     assert retriever.rerankers["adapted"].reranker.last_source == "fallback"
     assert without == live_db.run(search("plain-t", "learned"))  # no model: the default arm's order
     assert retriever.arm_stats["adapted"].failures == 0
+
+
+class ReversingModel:
+    """Stands in for a tenant's cross-encoder: ranks what it is given last first."""
+
+    def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> list[tuple[int, float]]:
+        return [(i, float(i)) for i in reversed(range(len(candidates)))][:top_n]
+
+
+def test_the_model_ranks_only_the_first_candidates_and_the_rest_follow_in_order(tmp_path) -> None:
+    reranker = AdaptedReranker(tmp_path, candidates=3)
+    ranking, _ = reranker.rerank_with(ReversingModel(), "q", [Candidate(str(i)) for i in range(5)], 5)
+    assert [i for i, _ in ranking] == [2, 1, 0, 3, 4]
+    assert [s for _, s in ranking] == sorted((s for _, s in ranking), reverse=True)
+    assert [i for i, _ in reranker.rerank_with(ReversingModel(), "q", [Candidate("a")] * 5, 2)[0]] == [2, 1]

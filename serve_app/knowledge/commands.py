@@ -99,13 +99,18 @@ def default_arms(settings: Settings, tenant: str) -> list[str]:
 async def prepare_arms(
     settings: Settings, db: Any, embedder: Any, tenant: str, arms: list[str], max_minutes: float
 ) -> dict[str, Any]:
-    """What the given arms need before an evaluation: the tenant's adapted reranker, trained (bounded by
-    `max_minutes`, resumed if a run was cut) unless already there. Returns each adapt run's report."""
-    from serve_app.knowledge.adapt import AdaptConfig, adapt_tenant
+    """What the given arms need before an evaluation: the tenant's adapted reranker, loaded as published
+    (even an unfinished one: `adapt` resumes it), else trained first (bounded by `max_minutes`)."""
+    from serve_app.knowledge.adapt import AdaptConfig, adapt_tenant, published
 
     backends = {a: settings.knowledge.rerankers[a].backend for a in arms if a in settings.knowledge.rerankers}
     if "adapted" not in backends.values():
         return {}
+    current = published(settings.state_dir, tenant)
+    if current is not None:
+        return {
+            "adapted": {"loaded": True, **{k: current.get(k) for k in ("steps", "total_steps", "complete")}}
+        }
     inner = getattr(embedder, "inner", embedder)
     report = await adapt_tenant(
         db, inner, settings.state_dir, tenant, AdaptConfig(), max_minutes=max_minutes, device="auto"

@@ -72,8 +72,18 @@ class AdaptedReranker:
 
     name = "adapted"
 
-    def __init__(self, models: str | Path, device: str = "cpu", max_models: int = 4, batch_size: int = 32):
+    def __init__(
+        self,
+        models: str | Path,
+        device: str = "cpu",
+        max_models: int = 4,
+        batch_size: int = 32,
+        candidates: int = 20,
+    ):
+        """`candidates`: the model scores the first this many (its cost grows with each: see
+        benchmarks/rerank_bench.py); the rest keep their order below them."""
         self.models = Path(models).expanduser()
+        self.candidates = candidates
         self.device, self.batch_size, self.max_models = device, batch_size, max_models
         self.loaded: OrderedDict[str, TenantModel] = OrderedDict()
         self.fallback = LearnedFusionReranker()
@@ -109,7 +119,11 @@ class AdaptedReranker:
         """Rank with `model`, or by the fallback when there is none; a self-hosted model bills nothing."""
         if model is not None:
             self.last_source = "model"
-            return model.rerank(query, candidates, top_n), None
+            head = candidates[: self.candidates]
+            ranking = model.rerank(query, head, len(head))
+            floor = min((score for _, score in ranking), default=0.0)
+            tail = [(i, floor - (i - len(head) + 1) * 1e-6) for i in range(len(head), len(candidates))]
+            return (ranking + tail)[:top_n], None
         self.last_source = "fallback"
         if candidates and all(c.evidence is not None for c in candidates):
             return self.fallback.rerank(query, candidates, top_n)
