@@ -17,6 +17,7 @@ RUN /opt/venv/bin/pip install --index-url "$TORCH_INDEX" "torch==2.13.0"
 COPY pyproject.toml setup.py README.md ./
 COPY serve_app ./serve_app
 COPY deployments ./deployments
+COPY supportgraph_tools ./supportgraph_tools
 RUN /opt/venv/bin/pip install . \
     && /opt/venv/bin/python -c "from serve_app.frames.phash import native_available as n; assert n()"
 
