@@ -187,12 +187,19 @@ class ScreenReaderDeployment:
 
 
 class ScreenHandOff:
-    """FrameDedup's side: each processed frame goes to the ScreenReader without being waited for."""
+    """FrameDedup's side: each processed frame goes to the ScreenReader without being waited for.
 
-    def __init__(self, handle: DeploymentHandle, margin: int = 12):
-        self.handle, self.margin = handle, margin
+    Reads in flight are bounded: when the reader falls behind (a burst of sends, OCR starved of CPU, a
+    reader restarting), whole-frame reads are shed once half of `max_in_flight` are out, and changed-box
+    reads (what a turn about a toast waits for) only at `max_in_flight`. Unbounded, every waiting call is
+    a pending request that the handle's router keeps trying to place, which costs the FrameDedup replica
+    CPU that its frame decisions need. `shed` counts the reads not sent."""
+
+    def __init__(self, handle: DeploymentHandle, margin: int = 12, max_in_flight: int = 32):
+        self.handle, self.margin, self.max_in_flight = handle, margin, max_in_flight
         self._tasks: set[asyncio.Task] = set()
         self.failed = 0
+        self.shed = 0
 
     def offer(self, stream_id: str, frame: np.ndarray, decision: dict[str, Any]) -> None:
         """Hand a processed frame off: the changed box of a `region` decision; the whole frame of a
@@ -210,6 +217,9 @@ class ScreenHandOff:
     def _hand(
         self, stream_id: str, frame: np.ndarray, decision: dict[str, Any], box: list[int] | None
     ) -> None:
+        if len(self._tasks) >= (self.max_in_flight // 2 if box is None else self.max_in_flight):
+            self.shed += 1
+            return
         x, y, w, h = crop_box(frame.shape, box, self.margin)
         crop = np.ascontiguousarray(frame[y : y + h, x : x + w])
         call = self.handle.read.remote(

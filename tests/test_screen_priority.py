@@ -235,3 +235,36 @@ def test_closing_the_queues_cancels_reads_still_waiting() -> None:
         return [task.cancelled() for task in reads if task in done]
 
     assert asyncio.run(scenario()) == [True, True, True]
+
+
+def test_a_reader_that_falls_behind_sheds_whole_frames_first_and_bounds_reads_in_flight() -> None:
+    from deployments.screen_reader import ScreenHandOff
+
+    sent: list[dict] = []
+    never = asyncio.Event()
+
+    class _Method:
+        def remote(self, **kwargs):
+            sent.append(kwargs)
+            return never.wait()  # a reader that never answers
+
+    class _Handle:
+        read = _Method()
+
+    async def scenario() -> ScreenHandOff:
+        handoff = ScreenHandOff(_Handle(), margin=12, max_in_flight=8)  # type: ignore[arg-type]
+        frame = _frame(3, 640).repeat(6, axis=0)
+        for i in range(10):
+            handoff.offer("s", frame, {"send": True, "reason": "phash", "box": None, "ts": float(i)})
+        for i in range(10):
+            box = [10, 10, 100, 20]
+            handoff.offer("s", frame, {"send": True, "reason": "region", "box": box, "ts": 10.0 + i})
+        await asyncio.sleep(0)
+        never.set()
+        await asyncio.sleep(0.01)
+        return handoff
+
+    handoff = asyncio.run(scenario())
+    whole = [s for s in sent if s["whole_frame"]]
+    assert len(whole) == 4 and len(sent) == 8 and handoff.shed == 12  # 4 whole frames, then 4 boxes
+    assert not handoff._tasks  # answered reads leave the bound
