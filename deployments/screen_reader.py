@@ -193,9 +193,11 @@ class ScreenHandOff:
     reader restarting), whole-frame reads are shed once half of `max_in_flight` are out, and changed-box
     reads (what a turn about a toast waits for) only at `max_in_flight`. Unbounded, every waiting call is
     a pending request that the handle's router keeps trying to place, which costs the FrameDedup replica
-    CPU that its frame decisions need. `shed` counts the reads not sent."""
+    CPU that its frame decisions need, and a reader whose request slots are all held by waiting reads
+    has none left for a turn's `context` call. 16 a FrameDedup replica keeps a few replicas' reads under
+    the reader's 64 slots. `shed` counts the reads not sent."""
 
-    def __init__(self, handle: DeploymentHandle, margin: int = 12, max_in_flight: int = 32):
+    def __init__(self, handle: DeploymentHandle, margin: int = 12, max_in_flight: int = 16):
         self.handle, self.margin, self.max_in_flight = handle, margin, max_in_flight
         self._tasks: set[asyncio.Task] = set()
         self.failed = 0
