@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_app.answers.harness import local_chat
 from serve_app.db.database import Database, stop_embedded
 from serve_app.knowledge.factory import build_embedder
 from serve_app.knowledge.ingest import ingest_path
@@ -29,6 +28,7 @@ from serve_app.routing.providers.base import Message
 from serve_app.routing.service import ChatRequest
 from serve_app.samples import HELP_CENTER
 from serve_app.settings import load_settings
+from supportgraph_tools.answers.harness import local_chat
 
 TURNS = {
     "answered": "How long are deleted notes kept?",

@@ -11,8 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_app.answers.evaluate import auroc, grade
-from serve_app.answers.fit import (
+from serve_app.answers.model import Verdict
+from serve_app.answers.units import units
+from serve_app.costs.ledger import CostEvent
+from serve_app.costs.pricing import ModelPrice
+from serve_app.routing.providers.base import Completion, LLMProvider, Message, Prompt
+from serve_app.routing.router import ABSTAINED, EscalatingRouter, Tier
+from serve_app.settings import RoutingPolicySettings
+from supportgraph_tools.answers.evaluate import auroc, grade
+from supportgraph_tools.answers.fit import (
     Example,
     _right,
     cloze,
@@ -22,13 +29,6 @@ from serve_app.answers.fit import (
     selective_threshold,
     split_threshold,
 )
-from serve_app.answers.model import Verdict
-from serve_app.answers.units import units
-from serve_app.costs.ledger import CostEvent
-from serve_app.costs.pricing import ModelPrice
-from serve_app.routing.providers.base import Completion, LLMProvider, Message, Prompt
-from serve_app.routing.router import ABSTAINED, EscalatingRouter, Tier
-from serve_app.settings import RoutingPolicySettings
 
 TABLE = (
     "## Storage > Limits\nThe following table shows the maximum storage. All values are in TiB. "
@@ -98,7 +98,7 @@ def test_selective_threshold_certifies_precision_among_delivered_answers() -> No
 def test_the_split_threshold_keeps_each_group_on_one_side() -> None:
     """Twins of one question (a group) are not independent: a candidate proposed on one twin and tested on
     the other would be tested on its own data. With groups, each half holds whole groups."""
-    from serve_app.answers.fit import _halves
+    from supportgraph_tools.answers.fit import _halves
 
     rng = np.random.default_rng(1)
     groups = [f"q{i // 3}" for i in range(300)]  # 100 questions, three twins each
@@ -380,7 +380,7 @@ def test_turns_that_are_no_questions_get_what_fits_before_retrieval() -> None:
 
 
 def test_the_summary_reports_latency_percentiles_not_the_maximum() -> None:
-    from serve_app.answers.evaluate import Row, by_tier, summarise
+    from supportgraph_tools.answers.evaluate import Row, by_tier, summarise
 
     rows = [
         Row(
@@ -428,7 +428,7 @@ def test_a_fit_cache_made_for_other_questions_is_refused(tmp_path: Path) -> None
     import argparse
     import pickle
 
-    from serve_app.answers.commands import _cache_key, _read_cache
+    from supportgraph_tools.answers.commands import _cache_key, _read_cache
 
     args = argparse.Namespace(
         dataset=tmp_path / "docs", tenant="t", queries=[tmp_path / "q.jsonl"], unanswerable=[],

@@ -2,7 +2,8 @@
 the passages (the verifier), with the verifier's thresholds for each tolerated wrong-answer rate.
 
 Both are logistic regressions on standardised features (`serve_app.routing.confidence.standardized_
-logistic`), fitted by `supportgraph fit-answers` (serve_app/answers/fit.py) and saved as one JSON file;
+logistic`), fitted by `supportgraph fit-answers` (supportgraph_tools/answers/fit.py) and saved as one
+JSON file;
 the package ships one fitted on the sample help center (`answer_model.json`); a tenant gets its own,
 fitted on its knowledge base (`routing.policy.tenant_answer_models`). The thresholds come from Learn then
 Test on cross-fitted scores: at a threshold listed for `alpha`, the share of wrong answers among the

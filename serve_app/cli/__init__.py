@@ -1,6 +1,6 @@
 """`supportgraph`: the command line. This module owns the parser and `main`; each command group's
 handlers live in a module of their own (`run`, `knowledge`, `evaluate`, `tenants`; the answer model's
-commands in `serve_app.answers.commands`), each a thin wrapper over a library function."""
+commands in `supportgraph_tools.answers.commands`), each a thin wrapper over a library function."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _eval_dedup_arguments(sub)
     _eval_screen_arguments(sub)
-    from serve_app.answers.commands import add_arguments as answers_arguments
+    from supportgraph_tools.answers.commands import add_arguments as answers_arguments
 
     answers_arguments(sub)
     from serve_app.knowledge.commands import add_arguments as knowledge_arguments
@@ -291,8 +291,8 @@ def _eval_screen_arguments(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from serve_app.answers.commands import COMMANDS as ANSWERS
     from serve_app.knowledge.commands import COMMANDS as KNOWLEDGE
+    from supportgraph_tools.answers.commands import COMMANDS as ANSWERS
 
     commands = {
         **ANSWERS,

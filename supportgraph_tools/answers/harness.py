@@ -17,8 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve_app.answers.evaluate import EvalQuestion, withheld_sources
-from serve_app.answers.fit import Example, cloze, heading_question
 from serve_app.answers.units import units
 from serve_app.costs.ledger import CostLedger
 from serve_app.db.database import Database
@@ -28,6 +26,8 @@ from serve_app.knowledge.retrieval import Retriever, prompt_text
 from serve_app.routing.providers.base import Message
 from serve_app.routing.service import ChatRequest, ChatService
 from serve_app.settings import Settings
+from supportgraph_tools.answers.evaluate import EvalQuestion, withheld_sources
+from supportgraph_tools.answers.fit import Example, cloze, heading_question
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def _docs(dataset: Path) -> Path:
 
 
 def _questions(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from serve_app.answers.evaluate import load_questions
+    from supportgraph_tools.answers.evaluate import load_questions
 
     rows = [q for path in args.queries for q in load_questions(path)]
     rows += [q for path in args.unanswerable for q in load_questions(path)]
@@ -141,8 +141,8 @@ def cmd_eval_answers(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from serve_app.answers import evaluate
-    from serve_app.answers.harness import local_chat, prepare_tenants, request_for
+    from supportgraph_tools.answers import evaluate
+    from supportgraph_tools.answers.harness import local_chat, prepare_tenants, request_for
 
     settings = load_settings(args.config)
     if args.answer_model:  # as a deployment would set it for these tenants
@@ -277,11 +277,16 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
     import numpy as np
     from rich.progress import Progress
 
-    from serve_app.answers import fit
     from serve_app.answers.embedding import local_embed
-    from serve_app.answers.evaluate import auroc
-    from serve_app.answers.harness import examples_for, generated_examples, local_chat, prepare_tenants
     from serve_app.knowledge.factory import build_retriever
+    from supportgraph_tools.answers import fit
+    from supportgraph_tools.answers.evaluate import auroc
+    from supportgraph_tools.answers.harness import (
+        examples_for,
+        generated_examples,
+        local_chat,
+        prepare_tenants,
+    )
 
     settings = load_settings(args.config)
     if args.split == "test":

@@ -32,10 +32,10 @@ import numpy as np
 from scipy import stats
 
 from serve_app.answers.compose import compose
-from serve_app.answers.evaluate import grade
 from serve_app.answers.evidence import Embed, analyse, terms, unit_features
 from serve_app.answers.model import ANSWER_FEATURES, AnswerModel, Evidence, Logistic, answer_features
 from serve_app.answers.units import Unit, units
+from supportgraph_tools.answers.evaluate import grade
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 _CITED = re.compile(r"\[\d+\]")
