@@ -12,17 +12,12 @@ from typing import Any
 
 import httpx
 
+from serve_app.samples import HELP_CENTER_QUESTIONS
 from serve_app.stats import percentile
 from supportgraph_tools.frames.synthetic import ClipSpec, ScreenShareClip
 
 TENANT = "interactive"
-QUESTIONS = (
-    "How do I reset a forgotten password?",
-    "Can I get a refund on an annual plan?",
-    "How do I export my notes as PDF?",
-    "How long are deleted notes kept?",
-    "Why is sync not working on my phone?",
-)
+QUESTIONS = HELP_CENTER_QUESTIONS
 UNANSWERABLE = ("Does Lumen integrate with Salesforce?", "My notes don't show up on my phone")
 READ_S = 0.2  # a person reads the answer
 GRACE_S = 10.0  # a phase waits this long past its end for requests in flight, then cuts them

@@ -27,20 +27,14 @@ from pathlib import Path
 import httpx
 
 from serve_app.runtime import local_graph
-from serve_app.samples import HELP_CENTER, ingest_help_center
+from serve_app.samples import HELP_CENTER, HELP_CENTER_QUESTIONS, ingest_help_center
 from serve_app.settings import load_settings
 from serve_app.stats import percentile
 from supportgraph_tools.demo import demo_key
 from supportgraph_tools.frames.synthetic import ClipSpec, ScreenShareClip
 
 TENANT = "load"
-QUESTIONS = (
-    "How do I reset a forgotten password?",
-    "Can I get a refund on an annual plan?",
-    "How do I export my notes as PDF?",
-    "How long are deleted notes kept?",
-    "Why is sync not working on my phone?",
-)
+QUESTIONS = HELP_CENTER_QUESTIONS
 OFF_TOPIC = "Hi! Can you write one friendly sentence about notebooks?"
 
 

@@ -53,6 +53,15 @@ class Scripted(QuietHandler):
         )
         return body
 
+    def do_POST(self) -> None:
+        body = self.record()
+        if not self.scripted():
+            self.answer(body)
+
+    def answer(self, body: dict) -> None:
+        """The provider's own reply to `body` (no scripted failure is left)."""
+        raise NotImplementedError
+
     def scripted(self) -> bool:
         """Reply with the next scripted failure if any; False when the handler should answer normally."""
         if self.delay_s:
@@ -67,10 +76,7 @@ class Scripted(QuietHandler):
 class GeminiWire(Scripted):
     script, seen = [], []
 
-    def do_POST(self) -> None:
-        body = self.record()
-        if self.scripted():
-            return
+    def answer(self, body: dict) -> None:
         usage = {"promptTokenCount": 321, "candidatesTokenCount": 12, "totalTokenCount": 333}
         if ":streamGenerateContent" in self.path:
             parts = ["Update the app ", "to 4.2 [1].\nConfidence: 0.9"]
@@ -122,10 +128,7 @@ THINK = "The user runs 4.1; the passage says 4.2 fixes it."
 class AnthropicWire(Scripted):
     script, seen = [], []
 
-    def do_POST(self) -> None:
-        body = self.record()
-        if self.scripted():
-            return
+    def answer(self, body: dict) -> None:
         text = "Update the app to 4.2 [1].\nConfidence: 0.95"
         if body.get("stream"):
             msg = {
@@ -217,10 +220,7 @@ class AnthropicWire(Scripted):
 class OpenAIWire(Scripted):
     script, seen = [], []
 
-    def do_POST(self) -> None:
-        body = self.record()
-        if self.scripted():
-            return
+    def answer(self, body: dict) -> None:
         usage = {"prompt_tokens": 250, "completion_tokens": 9, "total_tokens": 259}
         if body.get("stream"):
             base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +30,26 @@ def _png(rgb) -> bytes:
     return out.getvalue()
 
 
+def _toast_read(seen: dict[str, Any]) -> bool:
+    return any("0x80070005" in line for line in seen["appeared"])
+
+
+def _screen_once(reader: Any, stream: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The screen reader's view of `stream` once `done` holds of it (its last view after 240 s)."""
+    deadline, seen = time.monotonic() + 240, {}
+    while time.monotonic() < deadline:
+        seen = reader.peek.remote(stream_id=stream).result()
+        if done(seen):
+            break
+        time.sleep(1)
+    return seen
+
+
+def _vague_question(text: str, stream: str) -> dict[str, Any]:
+    """A chat request naming the screen-share `stream`: the question alone says nothing of the error."""
+    return {"model": "auto", "messages": [{"role": "user", "content": text}], "stream_id": stream}
+
+
 def test_an_error_toast_is_read_and_grounds_the_answer(graph: RunningGraph, graph_settings: Settings) -> None:
     from serve_app import samples
 
@@ -40,23 +62,10 @@ def test_an_error_toast_is_read_and_grounds_the_answer(graph: RunningGraph, grap
         first = client.post(url, params={"ts": 0}, content=_png(shot.before), headers=png).json()
         toast = client.post(url, params={"ts": 1}, content=_png(shot.after), headers=png).json()
         assert first["reason"] == "first" and toast["send"], toast
-        deadline, seen = time.monotonic() + 240, {}
-        while time.monotonic() < deadline:
-            seen = reader.peek.remote(stream_id=STREAM).result()
-            # both reads landed (the region read may land before the whole frame's call arrives)
-            if (
-                any("0x80070005" in line for line in seen["appeared"])
-                and seen["reads"] >= 2
-                and not seen["pending"]
-            ):
-                break
-            time.sleep(1)
+        # both reads landed (the region read may land before the whole frame's call arrives)
+        seen = _screen_once(reader, STREAM, lambda s: _toast_read(s) and s["reads"] >= 2 and not s["pending"])
         assert any("Error 0x80070005: access denied" in line for line in seen["appeared"]), seen
-        body = {
-            "model": "auto",
-            "messages": [{"role": "user", "content": "what does this error mean?"}],
-            "stream_id": STREAM,
-        }
+        body = _vague_question("what does this error mean?", STREAM)
         reply = client.post("/v1/chat/completions", json=body, headers={"X-Tenant-Id": TENANT})
         assert reply.status_code == 200, reply.text
         answer = reply.json()
@@ -100,17 +109,8 @@ def test_on_a_busy_screen_what_changed_leads_the_vague_question(
         client.post(url, params={"ts": 0}, content=_jpeg(shot.before), headers=jpeg).raise_for_status()
         toast = client.post(url, params={"ts": 1}, content=_jpeg(shot.after), headers=jpeg).json()
         assert toast["send"], toast
-        deadline, seen = time.monotonic() + 240, {}
-        while time.monotonic() < deadline:
-            seen = reader.peek.remote(stream_id=stream).result()
-            if any("0x80070005" in line for line in seen["appeared"]) and not seen["pending"]:
-                break
-            time.sleep(1)
-        body = {
-            "model": "auto",
-            "messages": [{"role": "user", "content": "What does this error mean and how do I fix it?"}],
-            "stream_id": stream,
-        }
+        _screen_once(reader, stream, lambda s: _toast_read(s) and not s["pending"])
+        body = _vague_question("What does this error mean and how do I fix it?", stream)
         reply = client.post("/v1/chat/completions", json=body, headers={"X-Tenant-Id": TENANT})
     assert reply.status_code == 200, reply.text
     answer = reply.json()

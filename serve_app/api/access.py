@@ -17,6 +17,11 @@ from serve_app.auth import Caller, KeyVerifier, RateLimiter
 from serve_app.routing.router import token_totals
 from serve_app.tenancy import InvalidIdentifier, validate_tenant_id
 
+# the documented 503 of a route whose backend sheds load (`Overloaded`) or loses a replica (`ReplicaLost`)
+OVERLOADED: dict[int | str, dict[str, Any]] = {
+    503: {"description": "overloaded, or its replica was lost (retry)"}
+}
+
 
 @dataclass
 class Access:

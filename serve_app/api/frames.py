@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 
-from serve_app.api.access import allow, authenticate, authorize, charge_frames
+from serve_app.api.access import OVERLOADED, allow, authenticate, authorize, charge_frames
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import FrameBackend
 from serve_app.frames.decode import FrameDecodeError, FrameLimits, decode_frame, split_batch
@@ -89,7 +89,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         413: {"description": "frame too large"},
         415: {"description": "unsupported content type"},
         422: {"description": "corrupt frame"},
-        503: {"description": "overloaded, or its replica was lost (retry)"},
+        **OVERLOADED,
     },
 )
 async def submit_frame(
@@ -121,7 +121,7 @@ async def submit_frame(
         413: {"description": "batch or a frame too large, or too many frames"},
         415: {"description": "unsupported content type"},
         422: {"description": "corrupt frame, or sizes / ts that do not match the body"},
-        503: {"description": "overloaded, or its replica was lost (retry)"},
+        **OVERLOADED,
     },
 )
 async def submit_frames(

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from serve_app.api.access import allow, app_backend, authenticate, authorize
+from serve_app.api.access import OVERLOADED, allow, app_backend, authenticate, authorize
 from serve_app.api.checked import CheckedRoute
 from serve_app.backends import KnowledgeBackend
 from serve_app.knowledge.query import MAX_QUERY_CHARS, check_query
@@ -57,10 +57,7 @@ def knowledge_backend(request: Request) -> KnowledgeBackend:
     "/search",
     response_model=SearchOut,
     summary="Hybrid retrieval (vector + full text, RRF, rerank) of cited passages for a tenant",
-    responses={
-        422: {"description": "bad tenant id or query"},
-        503: {"description": "overloaded, or its replica was lost (retry)"},
-    },
+    responses={422: {"description": "bad tenant id or query"}, **OVERLOADED},
 )
 async def knowledge_search(request: Request, body: SearchIn) -> dict[str, Any]:
     try:

@@ -45,8 +45,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 args.path,
                 args.tenant,
                 prune=args.prune,
-                max_words=settings.knowledge.chunk_words,
-                overlap=settings.knowledge.chunk_overlap,
+                **settings.knowledge.chunking(),
                 progress=lambda n: bar.advance(task, n),
                 bill=bill,
             )
@@ -116,8 +115,7 @@ async def _ingest_dataset(
             embedder,
             docs,
             tenant,
-            max_words=settings.knowledge.chunk_words,
-            overlap=settings.knowledge.chunk_overlap,
+            **settings.knowledge.chunking(),
             progress=lambda n: bar.advance(task, n),
             bill=bill,
         )

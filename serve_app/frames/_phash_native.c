@@ -240,37 +240,27 @@ static void hpass_rows(const int16_t *restrict rows, int W, const Filter *fx, ui
     }
 }
 
-/* Vertical pass: column-vector accumulation over rows of an image with `cols` columns. */
-static void vpass(const uint8_t *restrict img, int cols, const Filter *fy,
-                      uint8_t *restrict out, int32_t *restrict acc) {
-    for (int yy = 0; yy < OUT; yy++) {
-        const int32_t ymin = fy->bnd[2 * yy], taps = fy->bnd[2 * yy + 1];
-        const int32_t *w = fy->k + (size_t)yy * fy->ksize;
-        for (int c = 0; c < cols; c++) acc[c] = HALF;
-        for (int t = 0; t < taps; t++) {
-            const uint8_t *r = img + (size_t)(ymin + t) * cols;
-            const int32_t wt = w[t];
-            for (int c = 0; c < cols; c++) acc[c] += (int32_t)r[c] * wt;
-        }
-        for (int c = 0; c < cols; c++) out[(size_t)yy * cols + c] = clip8(acc[c]);
+/* Vertical pass: column-vector accumulation over rows of an image with `cols` columns whose pixels are
+   `T`: `vpass` reads the uint8 rows a horizontal pass wrote, `vpass_gray` the gray rows (int16) straight,
+   used when the vertical pass runs first. One body, so the two stay the same arithmetic. */
+#define DEFINE_VPASS(name, T)                                                                    \
+    static void name(const T *restrict img, int cols, const Filter *fy, uint8_t *restrict out,  \
+                     int32_t *restrict acc) {                                                    \
+        for (int yy = 0; yy < OUT; yy++) {                                                       \
+            const int32_t ymin = fy->bnd[2 * yy], taps = fy->bnd[2 * yy + 1];                    \
+            const int32_t *w = fy->k + (size_t)yy * fy->ksize;                                   \
+            for (int c = 0; c < cols; c++) acc[c] = HALF;                                        \
+            for (int t = 0; t < taps; t++) {                                                     \
+                const T *r = img + (size_t)(ymin + t) * cols;                                    \
+                const int32_t wt = w[t];                                                         \
+                for (int c = 0; c < cols; c++) acc[c] += (int32_t)r[c] * wt;                     \
+            }                                                                                    \
+            for (int c = 0; c < cols; c++) out[(size_t)yy * cols + c] = clip8(acc[c]);           \
+        }                                                                                        \
     }
-}
-
-/* Vertical pass straight from gray rows (int16), used when the vertical pass runs first. */
-static void vpass_gray(const int16_t *restrict img, int cols, const Filter *fy,
-                           uint8_t *restrict out, int32_t *restrict acc) {
-    for (int yy = 0; yy < OUT; yy++) {
-        const int32_t ymin = fy->bnd[2 * yy], taps = fy->bnd[2 * yy + 1];
-        const int32_t *w = fy->k + (size_t)yy * fy->ksize;
-        for (int c = 0; c < cols; c++) acc[c] = HALF;
-        for (int t = 0; t < taps; t++) {
-            const int16_t *r = img + (size_t)(ymin + t) * cols;
-            const int32_t wt = w[t];
-            for (int c = 0; c < cols; c++) acc[c] += (int32_t)r[c] * wt;
-        }
-        for (int c = 0; c < cols; c++) out[(size_t)yy * cols + c] = clip8(acc[c]);
-    }
-}
+DEFINE_VPASS(vpass, uint8_t)
+DEFINE_VPASS(vpass_gray, int16_t)
+#undef DEFINE_VPASS
 
 /*
  * One frame. fx == NULL: no horizontal pass (W == 32); fy == NULL: no vertical pass; cells == NULL:

@@ -14,7 +14,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -49,18 +49,8 @@ def resolve_device(device: str) -> str | None:
 
 
 def region_policy(settings: DedupSettings) -> RegionPolicy:
-    """The region signal's thresholds from the `dedup.region_*` settings."""
-    return RegionPolicy(
-        enabled=settings.region_enabled,
-        tile=settings.region_tile,
-        threshold=settings.region_threshold,
-        min_width=settings.region_min_width,
-        min_area=settings.region_min_area,
-        window_s=settings.region_window_s,
-        max_shift=settings.region_max_shift,
-        growth_max_h=settings.region_growth_max_h,
-        growth_colour=settings.region_growth_colour,
-    )
+    """The region signal's thresholds from the `dedup.region_*` settings (each a field, prefixed)."""
+    return RegionPolicy(**{f.name: getattr(settings, f"region_{f.name}") for f in fields(RegionPolicy)})
 
 
 class DedupService:

@@ -63,6 +63,10 @@ T = TypeVar("T")
 
 ABSTAINED = "abstained"  # the tier and model of a reply no tier's answer made
 _SENTENCE_END = re.compile(r"(?<=[.!?\]])\s+")
+_ATTEMPT_COSTS = (  # the fields of an Attempt that its cost event carries unchanged
+    *("provider", "model", "attempt", "tier", "confidence"),
+    *("input_tokens", "output_tokens", "images", "cost_usd", "latency_ms"),
+)
 
 
 def _pieces(text: str) -> list[str]:
@@ -207,20 +211,11 @@ class EscalationLadder:
                 CostEvent(
                     tenant_id=tenant_id,
                     service="llm",
-                    provider=a.provider,
-                    model=a.model,
-                    attempt=a.attempt,
-                    input_tokens=a.input_tokens,
-                    output_tokens=a.output_tokens,
-                    images=a.images,
-                    cost_usd=a.cost_usd,
-                    latency_ms=a.latency_ms,
                     session_id=session_id,
                     request_id=request_id,
-                    tier=a.tier,
                     outcome=str(a.outcome),
-                    confidence=a.confidence,
                     baseline_usd=baseline_usd,
+                    **{name: getattr(a, name) for name in _ATTEMPT_COSTS},
                 )
             )
 

@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from serve_app.settings import Settings
 
 HELP_CENTER = Path(__file__).resolve().parent / "helpcenter"
+HELP_CENTER_QUESTIONS = (  # customers' questions its documents answer (the load benchmarks ask them)
+    "How do I reset a forgotten password?",
+    "Can I get a refund on an annual plan?",
+    "How do I export my notes as PDF?",
+    "How long are deleted notes kept?",
+    "Why is sync not working on my phone?",
+)
 
 
 async def ingest_help_center(settings: Settings, tenant: str) -> tuple[int, int, float]:
@@ -30,8 +37,7 @@ async def ingest_help_center(settings: Settings, tenant: str) -> tuple[int, int,
             build_embedder(settings.knowledge.embedder),
             HELP_CENTER,
             tenant,
-            max_words=settings.knowledge.chunk_words,
-            overlap=settings.knowledge.chunk_overlap,
+            **settings.knowledge.chunking(),
         )
         async with db.tenant(tenant) as conn:
             totals = await store.counts(conn)

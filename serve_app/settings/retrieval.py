@@ -97,6 +97,10 @@ class KnowledgeSettings(_Section):
     rerank_candidates: int = Field(30, ge=1, le=200, description="fused candidates the reranker sees")
     top_k: int = Field(5, ge=1, le=100, description="passages returned (one per document)")
 
+    def chunking(self) -> dict[str, int]:
+        """The chunking arguments of `serve_app.knowledge.ingest.ingest_path`."""
+        return {"max_words": self.chunk_words, "overlap": self.chunk_overlap}
+
     @model_validator(mode="after")
     def _arms_exist(self) -> KnowledgeSettings:
         unknown = set(self.ab_weights) - set(self.rerankers)

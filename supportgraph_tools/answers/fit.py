@@ -38,6 +38,7 @@ from serve_app.answers.units import Unit, units
 from supportgraph_tools.answers.evaluate import grade
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
+Groups = Sequence[str] | None  # each example's group (a split keeps a group on one side); None: its own
 _CITED = re.compile(r"\[\d+\]")
 
 
@@ -87,12 +88,7 @@ def selective_threshold(
 
 
 def ltt_threshold(
-    scores: np.ndarray,
-    correct: np.ndarray,
-    alpha: float,
-    delta: float,
-    seed: int = 0,
-    groups: Sequence[str] | None = None,
+    scores: np.ndarray, correct: np.ndarray, alpha: float, delta: float, seed: int = 0, groups: Groups = None
 ) -> float:
     """The lower of two Learn-then-Test thresholds, each at level delta / 2 (so the lower one holds at
     delta by the union bound): `split_threshold`, and `selective_threshold` starting where three times
@@ -123,7 +119,7 @@ def split_threshold(
     alpha: float,
     delta: float,
     seed: int = 0,
-    groups: Sequence[str] | None = None,
+    groups: Groups = None,
 ) -> float:
     """Learn then Test on a split: half the examples propose candidate thresholds (the lowest at which
     their own wrong share stays within alpha/4, alpha/2 and 3 alpha/4), the other half tests them, most
@@ -154,7 +150,7 @@ def split_threshold(
     return chosen
 
 
-def _halves(n: int, seed: int, groups: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+def _halves(n: int, seed: int, groups: Groups) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of two halves drawn at random: whole groups to each side when groups are given."""
     rng = np.random.default_rng(seed)
     if groups is None:

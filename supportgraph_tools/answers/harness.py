@@ -44,14 +44,7 @@ async def prepare_tenants(
     from serve_app.knowledge.ingest import copy_knowledge, ingest_path
 
     started = time.perf_counter()
-    report = await ingest_path(
-        db,
-        embedder,
-        docs,
-        tenant,
-        max_words=settings.knowledge.chunk_words,
-        overlap=settings.knowledge.chunk_overlap,
-    )
+    report = await ingest_path(db, embedder, docs, tenant, **settings.knowledge.chunking())
     print(
         f"ingest {docs} -> {tenant}: {report.written} written, {report.unchanged} unchanged"
         f" ({time.perf_counter() - started:.1f} s)",

@@ -45,11 +45,17 @@ class ClipFrame:
 
 
 @dataclass(frozen=True)
-class ClipSpec:
+class FrameSpec:
+    """What every generated clip is drawn from: its seed, frame size and frame rate."""
+
     seed: int = 0
     width: int = 1280
     height: int = 720
     fps: float = 30.0
+
+
+@dataclass(frozen=True)
+class ClipSpec(FrameSpec):
     duration_s: float = 40.0
     jpeg_quality: int = 80
 
@@ -208,11 +214,7 @@ class ClipEvent:
 
 
 @dataclass(frozen=True)
-class EventClipSpec:
-    seed: int = 0
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
+class EventClipSpec(FrameSpec):
     duration_s: float = 30.0
     jpeg_quality: int | None = None  # None: drawn from the seed in [50, 80]
     kinds: tuple[str, ...] = SIGNIFICANT  # significant events to plan
