@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 MAX_NICE = 19
@@ -54,6 +55,20 @@ def lower_process_priority(increment: int) -> int:
     for tid in _tasks():
         _lower(tid, increment)
     return thread_niceness()
+
+
+@contextlib.contextmanager
+def background(increment: int) -> Iterator[int]:
+    """This process's threads lowered by `increment` for the block, then put back where they were (a
+    command run in someone else's process, a test's or a notebook's, must not leave it niced; where
+    raising a priority again is not allowed, it stays lowered)."""
+    before = {tid: thread_niceness(tid) for tid in _tasks()}
+    try:
+        yield lower_process_priority(increment)
+    finally:
+        for tid, value in before.items():
+            with contextlib.suppress(AttributeError, OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, value)
 
 
 def process_niceness() -> dict[str, int]:

@@ -217,7 +217,9 @@ def test_ingest_search_and_eval_commands(cli_state: Path, capsys: pytest.Capture
     assert set(arms["arms"]) == {"none", "learned"} and arms["queries"] == 2 and arms["control"] == "none"
     assert set(arms["vs_control"]["learned"]) == {"R@5", "MRR@10", "nDCG@10"}
     assert all(0 < arms["latency_ms"][a]["p50"] <= arms["latency_ms"][a]["p95"] for a in ("none", "learned"))
-    assert set(arms["seconds"]) == {"ingest", "embed", "write", "queries"} and arms["seconds"]["embed"] == 0
+    assert set(arms["seconds"]) == {"ingest", "embed", "write", "adapt", "queries"}
+    assert arms["seconds"]["embed"] == 0 and arms["default_mode"] == "hybrid_rerank"
+    assert arms["default_arms"] == ["learned"] and arms["prepared"] is not None
     assert "0 written (0 chunks), 16 unchanged" in captured.err  # the ingest's line, on stderr
 
 

@@ -96,3 +96,22 @@ def test_serves_high_throughput_mode_goes_to_the_graphs_job_only(monkeypatch: py
     with pytest.raises(RuntimeError, match="haproxy"):
         env(haproxy=True)
     assert os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == before  # not this process's environment
+
+
+@linux_only
+def test_a_command_run_in_someone_elses_process_leaves_its_priority_as_it_was() -> None:
+    """`supportgraph ingest` called in-process (a test, a notebook) lowers the process for the ingest
+    only (in a child process: raising a priority back needs privileges, which root has)."""
+    import subprocess
+
+    code = (
+        "from serve_app.priority import background, thread_niceness\n"
+        "before = thread_niceness()\n"
+        "with background(4) as inside:\n"
+        "    print(inside - before)\n"
+        "print(thread_niceness() - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    inside, after = (int(x) for x in out.stdout.split())
+    assert inside == min(4, 19 - thread_niceness())
+    assert after == 0 if os.geteuid() == 0 else after in (0, inside)

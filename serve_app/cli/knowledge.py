@@ -29,15 +29,16 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     from serve_app.knowledge.chunking import iter_files
     from serve_app.knowledge.ingest import ingest_path
-    from serve_app.priority import lower_process_priority
+    from serve_app.priority import background
 
     settings = load_settings(args.config)
     validate_tenant_id(args.tenant)
-    lower_process_priority(settings.serve.background_niceness)  # the graph's requests go first
     total = len(iter_files(args.path.expanduser()))
 
     async def work(db: Database, embedder: Embedder, bill: TenantBill) -> tuple[IngestReport, float]:
-        with Progress(transient=True) as bar:
+        # the graph's requests go first; lowered only now, so that an embedded Postgres this command
+        # started runs at its normal priority for the graph that shares it
+        with background(settings.serve.background_niceness), Progress(transient=True) as bar:
             task = bar.add_task(f"ingesting {args.path}", total=total)
             report = await ingest_path(
                 db,
