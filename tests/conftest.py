@@ -41,7 +41,9 @@ def graph_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
             state_dir=tmp_path_factory.mktemp("graph-state"),
             http={"port": free_port()},
             auth={"mode": "off"},  # keys are tested on their own (test_auth.py) and by the demo
-            dedup={"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
+            # a stream is forgotten after 60 s without frames, not 5: on a loaded CI machine a test that
+            # walks 32 streams round by round can leave one longer than 5 s between its frames
+            dedup={"max_batch_size": 16, "batch_wait_timeout_s": 0.02, "stream_resume_gap_s": 60},
             serve={
                 "ray_num_cpus": 2,
                 "metrics_port": free_port(),
