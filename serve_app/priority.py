@@ -63,12 +63,13 @@ def background(increment: int) -> Iterator[int]:
     command run in someone else's process, a test's or a notebook's, must not leave it niced; where
     raising a priority again is not allowed, it stays lowered)."""
     before = {tid: thread_niceness(tid) for tid in _tasks()}
+    caller = thread_niceness()
     try:
         yield lower_process_priority(increment)
-    finally:
-        for tid, value in before.items():
+    finally:  # threads started in the block (library pools that outlive it) go back to the caller's value
+        for tid in _tasks():
             with contextlib.suppress(AttributeError, OSError):
-                os.setpriority(os.PRIO_PROCESS, tid, value)
+                os.setpriority(os.PRIO_PROCESS, tid, before.get(tid, caller))
 
 
 def process_niceness() -> dict[str, int]:

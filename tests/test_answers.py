@@ -446,3 +446,20 @@ def test_a_fit_cache_made_for_other_questions_is_refused(tmp_path: Path) -> None
         _read_cache(cache, {"embedder": "st:other"})  # --also: features of another embedder
     cache.write_bytes(pickle.dumps(["old"]))  # written before caches recorded their arguments
     assert _read_cache(cache, _cache_key(args, "st:mini")) == ["old"]
+
+
+def test_a_fit_cache_written_before_the_fitting_code_moved_is_still_read(tmp_path: Path) -> None:
+    import pickle
+
+    from supportgraph_tools.answers.commands import _read_cache
+    from supportgraph_tools.answers.fit import Example
+
+    example = Example(question="How big?", passages=("It holds 5 GB.",), gold="5 GB")
+    # what a cache pickled when the class lived at serve_app.answers.fit holds (protocol 0: the module
+    # is a text line, so it can be rewritten in place)
+    old = pickle.dumps(["x", example], protocol=0).replace(
+        b"supportgraph_tools.answers.fit", b"serve_app.answers.fit"
+    )
+    assert b"serve_app.answers.fit" in old
+    (tmp_path / "old.pkl").write_bytes(old)
+    assert _read_cache(tmp_path / "old.pkl", {})[1] == example

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import io
 import json
 import pickle
 import time
@@ -236,11 +237,21 @@ def _cache_key(args: argparse.Namespace, embedder: str) -> dict[str, Any]:
     return key | {"embedder": embedder, "generate": args.generate, "seed": args.seed}
 
 
+class _Unpickler(pickle.Unpickler):
+    """Reads caches written before the fitting code moved from serve_app.answers to supportgraph_tools."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        moved = ("serve_app.answers.fit", "serve_app.answers.evaluate", "serve_app.answers.harness")
+        if module in moved:
+            module = module.replace("serve_app.answers", "supportgraph_tools.answers", 1)
+        return super().find_class(module, name)
+
+
 def _read_cache(path: Path, made_with: dict[str, Any]) -> list[Any]:
     """A --cache's examples, refused (ValueError: the command exits 2 with the difference) when the
     arguments that fix them differ from this run's. --generate and --seed are reported, not refused: the
     cache is how a refit keeps one run's generated questions."""
-    data = pickle.loads(path.read_bytes())
+    data = _Unpickler(io.BytesIO(path.read_bytes())).load()
     if isinstance(data, list):  # a cache written before the arguments were recorded
         print(f"note: {path} does not record what made it; reused as it is")
         return data
