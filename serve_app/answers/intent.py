@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -37,7 +37,14 @@ _PERSON = re.compile(
 
 
 def asks_for_person(text: str) -> bool:
-    return bool(_PERSON.search(text))
+    """A plain request for a person, in the turn or in one of its sentences ("this is useless. agent.")."""
+    return any(_PERSON.search(part) for part in [text, *_SENTENCES.split(text)] if part.strip())
+
+
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+# the model alone (no plain request in the words) must be this sure of "human": a question about calls,
+# requests or agents ("how many API calls per minute are allowed") must not go to a person
+HUMAN_BY_MODEL = 0.7
 
 
 def cues(texts: list[str]) -> np.ndarray:
@@ -48,40 +55,52 @@ def cues(texts: list[str]) -> np.ndarray:
 class Intent:
     label: str
     confidence: float
+    # the turn's sentence embedding the label was read from (retrieval reuses it: one embedding a turn)
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class IntentClassifier:
     def __init__(self, weights: np.ndarray, embed: Embed | None = None, embedder: str = ""):
         self.weights = weights  # [features + 1, labels], the intercept row last
         self.embed, self.embedder = embed, embedder
+        self.space: str | None = None  # its vectors' space, known when it embeds with `local_embed`
 
-    def _x(self, texts: list[str]) -> np.ndarray:
+    def _vectors(self, texts: list[str]) -> np.ndarray:
         if self.embed is None:
-            from serve_app.answers.embedding import local_embed
+            from serve_app.answers.embedding import local_embed, local_space
 
             self.embed, _ = local_embed()
-        vectors = np.asarray(self.embed(texts), dtype=float)
-        return np.hstack([vectors, cues(texts), np.ones((len(texts), 1))])
+            self.space = local_space()
+        return np.asarray(self.embed(texts), dtype=np.float32)
 
-    def probabilities(self, texts: list[str]) -> np.ndarray:
-        z = self._x(texts) @ self.weights
+    @staticmethod
+    def _features(texts: list[str], vectors: np.ndarray) -> np.ndarray:
+        return np.hstack([vectors.astype(float), cues(texts), np.ones((len(texts), 1))])
+
+    def _probabilities(self, texts: list[str], vectors: np.ndarray) -> np.ndarray:
+        z = self._features(texts, vectors) @ self.weights
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
 
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        return self._probabilities(texts, self._vectors(texts))
+
     def classify(self, text: str, min_confidence: float = 0.6) -> Intent:
         """The turn's intent; "question" unless another label is at least `min_confidence` likely (a plain
         request for a person is "human" whatever the model says)."""
-        p = self.probabilities([text])[0]
+        vector = self._vectors([text])
+        p = self._probabilities([text], vector)[0]
         best = int(np.argmax(p))
         words = len(text.split())
         if asks_for_person(text) and words <= 25:
-            return Intent("human", max(float(p[LABELS.index("human")]), min_confidence))
+            return Intent("human", max(float(p[LABELS.index("human")]), min_confidence), vector[0])
         label = LABELS[best]
+        bar = max(min_confidence, HUMAN_BY_MODEL) if label == "human" else min_confidence
         # a greeting, thanks or chatter is short: "hello, my lambda keeps timing out" is a question
-        if label != "question" and (p[best] < min_confidence or (label != "human" and words > SHORT_TURN)):
-            return Intent("question", float(p[LABELS.index("question")]))
-        return Intent(label, float(p[best]))
+        if label != "question" and (p[best] < bar or (label != "human" and words > SHORT_TURN)):
+            return Intent("question", float(p[LABELS.index("question")]), vector[0])
+        return Intent(label, float(p[best]), vector[0])
 
     @classmethod
     def fit(
@@ -90,7 +109,7 @@ class IntentClassifier:
         """Softmax regression by full-batch gradient descent with momentum (a few hundred small steps);
         `l2` chosen by 5-fold cross-validation on the training turns (1e-4 of 1e-4, 1e-3, 1e-2)."""
         model = cls(np.zeros((0, 0)), embed)
-        x = model._x(texts)
+        x = model._features(texts, model._vectors(texts))
         y = np.zeros((len(texts), len(LABELS)))
         y[np.arange(len(texts)), [LABELS.index(label) for label in labels]] = 1
         counts = y.sum(axis=0)
