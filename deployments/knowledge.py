@@ -121,15 +121,26 @@ class KnowledgeBase:
         top_k: int | None = None,
         request_id: str | None = None,
         arm: str | None = None,
+        query_vector: list[float] | None = None,
+        vector_space: str | None = None,
     ) -> dict[str, Any]:
         """`arm`: the reranker arm the caller's experiment assignment chose; else a configured reranker
-        experiment's arm for this tenant or request, else the `ab_weights` split."""
+        experiment's arm for this tenant or request, else the `ab_weights` split. `query_vector`: the
+        query's embedding the caller already made (the Router's, for the turn's intent) in
+        `vector_space` (`EmbedderSettings.space()`); used when it is the configured embedder's."""
         await self._ready()
         if arm is None and self.experiments.items:
             unit = request_id or str(uuid.uuid4())
             arm = self.experiments.reranker_arm(self.experiments.assign(tenant_id, None, unit))
         result = await self.retriever.search(
-            tenant_id, query, mode=mode, top_k=top_k, request_id=request_id, arm=arm
+            tenant_id,
+            query,
+            mode=mode,
+            top_k=top_k,
+            request_id=request_id,
+            arm=arm,
+            vector=query_vector,
+            vector_space=vector_space,
         )
         billed_for = _request_uuid(request_id)
         for usage in result.usage:
@@ -157,7 +168,12 @@ class KnowledgeBase:
     async def stats(self) -> dict[str, Any]:
         arms = {name: s.summary() for name, s in self.retriever.arm_stats.items()}
         ledger = {"written": self.ledger.written, "pending": self.ledger.pending, "late": self.ledger.late}
-        return {"arms": arms, "embeddings": await self.embeddings.stats.remote(), "ledger": ledger}
+        return {
+            "arms": arms,
+            "embeddings": await self.embeddings.stats.remote(),
+            "ledger": ledger,
+            "reused_query_vectors": self.retriever.reused_vectors,  # the caller's embedding, not re-made
+        }
 
     async def __del__(self) -> None:
         await self.ledger.stop()

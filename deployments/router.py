@@ -177,14 +177,19 @@ class Router:
         if self.knowledge is None:
             return []
         assigned = self._assign(tenant_id, _SESSION.get(), request_id)
+        query = question[:MAX_QUERY_CHARS]
+        # the turn's intent step embedded this very text: the search takes that vector (in its space)
+        turn = self.service.turn_vector(question) if query == question else None
         try:
             found = await self.knowledge.search.remote(
                 tenant_id=tenant_id,
-                query=question[:MAX_QUERY_CHARS],
+                query=query,
                 mode="hybrid_rerank",
                 top_k=k,
                 request_id=str(request_id),  # the search's billed calls join the request's attempts
                 arm=self.experiments.reranker_arm(assigned),
+                query_vector=turn[0].tolist() if turn else None,
+                vector_space=turn[1] if turn else None,
             )
         except Exception:
             log.warning(

@@ -421,3 +421,44 @@ def test_the_learned_arm_reorders_fused_candidates_by_their_evidence(live_db: Li
     assert [h.passage.document_id for h in got.hits] == dense_docs[: len(got.hits)]
     assert [h.evidence.dense_rank for h in got.hits] == list(range(1, len(got.hits) + 1))
     assert dense_only.arm_stats["learned"].failures == 0
+
+
+def test_the_chat_turns_vector_stands_for_the_query_only_in_the_same_space(live_db: LiveDB, embedder) -> None:
+    """The Router's intent step embeds the turn with the bundled MiniLM; a search of the same text takes
+    that vector instead of embedding it again, but only when it is the search embedder's space (and
+    size): a vector of another model would find nearest neighbours by accident."""
+    from serve_app.answers.intent import IntentClassifier
+    from serve_app.knowledge.factory import build_retriever
+    from serve_app.settings import EmbedderSettings, KnowledgeSettings
+
+    live_db.run(ingest_path(live_db.db, embedder, SAMPLES, "lumen"))
+    retriever = build_retriever(live_db.db, KnowledgeSettings(), rerank=False)
+    question = "how many API calls per minute are allowed"
+    classifier = IntentClassifier.load()
+    intent = classifier.classify(question)
+    assert intent.label == "question" and intent.vector is not None
+    space = classifier.space
+    assert space == EmbedderSettings().space()  # the default knowledge embedder is the same model
+
+    embedded = live_db.run(retriever.search("lumen", question, mode="dense", top_k=3))
+    calls = retriever.embedder.embedder.stats()
+    reused = live_db.run(
+        retriever.search(
+            "lumen", question, mode="dense", top_k=3, vector=intent.vector.tolist(), vector_space=space
+        )
+    )
+    assert retriever.reused_vectors == 1 and retriever.embedder.embedder.stats() == calls  # not embedded
+    assert [h.passage.chunk_id for h in reused.hits] == [h.passage.chunk_id for h in embedded.hits]
+    for bad_space, vector in [
+        ("openai-compatible/all-MiniLM-L6-v2/384", intent.vector),
+        (space, intent.vector[:100]),
+        (space, np.full(384, np.nan)),
+        (None, intent.vector),
+    ]:
+        live_db.run(
+            retriever.search(
+                "lumen", question, mode="dense", top_k=3, vector=list(vector), vector_space=bad_space
+            )
+        )
+    assert retriever.reused_vectors == 1  # each of those was embedded again
+    assert retriever.embedder.embedder.stats() != calls

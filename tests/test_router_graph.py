@@ -177,6 +177,23 @@ def test_bad_chat_requests_get_clear_422s(
     assert needle.lower() in response.text.lower()
 
 
+def test_a_chat_turn_is_embedded_once_for_its_intent_and_its_search(
+    client: openai.OpenAI, graph: RunningGraph
+) -> None:
+    """The Router's intent step embeds the turn; the KnowledgeBase searches with that vector (same
+    model, same space) instead of asking the Embeddings deployment again."""
+    from ray import serve
+
+    knowledge = serve.get_deployment_handle("KnowledgeBase", app_name=graph.app_name)
+    before = knowledge.stats.remote().result(timeout_s=60)["reused_query_vectors"]
+    reply = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "How long are deleted notes kept in the trash?"}]
+    )
+    assert reply.model_extra["supportgraph"]["intent"] == "question"
+    after = knowledge.stats.remote().result(timeout_s=60)["reused_query_vectors"]
+    assert after == before + 1
+
+
 def test_the_self_hosted_replica_loaded_its_model_without_weight_repacking(graph: RunningGraph) -> None:
     """...on as many threads as its replica has CPUs (0.25 rounds up to 1), its process below the
     graph's other replicas by `serve.background_niceness`."""

@@ -28,3 +28,11 @@ def local_embed() -> tuple[Embed, str]:
             return np.asarray(embedder.embed(texts)[0], dtype=np.float32)
 
     return embed, embedder.name
+
+
+def local_space() -> str:
+    """The vector space of `local_embed`'s vectors (`EmbedderSettings.space()`): a knowledge base whose
+    embedder is the same model takes them for its queries."""
+    from serve_app.settings import EmbedderSettings
+
+    return EmbedderSettings(model=MODEL).space()

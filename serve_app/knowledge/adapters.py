@@ -43,6 +43,8 @@ class AsyncReranker(Protocol):
 class ThreadedEmbedder:
     """An in-process embedder, run in a worker thread so the event loop keeps serving."""
 
+    space: str | None = None  # settings.EmbedderSettings.space() when built from them
+
     def __init__(self, embedder: Embedder):
         self.embedder, self.name, self.dim = embedder, embedder.name, embedder.dim
 
@@ -53,6 +55,8 @@ class ThreadedEmbedder:
 class HandleEmbedder:
     """The `Embeddings` deployment: one call per text (the deployment batches concurrent calls), each
     answered with its vector and its share of the batch's bill."""
+
+    space: str | None = None  # settings.EmbedderSettings.space() when built from them
 
     def __init__(self, handle: DeploymentHandle, name: str, dim: int):
         self.handle, self.name, self.dim = handle, name, dim

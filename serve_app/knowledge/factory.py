@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from serve_app.db.database import Database
 from serve_app.knowledge.adapters import (
-    AsyncEmbedder,
     AsyncReranker,
     HandleEmbedder,
     HandleReranker,
@@ -79,11 +78,13 @@ def build_retriever(
     deployment when its handle `reranker_arms` is given (a per-tenant arm with the tenant as its
     multiplexed model id), else in a worker thread; the learned reranker runs inline either way.
     `rerank=False`: no arms, the fused order (what fit-reranker learns from)."""
-    query_embedder: AsyncEmbedder = (
+    query_embedder: HandleEmbedder | ThreadedEmbedder = (
         HandleEmbedder(embeddings, cfg.embedder.model, cfg.embedder.dim)
         if embeddings is not None
         else ThreadedEmbedder(embedder or build_embedder(cfg.embedder))
     )
+    if embeddings is not None or embedder is None:  # the configured embedder: its vectors' space is known
+        query_embedder.space = cfg.embedder.space()
     arms: dict[str, AsyncReranker] = {}
     for arm, r in (cfg.rerankers if rerank else {}).items():
         if r.backend in INLINE_BACKENDS:

@@ -5,6 +5,7 @@ the rerankers arrive as adapters (knowledge/adapters.py), built by knowledge/fac
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -105,6 +106,7 @@ class Retriever:
         self.config = config or KnowledgeSettings()
         self.arm_stats: dict[str, ArmStats] = {name: ArmStats() for name in self.arms}
         self.metrics: Metrics | None = None
+        self.reused_vectors = 0  # queries whose caller's embedding was used (`search(vector=...)`)
 
     async def search(
         self,
@@ -115,17 +117,23 @@ class Retriever:
         top_k: int | None = None,
         request_id: str | None = None,
         arm: str | None = None,
+        vector: Sequence[float] | None = None,
+        vector_space: str | None = None,
     ) -> RetrievalResult:
+        """`vector`: the query's embedding made by the caller in `vector_space`; used instead of
+        embedding the query again when that is the space of this retriever's embedder."""
         check_mode(mode)
         text = check_query(query)
         cfg, k = self.config, top_k or self.config.top_k
         timings: dict[str, float] = {}
         usage: list[Usage] = []
         t0 = time.perf_counter()
-        vector = None
+        given = self._given(vector, vector_space)
         if mode != "bm25":
-            vector = await self._embed(text, usage)
+            vector = given if given is not None else await self._embed(text, usage)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
+        else:
+            vector = None
         t1 = time.perf_counter()
         async with self.db.tenant(tenant_id) as conn:
             dense = await store.dense(conn, vector, cfg.dense_k) if vector is not None else []
@@ -158,6 +166,17 @@ class Retriever:
                 "supportgraph_retrieval_latency_ms", timings["total"], tenant=tenant_id, mode=mode
             )
         return RetrievalResult(text, mode, arm, ranked[:k], timings, usage)
+
+    def _given(self, vector: Sequence[float] | None, space: str | None) -> np.ndarray | None:
+        """The caller's vector when it is in this retriever's space (else None: embed the query)."""
+        ours = getattr(self.embedder, "space", None)
+        if vector is None or space is None or ours is None or space != ours:
+            return None
+        given = np.asarray(vector, np.float32)
+        if given.shape != (self.embedder.dim,) or not np.isfinite(given).all():
+            return None
+        self.reused_vectors += 1
+        return given
 
     async def _embed(self, text: str, usage: list[Usage]) -> np.ndarray:
         """The query's vector; what an API embedder charged for it goes to `usage`."""

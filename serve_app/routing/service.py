@@ -19,10 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from serve_app.answers.intent import Intent, IntentClassifier
 from serve_app.answers.verify import AnswerChecker, shared_checker
 from serve_app.costs.ledger import CostEvent, CostLedger
 from serve_app.errors import ChatRequestError
+from serve_app.lru import LRU
 from serve_app.metrics import Metrics
 from serve_app.routing.providers import tier_provider
 from serve_app.routing.providers.base import Image, LLMProvider, Message, Prompt
@@ -48,6 +51,7 @@ from serve_app.tenancy import tenant_stream, validate_tenant_id
 log = logging.getLogger(__name__)
 
 
+TURN_VECTORS = 256  # turns whose intent embedding is kept for their retrieval
 INTENT_TIER = "intent"  # the tier and model of replies to turns that are no help-center question
 INTENT_MODEL = "intent-minilm"
 SCREEN_TIER, SCREEN_MODEL = "screen", "pp-ocrv4-onnx"  # the reply that the screen is still being read
@@ -137,6 +141,8 @@ class ChatService:
     screen: ScreenSource | None = None
     intents: IntentClassifier | None = None
     handoffs: Any = None  # serve_app.handoff.desk.HandoffDesk: hands turns to people (None: never)
+    # turn text -> the intent step's embedding of it (`turn_vector`), the latest few turns
+    turn_vectors: LRU[str, tuple[np.ndarray, str]] = field(default_factory=lambda: LRU(TURN_VECTORS))
     _checker_built_from: tuple[object, ...] = ()  # the policy's models the router's checker was built from
     _system: str = field(default="You are a concise, accurate customer-support assistant.")
 
@@ -201,9 +207,16 @@ class ChatService:
         if self.intents is None or request.images or request.tier is not None or not request.retrieve:
             return None
         cfg = self.routing.intents
-        return await asyncio.to_thread(
-            self.intents.classify, request.messages[-1].content, cfg.min_confidence
-        )
+        text = request.messages[-1].content
+        intent = await asyncio.to_thread(self.intents.classify, text, cfg.min_confidence)
+        if intent.vector is not None and self.intents.space is not None:
+            self.turn_vectors.put(text, (intent.vector, self.intents.space))
+        return intent
+
+    def turn_vector(self, text: str) -> tuple[np.ndarray, str] | None:
+        """The embedding the intent step made of this turn text lately, and its vector space (retrieval
+        of the same text reuses it instead of embedding it again), or None."""
+        return self.turn_vectors.get(text)
 
     def _turn_reply(self, request: ChatRequest, intent: Intent | None) -> RoutedAnswer | None:
         """The reply to a turn that is no help-center question (None: it is one)."""

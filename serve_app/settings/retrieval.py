@@ -31,6 +31,11 @@ class EmbedderSettings(_Section):
     )
     redis_ttl_s: int = Field(7 * 86_400, ge=1, description="how long a query vector stays in Redis")
 
+    def space(self) -> str:
+        """Which vectors this embedder makes: a vector computed elsewhere in the same space (the chat
+        turn's, embedded once for its intent) can stand for the query's own embedding."""
+        return f"{self.backend}/{self.model}/{self.dim}"
+
 
 class RerankerSettings(_Section):
     """One reranker arm."""
