@@ -32,7 +32,7 @@ _STOPWORDS = (
     " then than into about please hi hello hey thanks thank get got would should may might just really"
     " any some also still keep keeps kept even already again need needs want wants trying tried try know"
     " use using used way ways make makes made have has had am been being were isn t s don doesn didn can't"
-    " okay ok yes no not im ive id tell"
+    " okay ok yes no not im ive id tell whats hows"
 )
 STOP = frozenset(_STOPWORDS.split())
 _NUMBER_WORDS = {
@@ -118,20 +118,65 @@ class Question:
     wants_number: bool
     yes_no: bool
     procedure: bool = False  # "how do I ...": the answer is a list of steps
+    ask: str = ""  # the sentence(s) that ask (`ask_of`); the whole text when it is one question
+    ask_terms: tuple[str, ...] = ()
 
     @property
     def term_set(self) -> frozenset[str]:
         return frozenset(self.terms)
 
+    @property
+    def asked(self) -> tuple[str, ...]:
+        """The terms of what is asked: the ask's, else all of them."""
+        return self.ask_terms or self.terms
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n+|\s+-\s+|\s*:\(\s*|\s*:\)\s*")
+_INTERROGATIVE = re.compile(
+    r"^\s*(?:and |so |but |also |ok |okay |hi |hey |hello |thanks |pls |please )*(?:what|what's|whats|how|"
+    r"which|when|where|why|who|is|are|can|could|does|do|did|will|would|should|may|must|has|have|any)\b",
+    re.I,
+)
+_POINTING = re.compile(r"\b(it|its|this|that|these|those|they|them|there|then)\b", re.I)
+ASK_MIN_TERMS = 3  # an ask with fewer content terms takes the sentence before it along
+
+
+def ask_of(text: str) -> str:
+    """The part of a customer's message that asks: its last question (a sentence with a question mark
+    or one that opens like a question), with the sentence before it when the question is too short to
+    name its subject or points back at it ("How far back does it go?"). Context before the question
+    (what the customer did, the symptom) names the subject, not the asked-for fact: the answer is
+    scored against the ask. A message of one sentence, or none that asks, is its own ask."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    if len(sentences) <= 1:
+        return text.strip()
+    asking = [i for i, s in enumerate(sentences) if "?" in s or _INTERROGATIVE.match(s)]
+    if not asking:
+        return text.strip()
+    last = asking[-1]
+    start = last
+    while start > 0 and (
+        len(set(terms(" ".join(sentences[start : last + 1])))) < ASK_MIN_TERMS
+        or (start == last and _POINTING.search(sentences[last]))
+    ):
+        start -= 1
+    return " ".join(sentences[start : last + 1])
+
 
 def analyse(question: str) -> Question:
+    ask = ask_of(question)
     return Question(
         question,
         tuple(dict.fromkeys(terms(question))),
-        bool(_WANTS_NUMBER.search(question)),
-        bool(_YES_NO.search(question)),
-        bool(_PROCEDURE.search(question)),
+        bool(_WANTS_NUMBER.search(ask)),
+        bool(_YES_NO.search(ask)),
+        bool(_PROCEDURE.search(ask)),
+        ask,
+        tuple(dict.fromkeys(terms(ask))),
     )
+
+
+CONTEXT_WEIGHT = 0.5  # a term said around the question, not in it, weighs this much of one in it
 
 
 def _idf(question: Question, bags: Sequence[Counter]) -> dict[str, float]:
@@ -191,11 +236,14 @@ def unit_features(
     bags = [Counter(t) for t in unit_terms]
     context = [Counter(t) + Counter(h) for t, h in zip(unit_terms, heading_terms, strict=True)]
     idf = _idf(question, context)
-    total = sum(idf.values()) or 1.0
-    rare = sorted(question.term_set, key=lambda t: -idf[t])[: max(1, min(3, len(question.term_set) // 2))]
-    q_bigrams = _bigrams(question.terms)
-    lex = np.array([sum(idf[t] for t in question.term_set if b[t]) / total for b in bags])
-    lex_context = np.array([sum(idf[t] for t in question.term_set if c[t]) / total for c in context])
+    asked = set(question.asked)
+    # the terms of the context around the question (what the customer did, the symptom) count less
+    weight = {t: idf[t] * (1.0 if t in asked else CONTEXT_WEIGHT) for t in question.term_set}
+    total = sum(weight.values()) or 1.0
+    rare = sorted(asked, key=lambda t: -idf[t])[: max(1, min(3, len(asked) // 2))]
+    q_bigrams = _bigrams(question.asked)
+    lex = np.array([sum(weight[t] for t in question.term_set if b[t]) / total for b in bags])
+    lex_context = np.array([sum(weight[t] for t in question.term_set if c[t]) / total for c in context])
     rare_context = np.array([sum(1 for t in rare if c[t]) / max(len(rare), 1) for c in context])
     rare_unit = np.array([sum(1 for t in rare if b[t]) / max(len(rare), 1) for b in bags])
     bigram = np.array(
@@ -207,10 +255,14 @@ def unit_features(
     if embed is not None:
         order = np.argsort(-(lex_context + rare_unit), kind="stable")[:max_embedded]
         headings = sorted({u.heading for u in found})
-        texts = [question.text] + [found[i].text for i in order] + headings
+        # a message with context around its question is matched as a whole and by its ask, averaged
+        asks = [question.ask] if question.ask and question.ask != question.text else []
+        texts = [question.text, *asks] + [found[i].text for i in order] + headings
         vectors = embed(texts)
         question_vector = vectors[0]
-        sims = vectors[1:] @ question_vector
+        probe = vectors[0] if not asks else vectors[0] + vectors[1]
+        probe = probe / (float(np.linalg.norm(probe)) or 1.0)
+        sims = vectors[1 + len(asks) :] @ probe
         unit_sims, heading_sims = sims[: len(order)], dict(zip(headings, sims[len(order) :], strict=True))
         sem[:] = float(unit_sims.min()) if len(unit_sims) else 0.0
         sem[order] = unit_sims

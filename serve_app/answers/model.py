@@ -282,7 +282,7 @@ def answer_features(ev: Evidence, chosen: int) -> np.ndarray:
             float(q.wants_number and x[chosen, col["number"]] > 0),
             x[chosen, col["wants_number_missing"]],
             float(x[:, col["sem_heading"]].max()),
-            math.log1p(len(q.terms)),
+            math.log1p(len(q.asked)),
             math.log1p(len(p)),
             float(np.sum(p > 0.5)),
             1.0 / unit.passage,
