@@ -460,6 +460,26 @@ def test_the_summary_reports_latency_percentiles_not_the_maximum() -> None:
     assert by_tier(rows)["extractive"]["latency_ms_p50"] == 30.0
 
 
+def test_a_question_no_tier_answered_is_a_failure_not_a_decline_and_the_run_goes_on() -> None:
+    from serve_app.errors import NoTierAvailable
+    from supportgraph_tools.answers.evaluate import EvalQuestion, run, summarise
+
+    questions = [
+        EvalQuestion("a", "How long are deleted notes kept?", "answerable", "30 days", split="test"),
+        EvalQuestion("u", "Where is my order 1234?", "account", None, split="test"),
+    ]
+
+    async def ask(q: EvalQuestion) -> tuple[dict, str, str | None]:
+        if q.id == "u":
+            raise NoTierAvailable("self-hosted: timeout: no answer within 5 s")
+        return {"tier": "extractive", "confidence": 0.9}, "Deleted notes are kept for 30 days.", None
+
+    rows = asyncio.run(run(questions, ask))
+    assert [r.outcome for r in rows] == ["correct", "failed"]
+    summary = summarise(rows)
+    assert summary["failed"] == 1 and summary["delivered"] == 1 and summary["declined_unanswerable"] == 0.0
+
+
 def test_a_refit_written_over_the_same_path_is_read_again(tmp_path: Path) -> None:
     import json
     import os

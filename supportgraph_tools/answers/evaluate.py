@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from serve_app.answers.evidence import STOP, stem, tokens
+from serve_app.errors import NoTierAvailable
 from serve_app.stats import percentile
 
 UNANSWERABLE = ("withheld", "account", "person", "uncovered", "chatter")
@@ -118,7 +119,7 @@ class Row:
     abstained: bool
     reason: str | None
     intent: str | None
-    outcome: str  # correct | wrong | declined
+    outcome: str  # correct | wrong | declined | failed (no tier answered: the API's 503)
     candidate_correct: bool  # the best attempt's answer (delivered or not) carries the gold
     cost_usd: float
     latency_ms: float
@@ -132,7 +133,7 @@ class Row:
 
     @property
     def delivered(self) -> bool:
-        return self.outcome != "declined"
+        return self.outcome not in ("declined", "failed")
 
 
 # (question, tenant) -> (routed answer's dict, reply text, the best attempt's text)
@@ -145,11 +146,15 @@ async def run(
     rows = []
     for q in questions:
         started = time.perf_counter()
-        routing, reply, candidate = await ask(q)
+        try:
+            routing, reply, candidate = await ask(q)
+        except NoTierAvailable as failed:  # every tier failed (timeouts on a loaded machine): the API's 503
+            routing, reply, candidate = {"tier": "none", "error": str(failed)}, "", None
         took = (time.perf_counter() - started) * 1e3
         declined = bool(routing.get("abstained")) or routing.get("handoff") is not None
         right = bool(q.answer) and grade(reply, q.answer or "")
         outcome = "declined" if declined else ("correct" if right else "wrong")
+        outcome = "failed" if "error" in routing else outcome
         rows.append(
             Row(
                 q.id,
@@ -192,9 +197,10 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
         "answerable": len(answerable),
         "unanswerable": len(unanswerable),
         "correct": _rate(correct, len(answerable)),
-        "declined_unanswerable": _rate(sum(not r.delivered for r in unanswerable), len(unanswerable)),
-        "declined_answerable": _rate(sum(not r.delivered for r in answerable), len(answerable)),
+        "declined_unanswerable": _rate(sum(r.outcome == "declined" for r in unanswerable), len(unanswerable)),
+        "declined_answerable": _rate(sum(r.outcome == "declined" for r in answerable), len(answerable)),
         "delivered": len(delivered),
+        "failed": sum(r.outcome == "failed" for r in rows),
         "wrong_delivered": len(delivered) - right_delivered,
         "delivered_precision": _rate(right_delivered, len(delivered)),
         "coverage": _rate(len(delivered), len(rows)),
