@@ -143,6 +143,38 @@ def test_a_quoted_list_of_steps_verifies_as_the_quote_it_is() -> None:
     assert checker.verify(question, passages, text).score == pytest.approx(score)
 
 
+def test_a_quote_that_announces_a_command_brings_the_command() -> None:
+    """ "Use the following command to ..." alone tells the customer nothing: the command after it (its own
+    unit in the passage) is quoted with it, and the whole quote still verifies as a quote."""
+    from serve_app.answers.compose import compose
+    from serve_app.answers.model import AnswerModel, Evidence
+    from serve_app.answers.units import units
+    from serve_app.answers.verify import shared_checker
+
+    passage = (
+        "## Amazon S3 > Copy a bucket\nThe sync command copies only what changed. "
+        "Use the following command to download an entire bucket to a local directory. "
+        "[ec2-user ~]$ aws s3 sync s3://remote_bucket local_directory After that, run it again to "
+        "refresh the copy."
+    )
+    found = units([passage])
+    texts = [u.text for u in found]
+    lead = next(i for i, t in enumerate(texts) if t.startswith("Use the following command"))
+    model = AnswerModel.load(None)
+    ev = model.evidence("How do I download a whole bucket?", [passage], None)
+    p = np.zeros(len(found))
+    p[lead] = 1.0
+    text, chosen = compose(Evidence(ev.question, ev.scored, p))
+    assert chosen == lead and "aws s3 sync s3://remote_bucket local_directory" in text
+    assert "After that" not in text.split("local_directory")[0]
+    plain = next(i for i, t in enumerate(texts) if t.startswith("The sync command"))
+    p = np.zeros(len(found))
+    p[plain] = 1.0
+    assert compose(Evidence(ev.question, ev.scored, p))[0] == f"{texts[plain]} [1]"  # announces nothing
+    checker = shared_checker()
+    assert checker.verify("How do I download a whole bucket?", [passage], text).kind == "extractive"
+
+
 def test_a_target_the_model_cannot_certify_falls_back_to_its_empirical_threshold() -> None:
     from serve_app.answers.model import AnswerModel, Logistic
 

@@ -2,10 +2,14 @@
 
 The selector's best unit is quoted whole, cited [n]. A unit that leans on the one before it (it starts
 with "This", "These", "It"...; or it is a list item or table row after an introducing sentence ending in
-a colon) is quoted with that one. Nothing is paraphrased: every word comes from the passage.
+a colon) is quoted with that one; a unit that announces what follows ("Use the following command to
+...") is quoted with the command, example or list after it. Nothing is paraphrased: every word comes
+from the passage.
 """
 
 from __future__ import annotations
+
+import re
 
 from serve_app.answers.model import Evidence
 from serve_app.answers.units import Unit
@@ -45,6 +49,34 @@ def _steps(ev: Evidence, best: int, max_words: int) -> list[int]:
     return out if best in out else [best]
 
 
+# a unit that announces what comes next ("Use the following command to ...", "as follows:", "... below:")
+_ANNOUNCES = re.compile(r"\b(the following|as follows|below)\b|:$", re.I)
+
+
+def _announced(ev: Evidence, best: int, max_words: int) -> list[int]:
+    """What the best unit announces: the command, example or list right after it in the same passage
+    (a list's consecutive items, within `max_words` with the unit), else nothing."""
+    found, unit = ev.units, ev.units[best]
+    if not _ANNOUNCES.search(unit.text):
+        return []
+    out, words = [], unit.words
+    i = best + 1
+    while (
+        i < len(found)
+        and found[i].passage == unit.passage
+        and found[i].position == unit.position + len(out) + 1
+    ):
+        nxt = found[i]
+        if words + nxt.words > max_words or (out and nxt.kind != "item"):
+            break
+        out.append(i)
+        words += nxt.words
+        if nxt.kind != "item":  # a command or an example: the one unit
+            break
+        i += 1
+    return out
+
+
 def compose(ev: Evidence, max_words: int = MAX_WORDS) -> tuple[str, int | None]:
     """(answer text with its citation, the index of the quoted unit); ("", None) without units."""
     if not ev.units:
@@ -61,4 +93,7 @@ def compose(ev: Evidence, max_words: int = MAX_WORDS) -> tuple[str, int | None]:
     leans = previous is not None and _leans_on_previous(unit, previous)
     if leans and previous is not None and previous.words + unit.words <= max_words:
         parts.insert(0, previous.text)
+    parts += [
+        ev.units[i].text for i in _announced(ev, best, max_words - len(" ".join(parts).split()) + unit.words)
+    ]
     return f"{' '.join(parts)} [{unit.passage}]", best
