@@ -20,7 +20,8 @@ cores move the figures less than wall time would):
 - `to_dict`: the decision as the reply carries it;
 - `decide_native_no_growth`: `decide_native` with the text-growth test off (`region_growth_max_h=0`):
   the difference is what the test costs a frame; `growth_test_call`: one call of the test on a changed
-  box 976 x 42 (what it costs each time the detector found a region).
+  box 976 x 42 (what it costs each time the detector found a region); `growth_test_lines`: one call on
+  three grey text lines added to a blank terminal area (448 x 82), which runs every step of the test.
 
 `--busy` profiles a busy desktop (chat sidebar, growing log, pasted phrases: `frames/busy.py`).
 
@@ -42,13 +43,28 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from serve_app.frames import sampler as sampler_module
-from serve_app.frames.growth import text_growth
+from serve_app.frames.growth import GrowthShape, text_growth
 from serve_app.frames.phash import signals_batch
 from serve_app.frames.planes import planes_signals, to_planes
 from serve_app.frames.region import RegionDetector, Thumb
 from serve_app.frames.service import DedupService, Pending
 from serve_app.settings import DedupSettings
 from supportgraph_tools.frames.synthetic import EventClip, EventClipSpec
+
+
+def growth_lines_ms(shape: tuple[int, ...]) -> float:
+    """One growth-test call that runs every step: three text lines (ink rows 12 px, gaps 8 px, cells of
+    varied ink) added to a blank terminal area, in a 448 x 82 box of a thumbnail of `shape`."""
+    rng = np.random.default_rng(0)
+    reference = np.zeros(shape, np.uint8)
+    reference[0] = 30
+    means = reference.copy()
+    for line in range(3):
+        top = 280 + line * 10  # strips (2 px): the box starts at y = 546
+        means[0, top + 2 : top + 8, :26] = rng.integers(45, 95, (6, 26))
+    box = (0, 546, 448, 82)
+    assert text_growth(means, reference, box, 16, GrowthShape())
+    return cpu_ms(lambda: text_growth(means, reference, box, 16, GrowthShape()), 1, 2000)
 
 
 def cpu_ms(fn: Callable[[], object], frames: int, rounds: int) -> float:
@@ -109,7 +125,12 @@ def main() -> None:
     out["to_planes"] = cpu_ms(lambda: to_planes(frames, 1), n, args.rounds)
     signals = signals_batch(frames, cell=cell, threads=1)
     thumbs = [Thumb(c, height, width, 16) for c in signals.cells]
-    runs = (("decide_numpy", False, 60), ("decide_native", True, 60), ("decide_native_no_growth", True, 0))
+    growth_h = GrowthShape().max_height
+    runs = (
+        ("decide_numpy", False, growth_h),
+        ("decide_native", True, growth_h),
+        ("decide_native_no_growth", True, 0),
+    )
     for name, native, growth in runs:
         detector_of = sampler_module.RegionDetector
         sampler_module.RegionDetector = lambda policy, native=native: RegionDetector(policy, native=native)
@@ -137,7 +158,8 @@ def main() -> None:
     reference = np.rint(thumbs[0].strip_means()).astype(np.uint8)
     means = np.rint(thumbs[1].strip_means()).astype(np.uint8)
     box = (16, height - 120, min(976, width - 32), 42)
-    out["growth_test_call"] = cpu_ms(lambda: text_growth(means, reference, box, 16, 60, 22.0), 1, 2000)
+    out["growth_test_call"] = cpu_ms(lambda: text_growth(means, reference, box, 16, GrowthShape()), 1, 2000)
+    out["growth_test_lines"] = growth_lines_ms(reference.shape)
     reasons: dict[str, int] = {}
     for d in decisions:
         reasons[d.reason.value] = reasons.get(d.reason.value, 0) + 1

@@ -46,7 +46,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from serve_app.frames.growth import text_growth
+from serve_app.frames.growth import GrowthShape, text_growth
 
 try:
     from serve_app.frames import _phash_native
@@ -71,8 +71,10 @@ class RegionPolicy:
     min_area: int = 32000
     window_s: float = 0.5
     max_shift: int = 12
-    growth_max_h: int = 60  # a shorter change that only adds grey ink is text growing (growth.py); 0: off
+    growth_max_h: int = 120  # a shorter change made of grey text lines is text growing (growth.py); 0: off
     growth_colour: float = 22.0
+    growth_line_h: int = 24
+    growth_rule_w: int = 160
 
     def __post_init__(self) -> None:
         if self.tile < CELL_H or self.tile % CELL_H:
@@ -84,6 +86,13 @@ class RegionPolicy:
         """Take every threshold of `other` (in place: samplers hold this object)."""
         for f in fields(self):
             setattr(self, f.name, getattr(other, f.name))
+
+    @property
+    def growth(self) -> GrowthShape:
+        """What text that grows may look like (`growth.text_growth`)."""
+        return GrowthShape(
+            self.growth_max_h, self.growth_colour, self.growth_line_h, self.growth_rule_w, self.threshold
+        )
 
     @property
     def cell(self) -> tuple[int, int]:
@@ -283,10 +292,7 @@ class RegionDetector:
     def _news(self, state: RegionState, thumb: Thumb, change: RegionChange) -> RegionChange | None:
         """The change, unless it is only text growing on the page (`growth.text_growth`)."""
         assert state.pending is not None
-        policy = self.policy
-        if text_growth(
-            state.pending, state.reference, change.box, thumb.tile, policy.growth_max_h, policy.growth_colour
-        ):
+        if text_growth(state.pending, state.reference, change.box, thumb.tile, self.policy.growth):
             return None
         return change
 

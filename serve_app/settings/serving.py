@@ -36,13 +36,19 @@ class DedupSettings(_Section):
     )
     region_max_shift: int = Field(12, ge=0, le=256, description="vertical scroll compensated, pixels")
     region_growth_max_h: int = Field(
-        60,
+        120,
         ge=0,
         le=512,
-        description="a change this short that only adds grey ink on the page is not sent (0: off)",
+        description="a change this short made of grey text lines on the page is not sent (0: off)",
     )
     region_growth_colour: float = Field(
         22.0, gt=0, le=255, description="colourfulness a change may add and still count as text growing"
+    )
+    region_growth_line_h: int = Field(
+        24, ge=2, le=256, description="tallest row of ink (pixels) a change of text lines may hold"
+    )
+    region_growth_rule_w: int = Field(
+        160, ge=2, le=4096, description="a changed run this wide (pixels) of even cells is a border: sent"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when the replica sees a GPU; cuda needs serve.frame_dedup.num_gpus"
