@@ -179,7 +179,7 @@ class Router:
         assigned = self._assign(tenant_id, _SESSION.get(), request_id)
         query = question[:MAX_QUERY_CHARS]
         # the turn's intent step embedded this very text: the search takes that vector (in its space)
-        turn = self.service.turn_vector(question) if query == question else None
+        turn = self.service.turn_vector(question) if query.strip() == question.strip() else None
         try:
             found = await self.knowledge.search.remote(
                 tenant_id=tenant_id,

@@ -173,6 +173,16 @@ def test_a_quote_that_announces_a_command_brings_the_command() -> None:
     assert compose(Evidence(ev.question, ev.scored, p))[0] == f"{texts[plain]} [1]"  # announces nothing
     checker = shared_checker()
     assert checker.verify("How do I download a whole bucket?", [passage], text).kind == "extractive"
+    # "below" as a preposition announces nothing; an announced command must look like one
+    for lead_text, after in [
+        ("Keep the function's memory below 3,008 MB to stay in the free tier.", "Then deploy it again."),
+        ("Run the following command on the instance.", "Then start the server again."),
+    ]:
+        other = f"## S\n{lead_text} {after}"
+        ev = model.evidence("How much memory?", [other], None)
+        p = np.zeros(len(ev.units))
+        p[0] = 1.0
+        assert compose(Evidence(ev.question, ev.scored, p))[0] == f"{lead_text} [1]"
 
 
 def test_a_target_the_model_cannot_certify_falls_back_to_its_empirical_threshold() -> None:
@@ -430,6 +440,10 @@ def test_the_ask_of_a_customers_message_is_its_question_with_what_it_points_back
     assert ask_of(short) == short
     last = "can i tag my pipelines for cost tracking? how many tags per pipeline max"
     assert ask_of(last) == "how many tags per pipeline max"  # asks like a question without a mark
+    # a closing line that opens like a question asks for nothing
+    closing = "What is the maximum payload size for a function? Any help would be greatly appreciated."
+    assert ask_of(closing) == "What is the maximum payload size for a function?"
+    assert ask_of("What is the max payload? Should I open a ticket instead?") == "What is the max payload?"
     # one sentence, or none that asks: the whole message
     for whole in ("How do I export my notes?", "Sync failed. Error 0x80070005 on every save."):
         assert ask_of(whole) == whole and analyse(whole).asked == analyse(whole).terms
@@ -462,6 +476,9 @@ def test_questions_about_people_and_calls_are_questions_and_a_buried_request_is_
     labels = [model.classify(q).label for q in ABOUT_PEOPLE]
     assert labels.count("question") >= len(ABOUT_PEOPLE) - 1, list(zip(ABOUT_PEOPLE, labels, strict=True))
     assert asks_for_person("this bot is useless. agent. AGENT.")
+    # a role named in a list, or after "e.g.", is no request
+    assert not asks_for_person("Our roles are Admin. Agent. Viewer. Which one can export tickets?")
+    assert not asks_for_person("Which install do you recommend, e.g. agent")
     assert model.classify("this bot is useless. agent. AGENT.").label == "human"
     assert model.classify("I want to speak to your manager").label == "human"
 

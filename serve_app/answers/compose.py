@@ -49,31 +49,40 @@ def _steps(ev: Evidence, best: int, max_words: int) -> list[int]:
     return out if best in out else [best]
 
 
-# a unit that announces what comes next ("Use the following command to ...", "as follows:", "... below:")
-_ANNOUNCES = re.compile(r"\b(the following|as follows|below)\b|:$", re.I)
+# a unit that announces what comes next ("Use the following command to ...", "as follows:", "shown below")
+_ANNOUNCES = re.compile(
+    r"\bthe following\b(?! (?:day|week|month|year|morning|time))|\bas follows\b|"
+    r"\b(?:shown|listed|described|given) below\b|\bbelow\s*:?\s*$|:\s*$",
+    re.I,
+)
+# what such a unit announces: a command line, code or a structured example (not a sentence of prose)
+_COMMAND = re.compile(r"\$ |\s--?\w|://|[{}<>=|]|\w\(|^[a-z][\w.-]* [\w./-]+(?: |$)(?!.*\.$)")
 
 
 def _announced(ev: Evidence, best: int, max_words: int) -> list[int]:
-    """What the best unit announces: the command, example or list right after it in the same passage
-    (a list's consecutive items, within `max_words` with the unit), else nothing."""
+    """What the best unit announces, right after it under the same heading of the same passage: a list's
+    consecutive items, a table's rows, or one command or example, within `max_words` with the unit."""
     found, unit = ev.units, ev.units[best]
     if not _ANNOUNCES.search(unit.text):
         return []
-    out, words = [], unit.words
-    i = best + 1
-    while (
-        i < len(found)
-        and found[i].passage == unit.passage
-        and found[i].position == unit.position + len(out) + 1
-    ):
+    out: list[int] = []
+    words = unit.words
+    for i in range(best + 1, len(found)):
         nxt = found[i]
-        if words + nxt.words > max_words or (out and nxt.kind != "item"):
+        if (
+            nxt.passage != unit.passage
+            or nxt.heading != unit.heading
+            or nxt.position != unit.position + len(out) + 1
+            or words + nxt.words > max_words
+        ):
+            break
+        listed = nxt.kind in ("item", "row")
+        if not listed and (out or not _COMMAND.search(nxt.text)):
             break
         out.append(i)
         words += nxt.words
-        if nxt.kind != "item":  # a command or an example: the one unit
+        if not listed:  # a command or an example: the one unit
             break
-        i += 1
     return out
 
 

@@ -133,33 +133,45 @@ class Question:
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n+|\s+-\s+|\s*:\(\s*|\s*:\)\s*")
 _INTERROGATIVE = re.compile(
-    r"^\s*(?:and |so |but |also |ok |okay |hi |hey |hello |thanks |pls |please )*(?:what|what's|whats|how|"
-    r"which|when|where|why|who|is|are|can|could|does|do|did|will|would|should|may|must|has|have|any)\b",
+    r"^\s*(?:and |so |but |also |ok |okay |hi |hey |hello |pls |please )*(?:what|what's|whats|how|"
+    r"which|when|where|why|who|is|are|can|could|does|do|did|should|may|must)\b",
+    re.I,
+)
+# closing lines that open like questions but ask for nothing in the help center
+_CLOSING = re.compile(
+    r"^\s*(?:any (?:help|idea|ideas|advice|pointers|tips|thoughts)|thanks|thank you|cheers|appreciate|"
+    r"let me know|please (?:help|advise)|"
+    r"(?:or )?should i (?:just )?(?:open|file|raise|create|submit|contact)|"
+    r"can (?:you|someone) help|is this a bug|am i doing something wrong|what am i doing wrong|"
+    r"does that make sense)\b",
     re.I,
 )
 _POINTING = re.compile(r"\b(it|its|this|that|these|those|they|them|there|then)\b", re.I)
 ASK_MIN_TERMS = 3  # an ask with fewer content terms takes the sentence before it along
+ASK_SENTENCES = 12  # the ask is looked for among the message's last sentences
 
 
 def ask_of(text: str) -> str:
     """The part of a customer's message that asks: its last question (a sentence with a question mark
-    or one that opens like a question), with the sentence before it when the question is too short to
-    name its subject or points back at it ("How far back does it go?"). Context before the question
-    (what the customer did, the symptom) names the subject, not the asked-for fact: the answer is
-    scored against the ask. A message of one sentence, or none that asks, is its own ask."""
-    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    or one that opens like a question; not a closing line like "Any help appreciated?"), with the
+    sentences before it while the question is too short to name its subject or points back at it ("How
+    far back does it go?"). Context before the question (what the customer did, the symptom) names the
+    subject, not the asked-for fact: the answer is scored against the ask. A message of one sentence,
+    or none that asks, is its own ask."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()][-ASK_SENTENCES:]
     if len(sentences) <= 1:
         return text.strip()
-    asking = [i for i, s in enumerate(sentences) if "?" in s or _INTERROGATIVE.match(s)]
+    asking = [
+        i for i, s in enumerate(sentences) if ("?" in s or _INTERROGATIVE.match(s)) and not _CLOSING.match(s)
+    ]
     if not asking:
         return text.strip()
     last = asking[-1]
     start = last
-    while start > 0 and (
-        len(set(terms(" ".join(sentences[start : last + 1])))) < ASK_MIN_TERMS
-        or (start == last and _POINTING.search(sentences[last]))
-    ):
+    named = set(terms(sentences[last]))
+    while start > 0 and (len(named) < ASK_MIN_TERMS or (start == last and _POINTING.search(sentences[last]))):
         start -= 1
+        named |= set(terms(sentences[start]))
     return " ".join(sentences[start : last + 1])
 
 

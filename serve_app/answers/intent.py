@@ -30,18 +30,26 @@ SHORT_TURN = 12  # words: longer turns are questions unless they ask for a perso
 _PERSON = re.compile(
     r"\b(talk|speak|chat|connect|transfer|put|get)\b[\w\s,']{0,30}\b(human|person|people|someone|somebody|"
     r"agent|representative|rep|operator|manager|supervisor|staff|support team|real one)\b|"
-    r"\b(human|live|real)\s+(agent|person|being|support|help|rep)\b|\brepresentative\b|"
-    r"^\W*(agent|human|operator|representative|a person)\W*(please|pls|now)?\W*$",
+    r"\b(human|live|real)\s+(agent|person|being|support|help|rep)\b|\brepresentative\b",
     re.I,
 )
+# the word alone: the whole turn, or its last sentence ("this bot is useless. agent. AGENT.")
+_PERSON_ALONE = re.compile(
+    r"^\W*(agent|human|operator|representative|a person)\W*(please|pls|now)?\W*$", re.I
+)
+_SENTENCES = re.compile(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.!?])\s+")
 
 
 def asks_for_person(text: str) -> bool:
-    """A plain request for a person, in the turn or in one of its sentences ("this is useless. agent.")."""
-    return any(_PERSON.search(part) for part in [text, *_SENTENCES.split(text)] if part.strip())
+    """A plain request for a person: in so many words anywhere in the turn, or the bare word ("agent",
+    "human please") as the whole turn or its last sentence (not a role named in a list: "Our roles are
+    Admin. Agent. Viewer. Which one can export?")."""
+    if _PERSON.search(text) or _PERSON_ALONE.search(text):
+        return True
+    parts = [p for p in _SENTENCES.split(text.strip()) if p.strip()]
+    return len(parts) > 1 and bool(_PERSON_ALONE.search(parts[-1]))
 
 
-_SENTENCES = re.compile(r"(?<=[.!?])\s+")
 # the model alone (no plain request in the words) must be this sure of "human": a question about calls,
 # requests or agents ("how many API calls per minute are allowed") must not go to a person
 HUMAN_BY_MODEL = 0.7

@@ -53,6 +53,9 @@ ANSWER_FEATURES = (
     "same_passage_second",
 )
 BUNDLED = "answer_model.json"
+# what the features mean: 2 scores a customer's message by its ask (evidence.ask_of); a model fitted on
+# an earlier meaning is refused (same names, other values: its thresholds would not hold)
+FEATURES_VERSION = 2
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CITATION = re.compile(r"\[\d+\]")
 _STEP_NUMBER = re.compile(r"(?:^|(?<=\s))\d{1,2}\.(?=\s|$)")
@@ -207,6 +210,7 @@ class AnswerModel:
     # --- storage ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
+            "features_version": FEATURES_VERSION,
             "unit_features": list(UNIT_FEATURES),
             "answer_features": list(ANSWER_FEATURES),
             "selector": self.selector.to_dict(),
@@ -223,7 +227,11 @@ class AnswerModel:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnswerModel:
-        if tuple(data["unit_features"]) != UNIT_FEATURES or tuple(data["answer_features"]) != ANSWER_FEATURES:
+        if (
+            tuple(data["unit_features"]) != UNIT_FEATURES
+            or tuple(data["answer_features"]) != ANSWER_FEATURES
+            or data.get("features_version", 1) != FEATURES_VERSION
+        ):
             raise ValueError(
                 "the answer model was fitted on other features: refit it (supportgraph fit-answers)"
             )

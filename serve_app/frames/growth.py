@@ -126,4 +126,5 @@ def text_growth(means: np.ndarray, reference: np.ndarray, box: Box, tile: int, s
     changed = np.max(np.abs(now - then), axis=0) >= shape.changed
     if not _lines_of_text(changed, -(-shape.line_h // CELL_H)):
         return False
-    return not _has_rule(now, changed, -(-shape.rule_w // tile))
+    # at least two cells: a rule narrower than a cell would otherwise turn the test off
+    return not _has_rule(now, changed, max(2, -(-shape.rule_w // tile)))

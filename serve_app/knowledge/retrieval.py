@@ -128,8 +128,8 @@ class Retriever:
         timings: dict[str, float] = {}
         usage: list[Usage] = []
         t0 = time.perf_counter()
-        given = self._given(vector, vector_space)
         if mode != "bm25":
+            given = self._given(vector, vector_space)
             vector = given if given is not None else await self._embed(text, usage)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         else:

@@ -210,13 +210,13 @@ class ChatService:
         text = request.messages[-1].content
         intent = await asyncio.to_thread(self.intents.classify, text, cfg.min_confidence)
         if intent.vector is not None and self.intents.space is not None:
-            self.turn_vectors.put(text, (intent.vector, self.intents.space))
+            self.turn_vectors.put(text.strip(), (intent.vector, self.intents.space))
         return intent
 
     def turn_vector(self, text: str) -> tuple[np.ndarray, str] | None:
         """The embedding the intent step made of this turn text lately, and its vector space (retrieval
         of the same text reuses it instead of embedding it again), or None."""
-        return self.turn_vectors.get(text)
+        return self.turn_vectors.get(text.strip())
 
     def _turn_reply(self, request: ChatRequest, intent: Intent | None) -> RoutedAnswer | None:
         """The reply to a turn that is no help-center question (None: it is one)."""

@@ -190,7 +190,7 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
     right_delivered = sum(r.outcome == "correct" for r in delivered)
     latencies = [r.latency_ms for r in rows]
     # the verifier's confidence, over the replies it scored (an intent reply's confidence is the intent's)
-    verified = [r for r in rows if r.tier != "intent"]
+    verified = [r for r in rows if r.tier != "intent" and r.outcome != "failed"]  # scored answers only
     score = auroc([r.confidence for r in verified], [r.candidate_correct for r in verified])
     return {
         "questions": len(rows),
