@@ -32,12 +32,19 @@ from serve_app.settings import DedupSettings
 
 
 class FrameDedup:
-    def __init__(self, dedup: dict[str, Any] | None = None, screen_reader: DeploymentHandle | None = None):
+    def __init__(
+        self,
+        dedup: dict[str, Any] | None = None,
+        screen_reader: DeploymentHandle | None = None,
+        reads_in_flight: int = 16,
+    ):
         self.service = DedupService(DedupSettings(**(dedup or {})))
         self.service.metrics = Metrics.ray()
         self._apply_batching()
         # processed frames go on to OCR without being waited for (deployments/screen_reader.py)
-        self.screen = ScreenHandOff(screen_reader) if screen_reader is not None else None
+        self.screen = (
+            ScreenHandOff(screen_reader, max_in_flight=reads_in_flight) if screen_reader is not None else None
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.service.reconfigure(user_config)
@@ -105,7 +112,10 @@ class FrameDedup:
         return out
 
     async def stats(self, stream_id: str) -> dict[str, Any]:
-        return {**self.service.stats(stream_id), "replica": self._replica()}
+        """The stream's decisions; `screen_reads`: this replica's hand-off to the ScreenReader (reads in
+        flight, its bound, reads shed and failed)."""
+        reads = self.screen.stats() if self.screen is not None else None
+        return {**self.service.stats(stream_id), "replica": self._replica(), "screen_reads": reads}
 
     async def close(self, stream_id: str) -> dict[str, Any]:
         return {**self.service.close(stream_id), "replica": self._replica()}

@@ -19,7 +19,7 @@ from deployments.frame_dedup import FrameDedup
 from deployments.ingress import Ingress
 from deployments.knowledge import Embeddings, KnowledgeBase, RerankerArms
 from deployments.router import Router, SelfHostedLLM
-from deployments.screen_reader import ScreenReaderDeployment
+from deployments.screen_reader import ScreenReaderDeployment, reads_in_flight
 from deployments.stream_affinity import StreamAffinityRequestRouter
 from serve_app.experiments.config import live_config
 from serve_app.settings import DeploymentResources, Settings, load_settings
@@ -107,7 +107,11 @@ def build_app(config: Settings | dict[str, Any] | None = None) -> Application:
         else None
     )
     return ingress.bind(
-        frame_dedup=frame_dedup.bind(dedup=dedup_init, screen_reader=screen),
+        frame_dedup=frame_dedup.bind(
+            dedup=dedup_init,
+            screen_reader=screen,
+            reads_in_flight=reads_in_flight(settings.serve.screen_reader, settings.serve.frame_dedup),
+        ),
         knowledge=kb,
         router=router.bind(
             routing=settings.routing,

@@ -33,7 +33,7 @@ from serve_app.screen.reader import ReaderLimits, Reading, ReadRequest, ScreenRe
 from serve_app.screen.state import ScreenStore
 from serve_app.screen.tenant_vocabulary import TenantVocabularies
 from serve_app.screen.vocabulary import vocabulary_texts
-from serve_app.settings import DatabaseSettings, ScreenSettings
+from serve_app.settings import DatabaseSettings, DeploymentResources, ScreenSettings
 from serve_app.tenancy import parse_stream_id, validate_tenant_id
 
 log = logging.getLogger("ray.serve")
@@ -186,6 +186,14 @@ class ScreenReaderDeployment:
         return {**self.reader.stats(), "stale": self.queues.stale, "streams": len(self.store)}
 
 
+def reads_in_flight(reader: DeploymentResources, dedup: DeploymentResources, cap: int = 16) -> int:
+    """The reads one FrameDedup replica may have in flight: all the dedup replicas together hold at most
+    half of the readers' request slots (the other half stays free for turns' `context` calls), at most
+    `cap` and at least 2 each. (Replica counts a Serve config file overrides are not seen here.)"""
+    slots = reader.max_ongoing_requests * reader.num_replicas
+    return max(2, min(cap, slots // (2 * dedup.num_replicas)))
+
+
 class ScreenHandOff:
     """FrameDedup's side: each processed frame goes to the ScreenReader without being waited for.
 
@@ -195,7 +203,8 @@ class ScreenHandOff:
     a pending request that the handle's router keeps trying to place, which costs the FrameDedup replica
     CPU that its frame decisions need, and a reader whose request slots are all held by waiting reads
     has none left for a turn's `context` call. 16 a FrameDedup replica keeps a few replicas' reads under
-    the reader's 64 slots. `shed` counts the reads not sent."""
+    the reader's 64 slots; the graph sets it from the replica counts (`reads_in_flight`). `shed` counts
+    the reads not sent, `failed` those that raised."""
 
     def __init__(self, handle: DeploymentHandle, margin: int = 12, max_in_flight: int = 16):
         self.handle, self.margin, self.max_in_flight = handle, margin, max_in_flight
@@ -236,6 +245,14 @@ class ScreenHandOff:
         task = asyncio.get_running_loop().create_task(self._wait(call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "in_flight": len(self._tasks),
+            "max_in_flight": self.max_in_flight,
+            "shed": self.shed,
+            "failed": self.failed,
+        }
 
     async def _wait(self, call: Any) -> None:
         try:

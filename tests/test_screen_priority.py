@@ -268,3 +268,16 @@ def test_a_reader_that_falls_behind_sheds_whole_frames_first_and_bounds_reads_in
     whole = [s for s in sent if s["whole_frame"]]
     assert len(whole) == 4 and len(sent) == 8 and handoff.shed == 12  # 4 whole frames, then 4 boxes
     assert not handoff._tasks  # answered reads leave the bound
+    assert handoff.stats() == {"in_flight": 0, "max_in_flight": 8, "shed": 12, "failed": 0}
+
+
+def test_the_hand_off_bound_leaves_half_the_readers_slots_free_however_many_dedup_replicas() -> None:
+    from deployments.screen_reader import reads_in_flight
+    from serve_app.settings import DeploymentResources
+
+    reader = DeploymentResources(max_ongoing_requests=64)
+    for replicas, each in [(1, 16), (2, 16), (4, 8), (8, 4), (64, 2)]:
+        assert reads_in_flight(reader, DeploymentResources(num_replicas=replicas)) == each
+        assert replicas * each <= 32 or each == 2  # half of the reader's 64 slots (2 each at least)
+    two_readers = DeploymentResources(max_ongoing_requests=64, num_replicas=2)
+    assert reads_in_flight(two_readers, DeploymentResources(num_replicas=4)) == 16
