@@ -440,6 +440,9 @@ def test_the_ask_of_a_customers_message_is_its_question_with_what_it_points_back
     assert ask_of(short) == short
     last = "can i tag my pipelines for cost tracking? how many tags per pipeline max"
     assert ask_of(last) == "how many tags per pipeline max"  # asks like a question without a mark
+    # what a pointing question points at may follow it: the screen's lines joined after the question
+    vague = "what does this error mean? Sync failed Error 0x80070005: access denied"
+    assert ask_of(vague) == vague and "0x80070005" in analyse(vague).asked
     # a closing line that opens like a question asks for nothing
     closing = "What is the maximum payload size for a function? Any help would be greatly appreciated."
     assert ask_of(closing) == "What is the maximum payload size for a function?"

@@ -155,7 +155,8 @@ def ask_of(text: str) -> str:
     """The part of a customer's message that asks: its last question (a sentence with a question mark
     or one that opens like a question; not a closing line like "Any help appreciated?"), with the
     sentences before it while the question is too short to name its subject or points back at it ("How
-    far back does it go?"). Context before the question (what the customer did, the symptom) names the
+    far back does it go?"), and the sentences after a question that points (what it points at: a pasted
+    error, the screen's lines). Context before the question (what the customer did, the symptom) names the
     subject, not the asked-for fact: the answer is scored against the ask. A message of one sentence,
     or none that asks, is its own ask."""
     sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()][-ASK_SENTENCES:]
@@ -167,12 +168,16 @@ def ask_of(text: str) -> str:
     if not asking:
         return text.strip()
     last = asking[-1]
+    pointing = bool(_POINTING.search(sentences[last]))
+    # what a pointing question points at may follow it: a pasted message, the screen's lines
+    # ("what does this error mean? Sync failed. Error 0x80070005: access denied")
+    end = len(sentences) if pointing else last + 1
     start = last
-    named = set(terms(sentences[last]))
-    while start > 0 and (len(named) < ASK_MIN_TERMS or (start == last and _POINTING.search(sentences[last]))):
+    named = set(terms(" ".join(sentences[last:end])))
+    while start > 0 and (len(named) < ASK_MIN_TERMS or (start == last and pointing)):
         start -= 1
         named |= set(terms(sentences[start]))
-    return " ".join(sentences[start : last + 1])
+    return " ".join(sentences[start:end])
 
 
 def analyse(question: str) -> Question:
