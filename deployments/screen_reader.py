@@ -186,6 +186,10 @@ class ScreenReaderDeployment:
         return {**self.reader.stats(), "stale": self.queues.stale, "streams": len(self.store)}
 
 
+async def _awaited(call: Any) -> Any:
+    return await call
+
+
 def reads_in_flight(reader: DeploymentResources, dedup: DeploymentResources, cap: int = 16) -> int:
     """The reads one FrameDedup replica may have in flight: all the dedup replicas together hold at most
     half of the readers' request slots (the other half stays free for turns' `context` calls), at most
@@ -206,11 +210,19 @@ class ScreenHandOff:
     the reader's 64 slots; the graph sets it from the replica counts (`reads_in_flight`). `shed` counts
     the reads not sent, `failed` those that raised."""
 
-    def __init__(self, handle: DeploymentHandle, margin: int = 12, max_in_flight: int = 16):
+    def __init__(
+        self,
+        handle: DeploymentHandle,
+        margin: int = 12,
+        max_in_flight: int = 16,
+        read_timeout_s: float = 60.0,
+    ):
         self.handle, self.margin, self.max_in_flight = handle, margin, max_in_flight
+        self.read_timeout_s = read_timeout_s
         self._tasks: set[asyncio.Task] = set()
         self.failed = 0
         self.shed = 0
+        self.timed_out = 0
 
     def offer(self, stream_id: str, frame: np.ndarray, decision: dict[str, Any]) -> None:
         """Hand a processed frame off: the changed box of a `region` decision; the whole frame of a
@@ -252,11 +264,21 @@ class ScreenHandOff:
             "max_in_flight": self.max_in_flight,
             "shed": self.shed,
             "failed": self.failed,
+            "timed_out": self.timed_out,
         }
 
     async def _wait(self, call: Any) -> None:
         try:
-            await call
+            # a read still unanswered after `read_timeout_s` (a reader replica gone or wedged, which the
+            # handle may keep trying to reach) gives its slot back: otherwise a few of them would hold
+            # the bound for good and every later read would be shed
+            await asyncio.wait_for(_awaited(call), self.read_timeout_s)
+        except TimeoutError:
+            self.timed_out += 1
+            cancel = getattr(call, "cancel", None)
+            if cancel is not None:
+                cancel()
+            log.warning("screen read hand-off unanswered after %.0f s: given up", self.read_timeout_s)
         except Exception:  # a lost read costs the screen text of one change, never a frame decision
             self.failed += 1
             log.warning("screen read hand-off failed", exc_info=True)

@@ -268,7 +268,37 @@ def test_a_reader_that_falls_behind_sheds_whole_frames_first_and_bounds_reads_in
     whole = [s for s in sent if s["whole_frame"]]
     assert len(whole) == 4 and len(sent) == 8 and handoff.shed == 12  # 4 whole frames, then 4 boxes
     assert not handoff._tasks  # answered reads leave the bound
-    assert handoff.stats() == {"in_flight": 0, "max_in_flight": 8, "shed": 12, "failed": 0}
+    assert handoff.stats() == {"in_flight": 0, "max_in_flight": 8, "shed": 12, "failed": 0, "timed_out": 0}
+
+
+def test_reads_a_reader_never_answers_give_their_slots_back() -> None:
+    """A reader replica gone or wedged (its calls never answered) must not hold the bound for good."""
+    from deployments.screen_reader import ScreenHandOff
+
+    sent: list[dict] = []
+
+    class _Method:
+        def remote(self, **kwargs):
+            sent.append(kwargs)
+            return asyncio.Event().wait()  # never answered
+
+    class _Handle:
+        read = _Method()
+
+    async def scenario() -> ScreenHandOff:
+        handoff = ScreenHandOff(_Handle(), margin=12, max_in_flight=2, read_timeout_s=0.05)  # type: ignore[arg-type]
+        frame = _frame(3, 640).repeat(6, axis=0)
+        box = [10, 10, 100, 20]
+        for i in range(4):
+            handoff.offer("s", frame, {"send": True, "reason": "region", "box": box, "ts": float(i)})
+        assert len(sent) == 2 and handoff.shed == 2
+        await asyncio.sleep(0.2)
+        handoff.offer("s", frame, {"send": True, "reason": "region", "box": box, "ts": 9.0})
+        await asyncio.sleep(0)
+        return handoff
+
+    handoff = asyncio.run(scenario())
+    assert handoff.timed_out == 2 and len(sent) == 3  # the slots came back: the next read went out
 
 
 def test_the_hand_off_bound_leaves_half_the_readers_slots_free_however_many_dedup_replicas() -> None:
