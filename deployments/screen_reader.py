@@ -186,10 +186,6 @@ class ScreenReaderDeployment:
         return {**self.reader.stats(), "stale": self.queues.stale, "streams": len(self.store)}
 
 
-async def _awaited(call: Any) -> Any:
-    return await call
-
-
 def reads_in_flight(reader: DeploymentResources, dedup: DeploymentResources, cap: int = 16) -> int:
     """The reads one FrameDedup replica may have in flight: all the dedup replicas together hold at most
     half of the readers' request slots (the other half stays free for turns' `context` calls), at most
@@ -272,7 +268,7 @@ class ScreenHandOff:
             # a read still unanswered after `read_timeout_s` (a reader replica gone or wedged, which the
             # handle may keep trying to reach) gives its slot back: otherwise a few of them would hold
             # the bound for good and every later read would be shed
-            await asyncio.wait_for(_awaited(call), self.read_timeout_s)
+            await asyncio.wait_for(call, self.read_timeout_s)
         except TimeoutError:
             self.timed_out += 1
             cancel = getattr(call, "cancel", None)

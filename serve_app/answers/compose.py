@@ -59,21 +59,21 @@ _ANNOUNCES = re.compile(
 _COMMAND = re.compile(r"\$ |\s--?\w|://|[{}<>=|]|\w\(|^[a-z][\w.-]* [\w./-]+(?: |$)(?!.*\.$)")
 
 
-def _announced(ev: Evidence, best: int, max_words: int) -> list[int]:
+def _announced(ev: Evidence, best: int, room: int) -> list[int]:
     """What the best unit announces, right after it under the same heading of the same passage: a list's
-    consecutive items, a table's rows, or one command or example, within `max_words` with the unit."""
+    consecutive items, a table's rows, or one command or example, within `room` more words."""
     found, unit = ev.units, ev.units[best]
     if not _ANNOUNCES.search(unit.text):
         return []
     out: list[int] = []
-    words = unit.words
+    words = 0
     for i in range(best + 1, len(found)):
         nxt = found[i]
         if (
             nxt.passage != unit.passage
             or nxt.heading != unit.heading
             or nxt.position != unit.position + len(out) + 1
-            or words + nxt.words > max_words
+            or words + nxt.words > room
         ):
             break
         listed = nxt.kind in ("item", "row")
@@ -102,7 +102,5 @@ def compose(ev: Evidence, max_words: int = MAX_WORDS) -> tuple[str, int | None]:
     leans = previous is not None and _leans_on_previous(unit, previous)
     if leans and previous is not None and previous.words + unit.words <= max_words:
         parts.insert(0, previous.text)
-    parts += [
-        ev.units[i].text for i in _announced(ev, best, max_words - len(" ".join(parts).split()) + unit.words)
-    ]
+    parts += [ev.units[i].text for i in _announced(ev, best, max_words - len(" ".join(parts).split()))]
     return f"{' '.join(parts)} [{unit.passage}]", best
