@@ -4,14 +4,19 @@ Each sampled chunk gives one question whose answer is that chunk, by one of four
 
 - `heading`: its section heading (with the article title) asked as a question;
 - `first_sentence`: the chunk's first sentence, the chunk kept whole;
-- `cloze`: inverse cloze: a sentence taken out of the chunk is the question, the rest of the chunk
-  (without that sentence) is its passage, so the pair cannot be matched by copying words;
+- `cloze`: inverse cloze: a sentence of the chunk is the question; the passage is the rest of the chunk
+  without that sentence half the time (so it is matched by meaning, not by copied words) and the whole
+  chunk the other half (so copied words still count as evidence: a model that only ever saw the sentence
+  taken out learns that a passage repeating the question is a wrong one, and ranks real questions' own
+  passages last);
 - `customer`: one of the three above rewritten the way customers write (`customer_rewrite`): product
   term names dropped for vague words, lowercase, filler and a symptom added. The rewriter is rule-based
   and deterministic for a seed.
 
 Hard negatives come from what the two retrievers return for the question (BM25 and dense, interleaved),
-excluding every chunk of the positive's own document, so a negative is a near miss from another article.
+excluding every chunk of the positive's own document and every passage that repeats the question itself
+(documentation repeats boilerplate sentences across articles: such a passage answers the question as
+well as the positive does), so a negative is a near miss from another article.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from serve_app.knowledge import store
 from serve_app.knowledge.embedders import Embedder
 
 KINDS = ("heading", "first_sentence", "cloze", "customer")
+CLOZE_KEEP = 0.5  # share of cloze pairs whose passage keeps the question's sentence
 CHUNKS = """
 SELECT c.id, c.document_id, d.title, c.heading, c.content
   FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
@@ -160,6 +166,8 @@ def question_for(chunk: KbChunk, kind: str, rng: random.Random) -> tuple[str, st
         if len(said) < 3 or not picks:
             return None
         i = rng.choice(picks)
+        if rng.random() < CLOZE_KEEP:
+            return said[i], passage_text(chunk.heading, " ".join(said))
         return said[i], passage_text(chunk.heading, " ".join(said[:i] + said[i + 1 :]))
     if kind == "customer":
         base = question_for(chunk, rng.choice(KINDS[:3]), rng)
@@ -195,15 +203,23 @@ def interleave(*lists: list[store.Passage]) -> Iterator[store.Passage]:
                 yield ranked[rank]
 
 
+def _folded(text: str) -> str:
+    return " ".join(re.findall(r"\w+", plain(text).lower()))
+
+
 def hard_negatives(
     pair: Pair, lexical: list[store.Passage], dense: list[store.Passage], count: int
 ) -> list[str]:
     """The first `count` distinct chunks the two retrievers return for the question (interleaved),
-    none from the positive's document."""
+    none from the positive's document and none that repeats the question (case, markup and
+    punctuation aside): that passage answers it too."""
     seen: set[int] = set()
     out = []
+    asked = _folded(pair.query)
     for p in interleave(lexical, dense):
         if p.document_id == pair.document_id or p.chunk_id in seen:
+            continue
+        if len(asked.split()) >= 4 and asked in _folded(p.content):
             continue
         seen.add(p.chunk_id)
         out.append(passage_text(p.heading, p.content))
