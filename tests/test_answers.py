@@ -143,6 +143,46 @@ def test_a_quoted_list_of_steps_verifies_as_the_quote_it_is() -> None:
     assert checker.verify(question, passages, text).score == pytest.approx(score)
 
 
+@pytest.mark.parametrize(
+    ("ask", "kind"),
+    [
+        ("If I keep the defaults, how long are the results kept around?", "duration"),
+        ("What's the default frequency for the export?", "duration"),
+        ("How many minutes until the link expires?", "duration"),
+        ("how much data can one scan request return?", "size"),
+        ("What is the maximum item size?", "size"),
+        ("What percentage of requests are sampled?", "percent"),
+        ("How long can a bucket name be?", None),  # a length in characters, not a time
+        ("How many tags can I attach to a predictor?", None),  # a count: any number may be it
+        ("How do I reset my password?", None),
+    ],
+)
+def test_the_asked_kind_of_quantity_is_read_from_the_ask(ask: str, kind: str | None) -> None:
+    from serve_app.answers.evidence import asked_quantity
+
+    assert asked_quantity(ask) == kind
+
+
+def test_a_quote_stating_the_asked_kind_of_quantity_is_told_apart_from_one_that_does_not() -> None:
+    from serve_app.answers.evidence import states_quantity
+    from serve_app.answers.model import ANSWER_FEATURES, AnswerModel
+
+    assert states_quantity("Results are kept for 90 days.", "duration")
+    assert states_quantity("It returns up to 1MB per call.", "size")
+    assert states_quantity("five percent of requests", "percent") and states_quantity("5%", "percent")
+    assert not states_quantity("You can keep up to 90 datasets.", "duration")
+    assert not states_quantity("Version 3 of the API", "size")
+    model = AnswerModel.load()
+    passages = ["## Data sets > Retention\nResults are kept for 90 days. You can create up to 100 data sets."]
+    ev = model.evidence("how long are the results kept around by default?", passages, None)
+    col = {name: i for i, name in enumerate(ANSWER_FEATURES)}
+    by_text = {u.text: model.answer_features(ev, i) for i, u in enumerate(ev.units)}
+    kept = next(x for t, x in by_text.items() if "90 days" in t)
+    count = next(x for t, x in by_text.items() if "100 data sets" in t)
+    assert kept[col["kind_stated"]] == 1 and kept[col["kind_missing"]] == 0
+    assert count[col["kind_stated"]] == 0 and count[col["kind_missing"]] == 1
+
+
 def test_a_quote_that_announces_a_command_brings_the_command() -> None:
     """ "Use the following command to ..." alone tells the customer nothing: the command after it (its own
     unit in the passage) is quoted with it, and the whole quote still verifies as a quote."""

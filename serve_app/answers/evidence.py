@@ -70,6 +70,56 @@ _YES_NO = re.compile(
     re.I,
 )
 _HAS_NUMBER = re.compile(r"\d")
+
+# The kind of quantity a question asks for, and the kinds a text states. A customer asks "how long are
+# the results kept around?" with none of the documentation's words, but the answer that states a
+# duration is of the asked kind; one that states a size or a count is not.
+_FIGURE_WORD = (
+    r"(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|thirty|sixty|"
+    r"ninety|hundred)"
+)
+_TIME_UNIT = r"(?:ms|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?)"
+_SIZE_UNIT = r"(?:bytes?|[KMGTP]i?B|kilobytes?|megabytes?|gigabytes?|terabytes?|petabytes?)"
+_STATES = {
+    "duration": re.compile(
+        rf"\b{_FIGURE_WORD}[\s-]*{_TIME_UNIT}\b|\b(?:a|an|one) (?:second|minute|hour|day|week|month|year)\b",
+        re.I,
+    ),
+    "size": re.compile(rf"\b{_FIGURE_WORD}\s*{_SIZE_UNIT}(?![a-z])", re.I),
+    "percent": re.compile(rf"\b{_FIGURE_WORD}\s*(?:%|percent\b)", re.I),
+}
+_ASKS = {
+    "duration": re.compile(
+        rf"\bhow (?:long|often|soon|quickly|frequently)\b(?!.*\b(?:name|key|string|value|characters?|"
+        r"bytes?|path|password|title|description|identifier)s?\b)|"
+        rf"\b(?:how many|what number of) {_TIME_UNIT}\b|"
+        r"\b(?:frequency|ttl|time-?out|retention|retained|expir(?:e|es|y|ation)|kept (?:around|for)|"
+        r"interval|delay|cool-?down|grace period|waiting period)\b",
+        re.I,
+    ),
+    "size": re.compile(
+        rf"\bhow (?:much|big|large) (?:\w+ )?(?:data|memory|ram|storage|space|disk)\b|\bhow (?:big|large)\b|"
+        rf"\b(?:how many|what number of) {_SIZE_UNIT}(?![a-z])|"
+        r"\b(?:max(?:imum)?|min(?:imum)?) (?:\w+ )?size\b|"
+        r"\bsize (?:limit|of)\b|\bhow much (?:ram|memory|storage|data|space)\b",
+        re.I,
+    ),
+    "percent": re.compile(
+        r"\b(?:what|which) (?:percent(?:age)?|share|fraction|portion)\b|\bpercent(?:age)?\b", re.I
+    ),
+}
+
+
+def asked_quantity(ask: str) -> str | None:
+    """The kind of quantity the ask wants (duration, size, percent), or None (another number or none)."""
+    return next((kind for kind, pattern in _ASKS.items() if pattern.search(ask)), None)
+
+
+def states_quantity(text: str, kind: str) -> bool:
+    """Whether the text states a quantity of that kind ("90 days", "1 MB", "5 percent")."""
+    return bool(_STATES[kind].search(text))
+
+
 _MODAL = re.compile(
     r"\b(can|cannot|can't|must|only|not|no|supports?|supported|unsupported|allows?|doesn't|isn't|"
     r"required|requires|optional|always|never)\b",

@@ -31,7 +31,17 @@ from typing import Any
 import numpy as np
 
 from serve_app.answers.evidence import FEATURES as UNIT_FEATURES
-from serve_app.answers.evidence import Embed, Question, Scored, analyse, terms, tokens, unit_features
+from serve_app.answers.evidence import (
+    Embed,
+    Question,
+    Scored,
+    analyse,
+    asked_quantity,
+    states_quantity,
+    terms,
+    tokens,
+    unit_features,
+)
 from serve_app.answers.units import Unit, units
 
 ANSWER_FEATURES = (
@@ -51,6 +61,8 @@ ANSWER_FEATURES = (
     "confident_units",
     "rank",
     "same_passage_second",
+    "kind_stated",
+    "kind_missing",
 )
 BUNDLED = "answer_model.json"
 # what the features mean: 2 scores a customer's message by its ask (evidence.ask_of); a model fitted on
@@ -277,6 +289,9 @@ def answer_features(ev: Evidence, chosen: int) -> np.ndarray:
     second = int(others[np.argmax(p[others])]) if len(others) else None
     p_second = float(p[second]) if second is not None else 0.0
     unit = ev.units[chosen]
+    # the asked kind of quantity (a duration for "how long are they kept?") stated in the quote, or not
+    kind = asked_quantity(q.ask or q.text)
+    stated = kind is not None and states_quantity(unit.text, kind)
     return np.array(
         [
             float(p[chosen]),
@@ -295,5 +310,7 @@ def answer_features(ev: Evidence, chosen: int) -> np.ndarray:
             float(np.sum(p > 0.5)),
             1.0 / unit.passage,
             float(second is not None and ev.units[second].passage == unit.passage),
+            float(stated),
+            float(kind is not None and not stated),
         ]
     )
