@@ -4,6 +4,7 @@ verifier's checks, and the router's abstention (no Ray, no database)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,16 @@ def test_a_quoted_list_of_steps_verifies_as_the_quote_it_is() -> None:
         ("how much data can one scan request return?", "size"),
         ("What is the maximum item size?", "size"),
         ("What percentage of requests are sampled?", "percent"),
+        ("How long are API keys valid?", "duration"),
+        ("how long does the export take? the file name is report.csv", "duration"),
+        ("What's the default TTL the JVM uses?", "duration"),
+        ("I set the retention to 30 days. What is the maximum size of the bucket?", "size"),  # the last
         ("How long can a bucket name be?", None),  # a length in characters, not a time
+        ("How large can a tag be?", None),
+        ("How do I change the timeout?", None),  # a setting named in a how-to: no value asked
+        ("Does the API key expire?", None),
+        ("How much does storage cost per GB?", None),  # a price, not a size
+        ("Which share should I mount?", None),
         ("How many tags can I attach to a predictor?", None),  # a count: any number may be it
         ("How do I reset my password?", None),
     ],
@@ -172,6 +182,13 @@ def test_a_quote_stating_the_asked_kind_of_quantity_is_told_apart_from_one_that_
     assert states_quantity("five percent of requests", "percent") and states_quantity("5%", "percent")
     assert not states_quantity("You can keep up to 90 datasets.", "duration")
     assert not states_quantity("Version 3 of the API", "size")
+    assert states_quantity("Exports run daily.", "duration") and states_quantity("within 24h", "duration")
+    assert not states_quantity("Add a second replica.", "duration")
+    assert states_quantity("a 64-KB page", "size") and not states_quantity("100 Mb/s of throughput", "size")
+    assert states_quantity("100 per cent", "percent")
+    started = time.perf_counter()  # separators are one run: no quadratic backtracking on "1,1,1,..."
+    assert not any(states_quantity("1," * 10000, kind) for kind in ("duration", "size", "percent"))
+    assert time.perf_counter() - started < 1.0
     model = AnswerModel.load()
     passages = ["## Data sets > Retention\nResults are kept for 90 days. You can create up to 100 data sets."]
     ev = model.evidence("how long are the results kept around by default?", passages, None)

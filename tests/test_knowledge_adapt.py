@@ -87,6 +87,10 @@ def test_a_passage_that_repeats_the_question_is_no_negative() -> None:
         10, 1, "d1.md", "D1", "h", "Intro. You can use the **console** to create a `bucket`!", 1.0
     )
     other = Passage(11, 2, "d2.md", "D2", "h", "You can use the console to delete a bucket.", 1.0)
+    longer = Passage(12, 3, "d3.md", "D3", "h", "You can use the console to create a bucketful.", 1.0)
+    assert kb_pairs.hard_negatives(pair, [boiler, longer], [], 3) == [  # whole words only
+        "h\nYou can use the console to create a bucketful."
+    ]
     assert kb_pairs.hard_negatives(pair, [boiler, other], [], 3) == [
         "h\nYou can use the console to delete a bucket."
     ]
@@ -145,6 +149,18 @@ def test_adapt_stops_resumes_publishes_and_the_arm_ranks_with_it(live_db: LiveDB
     assert loaded.stale()
     again = reranker.model_for("adapt-t")
     assert again is not loaded and again.version == meta.stat().st_mtime_ns and not again.stale()
+
+    # a checkpoint resumes only its own run: other settings (here the held-out count) start over
+    stamp = json.loads((home / "work" / "pairs.json").read_text())
+    assert stamp["version"] == kb_pairs.PAIRS_VERSION  # pairs made by older rules are made again
+    other = replace(TINY, holdout=3)
+    cut = live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", other, max_steps=1))
+    assert cut["resumed_at"] == 0 and cut["steps"] == 1 and (home / "work" / "checkpoint").is_dir()
+    back = live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", TINY, max_steps=1))
+    assert back["resumed_at"] == 0 and back["steps"] == 1
+    assert (
+        live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", TINY, max_steps=1))["resumed_at"] == 1
+    )
 
 
 def test_the_adapted_arm_serves_searches_with_and_without_a_model(live_db: LiveDB, embedder) -> None:

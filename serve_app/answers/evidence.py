@@ -74,49 +74,76 @@ _HAS_NUMBER = re.compile(r"\d")
 # The kind of quantity a question asks for, and the kinds a text states. A customer asks "how long are
 # the results kept around?" with none of the documentation's words, but the answer that states a
 # duration is of the asked kind; one that states a size or a count is not.
+# a figure: digits with separators (one run, not restartable at every comma: no quadratic backtracking
+# on "1,2,3,..."), or a number word
 _FIGURE_WORD = (
-    r"(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|thirty|sixty|"
-    r"ninety|hundred)"
+    r"(?:(?<![\d,.])\d+(?:[,.]\d+)*|one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|"
+    r"thirty|sixty|ninety|hundred|few|several)"
 )
 _TIME_UNIT = r"(?:ms|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?)"
 _SIZE_UNIT = r"(?:bytes?|[KMGTP]i?B|kilobytes?|megabytes?|gigabytes?|terabytes?|petabytes?)"
 _STATES = {
     "duration": re.compile(
-        rf"\b{_FIGURE_WORD}[\s-]*{_TIME_UNIT}\b|\b(?:a|an|one) (?:second|minute|hour|day|week|month|year)\b",
+        rf"\b{_FIGURE_WORD}[\s-]*{_TIME_UNIT}\b|\b\d+(?:h|hrs?|d)\b|"
+        r"\b(?:an?|one|every|each|per|once an?) (?:minute|hour|day|week|month|year)\b|"
+        r"\b(?:hourly|daily|weekly|monthly|yearly|annually)\b",
         re.I,
     ),
-    "size": re.compile(rf"\b{_FIGURE_WORD}\s*{_SIZE_UNIT}(?![a-z])", re.I),
-    "percent": re.compile(rf"\b{_FIGURE_WORD}\s*(?:%|percent\b)", re.I),
+    "size": re.compile(rf"\b{_FIGURE_WORD}[\s-]*{_SIZE_UNIT}(?![a-z/])", re.I),  # not a rate: "100 Mb/s"
+    "percent": re.compile(rf"\b{_FIGURE_WORD}\s*(?:%|percent\b|per cent\b)", re.I),
 }
+# "how long can a bucket name be?" asks for a length (characters, bytes), not a time or a data size
+_LENGTH_NOUNS = (
+    r"(?:names?|file ?names?|user ?names?|keys?|strings?|values?|characters?|bytes?|paths?|passwords?|"
+    r"titles?|descriptions?|identifiers?|ids?|tags?|urls?|messages?|labels?|texts?|prefix(?:es)?|fields?)"
+)
+_LENGTH_ASK = re.compile(
+    rf"\bhow (?:long|large|big)\s+(?:can|may|could|should|must|is|are|will)\s+(?:[\w'-]+\s+){{0,4}}?"
+    rf"{_LENGTH_NOUNS}\s*(?:be\b|\?|$)",
+    re.I,
+)
 _ASKS = {
     "duration": re.compile(
-        rf"\bhow (?:long|often|soon|quickly|frequently)\b(?!.*\b(?:name|key|string|value|characters?|"
-        r"bytes?|path|password|title|description|identifier)s?\b)|"
-        rf"\b(?:how many|what number of) {_TIME_UNIT}\b|"
-        r"\b(?:frequency|ttl|time-?out|retention|retained|expir(?:e|es|y|ation)|kept (?:around|for)|"
-        r"interval|delay|cool-?down|grace period|waiting period)\b",
+        rf"\bhow (?:long|often|soon|quickly|frequently)\b|\b(?:how many|what number of) {_TIME_UNIT}\b",
         re.I,
     ),
     "size": re.compile(
         rf"\bhow (?:much|big|large) (?:\w+ )?(?:data|memory|ram|storage|space|disk)\b|\bhow (?:big|large)\b|"
         rf"\b(?:how many|what number of) {_SIZE_UNIT}(?![a-z])|"
-        r"\b(?:max(?:imum)?|min(?:imum)?) (?:\w+ )?size\b|"
-        r"\bsize (?:limit|of)\b|\bhow much (?:ram|memory|storage|data|space)\b",
+        r"\b(?:max(?:imum)?|min(?:imum)?) (?:\w+ )?size\b|\bsize (?:limit|of)\b",
         re.I,
     ),
-    "percent": re.compile(
-        r"\b(?:what|which) (?:percent(?:age)?|share|fraction|portion)\b|\bpercent(?:age)?\b", re.I
-    ),
+    "percent": re.compile(r"\bpercent(?:age)?\b|\bper cent\b|\bwhat (?:fraction|portion)\b", re.I),
 }
+# a setting that holds a duration, asked about by a "what / which / when" question ("what's the default
+# TTL?"), not in "how do I change the timeout?" or "does the key expire?"
+_DURATION_SETTING = re.compile(
+    r"\b(?:frequency|ttl|time-?out|retention|retained|expir(?:e|es|y|ation)|kept (?:around|for)|"
+    r"interval|delay|cool-?down|grace period|waiting period)\b",
+    re.I,
+)
+_PROCEDURE_ASK = re.compile(r"\bhow (?:do|can|should|would) (?:i|we|you)\b|\bhow to\b", re.I)
+_ASKS_VALUE = re.compile(r"\b(?:what|what's|whats|which|when)\b", re.I)
+_MONEY = re.compile(r"\b(?:cost|costs|price|pricing|charged?|pay|bill(?:ed|ing)?)\b", re.I)
 
 
 def asked_quantity(ask: str) -> str | None:
-    """The kind of quantity the ask wants (duration, size, percent), or None (another number or none)."""
-    return next((kind for kind, pattern in _ASKS.items() if pattern.search(ask)), None)
+    """The kind of quantity the ask wants (duration, size, percent), or None (another number or none).
+    Where it names more than one, the last (the question follows the context it gives)."""
+    lengths = [m.start() for m in _LENGTH_ASK.finditer(ask)]
+    last: dict[str, int] = {}
+    for kind, pattern in _ASKS.items():
+        for m in pattern.finditer(ask):
+            if m.start() not in lengths and not (kind == "size" and _MONEY.search(ask)):
+                last[kind] = m.start()
+    if _ASKS_VALUE.search(ask) and not _PROCEDURE_ASK.search(ask):
+        for m in _DURATION_SETTING.finditer(ask):
+            last["duration"] = max(last.get("duration", -1), m.start())
+    return max(last, key=last.__getitem__) if last else None
 
 
 def states_quantity(text: str, kind: str) -> bool:
-    """Whether the text states a quantity of that kind ("90 days", "1 MB", "5 percent")."""
+    """Whether the text states a quantity of that kind ("90 days", "daily", "1 MB", "5 percent")."""
     return bool(_STATES[kind].search(text))
 
 

@@ -85,7 +85,12 @@ async def training_pairs(
     """The run's pairs: those saved by an earlier run with the same generation settings, else new ones
     (questions from the tenant's chunks, hard negatives mined in batches)."""
     path, stamp = work / "pairs.jsonl", work / "pairs.json"
-    wanted = {"questions": cfg.questions, "negatives": cfg.negatives, "seed": cfg.seed}
+    wanted = {
+        "questions": cfg.questions,
+        "negatives": cfg.negatives,
+        "seed": cfg.seed,
+        "version": kb_pairs.PAIRS_VERSION,
+    }
     if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return kb_pairs.load_pairs(path)
     async with db.tenant(tenant_id) as conn:
@@ -244,6 +249,11 @@ async def adapt_tenant(
         return current | {"skipped": "already trained with these settings (--retrain to start over)"}
     pairs = await training_pairs(db, embedder, tenant_id, cfg, work, progress)
     generated_s, generated_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    # a checkpoint resumes only the run it belongs to: the same settings on the same pairs (another
+    # holdout would move trained pairs into the held-out set, other pairs would change the data)
+    run = json.dumps({"config": asdict(cfg), "pairs": (work / "pairs.json").read_text()}, sort_keys=True)
+    if checkpoint.exists() and _read(checkpoint / "run.json") != run:
+        shutil.rmtree(checkpoint)
     train, held_out = split(pairs, cfg)
     total = math.ceil(len(train) / cfg.batch_questions)
     trainer = Trainer(cfg, pick_device(device), checkpoint if checkpoint.exists() else None)
@@ -256,9 +266,11 @@ async def adapt_tenant(
             progress("training", trainer.step, total)
         if trainer.step % cfg.checkpoint_every == 0 and trainer.step < last:
             trainer.save(checkpoint, with_optimizer=True)
+            (checkpoint / "run.json").write_text(run)
     complete = trainer.step >= total
     if not complete:
         trainer.save(checkpoint, with_optimizer=True)
+        (checkpoint / "run.json").write_text(run)
     trained_s = time.perf_counter() - started - generated_s
     trained_cpu = time.process_time() - cpu_started - generated_cpu
     report = {
@@ -283,6 +295,10 @@ async def adapt_tenant(
     if complete:
         shutil.rmtree(checkpoint, ignore_errors=True)  # the next run starts over (new data, new pairs)
     return report
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
 
 
 def published(state_dir: Path, tenant_id: str) -> dict[str, Any] | None:

@@ -36,6 +36,9 @@ from serve_app.knowledge.embedders import Embedder
 
 KINDS = ("heading", "first_sentence", "cloze", "customer")
 CLOZE_KEEP = 0.5  # share of cloze pairs whose passage keeps the question's sentence
+# what the rules above make: pairs saved under another version are made again (2: cloze keeps its
+# sentence half the time, no negative repeats the question)
+PAIRS_VERSION = 2
 CHUNKS = """
 SELECT c.id, c.document_id, d.title, c.heading, c.content
   FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
@@ -219,7 +222,7 @@ def hard_negatives(
     for p in interleave(lexical, dense):
         if p.document_id == pair.document_id or p.chunk_id in seen:
             continue
-        if len(asked.split()) >= 4 and asked in _folded(p.content):
+        if len(asked.split()) >= 4 and f" {asked} " in f" {_folded(p.content)} ":
             continue
         seen.add(p.chunk_id)
         out.append(passage_text(p.heading, p.content))
