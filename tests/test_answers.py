@@ -478,6 +478,37 @@ def test_turns_that_are_no_questions_get_what_fits_before_retrieval() -> None:
     assert asks_for_person("get me a human agent") and not asks_for_person("How do I export notes?")
 
 
+def test_a_short_product_question_read_as_chatter_goes_to_the_help_center_when_it_covers_it() -> None:
+    """The intent model reads "Is there a dark mode?" as chatter; a retrieved passage about dark mode
+    makes it a question (retrieved once), while a joke request stays out of scope beside the same help
+    center, and `chatter_in_scope: 1` turns the check off."""
+    from serve_app.routing.service import INTENT_TIER, ChatRequest, ChatService
+    from serve_app.settings import load_settings
+
+    asked: list[str] = []
+
+    async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
+        asked.append(question)
+        return ["## Appearance > Dark mode\nThere is a dark mode: choose Settings > Appearance > Dark."]
+
+    def service(**intents: float) -> ChatService:
+        tiers = [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]
+        return ChatService.create(load_settings(routing={"tiers": tiers, "intents": intents}), retrieve)
+
+    def turn(chat: ChatService, text: str):  # type: ignore[no-untyped-def]
+        return asyncio.run(chat.answer(ChatRequest("acme", (Message("user", text),))))[0]
+
+    chat = service()
+    assert chat.intents is not None
+    assert chat.intents.classify("Is there a dark mode?").label == "chatter"  # what the model alone says
+    dark = turn(chat, "Is there a dark mode?")
+    assert dark.intent == "question" and dark.tier != INTENT_TIER and asked == ["Is there a dark mode?"]
+    joke = turn(chat, "tell me a joke")
+    assert joke.intent == "chatter" and joke.abstain_reason == "out_of_scope" and len(asked) == 2
+    off = turn(service(chatter_in_scope=1.0), "Is there a dark mode?")
+    assert off.intent == "chatter" and off.abstain_reason == "out_of_scope" and len(asked) == 2
+
+
 def test_the_ask_of_a_customers_message_is_its_question_with_what_it_points_back_at() -> None:
     """Context before the question (what the customer did, the symptom) is not what is asked: the answer
     is scored against the ask, and the context's terms weigh less (evidence.CONTEXT_WEIGHT)."""

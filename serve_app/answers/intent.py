@@ -81,6 +81,10 @@ class IntentClassifier:
             self.space = local_space()
         return np.asarray(self.embed(texts), dtype=np.float32)
 
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Sentence embeddings in the space of the turn vectors it reads labels from."""
+        return self._vectors(texts)
+
     @staticmethod
     def _features(texts: list[str], vectors: np.ndarray) -> np.ndarray:
         return np.hstack([vectors.astype(float), cues(texts), np.ones((len(texts), 1))])

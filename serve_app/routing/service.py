@@ -218,6 +218,16 @@ class ChatService:
         of the same text reuses it instead of embedding it again), or None."""
         return self.turn_vectors.get(text.strip())
 
+    def _in_scope(self, intent: Intent, passages: list[str]) -> bool:
+        """Whether a retrieved passage is at least `intents.chatter_in_scope` similar to the turn."""
+        if not passages or intent.vector is None or self.intents is None:
+            return False
+        vectors = self.intents.embed_texts(passages)
+        turn = intent.vector / (float(np.linalg.norm(intent.vector)) or 1.0)
+        norms = np.linalg.norm(vectors, axis=1)
+        similarity = (vectors @ turn) / np.where(norms > 0, norms, 1.0)
+        return float(similarity.max()) >= self.routing.intents.chatter_in_scope
+
     def _turn_reply(self, request: ChatRequest, intent: Intent | None) -> RoutedAnswer | None:
         """The reply to a turn that is no help-center question (None: it is one)."""
         if intent is None or intent.label == "question":
@@ -334,12 +344,18 @@ class ChatService:
         request = await self.handoffs.before_turn(request) if self.handoffs else request
         started = time.perf_counter()
         intent = await self.intent(request)
+        retrieved = None
+        if intent is not None and intent.label == "chatter" and self.routing.intents.chatter_in_scope < 1:
+            # what reads like chatter may be a short product question: the help center decides
+            retrieved = await self.prompt(request, request_id)
+            if await asyncio.to_thread(self._in_scope, intent, retrieved[1]):
+                intent = Intent("question", intent.confidence, intent.vector)
         turn = self._turn_reply(request, intent)
         if turn is not None:
             turn = await self.handoffs.after_turn(request, turn) if self.handoffs else turn
             self._answered(request.tenant_id, turn, started)
             return turn, []
-        prompt, passages = await self.prompt(request, request_id)
+        prompt, passages = retrieved or await self.prompt(request, request_id)
         reading = self._still_reading(prompt)
         if reading is not None:
             self._answered(request.tenant_id, reading, started)

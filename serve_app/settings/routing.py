@@ -152,6 +152,14 @@ class IntentSettings(_Section):
     min_confidence: float = Field(
         0.6, ge=0, le=1, description="a turn is anything but a question only at this probability or more"
     )
+    chatter_in_scope: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="a turn read as chatter is a question when a retrieved passage is this similar to it "
+        "(cosine of MiniLM sentence embeddings; 1 turns the check off): short product questions "
+        "('is there a dark mode?') read like chatter, and the help center decides",
+    )
     greeting: str = Field(
         "Hello! I'm the support assistant. Ask me about the product and I'll answer from the help center, "
         "or ask for a person at any time.",
