@@ -480,8 +480,9 @@ def test_turns_that_are_no_questions_get_what_fits_before_retrieval() -> None:
 
 def test_a_short_product_question_read_as_chatter_goes_to_the_help_center_when_it_covers_it() -> None:
     """The intent model reads "Is there a dark mode?" as chatter; a retrieved passage about dark mode
-    makes it a question (retrieved once), while a joke request stays out of scope beside the same help
-    center, and `chatter_in_scope: 1` turns the check off."""
+    makes it a question (answered and streamed alike), while a joke request stays out of scope beside
+    the same help center; `chatter_in_scope: 1` turns the check off, and a failed check keeps the
+    decline."""
     from serve_app.routing.service import INTENT_TIER, ChatRequest, ChatService
     from serve_app.settings import load_settings
 
@@ -502,11 +503,26 @@ def test_a_short_product_question_read_as_chatter_goes_to_the_help_center_when_i
     assert chat.intents is not None
     assert chat.intents.classify("Is there a dark mode?").label == "chatter"  # what the model alone says
     dark = turn(chat, "Is there a dark mode?")
-    assert dark.intent == "question" and dark.tier != INTENT_TIER and asked == ["Is there a dark mode?"]
+    # retrieved twice: the check (the turn's own words) and the question's retrieval (with the screen)
+    assert dark.intent == "question" and dark.tier != INTENT_TIER and asked == ["Is there a dark mode?"] * 2
     joke = turn(chat, "tell me a joke")
-    assert joke.intent == "chatter" and joke.abstain_reason == "out_of_scope" and len(asked) == 2
+    assert joke.intent == "chatter" and joke.abstain_reason == "out_of_scope" and len(asked) == 3
     off = turn(service(chatter_in_scope=1.0), "Is there a dark mode?")
-    assert off.intent == "chatter" and off.abstain_reason == "out_of_scope" and len(asked) == 2
+    assert off.intent == "chatter" and off.abstain_reason == "out_of_scope" and len(asked) == 3
+
+    async def streamed(chat: ChatService, text: str) -> list:  # type: ignore[type-arg]
+        return [x async for x in chat.stream(ChatRequest("acme", (Message("user", text),)))]
+
+    final = asyncio.run(streamed(chat, "Is there a dark mode?"))[-1]  # SSE and the voice agent alike
+    assert final.intent == "question" and final.tier != INTENT_TIER
+
+    async def down(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
+        raise RuntimeError("search down")
+
+    tiers = [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]
+    broken = ChatService.create(load_settings(routing={"tiers": tiers}), down)
+    joke = turn(broken, "tell me a joke")  # a failed check leaves the decline as it was
+    assert joke.intent == "chatter" and joke.abstain_reason == "out_of_scope"
 
 
 def test_the_ask_of_a_customers_message_is_its_question_with_what_it_points_back_at() -> None:

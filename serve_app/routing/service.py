@@ -218,22 +218,41 @@ class ChatService:
         of the same text reuses it instead of embedding it again), or None."""
         return self.turn_vectors.get(text.strip())
 
-    def _in_scope(self, intent: Intent, passages: list[str]) -> bool:
-        """Whether a retrieved passage is at least `intents.chatter_in_scope` similar to the turn."""
-        if not passages or intent.vector is None or self.intents is None:
-            return False
-        vectors = self.intents.embed_texts(passages)
+    async def _in_scope(
+        self, request: ChatRequest, intent: Intent | None, request_id: uuid.UUID
+    ) -> Intent | None:
+        """The intent, a question instead of chatter where the help center covers the turn: short product
+        questions ("is there a dark mode?") read like chatter to the model. A passage retrieved for the
+        turn's own words (no screen: a turn that stays chatter leaves the screen's changes to the next)
+        must be at least `intents.chatter_in_scope` similar to it; a failed retrieval leaves it chatter."""
+        threshold = self.routing.intents.chatter_in_scope
+        if intent is None or intent.label != "chatter" or threshold >= 1 or self.retrieve is None:
+            return intent
+        if intent.vector is None or self.intents is None or not self.routing.context_passages:
+            return intent
+        text = request.messages[-1].content
+        try:
+            passages = await self.retrieve(request.tenant_id, text, self.routing.context_passages, request_id)
+        except Exception as exc:  # the decline stands: a turn read as chatter needs no help center
+            log.warning("chatter scope check: retrieval failed (%s: %s)", type(exc).__name__, exc)
+            return intent
+        if not passages:
+            return intent
+        vectors = await asyncio.to_thread(self.intents.embed_texts, list(passages))
         turn = intent.vector / (float(np.linalg.norm(intent.vector)) or 1.0)
         norms = np.linalg.norm(vectors, axis=1)
-        similarity = (vectors @ turn) / np.where(norms > 0, norms, 1.0)
-        return float(similarity.max()) >= self.routing.intents.chatter_in_scope
+        similarity = float(((vectors @ turn) / np.where(norms > 0, norms, 1.0)).max())
+        return Intent("question", intent.confidence, intent.vector) if similarity >= threshold else intent
 
-    def _turn_reply(self, request: ChatRequest, intent: Intent | None) -> RoutedAnswer | None:
-        """The reply to a turn that is no help-center question (None: it is one)."""
+    def _turn_reply(
+        self, request: ChatRequest, intent: Intent | None, request_id: uuid.UUID | None = None
+    ) -> RoutedAnswer | None:
+        """The reply to a turn that is no help-center question (None: it is one); `request_id`: the
+        turn's, under which anything it retrieved was billed."""
         if intent is None or intent.label == "question":
             return None
         routed = RoutedAnswer(
-            uuid.uuid4(),
+            request_id or uuid.uuid4(),
             self.routing.intents.reply(request.tenant_id, intent.label),
             INTENT_TIER,
             INTENT_MODEL,
@@ -343,19 +362,13 @@ class ChatService:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
         request = await self.handoffs.before_turn(request) if self.handoffs else request
         started = time.perf_counter()
-        intent = await self.intent(request)
-        retrieved = None
-        if intent is not None and intent.label == "chatter" and self.routing.intents.chatter_in_scope < 1:
-            # what reads like chatter may be a short product question: the help center decides
-            retrieved = await self.prompt(request, request_id)
-            if await asyncio.to_thread(self._in_scope, intent, retrieved[1]):
-                intent = Intent("question", intent.confidence, intent.vector)
-        turn = self._turn_reply(request, intent)
+        intent = await self._in_scope(request, await self.intent(request), request_id)
+        turn = self._turn_reply(request, intent, request_id)
         if turn is not None:
             turn = await self.handoffs.after_turn(request, turn) if self.handoffs else turn
             self._answered(request.tenant_id, turn, started)
             return turn, []
-        prompt, passages = retrieved or await self.prompt(request, request_id)
+        prompt, passages = await self.prompt(request, request_id)
         reading = self._still_reading(prompt)
         if reading is not None:
             self._answered(request.tenant_id, reading, started)
@@ -383,8 +396,8 @@ class ChatService:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
         request = await self.handoffs.before_turn(request) if self.handoffs else request
         started = time.perf_counter()
-        intent = await self.intent(request)
-        turn = self._turn_reply(request, intent)
+        intent = await self._in_scope(request, await self.intent(request), request_id)
+        turn = self._turn_reply(request, intent, request_id)
         if turn is not None:  # nothing streamed yet: the handoff's notice can replace the reply
             turn = await self.handoffs.after_turn(request, turn) if self.handoffs else turn
             self._answered(request.tenant_id, turn, started)
