@@ -503,12 +503,12 @@ def test_a_short_product_question_read_as_chatter_goes_to_the_help_center_when_i
     assert chat.intents is not None
     assert chat.intents.classify("Is there a dark mode?").label == "chatter"  # what the model alone says
     dark = turn(chat, "Is there a dark mode?")
-    # retrieved twice: the check (the turn's own words) and the question's retrieval (with the screen)
-    assert dark.intent == "question" and dark.tier != INTENT_TIER and asked == ["Is there a dark mode?"] * 2
+    # retrieved once: the check's passages serve the question (no screen changes the query)
+    assert dark.intent == "question" and dark.tier != INTENT_TIER and asked == ["Is there a dark mode?"]
     joke = turn(chat, "tell me a joke")
-    assert joke.intent == "chatter" and joke.abstain_reason == "out_of_scope" and len(asked) == 3
+    assert joke.intent == "chatter" and joke.abstain_reason == "out_of_scope" and len(asked) == 2
     off = turn(service(chatter_in_scope=1.0), "Is there a dark mode?")
-    assert off.intent == "chatter" and off.abstain_reason == "out_of_scope" and len(asked) == 3
+    assert off.intent == "chatter" and off.abstain_reason == "out_of_scope" and len(asked) == 2
 
     async def streamed(chat: ChatService, text: str) -> list:  # type: ignore[type-arg]
         return [x async for x in chat.stream(ChatRequest("acme", (Message("user", text),)))]

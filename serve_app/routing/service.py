@@ -218,31 +218,42 @@ class ChatService:
         of the same text reuses it instead of embedding it again), or None."""
         return self.turn_vectors.get(text.strip())
 
+    def _grounded(self, request: ChatRequest) -> bool:
+        """Whether the turn retrieves help-center passages (the request, the policy and a retriever)."""
+        cfg = self.routing
+        return bool(request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve)
+
     async def _in_scope(
         self, request: ChatRequest, intent: Intent | None, request_id: uuid.UUID
-    ) -> Intent | None:
+    ) -> tuple[Intent | None, tuple[str, list[str]] | None]:
         """The intent, a question instead of chatter where the help center covers the turn: short product
         questions ("is there a dark mode?") read like chatter to the model. A passage retrieved for the
         turn's own words (no screen: a turn that stays chatter leaves the screen's changes to the next)
-        must be at least `intents.chatter_in_scope` similar to it; a failed retrieval leaves it chatter."""
+        must be at least `intents.chatter_in_scope` similar to it; a failed retrieval leaves it chatter.
+        Also (query, passages) of that retrieval, for the question's prompt to reuse."""
         threshold = self.routing.intents.chatter_in_scope
-        if intent is None or intent.label != "chatter" or threshold >= 1 or self.retrieve is None:
-            return intent
-        if intent.vector is None or self.intents is None or not self.routing.context_passages:
-            return intent
-        text = request.messages[-1].content
+        if intent is None or intent.label != "chatter" or threshold >= 1 or not self._grounded(request):
+            return intent, None
+        if intent.vector is None or self.intents is None:
+            return intent, None
+        assert self.retrieve is not None
+        query = grounded_query(request.messages[-1].content, [])
         try:
-            passages = await self.retrieve(request.tenant_id, text, self.routing.context_passages, request_id)
+            passages = await self.retrieve(
+                request.tenant_id, query, self.routing.context_passages, request_id
+            )
         except Exception as exc:  # the decline stands: a turn read as chatter needs no help center
             log.warning("chatter scope check: retrieval failed (%s: %s)", type(exc).__name__, exc)
-            return intent
+            return intent, None
         if not passages:
-            return intent
+            return intent, None
         vectors = await asyncio.to_thread(self.intents.embed_texts, list(passages))
         turn = intent.vector / (float(np.linalg.norm(intent.vector)) or 1.0)
         norms = np.linalg.norm(vectors, axis=1)
         similarity = float(((vectors @ turn) / np.where(norms > 0, norms, 1.0)).max())
-        return Intent("question", intent.confidence, intent.vector) if similarity >= threshold else intent
+        if similarity < threshold:
+            return intent, None
+        return Intent("question", intent.confidence, intent.vector), (query, passages)
 
     def _turn_reply(
         self, request: ChatRequest, intent: Intent | None, request_id: uuid.UUID | None = None
@@ -277,8 +288,13 @@ class ChatService:
         return routed
 
     async def prompt(
-        self, request: ChatRequest, request_id: uuid.UUID | None = None
+        self,
+        request: ChatRequest,
+        request_id: uuid.UUID | None = None,
+        retrieved: tuple[str, list[str]] | None = None,
     ) -> tuple[Prompt, list[str]]:
+        """The turn's prompt and passages; `retrieved`: (query, passages) already searched this turn,
+        reused when the screen leaves the query the same."""
         cfg, shown = self.routing, self.shown
         request_id = request_id or uuid.uuid4()
         question = request.messages[-1].content
@@ -287,15 +303,13 @@ class ChatService:
         used = grounding(screen, shown.query_chars)
         lines = used.lines
         passages: list[str] = []
-        grounded = bool(request.retrieve and cfg.retrieve and cfg.context_passages and self.retrieve)
-        if grounded:
+        grounded = self._grounded(request)
+        query = grounded_query(question, lines)  # screen-grounded retrieval: what changed leads
+        if grounded and retrieved is not None and retrieved[0] == query:
+            passages = list(retrieved[1])  # the intent step's scope check searched the same words
+        elif grounded:
             assert self.retrieve is not None
-            passages = await self.retrieve(
-                request.tenant_id,
-                grounded_query(question, lines),  # screen-grounded retrieval: what changed leads
-                cfg.context_passages,
-                request_id,
-            )
+            passages = await self.retrieve(request.tenant_id, query, cfg.context_passages, request_id)
         images = request.images[-cfg.max_images :] if cfg.max_images else ()
         appeared = [*lines, *(x for x in screen.appeared if x not in lines)]
         prompt = Prompt(
@@ -362,13 +376,13 @@ class ChatService:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
         request = await self.handoffs.before_turn(request) if self.handoffs else request
         started = time.perf_counter()
-        intent = await self._in_scope(request, await self.intent(request), request_id)
+        intent, retrieved = await self._in_scope(request, await self.intent(request), request_id)
         turn = self._turn_reply(request, intent, request_id)
         if turn is not None:
             turn = await self.handoffs.after_turn(request, turn) if self.handoffs else turn
             self._answered(request.tenant_id, turn, started)
             return turn, []
-        prompt, passages = await self.prompt(request, request_id)
+        prompt, passages = await self.prompt(request, request_id, retrieved)
         reading = self._still_reading(prompt)
         if reading is not None:
             self._answered(request.tenant_id, reading, started)
@@ -396,7 +410,7 @@ class ChatService:
         ladder, request_id = self._ladder_for(request), uuid.uuid4()
         request = await self.handoffs.before_turn(request) if self.handoffs else request
         started = time.perf_counter()
-        intent = await self._in_scope(request, await self.intent(request), request_id)
+        intent, retrieved = await self._in_scope(request, await self.intent(request), request_id)
         turn = self._turn_reply(request, intent, request_id)
         if turn is not None:  # nothing streamed yet: the handoff's notice can replace the reply
             turn = await self.handoffs.after_turn(request, turn) if self.handoffs else turn
@@ -404,7 +418,7 @@ class ChatService:
             yield turn.text
             yield turn
             return
-        prompt, _ = await self.prompt(request, request_id)
+        prompt, _ = await self.prompt(request, request_id, retrieved)
         reading = self._still_reading(prompt)
         if reading is not None:
             self._answered(request.tenant_id, reading, started)
