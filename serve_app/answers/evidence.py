@@ -122,7 +122,8 @@ _DURATION_SETTING = re.compile(
     r"interval|delay|cool-?down|grace period|waiting period)\b",
     re.I,
 )
-_PROCEDURE_ASK = re.compile(r"\bhow (?:do|can|should|would) (?:i|we|you)\b|\bhow to\b", re.I)
+_HOW_TO = r"\bhow (?:do|can|should|would) (?:i|we|you)\b|\bhow to\b"
+_HOW_TO_ASK = re.compile(_HOW_TO, re.I)
 _ASKS_VALUE = re.compile(r"\b(?:what|what's|whats|which|when)\b", re.I)
 _MONEY = re.compile(r"\b(?:cost|costs|price|pricing|charged?|pay|bill(?:ed|ing)?)\b", re.I)
 
@@ -136,7 +137,7 @@ def asked_quantity(ask: str) -> str | None:
         for m in pattern.finditer(ask):
             if m.start() not in lengths and not (kind == "size" and _MONEY.search(ask)):
                 last[kind] = m.start()
-    if _ASKS_VALUE.search(ask) and not _PROCEDURE_ASK.search(ask):
+    if _ASKS_VALUE.search(ask) and not _HOW_TO_ASK.search(ask):
         for m in _DURATION_SETTING.finditer(ask):
             last["duration"] = max(last.get("duration", -1), m.start())
     return max(last, key=last.__getitem__) if last else None
@@ -183,9 +184,7 @@ def terms(text: str) -> list[str]:
     return [stem(t) for t in tokens(text) if t not in STOP]
 
 
-_PROCEDURE = re.compile(
-    r"\bhow (do|can|should|would) (i|we|you)\b|\bhow to\b|\bsteps?\b|\bwhat do i do\b", re.I
-)
+_PROCEDURE = re.compile(rf"{_HOW_TO}|\bsteps?\b|\bwhat do i do\b", re.I)
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,11 @@ async def adapt_tenant(
     train, held_out = split(pairs, cfg)
     total = math.ceil(len(train) / cfg.batch_questions)
     trainer = Trainer(cfg, pick_device(device), checkpoint if checkpoint.exists() else None)
+
+    def save_checkpoint() -> None:
+        trainer.save(checkpoint, with_optimizer=True)
+        (checkpoint / "run.json").write_text(run)
+
     resumed_at, losses = trainer.step, []
     last = total if max_steps is None else min(total, resumed_at + max_steps)
     while trainer.step < last and time.perf_counter() < deadline:
@@ -265,12 +270,10 @@ async def adapt_tenant(
         if progress:
             progress("training", trainer.step, total)
         if trainer.step % cfg.checkpoint_every == 0 and trainer.step < last:
-            trainer.save(checkpoint, with_optimizer=True)
-            (checkpoint / "run.json").write_text(run)
+            save_checkpoint()
     complete = trainer.step >= total
     if not complete:
-        trainer.save(checkpoint, with_optimizer=True)
-        (checkpoint / "run.json").write_text(run)
+        save_checkpoint()
     trained_s = time.perf_counter() - started - generated_s
     trained_cpu = time.process_time() - cpu_started - generated_cpu
     report = {
