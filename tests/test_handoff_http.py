@@ -224,9 +224,9 @@ def test_a_returned_conversation_goes_back_to_the_ai_with_the_note(
         service = client.app.state.chat.service
         original = service.prompt
 
-        async def spy(request, request_id=None):
+        async def spy(request, *args, **kwargs):
             seen.append(request.system)
-            return await original(request, request_id)
+            return await original(request, *args, **kwargs)
 
         service.prompt = spy
         reply = ask(client, keys["client"], "How do I export my notes?", session)
