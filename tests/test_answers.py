@@ -479,7 +479,7 @@ def test_turns_that_are_no_questions_get_what_fits_before_retrieval() -> None:
 
 
 def test_a_short_product_question_read_as_chatter_goes_to_the_help_center_when_it_covers_it() -> None:
-    """The intent model reads "Is there a dark mode?" as chatter; a retrieved passage about dark mode
+    """The intent model reads "Can I hide the sidebar?" as chatter; a retrieved passage about the sidebar
     makes it a question (answered and streamed alike), while a joke request stays out of scope beside
     the same help center; `chatter_in_scope: 1` turns the check off, and a failed check keeps the
     decline."""
@@ -490,7 +490,7 @@ def test_a_short_product_question_read_as_chatter_goes_to_the_help_center_when_i
 
     async def retrieve(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
         asked.append(question)
-        return ["## Appearance > Dark mode\nThere is a dark mode: choose Settings > Appearance > Dark."]
+        return ["## Appearance > Sidebar\nTo hide the sidebar, choose View > Hide sidebar or press Ctrl+\\."]
 
     def service(**intents: float) -> ChatService:
         tiers = [{"name": "extractive", "backend": "extractive", "model": "extractive-grounded"}]
@@ -501,19 +501,21 @@ def test_a_short_product_question_read_as_chatter_goes_to_the_help_center_when_i
 
     chat = service()
     assert chat.intents is not None
-    assert chat.intents.classify("Is there a dark mode?").label == "chatter"  # what the model alone says
-    dark = turn(chat, "Is there a dark mode?")
+    assert chat.intents.classify("Can I hide the sidebar?").label == "chatter"  # what the model alone says
+    sidebar = turn(chat, "Can I hide the sidebar?")
     # retrieved once: the check's passages serve the question (no screen changes the query)
-    assert dark.intent == "question" and dark.tier != INTENT_TIER and asked == ["Is there a dark mode?"]
+    assert (
+        sidebar.intent == "question" and sidebar.tier != INTENT_TIER and asked == ["Can I hide the sidebar?"]
+    )
     joke = turn(chat, "tell me a joke")
     assert joke.intent == "chatter" and joke.abstain_reason == "out_of_scope" and len(asked) == 2
-    off = turn(service(chatter_in_scope=1.0), "Is there a dark mode?")
+    off = turn(service(chatter_in_scope=1.0), "Can I hide the sidebar?")
     assert off.intent == "chatter" and off.abstain_reason == "out_of_scope" and len(asked) == 2
 
     async def streamed(chat: ChatService, text: str) -> list:  # type: ignore[type-arg]
         return [x async for x in chat.stream(ChatRequest("acme", (Message("user", text),)))]
 
-    final = asyncio.run(streamed(chat, "Is there a dark mode?"))[-1]  # SSE and the voice agent alike
+    final = asyncio.run(streamed(chat, "Can I hide the sidebar?"))[-1]  # SSE and the voice agent alike
     assert final.intent == "question" and final.tier != INTENT_TIER
 
     async def down(tenant: str, question: str, k: int, request_id: uuid.UUID) -> list[str]:
@@ -588,6 +590,64 @@ def test_questions_about_people_and_calls_are_questions_and_a_buried_request_is_
     assert not asks_for_person("Which install do you recommend, e.g. agent")
     assert model.classify("this bot is useless. agent. AGENT.").label == "human"
     assert model.classify("I want to speak to your manager").label == "human"
+
+
+# short questions about what a product can do: the intent model read 10 of these 40 as chatter before
+# labelled product questions were added to its turns (written before those rows, and kept apart from them)
+PRODUCT_QUESTIONS = (
+    "Can I use emoji in titles?",
+    "What fonts are supported?",
+    "Is there a dark mode?",
+    "Do you have an Android app?",
+    "Can I print my notes?",
+    "Does it work on Linux?",
+    "Can I change the font size?",
+    "Is there a keyboard shortcut for bold?",
+    "Can I add images to a page?",
+    "Do you support Markdown?",
+    "Can I undo a delete?",
+    "How many tags can a note have?",
+    "Is there a word limit?",
+    "Can two people edit at once?",
+    "Does it support right-to-left languages?",
+    "Can I export to Word?",
+    "Is there a desktop version?",
+    "Can I pin a note to the top?",
+    "Are comments supported?",
+    "Can I lock a note with a password?",
+    "What languages is the app in?",
+    "Can I set reminders?",
+    "Do you integrate with Slack?",
+    "Is there a trash folder?",
+    "Can I rename a workspace?",
+    "Does search look inside PDFs?",
+    "Can I change the theme color?",
+    "Is there an API?",
+    "Can I archive old projects?",
+    "How big can an attachment be?",
+    "Can I sort notes by date?",
+    "Does the app autosave?",
+    "Can I use it on my iPad?",
+    "Is there a spell checker?",
+    "Can I share a read only link?",
+    "Can I add a table?",
+    "Do notes have version history?",
+    "Can I change my username?",
+    "Is two-factor login available?",
+    "Can I hide the sidebar?",
+)
+
+
+def test_short_questions_about_what_the_product_does_are_questions() -> None:
+    """A declined "Is there a dark mode?" tells a customer the help center is not for that; it should be
+    retrieved for, answered or handed to a person. The model alone reads at least 36 of the 40 as questions
+    (the earlier model: 30)."""
+    from serve_app.answers.intent import IntentClassifier
+
+    model = IntentClassifier.load()
+    labels = [model.classify(q).label for q in PRODUCT_QUESTIONS]
+    wrong = [(q, label) for q, label in zip(PRODUCT_QUESTIONS, labels, strict=True) if label != "question"]
+    assert len(wrong) <= 4, wrong
 
 
 def test_the_summary_reports_latency_percentiles_not_the_maximum() -> None:
