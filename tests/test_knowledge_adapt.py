@@ -96,6 +96,43 @@ def test_a_passage_that_repeats_the_question_is_no_negative() -> None:
     ]
 
 
+MARKDOWN = (
+    "Amazon S3 stores **objects** in `buckets`.\n\nEach bucket lives in one AWS Region that you choose"
+    " when you create it. You can turn on [versioning](https://example.com/v) to keep every version of an"
+    " object.\n| Setting | Default |\n| --- | --- |\n| Versioning | Off |\nIAM policies are set elsewhere."
+)
+
+
+def test_positives_negatives_and_served_candidates_are_read_in_one_form() -> None:
+    """Cloze and first-sentence positives are rebuilt from plain sentences; a negative or a served
+    candidate left in raw Markdown would differ from them by form alone (what pairs version 2 taught the
+    model: it ranked the wrong passages first). Every passage the model reads has no Markdown marks and
+    no line breaks after its heading line."""
+
+    def one_form(text: str) -> bool:
+        _, _, content = text.partition("\n")
+        return (
+            content == kb_pairs.plain(content)
+            and "\n" not in content
+            and not any(mark in content for mark in "*`|#")
+        )
+
+    raw = chunk(1, MARKDOWN)
+    positives = [
+        made[1]
+        for kind in kb_pairs.KINDS
+        for seed in range(12)
+        if (made := kb_pairs.question_for(raw, kind, random.Random(seed)))
+    ]
+    assert len(positives) >= 30 and all(one_form(p) for p in positives), positives
+    pair = kb_pairs.Pair("q", "p", "cloze", document_id=7, chunk_id=70)
+    other = Passage(10, 1, "d1.md", "D1", "Guide > Tables", MARKDOWN, 1.0)
+    (negative,) = kb_pairs.hard_negatives(pair, [other], [], 1)
+    assert one_form(negative) and negative.startswith("Guide > Tables\n")
+    served = kb_pairs.as_read(f"Guide > Tables\n{MARKDOWN}")  # the Retriever's candidate text, as read
+    assert served == negative and kb_pairs.as_read(served) == served
+
+
 def test_hard_negatives_skip_the_positives_document_and_interleave_both_retrievers() -> None:
     pair = kb_pairs.Pair("q", "p", "cloze", document_id=7, chunk_id=70)
     lexical = [passage(70, 7), passage(71, 7), passage(10, 1), passage(11, 1)]

@@ -37,8 +37,8 @@ from serve_app.knowledge.embedders import Embedder
 KINDS = ("heading", "first_sentence", "cloze", "customer")
 CLOZE_KEEP = 0.5  # share of cloze pairs whose passage keeps the question's sentence
 # what the rules above make: pairs saved under another version are made again (2: cloze keeps its
-# sentence half the time, no negative repeats the question)
-PAIRS_VERSION = 2
+# sentence half the time, no negative repeats the question; 3: every passage in one form, `passage_text`)
+PAIRS_VERSION = 3
 CHUNKS = """
 SELECT c.id, c.document_id, d.title, c.heading, c.content
   FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
@@ -107,8 +107,17 @@ class Pair:
 
 
 def passage_text(heading: str, content: str) -> str:
-    """A passage as rerankers see it (the Retriever's candidate text)."""
-    return f"{heading}\n{content}"
+    """A passage as the adapted cross-encoder reads it, in training and when serving: its heading path,
+    then its content without Markdown marks and with whitespace collapsed. Cloze and first-sentence
+    passages are rebuilt from plain sentences, so a negative left in its raw Markdown would differ from
+    every such positive by its form alone, and the model would learn the form (pairs version 2 did)."""
+    return f"{heading}\n{plain(content)}"
+
+
+def as_read(candidate_text: str) -> str:
+    """A Retriever candidate's text (heading, newline, raw content) in the form `passage_text` gives."""
+    heading, _, content = candidate_text.partition("\n")
+    return passage_text(heading, content)
 
 
 def plain(text: str) -> str:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from serve_app.knowledge.pairs import as_read
 from serve_app.knowledge.rerankers.cross_encoder import CrossEncoderReranker
 from serve_app.knowledge.rerankers.learned import LearnedFusionReranker
 from serve_app.tenancy import validate_tenant_id
@@ -64,7 +66,9 @@ class TenantModel:
         return self
 
     def rerank(self, query: str, candidates: list[Candidate], top_n: int) -> Ranking:
-        return self.cross_encoder.rerank(query, candidates, top_n)[0]
+        """Scores the candidates in the form the model was trained on (`pairs.passage_text`)."""
+        read = [replace(c, text=as_read(c.text)) for c in candidates]
+        return self.cross_encoder.rerank(query, read, top_n)[0]
 
 
 class AdaptedReranker:
