@@ -98,7 +98,8 @@ def test_a_passage_that_repeats_the_question_is_no_negative() -> None:
 
 MARKDOWN = (
     "Amazon S3 stores **objects** in `buckets`.\n\nEach bucket lives in one AWS Region that you choose"
-    " when you create it. You can turn on [versioning](https://example.com/v) to keep every version of an"
+    " when you create it. Run [`aws s3api put-bucket-versioning`](https://example.com/v) to keep every"
+    " version of an"
     " object.\n| Setting | Default |\n| --- | --- |\n| Versioning | Off |\nIAM policies are set elsewhere."
 )
 
@@ -131,6 +132,9 @@ def test_positives_negatives_and_served_candidates_are_read_in_one_form() -> Non
     assert one_form(negative) and negative.startswith("Guide > Tables\n")
     served = kb_pairs.as_read(f"Guide > Tables\n{MARKDOWN}")  # the Retriever's candidate text, as read
     assert served == negative and kb_pairs.as_read(served) == served
+    # plain text stays as it is, so a positive rebuilt from plain sentences reads like its raw chunk
+    assert kb_pairs.plain(kb_pairs.plain(MARKDOWN)) == kb_pairs.plain(MARKDOWN)
+    assert kb_pairs.as_read("no heading line") == "no heading line"
 
 
 def test_hard_negatives_skip_the_positives_document_and_interleave_both_retrievers() -> None:
@@ -162,14 +166,22 @@ def test_adapt_stops_resumes_publishes_and_the_arm_ranks_with_it(live_db: LiveDB
     assert second["resumed_at"] == 2 and second["complete"] and second["steps"] == second["total_steps"] > 2
     assert second["pairs"] == first["pairs"] and not (home / "work" / "checkpoint").exists()
     assert "skipped" in live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", TINY))
+    # a model trained on pairs made by older rules is not kept: the next run trains again
+    meta = home / "reranker" / META
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"pairs_version": kb_pairs.PAIRS_VERSION - 1}))
+    redo = live_db.run(adapt_tenant(live_db.db, model, state, "adapt-t", TINY, max_steps=1))
+    assert "skipped" not in redo and redo["steps"] == 1 and redo["pairs_version"] == kb_pairs.PAIRS_VERSION
 
     reranker = AdaptedReranker(state / "models")
-    texts = ["Exports larger than 2 GB fail; split the export by date.", "Change your avatar in settings."]
+    texts = [  # as the Retriever gives candidates: heading line, raw Markdown content
+        "Exports > Size\nExports larger than **2 GB** fail;\n\nsplit the export by `date`.",
+        "Profile > Avatar\nChange your [avatar](https://example.com/a) in *settings*.",
+    ]
     candidates = [Candidate(t) for t in texts]
     ranking, usage = reranker.rerank_for("adapt-t", "my export is too big", candidates, 2)
     assert reranker.last_source == "model" and usage is None and sorted(i for i, _ in ranking) == [0, 1]
-    scores = reranker.model_for("adapt-t").cross_encoder.model.predict(
-        [("my export is too big", t) for t in texts]
+    scores = reranker.model_for("adapt-t").cross_encoder.model.predict(  # read as it was trained
+        [("my export is too big", kb_pairs.as_read(t)) for t in texts]
     )
     assert [s for _, s in ranking] == pytest.approx(sorted(np.asarray(scores).ravel().tolist(), reverse=True))
 

@@ -245,7 +245,12 @@ async def adapt_tenant(
     current = published(state_dir, tenant_id)
     if retrain:
         shutil.rmtree(work, ignore_errors=True)
-    elif current and current["complete"] and current["config"] == asdict(cfg):
+    elif (
+        current
+        and current["complete"]
+        and current["config"] == asdict(cfg)
+        and current.get("pairs_version") == kb_pairs.PAIRS_VERSION  # older rules: trained again
+    ):
         return current | {"skipped": "already trained with these settings (--retrain to start over)"}
     pairs = await training_pairs(db, embedder, tenant_id, cfg, work, progress)
     generated_s, generated_cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -292,6 +297,7 @@ async def adapt_tenant(
         # CPU seconds of this process, all threads (the cost on a shared host; wall time depends on load)
         "cpu_seconds": {"pairs": round(generated_cpu, 1), "training": round(trained_cpu, 1)},
         "config": asdict(cfg),
+        "pairs_version": kb_pairs.PAIRS_VERSION,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     trainer.save(home / "reranker", with_optimizer=False, report=report)

@@ -37,15 +37,17 @@ from serve_app.knowledge.embedders import Embedder
 KINDS = ("heading", "first_sentence", "cloze", "customer")
 CLOZE_KEEP = 0.5  # share of cloze pairs whose passage keeps the question's sentence
 # what the rules above make: pairs saved under another version are made again (2: cloze keeps its
-# sentence half the time, no negative repeats the question; 3: every passage in one form, `passage_text`)
-PAIRS_VERSION = 3
+# sentence half the time, no negative repeats the question; 3: every passage in one form, `passage_text`;
+# 4: `plain` leaves plain text as it is, so rebuilt positives keep a link's code marks' removal alike)
+PAIRS_VERSION = 4
 CHUNKS = """
 SELECT c.id, c.document_id, d.title, c.heading, c.content
   FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
  ORDER BY c.id
 """
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-_MARKUP = re.compile(r"[*_`#>|]+|\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_MARKS = re.compile(r"[*_`#>|]+")
 # a product term: a capitalised run after a vendor prefix, CamelCase, an acronym or a dotted identifier
 _VENDOR_TERM = re.compile(r"\b(?:Amazon|AWS|Azure|Google|Microsoft)(?:\s+[A-Z][\w-]*)+")
 _TERM = re.compile(r"\b(?:[A-Z][a-z]+[A-Z]\w*|[A-Z]{2,}[\w-]*|[a-z]+\d+[\w.-]*\.\w+)\b")
@@ -115,14 +117,16 @@ def passage_text(heading: str, content: str) -> str:
 
 
 def as_read(candidate_text: str) -> str:
-    """A Retriever candidate's text (heading, newline, raw content) in the form `passage_text` gives."""
-    heading, _, content = candidate_text.partition("\n")
-    return passage_text(heading, content)
+    """A Retriever candidate's text (heading, newline, raw content) in the form `passage_text` gives;
+    a text without a heading line is all content."""
+    heading, newline, content = candidate_text.partition("\n")
+    return passage_text(heading, content) if newline else plain(candidate_text)
 
 
 def plain(text: str) -> str:
-    """Markdown emphasis, code marks and link syntax removed, whitespace collapsed."""
-    return " ".join(_MARKUP.sub(lambda m: m.group(1) or " ", text).split())
+    """Markdown emphasis, code marks and link syntax removed, whitespace collapsed. Links become their
+    text before the marks go (a link's text may carry marks), so plain text stays as it is."""
+    return " ".join(_MARKS.sub(" ", _LINK.sub(lambda m: m.group(1), text)).split())
 
 
 def sentences(text: str) -> list[str]:
