@@ -63,6 +63,23 @@ def test_units_split_sentences_items_and_table_rows_with_their_headers() -> None
     assert found[0].heading == "Storage > Limits" and found[0].text.startswith("The following table")
 
 
+def test_a_sentence_that_ends_on_a_number_keeps_it() -> None:
+    # "50. The" reads like a numbered item's marker; "1." and runs (n, n or n + 1) are lists
+    text = (
+        "The default value is 10. Possible values are 1 through 50. The following example returns one"
+        " result. Repeat it up to 3 times. 1. Open the console first. 2. Choose Save at the top."
+    )
+    found = [(u.kind, u.text) for u in units([f"## Limits\n{text}"])]
+    assert ("sentence", "Possible values are 1 through 50.") in found
+    assert ("sentence", "Repeat it up to 3 times.") in found
+    assert [t for k, t in found if k == "item"] == ["Open the console first.", "Choose Save at the top."]
+    two = "## S\n1. Open the app now. 2. Sign in there. 1. Go to Settings now. 2. Choose Export here."
+    restarted = [u.text for u in units([two])]  # a second list starts again at 1
+    assert restarted == ["Open the app now.", "Sign in there.", "Go to Settings now.", "Choose Export here."]
+    ones = [u.text for u in units(["## S\nFollow these steps: 1. Open the app now. 1. Sign in there, then."])]
+    assert ones == ["Follow these steps:", "Open the app now.", "Sign in there, then."]
+
+
 @pytest.mark.parametrize(
     ("reply", "gold", "right"),
     [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 Kind = Literal["sentence", "item", "row"]
@@ -106,9 +107,29 @@ def _sentences(text: str) -> list[str]:
     return [s for s in out if s]
 
 
+def _item_starts(text: str) -> list[int]:
+    """Where list items start in flattened text. A bullet always starts one, and so does "1." (Markdown
+    lists are often numbered 1., 1., 1.); another number with a full stop only in a numbered run, the
+    number before or after it in the text the same or one apart ("2. Choose ... 3. Save"), so a sentence
+    that ends on a number ("Possible values are 1 through 50. The default ...") keeps its number."""
+    found = list(_ITEM.finditer(text))
+    numbers = [_number(m.group()) for m in found]
+    numbered = [i for i, n in enumerate(numbers) if n is not None]
+    run = {i for i in numbered if numbers[i] == 1}
+    for a, b in pairwise(numbered):
+        if (numbers[b] or 0) - (numbers[a] or 0) in (0, 1):
+            run.update((a, b))
+    return [m.start() for i, m in enumerate(found) if numbers[i] is None or i in run]
+
+
+def _number(marker: str) -> int | None:
+    digits = marker.strip().rstrip(".")
+    return int(digits) if digits.isdigit() else None
+
+
 def _split_text(text: str) -> list[tuple[str, Kind]]:
     pieces: list[tuple[str, Kind]] = []
-    bounds = [m.start() for m in _ITEM.finditer(text)]
+    bounds = _item_starts(text)
     if not bounds:
         return [(s, "sentence") for s in _sentences(text)]
     head = text[: bounds[0]]
