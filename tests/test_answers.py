@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -325,6 +326,37 @@ def test_generated_questions_say_what_they_ask_and_are_graded_by_their_source() 
     asked = Example("How do I share a note by link?", (), None, "generated", section=section)
     assert plausible_cloze(asked) and _right(asked, "Open the note, choose Share, then Create link. [1]")
     assert not _right(asked, "Owners change the plan under Admin > Billing > Plan. [1]")
+
+
+def test_generated_questions_can_be_asked_the_way_customers_write() -> None:
+    import random
+
+    from supportgraph_tools.answers.harness import generated_question
+
+    row = {
+        "heading": "Amazon S3 > Objects",
+        "title": "Amazon S3 objects",
+        "content": "You can store up to 5 TiB in a single Amazon S3 object, in any bucket and in any Region.",
+    }
+
+    def made(seed: int, **kw: Any) -> tuple[str, str | None, str | None, str | None]:
+        found = generated_question(row, random.Random(seed), headings=False, **kw)
+        assert found is not None
+        return found
+
+    for seed in range(5):
+        plain, rewritten = made(seed), made(seed, customer=1.0)
+        assert made(seed, customer=0.0) == plain  # share 0 draws nothing: a seed's examples stay the same
+        assert plain[1] == "5 TiB"
+        assert rewritten[1:] == plain[1:]  # the same gold, reference unit and section
+        assert rewritten[0] == rewritten[0].lower() != plain[0].lower()  # lowercase, worded otherwise
+        assert "amazon s3" not in rewritten[0] and "tib" in rewritten[0]  # product gone, unit kept
+    asked = [
+        generated_question({**row, "heading": "Creating a bucket"}, random.Random(n), customer=1.0)
+        for n in range(9)
+    ]
+    headings = [a for a in asked if a is not None and a[3] is not None]  # a heading's question: its section
+    assert headings and all(a[1] is None and "create a bucket" in a[0] for a in headings)
 
 
 @dataclass

@@ -56,6 +56,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
         " knowledge bases whose sections are split over several chunks, where a heading's answer is"
         " hard to grade",
     )
+    fa.add_argument(
+        "--customer-share",
+        type=float,
+        default=0.0,
+        help="share of generated questions rewritten the way customers write (0: none; 0 to 1)",
+    )
     fa.add_argument("--delta", type=float, default=0.1, help="risk level of the thresholds (0.1)")
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument(
@@ -234,7 +240,8 @@ def _cache_key(args: argparse.Namespace, embedder: str) -> dict[str, Any]:
         return str(Path(v).resolve()) if isinstance(v, Path) else v
 
     key = {name: value(getattr(args, name)) for name in _CACHE_FIXED}
-    return key | {"embedder": embedder, "generate": args.generate, "seed": args.seed}
+    made = {"generate": args.generate, "seed": args.seed, "customer_share": args.customer_share}
+    return key | {"embedder": embedder} | made
 
 
 class _Unpickler(pickle.Unpickler):
@@ -260,8 +267,10 @@ def _read_cache(path: Path, made_with: dict[str, Any]) -> list[Any]:
     if differ:
         shown = "; ".join(f"--{k}: cache {theirs.get(k)!r}, now {made_with[k]!r}" for k in differ)
         raise ValueError(f"{path} was made with other arguments ({shown}): delete it or pass the same")
-    kept = [
-        f"--{k} {theirs[k]}" for k in ("generate", "seed") if theirs.get(k) != made_with.get(k, theirs[k])
+    kept = [  # a cache from before --customer-share has none
+        f"--{k.replace('_', '-')} {theirs.get(k, 0.0)}"
+        for k in ("generate", "seed", "customer_share")
+        if theirs.get(k, 0.0) != made_with.get(k, theirs.get(k, 0.0))
     ]
     if kept:
         print(f"note: {path} keeps the examples of {' '.join(kept)}")
@@ -302,6 +311,8 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.split == "test":
         raise ValueError("fit-answers never fits on a test split")
+    if not 0.0 <= args.customer_share <= 1.0:
+        raise ValueError(f"--customer-share must be between 0 and 1, not {args.customer_share}")
     questions = _questions(args)
     avoid = _avoided(args.avoid)
 
@@ -325,6 +336,7 @@ def cmd_fit_answers(args: argparse.Namespace) -> int:
                 args.seed,
                 lambda: bar.advance(task),
                 headings=not args.no_headings,
+                customer=args.customer_share,
             )
         return labelled + made
 

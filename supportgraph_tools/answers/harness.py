@@ -9,10 +9,11 @@ question is recorded as in production.
 from __future__ import annotations
 
 import random
+import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,13 @@ from serve_app.costs.ledger import CostLedger
 from serve_app.db.database import Database
 from serve_app.knowledge.embedders import Embedder
 from serve_app.knowledge.factory import build_retriever
+from serve_app.knowledge.pairs import customer_rewrite
 from serve_app.knowledge.retrieval import Retriever, prompt_text
 from serve_app.routing.providers.base import Message
 from serve_app.routing.service import ChatRequest, ChatService
 from serve_app.settings import Settings
 from supportgraph_tools.answers.evaluate import EvalQuestion, withheld_sources
-from supportgraph_tools.answers.fit import Example, cloze, heading_question
+from supportgraph_tools.answers.fit import _SHORT_UNITS, Example, cloze, heading_question
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,39 @@ async def examples_for(
     return out
 
 
+def generated_question(
+    row: Mapping[str, str], rng: random.Random, headings: bool = True, customer: float = 0.0
+) -> tuple[str, str | None, str | None, str | None] | None:
+    """(question, gold, reference unit, section) for one chunk (`heading`, `title`, `content`), or None:
+    half the time (with `headings`) its heading asked as a question, answered by a quote of its section;
+    otherwise a cloze question on one of its figures. A `customer` share of them is then rewritten the
+    way customers write (`pairs.customer_rewrite`: product terms replaced by vague words, lowercase,
+    filler, a symptom), so the examples are not all in the documents' own words; the gold stays."""
+    asked = heading_question(row["heading"] or "") if headings and rng.random() < 0.5 else None
+    if asked is not None:
+        question, gold, reference, section = asked, None, None, row["content"]
+    else:
+        text = prompt_text(row["heading"], row["title"], row["content"])
+        made = [(u, *c) for u in units([text]) if (c := cloze(u, rng))]
+        if not made:
+            return None
+        unit, question, gold = rng.choice(made)
+        reference, section = unit.text, None
+    if customer and rng.random() < customer:  # no draw at 0: the examples of a seed stay the same
+        question = _as_customer(question, gold, rng)
+    return question, gold, reference, section
+
+
+def _as_customer(question: str, gold: str | None, rng: random.Random) -> str:
+    """`customer_rewrite`, with the asked unit kept: "How many TiB ..." must not become "how many it"
+    (a customer names the unit: "how many gb can one object hold")."""
+    unit = (gold or "").split(" ", 1)[1:]
+    if not unit or unit[0].lower() not in _SHORT_UNITS:
+        return customer_rewrite(question, rng)
+    marked = re.sub(rf"\b{re.escape(unit[0])}\b", "qqunit", question)  # lowercase: no product term
+    return customer_rewrite(marked, rng).replace("qqunit", unit[0].lower())
+
+
 async def generated_examples(
     db: Database,
     retriever: Retriever,
@@ -130,11 +165,13 @@ async def generated_examples(
     seed: int,
     tick: Callable[[], None],
     headings: bool = True,
+    customer: float = 0.0,
 ) -> list[Example]:
     """Questions from the tenant's own chunks, half from headings (`fit.heading_question`: "How do I
     create a bucket?") and half cloze questions on a figure (`fit.cloze`), each asked twice: with the
     knowledge base as it is, and with the question's own document left out of the passages (its withheld
-    twin). Documents in `avoid` (those of reported questions) give none; `headings` off: figures only."""
+    twin). Documents in `avoid` (those of reported questions) give none; `headings` off: figures only;
+    `customer`: the share of questions asked the way customers write (`generated_question`)."""
     rng = random.Random(seed)
     async with db.tenant(tenant) as conn:
         rows = await conn.fetch(
@@ -147,16 +184,10 @@ async def generated_examples(
     for row in rows:
         if len(out) >= 2 * n:
             break
-        text = prompt_text(row["heading"], row["title"], row["content"])
-        asked = heading_question(row["heading"] or "") if headings and rng.random() < 0.5 else None
-        if asked is not None:  # a how-to or what-about question, answered by a quote of its section
-            question, gold, reference, section = asked, None, None, row["content"]
-        else:  # a figure's cloze question
-            made = [(u, *c) for u in units([text]) if (c := cloze(u, rng))]
-            if not made:
-                continue
-            unit, question, gold = rng.choice(made)
-            reference, section = unit.text, None
+        made = generated_question(row, rng, headings, customer)
+        if made is None:
+            continue
+        question, gold, reference, section = made
         result = await retriever.search(tenant, question, mode="hybrid_rerank", top_k=k + 8)
         hits = [
             (h.passage.source, prompt_text(h.passage.heading, h.passage.title, h.passage.content))
