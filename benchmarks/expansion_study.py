@@ -12,7 +12,9 @@ Measured on an ingested tenant, without changing the served code:
 Variants: `off` (today), and for feedback from the dense list (`dense`) or the fused first pass
 (`fused`), M feedback passages, N expansion terms at weight W relative to the question's own terms
 (`fused m3 n10 w0.3`). Document-level R@1 / R@5 / MRR@10 per question file for `hybrid_rerank` (the
-default mode) and `bm25`, a table per file and one JSON line. Choose on dev-split files only.
+default mode) and `bm25`, a table per file and one JSON line. Choose on dev-split files only. (`bm25`
+mode has no dense list: its `dense` rows are the `off` row again, and its `fused` rows expand from the
+BM25 first pass alone.)
 """
 
 from __future__ import annotations

@@ -65,20 +65,32 @@ def test_units_split_sentences_items_and_table_rows_with_their_headers() -> None
 
 
 def test_a_sentence_that_ends_on_a_number_keeps_it() -> None:
-    # "50. The" reads like a numbered item's marker; "1." and runs (n, n or n + 1) are lists
+    # "50. The" reads like a numbered item's marker; a list continues its numbers or opens a sentence
     text = (
-        "The default value is 10. Possible values are 1 through 50. The following example returns one"
-        " result. Repeat it up to 3 times. 1. Open the console first. 2. Choose Save at the top."
+        "The default value is 10. Possible values are 1 through 10. The following example returns one"
+        " result. Repeat it up to 3 times. For count, the default is 1. If you want more, raise it."
+        " Then: 1. Open the console first. 2. Choose Save at the top."
     )
     found = [(u.kind, u.text) for u in units([f"## Limits\n{text}"])]
-    assert ("sentence", "Possible values are 1 through 50.") in found
-    assert ("sentence", "Repeat it up to 3 times.") in found
+    for sentence in (
+        "The default value is 10.",
+        "Possible values are 1 through 10.",
+        "Repeat it up to 3 times.",
+    ):
+        assert ("sentence", sentence) in found
+    assert ("sentence", "For count, the default is 1.") in found
     assert [t for k, t in found if k == "item"] == ["Open the console first.", "Choose Save at the top."]
     two = "## S\n1. Open the app now. 2. Sign in there. 1. Go to Settings now. 2. Choose Export here."
     restarted = [u.text for u in units([two])]  # a second list starts again at 1
     assert restarted == ["Open the app now.", "Sign in there.", "Go to Settings now.", "Choose Export here."]
     ones = [u.text for u in units(["## S\nFollow these steps: 1. Open the app now. 1. Sign in there, then."])]
     assert ones == ["Follow these steps:", "Open the app now.", "Sign in there, then."]
+    inside = [
+        u.text for u in units(["## S\n1. Open the console. 2. Set Timeout to 30. Save it. 3. Close it now."])
+    ]
+    assert inside == ["Open the console.", "Set Timeout to 30. Save it.", "Close it now."]  # 30 is no item
+    cut = [u.text for u in units(["## S\n2. Choose Save in the dialog. 3. Close the window there."])]
+    assert cut == ["Choose Save in the dialog.", "Close the window there."]  # a list cut by its chunk
 
 
 @pytest.mark.parametrize(
@@ -331,7 +343,7 @@ def test_generated_questions_say_what_they_ask_and_are_graded_by_their_source() 
 def test_generated_questions_can_be_asked_the_way_customers_write() -> None:
     import random
 
-    from supportgraph_tools.answers.harness import generated_question
+    from supportgraph_tools.answers.harness import _as_customer, generated_question
 
     row = {
         "heading": "Amazon S3 > Objects",
@@ -346,11 +358,18 @@ def test_generated_questions_can_be_asked_the_way_customers_write() -> None:
 
     for seed in range(5):
         plain, rewritten = made(seed), made(seed, customer=1.0)
-        assert made(seed, customer=0.0) == plain  # share 0 draws nothing: a seed's examples stay the same
         assert plain[1] == "5 TiB"
         assert rewritten[1:] == plain[1:]  # the same gold, reference unit and section
         assert rewritten[0] == rewritten[0].lower() != plain[0].lower()  # lowercase, worded otherwise
-        assert "amazon s3" not in rewritten[0] and "tib" in rewritten[0]  # product gone, unit kept
+        assert "tib" in rewritten[0].split()  # the asked unit kept
+    # share 0 draws nothing more: a seed gives the questions it gave before the option existed
+    assert [made(seed)[0] for seed in range(3)] == [
+        "How many TiB You single Amazon any bucket?",
+        "How many TiB You can single Amazon Region?",
+        "How many TiB can object any any Region?",
+    ]
+    asked = _as_customer("How many TiB can one Amazon S3 object hold?", "5 TiB", random.Random(0))
+    assert "amazon s3" not in asked and "tib" in asked.split() and asked == asked.lower()
     asked = [
         generated_question({**row, "heading": "Creating a bucket"}, random.Random(n), customer=1.0)
         for n in range(9)
@@ -772,12 +791,17 @@ def test_a_fit_cache_made_for_other_questions_is_refused(tmp_path: Path) -> None
 
     args = argparse.Namespace(
         dataset=tmp_path / "docs", tenant="t", queries=[tmp_path / "q.jsonl"], unanswerable=[],
-        withheld=None, split="dev", avoid=[], generate=100, seed=0,
+        withheld=None, split="dev", avoid=[], generate=100, seed=0, customer_share=0.0,
     )  # fmt: skip
     cache = tmp_path / "prep.pkl"
     cache.write_bytes(pickle.dumps({"made_with": _cache_key(args, "st:mini"), "prepared": ["example"]}))
     assert _read_cache(cache, _cache_key(args, "st:mini")) == ["example"]
     args.seed, args.generate = 3, 0  # a refit from the cache keeps its generated questions
+    assert _read_cache(cache, _cache_key(args, "st:mini")) == ["example"]
+    args.customer_share = 0.5  # reported, like --seed
+    assert _read_cache(cache, _cache_key(args, "st:mini")) == ["example"]
+    older = {k: v for k, v in _cache_key(args, "st:mini").items() if k != "customer_share"}
+    cache.write_bytes(pickle.dumps({"made_with": older, "prepared": ["example"]}))  # before the option
     assert _read_cache(cache, _cache_key(args, "st:mini")) == ["example"]
     args.queries = [tmp_path / "other.jsonl"]
     with pytest.raises(ValueError, match="--queries"):

@@ -108,18 +108,34 @@ def _sentences(text: str) -> list[str]:
 
 
 def _item_starts(text: str) -> list[int]:
-    """Where list items start in flattened text. A bullet always starts one, and so does "1." (Markdown
-    lists are often numbered 1., 1., 1.); another number with a full stop only in a numbered run, the
-    number before or after it in the text the same or one apart ("2. Choose ... 3. Save"), so a sentence
-    that ends on a number ("Possible values are 1 through 50. The default ...") keeps its number."""
+    """Where list items start in flattened text. A bullet always starts one. A number with a full stop
+    starts one when it continues the list (the last item's number plus one, or 1 again: Markdown lists
+    are often numbered 1., 1., 1.), or when it opens one: 1 (or any n with n + 1 next) at the start of
+    the text or after a sentence's end or a colon, or 1 with 2 next (a list numbered again). So a
+    sentence that ends on a number keeps it ("Possible values are 1 through 50. The default ...", "the
+    default is 1. If you")."""
     found = list(_ITEM.finditer(text))
     numbers = [_number(m.group()) for m in found]
     numbered = [i for i, n in enumerate(numbers) if n is not None]
-    run = {i for i in numbered if numbers[i] == 1}
-    for a, b in pairwise(numbered):
-        if (numbers[b] or 0) - (numbers[a] or 0) in (0, 1):
-            run.update((a, b))
-    return [m.start() for i, m in enumerate(found) if numbers[i] is None or i in run]
+    following = {a: numbers[b] for a, b in pairwise(numbered)}
+    starts: list[int] = []
+    last: int | None = None
+    for i, m in enumerate(found):
+        n = numbers[i]
+        if n is not None:
+            after = following.get(i)
+            before = m.start() + 1 if text[m.start()].isspace() else m.start()  # up to the number
+            opens = _OPENS.search(text, 0, before) is not None
+            continues = last is not None and (n == last + 1 or n == last == 1)
+            if not (continues or (opens and (n == 1 or after == n + 1)) or (n == 1 and after == 2)):
+                continue
+            last = n
+        starts.append(m.start())
+    return starts
+
+
+# what may stand before a list's first number: nothing, or a sentence's end or a colon (and spaces)
+_OPENS = re.compile(r"(?:^|[.:!?)*\"'])\s*$")
 
 
 def _number(marker: str) -> int | None:
