@@ -34,7 +34,7 @@ from serve_app.knowledge.factory import build_retriever
 from serve_app.knowledge.retrieval import fuse
 from serve_app.knowledge.store import Passage
 from serve_app.settings import load_settings
-from supportgraph_tools.knowledge.evaluate import evaluate, inline_qrels, load_qrels, load_queries
+from supportgraph_tools.knowledge.evaluate import print_study, study_rows
 
 MODES = ("hybrid_rerank", "bm25")
 
@@ -117,30 +117,13 @@ def main() -> None:
 
     async def work(db, embedder, bill) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
         retriever = build_retriever(db, cfg, embedder)
-        rows = []
-        for path in args.queries:
-            queries, qrels = load_queries(path), load_qrels(args.dataset) | inline_qrels(path)
-            for variant in args.variants:
-                state["variant"] = variant
-                for mode in MODES:
-                    r = await evaluate(retriever, args.tenant, queries, qrels, mode)
-                    rows.append(
-                        {"queries": path.name, "variant": variant, "mode": mode, "n": r["queries"]}
-                        | {key: r[key] for key in ("R@1", "R@5", "MRR@10")}
-                    )
-        return rows
+        return await study_rows(retriever, args.tenant, args.dataset, args.queries, args.variants, use, MODES)
+
+    def use(variant: str) -> None:
+        state["variant"] = variant
 
     rows = asyncio.run(_with_knowledge(settings, args.tenant, work))
-    for path in args.queries:
-        print(f"\n{path.name}  (R@1 / R@5 / MRR@10, document level)")
-        print(f"{'variant':<20}" + "".join(f"{m:>26}" for m in MODES))
-        for variant in args.variants:
-            cells = {
-                r["mode"]: f"{r['R@1']:.3f} / {r['R@5']:.3f} / {r['MRR@10']:.3f}"
-                for r in rows
-                if r["queries"] == path.name and r["variant"] == variant
-            }
-            print(f"{variant:<20}" + "".join(f"{cells[m]:>26}" for m in MODES))
+    print_study(rows, args.queries, args.variants, MODES, "variant")
     print(json.dumps({"study": "query_expansion", "tenant": args.tenant, "rows": rows}))
 
 

@@ -29,7 +29,7 @@ from serve_app.knowledge import store
 from serve_app.knowledge.factory import build_retriever
 from serve_app.knowledge.store import Passage
 from serve_app.settings import load_settings
-from supportgraph_tools.knowledge.evaluate import evaluate, inline_qrels, load_qrels, load_queries
+from supportgraph_tools.knowledge.evaluate import print_study, study_rows
 
 SIDES = ("chunk", "window", "both")
 MODES = ("hybrid_rerank", "hybrid", "dense")
@@ -70,30 +70,16 @@ def main() -> None:
 
         store.dense = dense  # the retriever calls store.dense: this study's dense side stands in for it
         retriever = build_retriever(db, settings.knowledge, embedder)
-        rows = []
-        for path in args.queries:
-            queries, qrels = load_queries(path), load_qrels(args.dataset) | inline_qrels(path)
-            for name in SIDES:
-                side["name"] = name
-                for mode in MODES:
-                    r = await evaluate(retriever, args.tenant, queries, qrels, mode)
-                    rows.append(
-                        {"queries": path.name, "dense_side": name, "mode": mode, "n": r["queries"]}
-                        | {m: r[m] for m in ("R@1", "R@5", "MRR@10")}
-                    )
-        return rows
+
+        def use(name: str) -> None:
+            side["name"] = name
+
+        return await study_rows(
+            retriever, args.tenant, args.dataset, args.queries, list(SIDES), use, MODES, "dense_side"
+        )
 
     rows = asyncio.run(_with_knowledge(settings, args.tenant, work))
-    for path in args.queries:
-        print(f"\n{path.name}  (R@1 / R@5 / MRR@10, document level)")
-        print(f"{'dense side':<10}" + "".join(f"{m:>26}" for m in MODES))
-        for name in SIDES:
-            cells = {
-                r["mode"]: f"{r['R@1']:.3f} / {r['R@5']:.3f} / {r['MRR@10']:.3f}"
-                for r in rows
-                if r["queries"] == path.name and r["dense_side"] == name
-            }
-            print(f"{name:<10}" + "".join(f"{cells[m]:>26}" for m in MODES))
+    print_study(rows, args.queries, list(SIDES), MODES, "dense_side", width=10)
     print(
         json.dumps({"study": "window_vectors", "tenant": args.tenant, "windows": args.windows, "rows": rows})
     )

@@ -113,6 +113,54 @@ async def evaluate(
     }
 
 
+async def study_rows(
+    retriever: Retriever,
+    tenant_id: str,
+    dataset: Path,
+    paths: list[Path],
+    variants: list[str],
+    use: Callable[[str], None],
+    modes: tuple[str, ...],
+    key: str = "variant",
+) -> list[dict[str, object]]:
+    """A study's rows: each question file, each variant (`use(variant)` sets it up), each mode, scored
+    by `evaluate` against the dataset's and the file's own judgements (document-level R@1, R@5, MRR@10)."""
+    rows: list[dict[str, object]] = []
+    for path in paths:
+        queries, qrels = load_queries(path), load_qrels(dataset) | inline_qrels(path)
+        for variant in variants:
+            use(variant)
+            for mode in modes:
+                r = await evaluate(retriever, tenant_id, queries, qrels, mode)
+                rows.append(
+                    {"queries": path.name, key: variant, "mode": mode, "n": r["queries"]}
+                    | {m: r[m] for m in ("R@1", "R@5", "MRR@10")}
+                )
+    return rows
+
+
+def print_study(
+    rows: list[dict[str, object]],
+    paths: list[Path],
+    variants: list[str],
+    modes: tuple[str, ...],
+    key: str,
+    width: int = 20,
+) -> None:
+    """`study_rows` as a table per question file: a row per variant (a `width`-wide first column),
+    R@1 / R@5 / MRR@10 per mode."""
+    for path in paths:
+        print(f"\n{path.name}  (R@1 / R@5 / MRR@10, document level)")
+        print(f"{key.replace('_', ' '):<{width}}" + "".join(f"{m:>26}" for m in modes))
+        for variant in variants:
+            cells = {
+                r["mode"]: f"{r['R@1']:.3f} / {r['R@5']:.3f} / {r['MRR@10']:.3f}"
+                for r in rows
+                if r["queries"] == path.name and r[key] == variant
+            }
+            print(f"{variant:<{width}}" + "".join(f"{cells[m]:>26}" for m in modes))
+
+
 async def judged_candidates(
     retriever: Retriever,
     tenant_id: str,
